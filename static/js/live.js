@@ -1,0 +1,168 @@
+// Live page: camera -> JPEG frames over Socket.IO (one in flight) -> boxes on the overlay.
+import { cameraUnavailableReason, describeCameraError, listCameras, openCamera, stopStream } from "./camera.js";
+import { drawFaces, largestFace, renderBars } from "./overlay.js";
+import { connectFrames } from "./socket.js";
+
+const app = document.getElementById("app");
+const emotions = JSON.parse(app.dataset.emotions);
+const maxFrameBytes = Number(app.dataset.maxFrameBytes);
+const video = document.getElementById("video");
+const overlay = document.getElementById("overlay");
+const toggle = document.getElementById("toggle");
+const cameraSelect = document.getElementById("camera");
+const mirror = document.getElementById("mirror");
+const notice = document.getElementById("notice");
+const status = document.getElementById("status");
+const MAX_SEND_WIDTH = 640;
+const JPEG_QUALITY = 0.8;
+
+// Measurements, also read by the browser tests and the benchmark.
+const stats = { sent: 0, answered: 0, errors: 0, lastError: null, fps: 0, rtts: [], lastReply: null };
+window.moodlens = { stats };
+
+let stream = null;
+let frames = null;
+let running = false;
+let inFlight = false;
+let answerTimes = [];
+const capture = document.createElement("canvas");
+const captureCtx = capture.getContext("2d");
+const overlayCtx = overlay.getContext("2d");
+
+function showNotice(html) {
+  notice.innerHTML = html;
+  notice.hidden = !html;
+}
+
+function setStatus(text) {
+  status.textContent = text;
+}
+
+function applyMirror() {
+  video.classList.toggle("mirrored", mirror.checked);
+  drawFaces(overlayCtx, stats.lastReply, { mirror: mirror.checked });
+}
+
+async function start() {
+  const reason = cameraUnavailableReason();
+  if (reason) {
+    showNotice(`${reason} <a href="${app.dataset.uploadUrl}">Analyse a photo instead</a>.`);
+    return;
+  }
+  showNotice("");
+  toggle.disabled = true;
+  try {
+    stream = await openCamera(cameraSelect.value);
+  } catch (error) {
+    toggle.disabled = false;
+    showNotice(`${describeCameraError(error)} <a href="${app.dataset.uploadUrl}">Analyse a photo instead</a>.`);
+    return;
+  }
+  video.srcObject = stream;
+  await video.play();
+  await fillCameraList();
+  frames = frames || connectFrames((state) => setStatus(state === "connected" ? "" : "reconnecting…"));
+  frames.reset();
+  running = true;
+  document.body.classList.add("streaming");
+  toggle.textContent = "Stop";
+  toggle.disabled = false;
+  scheduleNext();
+}
+
+function stop() {
+  running = false;
+  stopStream(stream);
+  stream = null;
+  video.srcObject = null;
+  stats.lastReply = null;
+  overlayCtx.clearRect(0, 0, overlay.width, overlay.height);
+  renderBars(document.getElementById("bars"), emotions, null);
+  document.body.classList.remove("streaming");
+  toggle.textContent = "Start camera";
+  document.getElementById("fps").textContent = "– fps";
+}
+
+async function fillCameraList() {
+  const cameras = await listCameras();
+  const current = stream && stream.getVideoTracks()[0].getSettings().deviceId;
+  cameraSelect.replaceChildren(...cameras.map((camera, i) => new Option(camera.label || `Camera ${i + 1}`, camera.deviceId, false, camera.deviceId === current)));
+  cameraSelect.disabled = cameras.length < 2;
+}
+
+// Pace to the camera: one attempt per new video frame, skipped while a frame is in flight.
+function scheduleNext() {
+  if (!running) return;
+  if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(onVideoFrame);
+  else requestAnimationFrame(onVideoFrame);
+}
+
+function onVideoFrame() {
+  if (!running) return;
+  if (!inFlight && video.videoWidth && frames.connected) sendFrame();
+  scheduleNext();
+}
+
+async function sendFrame() {
+  inFlight = true;
+  const scale = Math.min(1, MAX_SEND_WIDTH / video.videoWidth);
+  capture.width = Math.round(video.videoWidth * scale);
+  capture.height = Math.round(video.videoHeight * scale);
+  captureCtx.drawImage(video, 0, 0, capture.width, capture.height);
+  const sentAt = performance.now();
+  try {
+    const blob = await new Promise((resolve) => capture.toBlob(resolve, "image/jpeg", JPEG_QUALITY));
+    if (blob.size > maxFrameBytes) throw new Error(`frame of ${blob.size} bytes exceeds the server's limit`);
+    stats.sent += 1;
+    const reply = await frames.sendFrame(await blob.arrayBuffer());
+    if (!running) return;
+    if (reply.error) {
+      stats.errors += 1;
+      stats.lastError = reply.error;
+      setStatus(reply.error.message);
+      return;
+    }
+    onReply(reply, performance.now() - sentAt);
+  } catch (error) {
+    stats.errors += 1;
+    stats.lastError = { code: "client", message: String(error.message || error) };
+    setStatus(frames.connected ? "the server did not answer in time" : "reconnecting…");
+  } finally {
+    inFlight = false;
+  }
+}
+
+function onReply(reply, rtt) {
+  const now = performance.now();
+  stats.answered += 1;
+  stats.rtts.push(rtt);
+  if (stats.rtts.length > 600) stats.rtts.shift();
+  answerTimes.push(now);
+  answerTimes = answerTimes.filter((t) => now - t <= 1000);
+  stats.fps = answerTimes.length;
+  stats.lastReply = reply;
+  if (overlay.width !== video.videoWidth || overlay.height !== video.videoHeight) {
+    overlay.width = video.videoWidth;
+    overlay.height = video.videoHeight;
+  }
+  drawFaces(overlayCtx, reply, { mirror: mirror.checked });
+  const face = largestFace(reply);
+  renderBars(document.getElementById("bars"), emotions, face && face.probabilities);
+  const recent = stats.rtts.slice(-30).sort((a, b) => a - b);
+  document.getElementById("fps").textContent = `${stats.fps} fps`;
+  document.getElementById("latency").textContent = `${Math.round(recent[Math.floor(recent.length / 2)])} ms`;
+  setStatus(reply.faces.length ? "" : "no face in view");
+}
+
+toggle.addEventListener("click", () => (running ? stop() : start()));
+mirror.addEventListener("change", applyMirror);
+cameraSelect.addEventListener("change", async () => {
+  if (!running) return;
+  stop();
+  await start();
+});
+window.addEventListener("pagehide", stop);
+renderBars(document.getElementById("bars"), emotions, null);
+applyMirror();
+const reason = cameraUnavailableReason();
+if (reason) showNotice(`${reason} <a href="${app.dataset.uploadUrl}">Analyse a photo instead</a>.`);

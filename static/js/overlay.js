@@ -1,0 +1,70 @@
+// Drawing detections: boxes with labels on a canvas, and probability bars.
+
+const COLORS = {
+  angry: "#e5484d", disgust: "#8db600", fear: "#8e4ec6", happy: "#f5b400",
+  sad: "#3e63dd", surprise: "#f76b15", neutral: "#8b8d98",
+};
+
+/** Colour used for an emotion everywhere in the UI. */
+export function colorOf(emotion) {
+  return COLORS[emotion] || "#ffffff";
+}
+
+/**
+ * Draw every face of `reply` on `ctx`, whose canvas has the frame's pixel size.
+ * `mirror` flips boxes horizontally to match a mirrored video; text stays readable.
+ */
+export function drawFaces(ctx, reply, { mirror = false } = {}) {
+  const { width, height } = ctx.canvas;
+  ctx.clearRect(0, 0, width, height);
+  if (!reply || !reply.faces) return;
+  const sx = width / reply.width;
+  const sy = height / reply.height;
+  const lineWidth = Math.max(2, Math.round(width / 320));
+  ctx.font = `${Math.max(14, Math.round(width / 40))}px system-ui, sans-serif`;
+  ctx.textBaseline = "bottom";
+  for (const face of reply.faces) {
+    const w = face.box.width * sx;
+    const h = face.box.height * sy;
+    const x = mirror ? width - face.box.x * sx - w : face.box.x * sx;
+    const y = face.box.y * sy;
+    const color = colorOf(face.emotion);
+    ctx.lineWidth = lineWidth;
+    ctx.strokeStyle = color;
+    ctx.strokeRect(x, y, w, h);
+    const label = `${face.emotion} ${Math.round(face.score * 100)}%`;
+    const pad = 4;
+    const textWidth = ctx.measureText(label).width + 2 * pad;
+    const textHeight = parseInt(ctx.font, 10) + 2 * pad;
+    const ty = y >= textHeight ? y : y + h + textHeight;
+    ctx.fillStyle = color;
+    ctx.fillRect(x - lineWidth / 2, ty - textHeight, textWidth, textHeight);
+    ctx.fillStyle = "#111";
+    ctx.fillText(label, x + pad - lineWidth / 2, ty - pad);
+  }
+}
+
+/** The face with the largest box, or null. */
+export function largestFace(reply) {
+  if (!reply || !reply.faces || reply.faces.length === 0) return null;
+  return reply.faces.reduce((a, b) => (b.box.width * b.box.height > a.box.width * a.box.height ? b : a));
+}
+
+/** Fill `container` with one bar per emotion for `probabilities` (or empty bars). */
+export function renderBars(container, emotions, probabilities) {
+  if (container.children.length !== emotions.length) {
+    container.replaceChildren(...emotions.map((emotion) => {
+      const row = document.createElement("div");
+      row.className = "bar";
+      row.dataset.emotion = emotion;
+      row.innerHTML = `<span class="name">${emotion}</span><span class="track"><span class="fill"></span></span><span class="value"></span>`;
+      row.querySelector(".fill").style.background = colorOf(emotion);
+      return row;
+    }));
+  }
+  for (const row of container.children) {
+    const p = probabilities ? probabilities[row.dataset.emotion] : 0;
+    row.querySelector(".fill").style.width = `${(p * 100).toFixed(1)}%`;
+    row.querySelector(".value").textContent = probabilities ? `${Math.round(p * 100)}%` : "–";
+  }
+}

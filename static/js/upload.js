@@ -1,0 +1,80 @@
+// Upload page: send a still image to the JSON API, draw the faces, list probabilities.
+import { colorOf, drawFaces } from "./overlay.js";
+
+const app = document.getElementById("app");
+const emotions = JSON.parse(app.dataset.emotions);
+const form = document.getElementById("upload-form");
+const input = document.getElementById("image");
+const message = document.getElementById("message");
+const canvas = document.getElementById("annotated");
+const table = document.getElementById("faces");
+const maxBytes = Number(app.dataset.maxUploadMb) * 1024 * 1024;
+
+async function analyse(file) {
+  table.hidden = true;
+  canvas.hidden = true;
+  if (!file) {
+    message.textContent = "Choose a photo first.";
+    return;
+  }
+  if (file.size > maxBytes) {
+    message.textContent = `That file is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${app.dataset.maxUploadMb} MB.`;
+    return;
+  }
+  message.textContent = "Analysing…";
+  const body = new FormData();
+  body.append("image", file);
+  let reply;
+  try {
+    const response = await fetch(app.dataset.analyzeUrl, { method: "POST", body });
+    reply = await response.json();
+  } catch (error) {
+    message.textContent = `The server could not be reached (${error.message}).`;
+    return;
+  }
+  if (reply.error) {
+    message.textContent = reply.error.message;
+    return;
+  }
+  await show(file, reply);
+}
+
+async function show(file, reply) {
+  // The server applies EXIF orientation; createImageBitmap does too, so the boxes line up.
+  const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+  canvas.width = reply.width;
+  canvas.height = reply.height;
+  const ctx = canvas.getContext("2d");
+  const layer = new OffscreenCanvas(reply.width, reply.height);
+  drawFaces(layer.getContext("2d"), reply);
+  ctx.drawImage(bitmap, 0, 0, reply.width, reply.height);
+  ctx.drawImage(layer, 0, 0);
+  canvas.hidden = false;
+  const count = reply.faces.length;
+  message.textContent = count ? `${count} face${count > 1 ? "s" : ""} found (${Math.round(reply.timings_ms.total)} ms).` : "No face found in this photo.";
+  const rows = reply.faces.map((face, i) => {
+    const row = document.createElement("tr");
+    const cells = [String(i + 1), face.emotion, ...emotions.map((e) => `${(face.probabilities[e] * 100).toFixed(1)}%`)];
+    row.replaceChildren(...cells.map((text) => Object.assign(document.createElement("td"), { textContent: text })));
+    row.children[1].style.color = colorOf(face.emotion);
+    return row;
+  });
+  table.tBodies[0].replaceChildren(...rows);
+  table.hidden = count === 0;
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  analyse(input.files[0]);
+});
+input.addEventListener("change", () => analyse(input.files[0]));
+form.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  form.classList.add("dragging");
+});
+form.addEventListener("dragleave", () => form.classList.remove("dragging"));
+form.addEventListener("drop", (event) => {
+  event.preventDefault();
+  form.classList.remove("dragging");
+  analyse(event.dataTransfer.files[0]);
+});

@@ -1,0 +1,1 @@
+"""Training pipeline for the Moodlens emotion classifier (FER-2013)."""

@@ -1,0 +1,139 @@
+"""Load FER-2013 from the Kaggle CSV or from `<split>/<emotion>/*.jpg` folders.
+
+Every image goes through `webapp.vision.preprocess.face_to_input`, so arbitrary face
+crops (any size, colour or gray) come out exactly as the server would prepare them.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from webapp.vision.labels import EMOTIONS, NUM_CLASSES, index_of
+from webapp.vision.preprocess import INPUT_SIZE, face_to_input, to_grayscale
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm"}
+# CSV `Usage` values for each split name; folder layouts name the held-out split val/ or test/.
+CSV_USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+FOLDER_ALIASES = {"train": ("train", "training"), "val": ("val", "valid", "validation", "publictest", "test"), "test": ("test", "privatetest")}
+
+
+class DataError(ValueError):
+    """Raised for a dataset that cannot be read: wrong path, unknown class, bad image."""
+
+
+@dataclass(frozen=True)
+class FaceDataset:
+    """Faces as uint8 (N, 48, 48) with integer labels in `EMOTIONS` order."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def class_counts(self) -> np.ndarray:
+        """Number of images per class, in `EMOTIONS` order."""
+        return np.bincount(self.labels, minlength=NUM_CLASSES)
+
+
+def load_split(path: str | os.PathLike, split: str) -> FaceDataset:
+    """Load one split ("train", "val" or "test") from a CSV file or a dataset folder.
+
+    Args:
+        path: `fer2013.csv`, a folder holding `<split>/<emotion>/` folders, or a folder
+            of `<emotion>/` folders (then `split` is ignored).
+        split: which split to read.
+
+    Raises:
+        DataError: for a missing path, a missing split, an unknown class folder or an
+            unreadable image.
+    """
+    path = Path(path)
+    if split not in CSV_USAGE:
+        raise DataError(f"unknown split {split!r}; expected one of {', '.join(CSV_USAGE)}")
+    if not path.exists():
+        raise DataError(f"dataset path {str(path)!r} does not exist")
+    if path.is_file():
+        return load_csv(path, CSV_USAGE[split])
+    if _is_class_folder(path):
+        return load_folder(path)
+    for name in FOLDER_ALIASES[split]:
+        for child in path.iterdir():
+            if child.is_dir() and child.name.lower() == name:
+                return load_folder(child)
+    raise DataError(
+        f"{str(path)!r} has no folder for split {split!r} (looked for {', '.join(FOLDER_ALIASES[split])}) "
+        f"and no emotion folders ({', '.join(EMOTIONS)})"
+    )
+
+
+def load_csv(path: str | os.PathLike, usage: str | None = None) -> FaceDataset:
+    """Load the Kaggle `fer2013.csv` (columns emotion, pixels[, Usage]), keeping rows of `usage`."""
+    images, labels = [], []
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}; expected emotion,pixels,Usage")
+        if usage is not None and "Usage" not in (reader.fieldnames or ()):
+            raise DataError(f"{path}: no Usage column, cannot select the {usage} rows")
+        for line, row in enumerate(reader, start=2):
+            if usage is not None and row["Usage"] != usage:
+                continue
+            try:
+                label = int(row["emotion"])
+                pixels = np.array(row["pixels"].split(), dtype=np.uint8)
+            except (TypeError, ValueError) as error:
+                raise DataError(f"{path}:{line}: unreadable row ({error})") from None
+            if not 0 <= label < NUM_CLASSES:
+                raise DataError(f"{path}:{line}: emotion {label} is outside 0..{NUM_CLASSES - 1}")
+            if pixels.size != INPUT_SIZE * INPUT_SIZE:
+                raise DataError(f"{path}:{line}: {pixels.size} pixels, expected {INPUT_SIZE * INPUT_SIZE}")
+            images.append(pixels.reshape(INPUT_SIZE, INPUT_SIZE))
+            labels.append(label)
+    if not images:
+        raise DataError(f"{path}: no rows with Usage == {usage!r}")
+    return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), f"{path}[{usage}]")
+
+
+def load_folder(path: str | os.PathLike) -> FaceDataset:
+    """Load a folder of `<emotion>/<image>` files; every subfolder must be a known emotion."""
+    path = Path(path)
+    class_dirs = sorted(child for child in path.iterdir() if child.is_dir())
+    if not class_dirs:
+        raise DataError(f"{path}: no emotion folders ({', '.join(EMOTIONS)})")
+    images, labels = [], []
+    for class_dir in class_dirs:
+        try:
+            label = index_of(class_dir.name)
+        except ValueError as error:
+            raise DataError(f"{class_dir}: {error}") from None
+        for file in sorted(class_dir.iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            images.append(read_face(file))
+            labels.append(label)
+    if not images:
+        raise DataError(f"{path}: the emotion folders hold no images")
+    return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), str(path))
+
+
+def read_face(file: str | os.PathLike) -> np.ndarray:
+    """Read one face crop from disk as the model's 48x48 uint8 grayscale form."""
+    image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DataError(f"{file}: not a readable image")
+    if image.dtype != np.uint8:
+        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
+    return face_to_input(to_grayscale(image, order="BGR"))
+
+
+def _is_class_folder(path: Path) -> bool:
+    names = {child.name.lower() for child in path.iterdir() if child.is_dir()}
+    return bool(names) and names <= set(EMOTIONS)

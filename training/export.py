@@ -1,0 +1,126 @@
+"""Export a trained Keras model to the serving form: TFLite float32 and int8.
+
+    python -m training.export --model runs/NAME/best.keras --out models --data ../shared/datasets/fer2013
+
+Writes emotion_float32.tflite and emotion_int8.tflite (full-integer weights and
+activations, calibrated on training images, float input/output) and, given --data,
+checks each form's accuracy on the val split against the Keras model and writes
+export.json with the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from training.data import DataError, load_split
+from webapp.vision.preprocess import INPUT_SHAPE, to_model_input
+
+FORMS = ("float32", "int8")
+
+
+def convert(model, form: str, calibration: np.ndarray | None = None) -> bytes:
+    """Convert a Keras model to TFLite bytes; `calibration` (uint8 faces) is needed for int8."""
+    import tempfile
+
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as saved_model:
+        model.export(saved_model, format="tf_saved_model", input_signature=[tf.TensorSpec((1, *INPUT_SHAPE), tf.float32, name="face")], verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        return _finish(converter, form, calibration)
+
+
+def _finish(converter, form: str, calibration: np.ndarray | None) -> bytes:
+    import tensorflow as tf
+
+    if form == "int8":
+        if calibration is None:
+            raise ValueError("int8 export needs calibration faces")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([to_model_input(face[np.newaxis])] for face in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    elif form != "float32":
+        raise ValueError(f"unknown form {form!r}")
+    return converter.convert()
+
+
+def median_latency_ms(model_path: str, repeats: int = 300) -> float:
+    """Median time of one face (batch 1, flip TTA included) through `EmotionClassifier`."""
+    from webapp.vision.classifier import EmotionClassifier
+
+    classifier = EmotionClassifier(model_path)
+    face = np.random.default_rng(0).integers(0, 256, (1, 48, 48), dtype=np.uint8)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        classifier.predict_probabilities(face)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times) * 1000)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", required=True, help="trained .keras model (e.g. runs/NAME/best.keras)")
+    parser.add_argument("--out", default="models", help="folder for the .tflite files and export.json")
+    parser.add_argument("--data", help="dataset (CSV or folder): calibration from train, accuracy check on --split")
+    parser.add_argument("--split", default="val", choices=("val", "test"))
+    parser.add_argument("--calibration-size", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from training.evaluate import evaluate
+
+    if not Path(args.model).is_file():
+        print(f"error: model file {args.model!r} not found", file=sys.stderr)
+        return 2
+    model = keras.models.load_model(args.model, compile=False)
+    try:
+        train = load_split(args.data, "train") if args.data else None
+        held_out = load_split(args.data, args.split) if args.data else None
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if train is not None:
+        pick = np.random.default_rng(args.seed).choice(len(train), min(args.calibration_size, len(train)), replace=False)
+        calibration = train.images[pick]
+    else:
+        print("no --data: calibrating int8 on random faces (accuracy will suffer); pass --data for a real export")
+        calibration = np.random.default_rng(args.seed).integers(0, 256, (args.calibration_size, 48, 48), dtype=np.uint8)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"source": args.model, "forms": {}}
+    paths = {"keras": args.model}
+    for form in FORMS:
+        path = out / f"emotion_{form}.tflite"
+        path.write_bytes(convert(model, form, calibration))
+        paths[form] = str(path)
+    print(f"{'form':<9}{'size KB':>9}{'accuracy':>10}{'vs keras':>10}{'ms/face':>9}")
+    for form, path in paths.items():
+        entry = {"path": path, "size_kb": round(os.path.getsize(path) / 1024, 1), "median_ms_per_face": round(median_latency_ms(path), 3)}
+        if held_out is not None:
+            entry["accuracy"] = round(evaluate(path, held_out).accuracy, 4)
+        summary["forms"][form] = entry
+        base = summary["forms"]["keras"].get("accuracy")
+        delta = f"{entry['accuracy'] - base:+.4f}" if held_out is not None else "-"
+        accuracy = f"{entry['accuracy']:.4f}" if held_out is not None else "-"
+        print(f"{form:<9}{entry['size_kb']:>9}{accuracy:>10}{delta:>10}{entry['median_ms_per_face']:>9}")
+    if held_out is not None:
+        summary["data"] = held_out.source
+    (out / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {', '.join(paths[f] for f in FORMS)} and {out / 'export.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Train the emotion classifier on FER-2013.
+
+    python -m training.train --data ../shared/datasets/fer2013 --epochs 30
+
+Each run writes to its own folder (default runs/<timestamp>): hparams.json,
+model_summary.txt, log.csv, best.keras (highest val accuracy), last.keras (for
+--resume) and history.json. Resume an interrupted run with --resume RUN_DIR.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--data", help="fer2013.csv, or a folder with train/ and val/ (or test/) emotion folders")
+    parser.add_argument("--arch", choices=("compact", "mobilenetv2"), default="compact")
+    parser.add_argument("--width", type=int, default=32, help="compact CNN: channels of the first stage")
+    parser.add_argument("--epochs", type=int, default=None, help="total epochs (default 30); with --resume, a new total re-fits the cosine schedule")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, warm-up then cosine)")
+    parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument("--weight-decay", type=float, default=0.05, help="decoupled AdamW weight decay")
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--dropout", type=float, default=0.4)
+    parser.add_argument("--class-weights", choices=("none", "sqrt", "balanced"), default="sqrt", help="loss weights per class: none, (N/(K*n_c))**0.5, or N/(K*n_c)")
+    parser.add_argument("--no-augment", action="store_true", help="turn off flip/rotate/zoom/shift/contrast augmentation")
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke tests)")
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--runs-dir", default="runs", help="parent folder of run folders")
+    parser.add_argument("--name", default=None, help="run folder name (default: a timestamp)")
+    parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR from last.keras")
+    parser.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores)")
+    args = parser.parse_args(argv)
+    if not args.data and not args.resume:
+        parser.error("--data is required (unless --resume)")
+    return args
+
+
+def class_weights(counts: np.ndarray, mode: str) -> dict[int, float] | None:
+    """Per-class loss weights that counter FER-2013's imbalance (disgust is 1.5% of Training)."""
+    if mode == "none":
+        return None
+    raw = counts.sum() / (len(counts) * np.maximum(counts, 1))
+    weights = np.sqrt(raw) if mode == "sqrt" else raw
+    return {index: float(weight) for index, weight in enumerate(weights)}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved = json.loads((run_dir / "hparams.json").read_text())
+        saved.update(resume=args.resume, threads=args.threads, epochs=args.epochs or saved["epochs"])
+        args = argparse.Namespace(**saved)
+        (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+    else:
+        args.epochs = args.epochs or 30
+        run_dir = Path(args.runs_dir) / (args.name or time.strftime("%Y%m%d-%H%M%S"))
+        run_dir.mkdir(parents=True, exist_ok=False)
+
+    import keras
+    import tensorflow as tf
+
+    from training.augment import make_augmenter
+    from training.data import DataError, load_split
+    from training.model import make_model
+    from training.schedule import WarmupCosine
+    from webapp.vision.labels import EMOTIONS, NUM_CLASSES
+    from webapp.vision.preprocess import to_model_input
+
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    keras.utils.set_random_seed(args.seed)
+
+    try:
+        train = load_split(args.data, "train")
+        val = load_split(args.data, "val")
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.limit:
+        order = np.random.default_rng(args.seed).permutation(len(train))[: args.limit]
+        train = type(train)(train.images[order], train.labels[order], train.source)
+    counts = train.class_counts()
+    weights = class_weights(counts, args.class_weights)
+    print(f"train: {len(train)} images from {train.source}; val: {len(val)} from {val.source}")
+    print("class counts: " + ", ".join(f"{name} {count}" for name, count in zip(EMOTIONS, counts)))
+    if weights:
+        print("class weights: " + ", ".join(f"{name} {weights[i]:.2f}" for i, name in enumerate(EMOTIONS)))
+
+    x_train, x_val = to_model_input(train.images), to_model_input(val.images)
+    y_train = keras.utils.to_categorical(train.labels, NUM_CLASSES)
+    y_val = keras.utils.to_categorical(val.labels, NUM_CLASSES)
+    sample_weight = None if weights is None else np.array([weights[label] for label in train.labels], dtype=np.float32)
+
+    tensors = (x_train, y_train) if sample_weight is None else (x_train, y_train, sample_weight)
+    train_ds = tf.data.Dataset.from_tensor_slices(tensors).shuffle(len(train), seed=args.seed, reshuffle_each_iteration=True).batch(args.batch_size)
+    if not args.no_augment:
+        augmenter = make_augmenter(args.seed)
+        train_ds = train_ds.map(lambda x, *rest: (augmenter(x, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE)
+    train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
+    val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(256)
+
+    steps_per_epoch = int(np.ceil(len(train) / args.batch_size))
+    initial_epoch = 0
+    if args.resume:
+        model = keras.models.load_model(run_dir / "last.keras", custom_objects={"WarmupCosine": WarmupCosine})
+        initial_epoch = json.loads((run_dir / "state.json").read_text())["epochs_done"]
+        schedule = model.optimizer._learning_rate
+        if isinstance(schedule, WarmupCosine) and schedule.total_steps != steps_per_epoch * args.epochs:
+            # a new epoch budget: keep the warm-up, stretch or shrink the cosine to end at the new last step
+            model.optimizer._learning_rate = WarmupCosine(schedule.peak, steps_per_epoch * args.epochs, schedule.warmup_steps)
+        print(f"resuming {run_dir} after epoch {initial_epoch} of {args.epochs}")
+    else:
+        model = make_model(args.arch, width=args.width, dropout=args.dropout)
+        schedule = WarmupCosine(args.lr, steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs))
+        model.compile(
+            optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+            metrics=["accuracy"],
+        )
+        (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+        with open(run_dir / "model_summary.txt", "w") as handle:
+            model.summary(print_fn=lambda line, **_: handle.write(line + "\n"))
+
+    class SaveState(keras.callbacks.Callback):
+        """Record finished epochs and wall time, so --resume and the model card can use them."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            state_file = run_dir / "state.json"
+            state = json.loads(state_file.read_text()) if state_file.exists() else {"epoch_seconds": []}
+            state["epochs_done"] = epoch + 1
+            state["epoch_seconds"].append(round(time.time() - self.started, 1))
+            state["train_images"] = len(train)
+            state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    callbacks = [
+        keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=bool(args.resume)),
+        keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(str(run_dir / "last.keras")),
+        SaveState(),
+    ]
+    if args.resume and (run_dir / "log.csv").exists():
+        # the restarted best-checkpoint callback must know the best accuracy so far
+        import csv
+
+        with open(run_dir / "log.csv") as handle:
+            best = max((float(row["val_accuracy"]) for row in csv.DictReader(handle)), default=None)
+        if best is not None:
+            callbacks[1].best = best
+    history = model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+    best_accuracy = max(history.history.get("val_accuracy", [float("nan")]))
+    print(f"run folder: {run_dir}")
+    print(f"best val accuracy this session: {best_accuracy:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Pages, the JSON API and the health check (thin: parse -> pipeline -> to_dict)."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
+
+from webapp.errors import error_body, from_image_error
+from webapp.inference import pipeline, run_blocking
+from webapp.vision.imaging import ImageError
+from webapp.vision.labels import EMOTIONS
+
+blueprint = Blueprint("main", __name__)
+
+
+@blueprint.get("/")
+def live():
+    """The webcam page."""
+    return render_template("live.html", emotions=EMOTIONS, max_frame_bytes=current_app.config["MAX_FRAME_KB"] * 1024)
+
+
+@blueprint.get("/upload")
+def upload():
+    """The still-image page."""
+    return render_template("upload.html", emotions=EMOTIONS, max_upload_mb=current_app.config["MAX_UPLOAD_MB"])
+
+
+@blueprint.post("/api/v1/analyze")
+def analyze():
+    """Analyse an image sent as multipart field `image` or as the raw request body."""
+    if request.files:
+        file = request.files.get("image")
+        if file is None:
+            return jsonify(error_body("missing_image", "send the image as the multipart field 'image'")), 400
+        data = file.read()
+    elif request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return jsonify(error_body("missing_image", "send the image as the multipart field 'image'")), 400
+    else:
+        data = request.get_data(cache=False)
+    try:
+        analysis = run_blocking(pipeline("image").analyze_bytes, data)
+    except ImageError as error:
+        body, status = from_image_error(error)
+        return jsonify(body), status
+    return jsonify(analysis.to_dict())
+
+
+@blueprint.get("/healthz")
+def healthz():
+    """Readiness and the models in use."""
+    pipelines = current_app.extensions["pipelines"]
+    return jsonify({"status": "ok", "ready": True, "emotions": list(EMOTIONS), "models": {kind: p.describe() for kind, p in pipelines.items()}})
+
+
+@blueprint.app_errorhandler(HTTPException)
+def http_error(error: HTTPException):
+    """JSON errors for API clients, the usual page for browsers."""
+    if request.path.startswith("/api/") or request.path == "/healthz" or not request.accept_mimetypes.accept_html:
+        code = {413: "too_large"}.get(error.code, error.name.lower().replace(" ", "_"))
+        message = f"the upload exceeds {current_app.config['MAX_UPLOAD_MB']} MB" if error.code == 413 else error.description
+        return jsonify(error_body(code, message)), error.code
+    return error
+
+
+@blueprint.app_errorhandler(Exception)
+def internal_error(error: Exception):
+    """Unexpected failures: logged, answered with a JSON 500, the server keeps serving."""
+    current_app.logger.exception("request failed")
+    return jsonify(error_body("internal_error", "the server could not handle this request")), 500

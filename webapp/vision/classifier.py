@@ -1,0 +1,89 @@
+"""Emotion classifier: runs the shipped model on 48x48 faces prepared by `preprocess`."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from webapp.vision.labels import EMOTIONS
+from webapp.vision.litert import load_interpreter
+from webapp.vision.preprocess import INPUT_SIZE, to_model_input
+from webapp.vision.types import Emotion
+
+
+class EmotionClassifier:
+    """Classify 48x48 uint8 grayscale faces into the 7 FER-2013 emotions.
+
+    Loads a TFLite model (the serving form, see `training.export`) or a Keras
+    `.keras` model. Inference is guarded by a lock, so one instance can serve many
+    threads; the model is warmed up once at load.
+
+    Args:
+        model_path: `.tflite` or `.keras` file.
+        flip_tta: average the prediction with the one for the mirrored face.
+        threads: interpreter threads (default: all cores).
+
+    Raises:
+        FileNotFoundError: the model file is missing.
+        ValueError: the model does not map 48x48x1 inputs to 7 classes.
+    """
+
+    def __init__(self, model_path: str | os.PathLike, flip_tta: bool = True, threads: int | None = None):
+        self.model_path = Path(model_path)
+        self.name = self.model_path.name
+        self.flip_tta = flip_tta
+        self._lock = threading.Lock()
+        if self.model_path.suffix == ".keras":
+            self._predict_batch = self._load_keras()
+        else:
+            self._predict_batch = self._load_tflite(threads)
+        self.predict_probabilities(np.zeros((1, INPUT_SIZE, INPUT_SIZE), np.uint8))  # warm-up
+
+    def _load_tflite(self, threads):
+        interpreter = load_interpreter(self.model_path, threads)
+        inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+        if tuple(inp["shape"][1:]) != (INPUT_SIZE, INPUT_SIZE, 1) or out["shape"][-1] != len(EMOTIONS):
+            raise ValueError(f"{self.model_path}: expected input (N, 48, 48, 1) and {len(EMOTIONS)} outputs, got {inp['shape']} -> {out['shape']}")
+        in_scale, in_zero = inp["quantization"]
+        out_scale, out_zero = out["quantization"]
+        batch = [int(inp["shape"][0])]
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            if len(x) != batch[0]:
+                interpreter.resize_tensor_input(inp["index"], [len(x), INPUT_SIZE, INPUT_SIZE, 1])
+                interpreter.allocate_tensors()
+                batch[0] = len(x)
+            if in_scale:  # int8 model: quantize the float input
+                x = np.clip(np.round(x / in_scale + in_zero), -128, 127).astype(inp["dtype"])
+            interpreter.set_tensor(inp["index"], x)
+            interpreter.invoke()
+            y = interpreter.get_tensor(out["index"])
+            return (y.astype(np.float32) - out_zero) * out_scale if out_scale else y
+
+        return predict
+
+    def _load_keras(self):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        import keras
+
+        model = keras.models.load_model(self.model_path, compile=False)
+        return lambda x: np.asarray(model.predict_on_batch(x))
+
+    def predict_probabilities(self, faces: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, 7) for uint8 faces (N, 48, 48)."""
+        x = to_model_input(faces)
+        if self.flip_tta:
+            x = np.concatenate([x, x[:, :, ::-1]])
+        with self._lock:
+            probabilities = self._predict_batch(np.ascontiguousarray(x))
+        if self.flip_tta:
+            probabilities = (probabilities[: len(faces)] + probabilities[len(faces) :]) / 2
+        return probabilities
+
+    def classify(self, faces: np.ndarray) -> list[Emotion]:
+        """Typed emotions for uint8 faces (N, 48, 48); an empty batch gives an empty list."""
+        if len(faces) == 0:
+            return []
+        return [Emotion.from_probabilities(dict(zip(EMOTIONS, map(float, row)))) for row in self.predict_probabilities(faces)]

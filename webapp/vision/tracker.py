@@ -1,0 +1,68 @@
+"""Follow faces across video frames and smooth their emotions, so labels don't flicker."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from webapp.vision.types import Emotion, FaceResult
+
+
+@dataclass
+class _Track:
+    track_id: int
+    face: FaceResult
+    missed: int = 0
+
+
+class FaceTracker:
+    """Greedy IoU tracker with an exponential moving average of each face's probabilities.
+
+    One tracker per video stream. `update` matches this frame's faces to the previous
+    ones by box overlap, keeps their ids, and blends probabilities:
+    smoothed = (1 - alpha) * previous + alpha * current.
+
+    Args:
+        alpha: weight of the newest frame (1.0 = no smoothing).
+        min_iou: minimum overlap to count as the same face.
+        max_missed: frames a face may vanish before its track is dropped.
+    """
+
+    def __init__(self, alpha: float = 0.35, min_iou: float = 0.3, max_missed: int = 5):
+        self.alpha, self.min_iou, self.max_missed = alpha, min_iou, max_missed
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+
+    def update(self, faces: tuple[FaceResult, ...] | list[FaceResult]) -> tuple[FaceResult, ...]:
+        """Return `faces` with track ids and smoothed emotions, in the input order."""
+        pairs = sorted(
+            ((face.box.iou(track.face.box), i, t) for i, face in enumerate(faces) for t, track in enumerate(self._tracks)),
+            reverse=True,
+        )
+        matched_faces: dict[int, int] = {}
+        used_tracks: set[int] = set()
+        for iou, i, t in pairs:
+            if iou < self.min_iou:
+                break
+            if i not in matched_faces and t not in used_tracks:
+                matched_faces[i] = t
+                used_tracks.add(t)
+        results = []
+        for i, face in enumerate(faces):
+            if i in matched_faces:
+                track = self._tracks[matched_faces[i]]
+                face = replace(face, emotion=self._blend(track.face.emotion, face.emotion), track_id=track.track_id)
+                track.face, track.missed = face, 0
+            else:
+                face = replace(face, track_id=self._next_id)
+                self._tracks.append(_Track(self._next_id, face))
+                used_tracks.add(len(self._tracks) - 1)
+                self._next_id += 1
+            results.append(face)
+        for t, track in enumerate(self._tracks):
+            if t not in used_tracks:
+                track.missed += 1
+        self._tracks = [track for track in self._tracks if track.missed <= self.max_missed]
+        return tuple(results)
+
+    def _blend(self, previous: Emotion, current: Emotion) -> Emotion:
+        blended = {label: (1 - self.alpha) * previous.probabilities[label] + self.alpha * p for label, p in current.probabilities.items()}
+        return Emotion.from_probabilities(blended)

@@ -1,0 +1,88 @@
+"""Typed results of the pipeline, and their one wire format (`to_dict`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Box:
+    """Axis-aligned box in image pixels; (x, y) is the top-left corner."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+
+    def iou(self, other: "Box") -> float:
+        """Intersection over union with another box."""
+        left, top = max(self.x, other.x), max(self.y, other.y)
+        right = min(self.x + self.width, other.x + other.width)
+        bottom = min(self.y + self.height, other.y + other.height)
+        inter = max(0.0, right - left) * max(0.0, bottom - top)
+        union = self.width * self.height + other.width * other.height - inter
+        return inter / union if union > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        return {"x": round(self.x, 1), "y": round(self.y, 1), "width": round(self.width, 1), "height": round(self.height, 1)}
+
+
+@dataclass(frozen=True)
+class FaceDetection:
+    """A face found by a detector: its box and the detector's confidence."""
+
+    box: Box
+    score: float
+
+
+@dataclass(frozen=True)
+class Emotion:
+    """The classifier's answer for one face: top label, its probability, and all 7."""
+
+    label: str
+    score: float
+    probabilities: dict[str, float]
+
+    @classmethod
+    def from_probabilities(cls, probabilities: dict[str, float]) -> "Emotion":
+        """Build the answer from a {label: probability} mapping, taking the argmax as the label."""
+        label = max(probabilities, key=probabilities.__getitem__)
+        return cls(label, probabilities[label], probabilities)
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One analysed face. `track_id` is set when a tracker follows faces across frames."""
+
+    box: Box
+    detection_score: float
+    emotion: Emotion
+    track_id: int | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.track_id,
+            "box": self.box.to_dict(),
+            "detection_score": round(self.detection_score, 4),
+            "emotion": self.emotion.label,
+            "score": round(self.emotion.score, 4),
+            "probabilities": {label: round(p, 4) for label, p in self.emotion.probabilities.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything found in one image, with per-stage timings in milliseconds."""
+
+    width: int
+    height: int
+    faces: tuple[FaceResult, ...]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The documented wire format shared by the JSON API and the Socket.IO ack."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "faces": [face.to_dict() for face in self.faces],
+            "timings_ms": {stage: round(ms, 2) for stage, ms in self.timings_ms.items()},
+        }

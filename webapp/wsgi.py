@@ -1,0 +1,4 @@
+"""WSGI entry point for gunicorn (see Procfile): `gunicorn -k eventlet -w 1 webapp.wsgi:app`."""
+from webapp import create_app
+
+app = create_app({"ASYNC_MODE": "eventlet"})
