@@ -1,0 +1,47 @@
+from webapp.vision.labels import EMOTIONS
+from webapp.vision.tracker import FaceTracker
+from webapp.vision.types import Box, Emotion, FaceResult
+
+
+def face(x: float, label: str) -> FaceResult:
+    probabilities = {e: (0.94 if e == label else 0.01) for e in EMOTIONS}
+    return FaceResult(Box(x, 10, 100, 100), 0.9, Emotion.from_probabilities(probabilities))
+
+
+def test_ids_persist_while_faces_move_a_little():
+    tracker = FaceTracker()
+    first = tracker.update([face(0, "happy"), face(300, "sad")])
+    second = tracker.update([face(305, "sad"), face(8, "happy")])
+    assert [f.track_id for f in first] == [1, 2]
+    assert [f.track_id for f in second] == [2, 1]
+
+
+def test_a_single_odd_frame_does_not_flip_the_label():
+    tracker = FaceTracker(alpha=0.35)
+    for _ in range(5):
+        tracker.update([face(0, "happy")])
+    blip = tracker.update([face(0, "surprise")])[0]
+    assert blip.emotion.label == "happy"
+    assert 0.0 < blip.emotion.probabilities["surprise"] < 0.5
+
+
+def test_label_changes_after_a_few_consistent_frames():
+    tracker = FaceTracker(alpha=0.35)
+    tracker.update([face(0, "happy")])
+    labels = [tracker.update([face(0, "sad")])[0].emotion.label for _ in range(4)]
+    assert labels[-1] == "sad"
+
+
+def test_lost_faces_are_dropped_after_max_missed_frames():
+    tracker = FaceTracker(max_missed=2)
+    tracker.update([face(0, "happy")])
+    for _ in range(3):
+        tracker.update([])
+    assert tracker.update([face(0, "happy")])[0].track_id == 2
+
+
+def test_probabilities_stay_normalised():
+    tracker = FaceTracker()
+    tracker.update([face(0, "happy")])
+    smoothed = tracker.update([face(0, "angry")])[0]
+    assert abs(sum(smoothed.emotion.probabilities.values()) - 1.0) < 1e-6

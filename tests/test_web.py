@@ -1,0 +1,137 @@
+"""Flask test-client and Socket.IO test-client tests of the web layer, with the real pipeline."""
+import io
+
+import numpy as np
+
+import pytest
+from PIL import Image
+
+from tests.conftest import jpeg_bytes
+from tests.test_imaging import png_claiming
+
+
+def test_pages_render_with_local_assets_only(client):
+    for path in ("/", "/upload"):
+        page = client.get(path)
+        assert page.status_code == 200
+        html = page.get_data(as_text=True)
+        assert "https://" not in html and "http://" not in html
+    assert client.get("/static/vendor/socket.io-client/socket.io.esm.min.js").status_code == 200
+
+
+def test_healthz_reports_readiness_and_models(client):
+    body = client.get("/healthz").get_json()
+    assert body["ready"] is True
+    assert body["models"]["stream"]["detector"] == "blazeface-short"
+    assert body["models"]["stream"]["classifier"].endswith(".tflite")
+
+
+def test_analyze_multipart(client, grace_jpeg):
+    reply = client.post("/api/v1/analyze", data={"image": (io.BytesIO(grace_jpeg), "grace.jpg")})
+    assert reply.status_code == 200
+    body = reply.get_json()
+    assert len(body["faces"]) == 1 and body["width"] == 512
+    assert abs(sum(body["faces"][0]["probabilities"].values()) - 1) < 1e-3
+
+
+def test_analyze_raw_body(client, grace_jpeg):
+    reply = client.post("/api/v1/analyze", data=grace_jpeg, content_type="image/jpeg")
+    assert reply.status_code == 200 and len(reply.get_json()["faces"]) == 1
+
+
+def test_no_face_is_not_an_error(client):
+    reply = client.post("/api/v1/analyze", data=jpeg_bytes(np.full((64, 64, 3), 40, np.uint8)), content_type="image/jpeg")
+    assert reply.status_code == 200 and reply.get_json()["faces"] == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, status, code",
+    [
+        ({"data": b"", "content_type": "image/jpeg"}, 400, "empty"),
+        ({"data": b"\x89garbage" * 100, "content_type": "application/octet-stream"}, 400, "not_an_image"),
+        ({"data": {"other": (io.BytesIO(b"x"), "x.jpg")}}, 400, "missing_image"),
+        ({"data": png_claiming(50_000, 50_000), "content_type": "image/png"}, 413, "too_large"),
+        ({"data": b"\xff\xd8" + b"\x00" * (3 * 1024 * 1024), "content_type": "image/jpeg"}, 413, "too_large"),
+    ],
+    ids=["empty", "garbage", "wrong-field", "decompression-bomb", "oversize-upload"],
+)
+def test_bad_uploads_get_json_errors(client, kwargs, status, code):
+    reply = client.post("/api/v1/analyze", **kwargs)
+    assert reply.status_code == status
+    assert reply.get_json()["error"]["code"] == code
+
+
+def test_gif_is_unsupported(client):
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "GIF")
+    reply = client.post("/api/v1/analyze", data=buffer.getvalue(), content_type="image/gif")
+    assert reply.status_code == 415 and reply.get_json()["error"]["code"] == "unsupported_format"
+
+
+def test_unknown_api_route_and_method_are_json(client):
+    assert client.get("/api/v1/nope").get_json()["error"]["code"] == "not_found"
+    assert client.get("/api/v1/analyze").status_code == 405
+
+
+def test_socket_frame_gets_faces_in_the_ack(socket_client, webcam_frame):
+    reply = socket_client.emit("frame", jpeg_bytes(webcam_frame), callback=True)
+    assert reply["width"] == 640 and reply["height"] == 480
+    assert len(reply["faces"]) == 1
+    assert reply["faces"][0]["id"] == 1
+    again = socket_client.emit("frame", jpeg_bytes(webcam_frame), callback=True)
+    assert again["faces"][0]["id"] == 1  # tracked across frames
+
+
+@pytest.mark.parametrize("payload", ["text", {"frame": 1}, [1, 2], 42, None], ids=["str", "dict", "list", "int", "none"])
+def test_socket_wrong_payload_types_get_an_error_ack(socket_client, payload):
+    reply = socket_client.emit("frame", payload, callback=True)
+    assert reply["error"]["code"] == "bad_payload"
+
+
+@pytest.mark.parametrize(
+    "payload, code",
+    [(b"", "empty"), (b"not a jpeg at all", "not_an_image"), (b"\xff\xd8\xff" + b"\x11" * 300 * 1024, "too_large")],
+    ids=["zero-bytes", "garbage", "oversize"],
+)
+def test_socket_bad_frames_get_an_error_ack(socket_client, payload, code):
+    assert socket_client.emit("frame", payload, callback=True)["error"]["code"] == code
+
+
+def test_truncated_frame_gets_an_error_ack(socket_client, webcam_frame):
+    data = jpeg_bytes(webcam_frame)
+    assert socket_client.emit("frame", data[: len(data) // 3], callback=True)["error"]["code"] == "corrupt_image"
+
+
+def test_frame_flood_is_rate_limited_and_other_clients_are_unaffected(app, socket_client, webcam_frame):
+    from webapp import socketio
+
+    tiny = jpeg_bytes(webcam_frame[:8, :8])
+    codes = [socket_client.emit("frame", tiny, callback=True).get("error", {}).get("code") for _ in range(app.config["MAX_FPS_PER_CLIENT"] + 10)]
+    assert "rate_limited" in codes
+    other = socketio.test_client(app)
+    assert len(other.emit("frame", jpeg_bytes(webcam_frame), callback=True)["faces"]) == 1
+    other.disconnect()
+
+
+def test_server_survives_bad_input_and_keeps_serving(client, socket_client, grace_jpeg):
+    socket_client.emit("frame", "junk", callback=True)
+    client.post("/api/v1/analyze", data=b"junk", content_type="image/jpeg")
+    assert client.post("/api/v1/analyze", data=grace_jpeg, content_type="image/jpeg").status_code == 200
+
+
+def test_pipeline_crash_becomes_a_500_json_and_an_error_ack(model_path, grace_jpeg):
+    from webapp import create_app, socketio
+
+    class Broken:
+        def analyze_bytes(self, data):
+            raise RuntimeError("boom")
+
+        def describe(self):
+            return {}
+
+    app = create_app({"TESTING": True, "ASYNC_MODE": "threading", "PIPELINES": {"stream": Broken(), "image": Broken()}})
+    reply = app.test_client().post("/api/v1/analyze", data=grace_jpeg, content_type="image/jpeg")
+    assert reply.status_code == 500 and reply.get_json()["error"]["code"] == "internal_error"
+    sio = socketio.test_client(app)
+    assert sio.emit("frame", grace_jpeg, callback=True)["error"]["code"] == "internal_error"
+    sio.disconnect()
