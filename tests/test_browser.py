@@ -1,0 +1,132 @@
+"""Real headless-Chromium tests: fake camera fed with a face video, the live and upload pages."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.fake_camera import write_y4m
+
+pytestmark = pytest.mark.browser
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium chromium-driver)", allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+
+BASE_ARGS = [
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--no-sandbox", "--disable-gpu",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+
+
+@pytest.fixture(scope="module")
+def live_server(app):
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def camera_video(tmp_path_factory, webcam_frame):
+    return write_y4m(tmp_path_factory.mktemp("camera") / "face.y4m", webcam_frame)
+
+
+@pytest.fixture(scope="module")
+def browser(camera_video):
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=BASE_ARGS + [f"--use-file-for-fake-video-capture={camera_video}", "--host-resolver-rules=MAP moodlens.test 127.0.0.1"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1100, "height": 760})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors: {errors}"
+
+
+def test_live_page_boxes_the_face_and_draws_the_overlay(page, live_server):
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("window.moodlens.stats.answered >= 15", timeout=60_000)
+    stats = page.evaluate("window.moodlens.stats")
+    reply = stats["lastReply"]
+    assert stats["errors"] == 0, stats["lastError"]
+    assert (reply["width"], reply["height"]) == (640, 480)
+    assert len(reply["faces"]) == 1
+    box = reply["faces"][0]["box"]
+    assert 120 < box["x"] < 300 and 20 < box["y"] < 200 and 100 < box["width"] < 300  # the face in the fake video
+    painted = page.evaluate(
+        """() => { const c = document.getElementById('overlay');
+                   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                   let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+    )
+    assert painted > 1000  # box outline and label drawn
+    assert page.locator("#bars .bar").count() == 7
+    assert page.locator("#fps").inner_text().endswith("fps") and page.locator("#fps").inner_text() != "– fps"
+    page.screenshot(path=str(ARTIFACTS / "live.png"))
+
+
+def test_stop_ends_the_camera_and_clears_the_overlay(page, live_server):
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("window.moodlens.stats.answered >= 3", timeout=60_000)
+    page.click("#toggle")
+    assert page.evaluate("document.getElementById('video').srcObject") is None
+    assert page.locator("#toggle").inner_text() == "Start camera"
+
+
+def test_mirror_toggle_flips_the_video(page, live_server):
+    page.goto(live_server + "/")
+    assert "mirrored" in page.get_attribute("#video", "class")
+    page.uncheck("#mirror")
+    assert "mirrored" not in (page.get_attribute("#video", "class") or "")
+
+
+def test_upload_page_annotates_a_photo(page, live_server):
+    import matplotlib.cbook
+
+    photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    page.goto(live_server + "/upload")
+    page.set_input_files("#image", str(photo))
+    page.wait_for_function("document.getElementById('message').textContent.includes('1 face')", timeout=30_000)
+    assert page.locator("#annotated").is_visible()
+    assert page.locator("#faces tbody tr").count() == 1
+    page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
+
+
+def test_upload_page_reports_a_bad_file(page, live_server, tmp_path):
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"this is not an image")
+    page.goto(live_server + "/upload")
+    page.set_input_files("#image", str(junk))
+    page.wait_for_function("document.getElementById('message').textContent.includes('not a readable image')", timeout=30_000)
+
+
+def test_insecure_origin_explains_why_there_is_no_camera(page, live_server):
+    port = live_server.rsplit(":", 1)[1]
+    page.goto(f"http://moodlens.test:{port}/")  # not localhost, plain http: no camera allowed
+    notice = page.locator("#notice")
+    assert notice.is_visible()
+    assert "https" in notice.inner_text()
+    assert notice.locator("a[href='/upload']").count() == 1
