@@ -1,0 +1,105 @@
+"""FER-2013 loaders on small CSV and folder fixtures made here, and on ../shared when present."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.conftest import SHARED_FER, needs_fer2013
+from training.data import DataError, load_csv, load_folder, load_split
+from webapp.vision.labels import EMOTIONS
+
+
+def write_csv(path, rows):
+    lines = ["emotion,pixels,Usage"] + [f"{label},{' '.join(map(str, pixels))},{usage}" for label, pixels, usage in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture()
+def fer_csv(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [(i % 7, rng.integers(0, 256, 2304), usage) for usage, n in (("Training", 14), ("PublicTest", 7), ("PrivateTest", 3)) for i in range(n)]
+    return write_csv(tmp_path / "fer2013.csv", rows)
+
+
+@pytest.fixture()
+def fer_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 3), ("test", 2)):
+        for emotion in EMOTIONS:
+            folder = tmp_path / "fer" / split / emotion
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                cv2.imwrite(str(folder / f"{i}.jpg"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
+    return tmp_path / "fer"
+
+
+@pytest.mark.parametrize("split, count", [("train", 14), ("val", 7), ("test", 3)])
+def test_csv_splits_follow_usage(fer_csv, split, count):
+    data = load_split(fer_csv, split)
+    assert data.images.shape == (count, 48, 48) and data.images.dtype == np.uint8
+    assert data.labels.tolist() == [i % 7 for i in range(count)]
+
+
+def test_folder_layout_with_test_as_held_out_split(fer_folders):
+    train, held_out = load_split(fer_folders, "train"), load_split(fer_folders, "val")
+    assert len(train) == 21 and len(held_out) == 14
+    assert train.class_counts().tolist() == [3] * 7
+
+
+def test_a_folder_of_emotion_folders_loads_directly(fer_folders):
+    assert len(load_split(fer_folders / "test", "val")) == 14
+
+
+def test_face_crops_of_any_size_and_colour_are_resized(tmp_path):
+    (tmp_path / "happy").mkdir()
+    cv2.imwrite(str(tmp_path / "happy" / "big.png"), np.zeros((120, 100, 3), np.uint8))
+    data = load_folder(tmp_path)
+    assert data.images.shape == (1, 48, 48) and data.labels.tolist() == [EMOTIONS.index("happy")]
+
+
+def test_wrong_path_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_split(tmp_path / "nope", "train")
+
+
+def test_unknown_class_folder_is_a_clear_error(fer_folders):
+    (fer_folders / "train" / "contempt").mkdir()
+    with pytest.raises(DataError, match="unknown emotion 'contempt'"):
+        load_split(fer_folders, "train")
+
+
+def test_unreadable_image_is_a_clear_error(fer_folders):
+    (fer_folders / "train" / "sad" / "broken.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DataError, match="broken.jpg: not a readable image"):
+        load_split(fer_folders, "train")
+
+
+def test_missing_split_is_a_clear_error(fer_folders, tmp_path):
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "train").mkdir()
+    with pytest.raises(DataError, match="no folder for split 'val'"):
+        load_split(tmp_path / "only", "val")
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [((9, np.zeros(2304, int), "Training"), "outside 0..6"), ((1, np.zeros(100, int), "Training"), "100 pixels")],
+)
+def test_bad_csv_rows_are_clear_errors(tmp_path, row, message):
+    with pytest.raises(DataError, match=message):
+        load_csv(write_csv(tmp_path / "bad.csv", [row]), "Training")
+
+
+def test_csv_without_columns_is_a_clear_error(tmp_path):
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="missing column"):
+        load_csv(tmp_path / "x.csv")
+
+
+@needs_fer2013
+def test_shared_fer2013_splits():
+    val = load_split(SHARED_FER, "val")
+    assert len(val) == 3589
+    assert val.class_counts()[EMOTIONS.index("disgust")] == 56

@@ -1,0 +1,85 @@
+"""The training CLIs end to end on a tiny synthetic dataset, and the shipped model on real data."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from tests.conftest import SHARED_FER, needs_fer2013
+from tests.test_data import fer_folders  # noqa: F401  (fixture)
+from training import evaluate, export, train
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """Two epochs of a small compact CNN on 21 synthetic faces, then one more by --resume."""
+    import cv2
+    import numpy as np
+
+    from webapp.vision.labels import EMOTIONS
+
+    root = tmp_path_factory.mktemp("data") / "fer"
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 3), ("val", 2)):
+        for emotion in EMOTIONS:
+            (root / split / emotion).mkdir(parents=True)
+            for i in range(per_class):
+                cv2.imwrite(str(root / split / emotion / f"{i}.png"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
+    runs = tmp_path_factory.mktemp("runs")
+    assert train.main(["--data", str(root), "--epochs", "2", "--width", "8", "--batch-size", "8", "--runs-dir", str(runs), "--name", "smoke"]) == 0
+    run = runs / "smoke"
+    assert train.main(["--resume", str(run), "--epochs", "3"]) == 0
+    return root, run
+
+
+def test_run_folder_holds_everything_needed_to_explain_the_result(trained_run):
+    _, run = trained_run
+    for name in ("hparams.json", "model_summary.txt", "log.csv", "best.keras", "last.keras", "state.json"):
+        assert (run / name).is_file(), name
+    hparams = json.loads((run / "hparams.json").read_text())
+    assert hparams["width"] == 8 and hparams["seed"] == 1337 and hparams["epochs"] == 3
+    with open(run / "log.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2"]  # resumed, not restarted
+    assert json.loads((run / "state.json").read_text())["epochs_done"] == 3
+
+
+def test_evaluate_prints_accuracy_last_and_writes_json_and_png(trained_run, tmp_path, capsys):
+    root, run = trained_run
+    out = tmp_path / "report.json"
+    assert evaluate.main(["--data", str(root / "val"), "--model", str(run / "best.keras"), "--json", str(out)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("accuracy: 0.") or last == "accuracy: 1.0000"
+    report = json.loads(out.read_text())
+    assert report["count"] == 14 and len(report["confusion"]) == 7
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_evaluate_reports_a_bad_path(tmp_path, capsys):
+    assert evaluate.main(["--data", str(tmp_path / "nope"), "--model", "x.tflite"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_export_round_trip_keeps_accuracy(trained_run, tmp_path):
+    root, run = trained_run
+    assert export.main(["--model", str(run / "best.keras"), "--out", str(tmp_path), "--data", str(root), "--calibration-size", "20", "--latency-repeats", "3"]) == 0
+    summary = json.loads((tmp_path / "export.json").read_text())
+    forms = summary["forms"]
+    assert forms["float32"]["accuracy"] == pytest.approx(forms["keras"]["accuracy"], abs=0.08)
+    assert (tmp_path / "emotion_int8.tflite").stat().st_size < (tmp_path / "emotion_float32.tflite").stat().st_size
+
+
+def test_train_cli_help_and_bad_data(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train.main(["--help"])
+    assert exit_.value.code == 0
+    assert train.main(["--data", str(tmp_path / "missing"), "--runs-dir", str(tmp_path)]) == 2
+
+
+@needs_fer2013
+@pytest.mark.slow
+def test_shipped_model_accuracy_on_fer2013_val(model_path, capsys):
+    """The model card's headline figure: the served form on PublicTest, flip TTA on."""
+    assert evaluate.main(["--data", str(SHARED_FER / "val"), "--model", model_path, "--confusion-png", "/dev/null"]) == 0
+    accuracy = float(capsys.readouterr().out.strip().splitlines()[-1].split()[-1])
+    assert accuracy >= 0.68
