@@ -3,19 +3,18 @@ from __future__ import annotations
 
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.harness import GRACE_FACE, ROOT, grace_hopper_rgb  # noqa: F401  (GRACE_FACE is re-exported to tests)
+from tests.harness import webcam_frame as make_webcam_frame
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ROOT = Path(__file__).resolve().parent.parent
 SHARED_FER = ROOT.parent / "shared" / "datasets" / "fer2013"
 SHIPPED_MODEL = ROOT / "models" / "emotion_float32.tflite"
-# Grace Hopper's face in matplotlib's sample photo (512x600), found by hand
-GRACE_FACE = (165, 140, 200, 205)
 
 needs_fer2013 = pytest.mark.skipif(not (SHARED_FER / "val").is_dir(), reason=f"FER-2013 not found at {SHARED_FER} (../shared/datasets/fer2013)")
 
@@ -30,10 +29,7 @@ def jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
 @pytest.fixture(scope="session")
 def grace_rgb() -> np.ndarray:
     """A real face photo that ships in matplotlib's wheel."""
-    import matplotlib.cbook
-
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
-        return np.asarray(Image.open(handle).convert("RGB"))
+    return grace_hopper_rgb()
 
 
 @pytest.fixture(scope="session")
@@ -42,12 +38,9 @@ def grace_jpeg(grace_rgb) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def webcam_frame(grace_rgb) -> np.ndarray:
+def webcam_frame() -> np.ndarray:
     """A 640x480 frame with the face, as a webcam sends it."""
-    frame = np.full((480, 640, 3), 90, np.uint8)
-    face = np.asarray(Image.fromarray(grace_rgb).resize((384, 450)))[:450]
-    frame[15:465, 128:512] = face
-    return frame
+    return make_webcam_frame()
 
 
 @pytest.fixture(scope="session")

@@ -2,27 +2,20 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.fake_camera import write_y4m
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, write_y4m
 
 pytestmark = pytest.mark.browser
-CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium chromium-driver)", allow_module_level=True)
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
 
-BASE_ARGS = [
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--no-sandbox", "--disable-gpu",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +41,7 @@ def browser(camera_video):
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
-            args=BASE_ARGS + [f"--use-file-for-fake-video-capture={camera_video}", "--host-resolver-rules=MAP moodlens.test 127.0.0.1"],
+            args=CHROMIUM_ARGS + [f"--use-file-for-fake-video-capture={camera_video}", "--host-resolver-rules=MAP moodlens.test 127.0.0.1"],
         )
         yield browser
         browser.close()

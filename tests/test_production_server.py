@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import io
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -14,36 +10,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT, jpeg_bytes
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import jpeg_bytes
+from tests.harness import start_production_server
 
 
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    env = {**os.environ, "PORT": str(port)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--worker-class", "eventlet", "--workers", "1", "--bind", f"127.0.0.1:{port}", "webapp.wsgi:app"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited: {process.stdout.read().decode()[-2000:]}")
-        try:
-            urllib.request.urlopen(url + "/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("gunicorn did not become ready in 120 s")
+    try:
+        process, url = start_production_server()
+    except RuntimeError as error:
+        pytest.fail(str(error))
     yield url
     process.terminate()
     process.wait(10)

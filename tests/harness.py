@@ -1,0 +1,95 @@
+"""Test and benchmark harness: a webcam-like face frame, a fake-camera video, Chromium flags, a production server."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--no-sandbox", "--disable-gpu",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]
+# Grace Hopper's face in matplotlib's sample photo (512x600), found by hand
+GRACE_FACE = (165, 140, 200, 205)
+# where `webcam_frame` puts the photo: 0.75 scale at (128, 15)
+FRAME_OFFSET, FRAME_SCALE = (128, 15), 0.75
+
+
+def grace_hopper_rgb() -> np.ndarray:
+    """A real face photo that ships in matplotlib's wheel."""
+    import matplotlib.cbook
+
+    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
+        return np.asarray(Image.open(handle).convert("RGB"))
+
+
+def webcam_frame() -> np.ndarray:
+    """A 640x480 RGB frame with one face, as a webcam sends it."""
+    frame = np.full((480, 640, 3), 90, np.uint8)
+    face = np.asarray(Image.fromarray(grace_hopper_rgb()).resize((384, 450)))
+    frame[15:465, 128:512] = face
+    return frame
+
+
+def webcam_face_box() -> tuple[float, float, float, float]:
+    """The face's box (x, y, w, h) in `webcam_frame`."""
+    x, y, w, h = GRACE_FACE
+    return (FRAME_OFFSET[0] + x * FRAME_SCALE, FRAME_OFFSET[1] + y * FRAME_SCALE, w * FRAME_SCALE, h * FRAME_SCALE)
+
+
+def write_y4m(path: str | Path, frame_rgb: np.ndarray, frames: int = 30, fps: int = 30) -> Path:
+    """Write a Y4M video for Chromium's fake camera: `frame_rgb` drifting a few pixels, looped by Chromium."""
+    height, width = frame_rgb.shape[:2]
+    path = Path(path)
+    with open(path, "wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(frames):
+            shift = int(round(4 * np.sin(2 * np.pi * i / frames)))
+            out.write(b"FRAME\n")
+            out.write(cv2.cvtColor(np.roll(frame_rgb, shift, axis=1), cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_production_server(timeout: float = 120) -> tuple[subprocess.Popen, str]:
+    """Start the Procfile's server (gunicorn, one eventlet worker) on a free loopback port.
+
+    Returns:
+        The process and its base URL, once /healthz answers.
+
+    Raises:
+        RuntimeError: the server exited or did not become ready in `timeout` seconds.
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--worker-class", "eventlet", "--workers", "1", "--bind", f"127.0.0.1:{port}", "webapp.wsgi:app"],
+        cwd=ROOT, env={**os.environ, "PORT": str(port)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gunicorn exited: {process.stdout.read().decode()[-2000:]}")
+        try:
+            urllib.request.urlopen(url + "/healthz", timeout=1)
+            return process, url
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise RuntimeError(f"gunicorn did not become ready in {timeout} s")
