@@ -85,3 +85,28 @@ def test_bad_input_does_not_take_the_server_down(server, grace_jpeg):
     assert post_image(server, b"garbage")[0] == 400
     assert post_image(server, b"")[0] == 400
     assert post_image(server, grace_jpeg)[0] == 200
+
+
+def test_concurrent_clients_are_all_served(server, webcam_frame):
+    """Several clients at once: inference runs in native threads that contend for the model lock."""
+    import socketio
+
+    frame = jpeg_bytes(webcam_frame, quality=80)
+    replies: list[dict] = []
+
+    def stream():
+        client = socketio.SimpleClient()
+        client.connect(server, transports=["websocket"])
+        try:
+            for _ in range(8):
+                replies.append(client.call("frame", frame, timeout=30))
+        finally:
+            client.disconnect()
+
+    threads = [threading.Thread(target=stream) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert len(replies) == 32
+    assert all(len(reply.get("faces", [])) == 1 for reply in replies)

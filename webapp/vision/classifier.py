@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
 
 from webapp.vision.labels import EMOTIONS
 from webapp.vision.litert import load_interpreter
+from webapp.vision.locking import native_lock
 from webapp.vision.preprocess import INPUT_SIZE, to_model_input
 from webapp.vision.types import Emotion
 
@@ -34,7 +34,7 @@ class EmotionClassifier:
         self.model_path = Path(model_path)
         self.name = self.model_path.name
         self.flip_tta = flip_tta
-        self._lock = threading.Lock()
+        self._lock = native_lock()
         if self.model_path.suffix == ".keras":
             self._predict_batch = self._load_keras()
         else:

@@ -5,15 +5,15 @@ anchor layout and box decoding follow MediaPipe's face_detection graphs.
 """
 from __future__ import annotations
 
-import os
-import threading
-from dataclasses import dataclass
 import importlib.util
+import os
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from webapp.vision.litert import load_interpreter
+from webapp.vision.locking import native_lock
 from webapp.vision.preprocess import to_grayscale
 from webapp.vision.types import Box, FaceDetection
 
@@ -111,7 +111,7 @@ class BlazeFaceDetector:
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._boxes, self._scores = outputs[0]["index"], outputs[1]["index"]
         self._anchors = ssd_anchors(self.variant)
-        self._lock = threading.Lock()
+        self._lock = native_lock()
 
     def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
         """Find faces in an RGB uint8 image; boxes are in that image's pixels."""
@@ -159,7 +159,7 @@ class HaarFaceDetector:
         if self._cascade.empty():
             raise FileNotFoundError(f"Haar cascade {path!r} not found")
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
-        self._lock = threading.Lock()
+        self._lock = native_lock()
 
     def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
         """Find faces in an RGB (or gray) uint8 image; the cascade gives no score, so it is 1."""
