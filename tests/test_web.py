@@ -135,3 +135,17 @@ def test_pipeline_crash_becomes_a_500_json_and_an_error_ack(model_path, grace_jp
     sio = socketio.test_client(app)
     assert sio.emit("frame", grace_jpeg, callback=True)["error"]["code"] == "internal_error"
     sio.disconnect()
+
+
+def test_large_uploads_are_never_spooled_to_disk(client, monkeypatch):
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an upload was about to be written to a temporary file")
+
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", refuse)
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    big = jpeg_bytes(np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8))
+    assert len(big) > 600 * 1024  # above Werkzeug's 500 KB in-memory threshold
+    reply = client.post("/api/v1/analyze", data={"image": (io.BytesIO(big), "noise.jpg")})
+    assert reply.status_code == 200

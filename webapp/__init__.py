@@ -4,15 +4,24 @@
 """
 from __future__ import annotations
 
+import io
 import logging
 
-from flask import Flask
+from flask import Flask, Request
 from flask_socketio import SocketIO
 
 from webapp import config as settings
 
 socketio = SocketIO()
 log = logging.getLogger("webapp")
+
+
+class InMemoryRequest(Request):
+    """Keeps uploaded files in memory: Werkzeug would spool large ones to a temporary file,
+    and no upload may ever touch the disk. MAX_UPLOAD_MB bounds the memory used."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -24,6 +33,7 @@ def create_app(config: dict | None = None) -> Flask:
             they are loaded from MODEL_PATH, DETECTOR and UPLOAD_DETECTOR.
     """
     app = Flask(__name__, static_folder="../static", template_folder="../templates")
+    app.request_class = InMemoryRequest
     app.config.from_mapping(settings.from_env())
     app.config.from_mapping(config or {})
     settings.check(app.config)
