@@ -83,3 +83,23 @@ def test_shipped_model_accuracy_on_fer2013_val(model_path, capsys):
     assert evaluate.main(["--data", str(SHARED_FER / "val"), "--model", model_path, "--confusion-png", "/dev/null"]) == 0
     accuracy = float(capsys.readouterr().out.strip().splitlines()[-1].split()[-1])
     assert accuracy >= 0.68
+
+
+def test_mobilenetv2_option_builds_offline(monkeypatch):
+    """The reference recipe: ImageNet weights when reachable, random init when the download fails."""
+    import keras
+    import numpy as np
+
+    from training.model import make_model
+
+    real = keras.applications.MobileNetV2
+
+    def offline(*args, weights=None, **kwargs):
+        if weights == "imagenet":
+            raise OSError("no network")
+        return real(*args, weights=weights, **kwargs)
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    model = make_model("mobilenetv2", weights="imagenet")
+    assert model.output_shape == (None, 7)
+    assert model(np.zeros((1, 48, 48, 1), np.float32)).shape == (1, 7)
