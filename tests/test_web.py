@@ -149,3 +149,8 @@ def test_large_uploads_are_never_spooled_to_disk(client, monkeypatch):
     assert len(big) > 600 * 1024  # above Werkzeug's 500 KB in-memory threshold
     reply = client.post("/api/v1/analyze", data={"image": (io.BytesIO(big), "noise.jpg")})
     assert reply.status_code == 200
+
+
+def test_raw_body_with_curls_default_content_type(client, grace_jpeg):
+    reply = client.post("/api/v1/analyze", data=grace_jpeg, content_type="application/x-www-form-urlencoded")
+    assert reply.status_code == 200 and len(reply.get_json()["faces"]) == 1

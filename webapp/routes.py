@@ -27,14 +27,12 @@ def upload():
 @blueprint.post("/api/v1/analyze")
 def analyze():
     """Analyse an image sent as multipart field `image` or as the raw request body."""
-    if request.files:
+    if request.mimetype == "multipart/form-data":
         file = request.files.get("image")
         if file is None:
             return jsonify(error_body("missing_image", "send the image as the multipart field 'image'")), 400
         data = file.read()
-    elif request.mimetype in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        return jsonify(error_body("missing_image", "send the image as the multipart field 'image'")), 400
-    else:
+    else:  # any other body is the image itself (curl --data-binary sends it as form-urlencoded)
         data = request.get_data(cache=False)
     try:
         analysis = run_blocking(pipeline("image").analyze_bytes, data)
