@@ -1,0 +1,19 @@
+import os
+
+import pytest
+
+from webapp.eventlet_websocket import fast_apply_mask
+
+websocket = pytest.importorskip("eventlet.websocket")
+original = websocket.RFC6455WebSocket.__dict__["_apply_mask"].__func__
+
+
+@pytest.mark.parametrize("length, offset", [(0, 0), (1, 0), (5, 3), (4096, 1), (40_001, 2)])
+def test_fast_unmask_matches_eventlets(length, offset):
+    data, mask = os.urandom(length), tuple(os.urandom(4))
+    assert fast_apply_mask(data, mask, length=length, offset=offset) == original(data, mask, length=length, offset=offset)
+
+
+def test_unmasking_twice_restores_the_data():
+    data, mask = os.urandom(1000), (1, 2, 3, 4)
+    assert fast_apply_mask(fast_apply_mask(data, mask), mask) == data
