@@ -55,6 +55,86 @@ def class_weights(counts: np.ndarray, mode: str) -> dict[int, float] | None:
     return {index: float(weight) for index, weight in enumerate(weights)}
 
 
+def make_datasets(args, train, val, weights):
+    """tf.data pipelines: shuffled, weighted, augmented batches for training; plain batches for val."""
+    import keras
+    import tensorflow as tf
+
+    from training.augment import make_augmenter
+    from webapp.vision.labels import NUM_CLASSES
+    from webapp.vision.preprocess import to_model_input
+
+    x_train, y_train = to_model_input(train.images), keras.utils.to_categorical(train.labels, NUM_CLASSES)
+    tensors = (x_train, y_train)
+    if weights is not None:
+        tensors += (np.array([weights[label] for label in train.labels], dtype=np.float32),)
+    train_ds = tf.data.Dataset.from_tensor_slices(tensors).shuffle(len(train), seed=args.seed, reshuffle_each_iteration=True).batch(args.batch_size)
+    if not args.no_augment:
+        augmenter = make_augmenter(args.seed)
+        train_ds = train_ds.map(lambda x, *rest: (augmenter(x, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE)
+    val_ds = tf.data.Dataset.from_tensor_slices((to_model_input(val.images), keras.utils.to_categorical(val.labels, NUM_CLASSES))).batch(256)
+    return train_ds.prefetch(tf.data.AUTOTUNE), val_ds
+
+
+def load_or_build_model(args, run_dir: Path, steps_per_epoch: int):
+    """A compiled new model, or the run's last checkpoint when resuming; returns (model, first epoch)."""
+    import keras
+
+    from training.model import make_model
+    from training.schedule import WarmupCosine
+
+    if args.resume:
+        model = keras.models.load_model(run_dir / "last.keras", custom_objects={"WarmupCosine": WarmupCosine})
+        schedule = model.optimizer._learning_rate
+        if isinstance(schedule, WarmupCosine) and schedule.total_steps != steps_per_epoch * args.epochs:
+            # a new epoch budget: keep the warm-up, stretch or shrink the cosine to end at the new last step
+            model.optimizer._learning_rate = WarmupCosine(schedule.peak, steps_per_epoch * args.epochs, schedule.warmup_steps)
+        return model, json.loads((run_dir / "state.json").read_text())["epochs_done"]
+    model = make_model(args.arch, width=args.width, dropout=args.dropout)
+    schedule = WarmupCosine(args.lr, steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs))
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+        metrics=["accuracy"],
+    )
+    (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+    with open(run_dir / "model_summary.txt", "w") as handle:
+        model.summary(print_fn=lambda line, **_: handle.write(line + "\n"))
+    return model, 0
+
+
+def make_callbacks(run_dir: Path, resume: bool, train_images: int) -> list:
+    """CSV log, best and last checkpoints, and state.json (epochs done, seconds per epoch)."""
+    import csv
+
+    import keras
+
+    class SaveState(keras.callbacks.Callback):
+        """Record finished epochs and wall time, so --resume and the model card can use them."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.time()
+
+        def on_epoch_end(self, epoch, logs=None):
+            state_file = run_dir / "state.json"
+            state = json.loads(state_file.read_text()) if state_file.exists() else {"epoch_seconds": []}
+            state.update(epochs_done=epoch + 1, train_images=train_images)
+            state["epoch_seconds"].append(round(time.time() - self.started, 1))
+            state_file.write_text(json.dumps(state, indent=2) + "\n")
+
+    best = keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True)
+    if resume and (run_dir / "log.csv").exists():
+        # the restarted best-checkpoint callback must know the best accuracy so far
+        with open(run_dir / "log.csv") as handle:
+            best.best = max((float(row["val_accuracy"]) for row in csv.DictReader(handle)), default=best.best)
+    return [
+        keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resume),
+        best,
+        keras.callbacks.ModelCheckpoint(str(run_dir / "last.keras")),
+        SaveState(),
+    ]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.resume:
@@ -71,100 +151,36 @@ def main(argv=None) -> int:
     import keras
     import tensorflow as tf
 
-    from training.augment import make_augmenter
     from training.data import DataError, load_split
-    from training.model import make_model
-    from training.schedule import WarmupCosine
-    from webapp.vision.labels import EMOTIONS, NUM_CLASSES
-    from webapp.vision.preprocess import to_model_input
+    from webapp.vision.labels import EMOTIONS
 
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
-
     try:
-        train = load_split(args.data, "train")
-        val = load_split(args.data, "val")
+        train, val = load_split(args.data, "train"), load_split(args.data, "val")
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.limit:
         order = np.random.default_rng(args.seed).permutation(len(train))[: args.limit]
         train = type(train)(train.images[order], train.labels[order], train.source)
-    counts = train.class_counts()
-    weights = class_weights(counts, args.class_weights)
+    weights = class_weights(train.class_counts(), args.class_weights)
     print(f"train: {len(train)} images from {train.source}; val: {len(val)} from {val.source}")
-    print("class counts: " + ", ".join(f"{name} {count}" for name, count in zip(EMOTIONS, counts)))
+    print("class counts: " + ", ".join(f"{name} {count}" for name, count in zip(EMOTIONS, train.class_counts())))
     if weights:
         print("class weights: " + ", ".join(f"{name} {weights[i]:.2f}" for i, name in enumerate(EMOTIONS)))
 
-    x_train, x_val = to_model_input(train.images), to_model_input(val.images)
-    y_train = keras.utils.to_categorical(train.labels, NUM_CLASSES)
-    y_val = keras.utils.to_categorical(val.labels, NUM_CLASSES)
-    sample_weight = None if weights is None else np.array([weights[label] for label in train.labels], dtype=np.float32)
-
-    tensors = (x_train, y_train) if sample_weight is None else (x_train, y_train, sample_weight)
-    train_ds = tf.data.Dataset.from_tensor_slices(tensors).shuffle(len(train), seed=args.seed, reshuffle_each_iteration=True).batch(args.batch_size)
-    if not args.no_augment:
-        augmenter = make_augmenter(args.seed)
-        train_ds = train_ds.map(lambda x, *rest: (augmenter(x, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE)
-    train_ds = train_ds.prefetch(tf.data.AUTOTUNE)
-    val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(256)
-
-    steps_per_epoch = int(np.ceil(len(train) / args.batch_size))
-    initial_epoch = 0
-    if args.resume:
-        model = keras.models.load_model(run_dir / "last.keras", custom_objects={"WarmupCosine": WarmupCosine})
-        initial_epoch = json.loads((run_dir / "state.json").read_text())["epochs_done"]
-        schedule = model.optimizer._learning_rate
-        if isinstance(schedule, WarmupCosine) and schedule.total_steps != steps_per_epoch * args.epochs:
-            # a new epoch budget: keep the warm-up, stretch or shrink the cosine to end at the new last step
-            model.optimizer._learning_rate = WarmupCosine(schedule.peak, steps_per_epoch * args.epochs, schedule.warmup_steps)
+    train_ds, val_ds = make_datasets(args, train, val, weights)
+    model, initial_epoch = load_or_build_model(args, run_dir, int(np.ceil(len(train) / args.batch_size)))
+    if initial_epoch:
         print(f"resuming {run_dir} after epoch {initial_epoch} of {args.epochs}")
-    else:
-        model = make_model(args.arch, width=args.width, dropout=args.dropout)
-        schedule = WarmupCosine(args.lr, steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs))
-        model.compile(
-            optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
-            metrics=["accuracy"],
-        )
-        (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
-        with open(run_dir / "model_summary.txt", "w") as handle:
-            model.summary(print_fn=lambda line, **_: handle.write(line + "\n"))
-
-    class SaveState(keras.callbacks.Callback):
-        """Record finished epochs and wall time, so --resume and the model card can use them."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.time()
-
-        def on_epoch_end(self, epoch, logs=None):
-            state_file = run_dir / "state.json"
-            state = json.loads(state_file.read_text()) if state_file.exists() else {"epoch_seconds": []}
-            state["epochs_done"] = epoch + 1
-            state["epoch_seconds"].append(round(time.time() - self.started, 1))
-            state["train_images"] = len(train)
-            state_file.write_text(json.dumps(state, indent=2) + "\n")
-
-    callbacks = [
-        keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=bool(args.resume)),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True),
-        keras.callbacks.ModelCheckpoint(str(run_dir / "last.keras")),
-        SaveState(),
-    ]
-    if args.resume and (run_dir / "log.csv").exists():
-        # the restarted best-checkpoint callback must know the best accuracy so far
-        import csv
-
-        with open(run_dir / "log.csv") as handle:
-            best = max((float(row["val_accuracy"]) for row in csv.DictReader(handle)), default=None)
-        if best is not None:
-            callbacks[1].best = best
-    history = model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch, callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
-    best_accuracy = max(history.history.get("val_accuracy", [float("nan")]))
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
+        callbacks=make_callbacks(run_dir, bool(args.resume), len(train)), verbose=1 if sys.stdout.isatty() else 2,
+    )
     print(f"run folder: {run_dir}")
-    print(f"best val accuracy this session: {best_accuracy:.4f}")
+    print(f"best val accuracy this session: {max(history.history.get('val_accuracy', [float('nan')])):.4f}")
     return 0
 
 
