@@ -35,16 +35,21 @@ def camera_video(tmp_path_factory, webcam_frame):
 
 
 @pytest.fixture(scope="module")
-def browser(camera_video):
-    ARTIFACTS.mkdir(exist_ok=True)
+def playwright():
     with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=CHROMIUM_ARGS + [f"--use-file-for-fake-video-capture={camera_video}", "--host-resolver-rules=MAP moodlens.test 127.0.0.1"],
-        )
-        yield browser
-        browser.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright, camera_video):
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_ARGS + [f"--use-file-for-fake-video-capture={camera_video}", "--host-resolver-rules=MAP moodlens.test 127.0.0.1"],
+    )
+    yield browser
+    browser.close()
 
 
 @pytest.fixture()
@@ -125,18 +130,17 @@ def test_insecure_origin_explains_why_there_is_no_camera(page, live_server):
     assert notice.locator("a[href='/upload']").count() == 1
 
 
-def test_denied_camera_explains_and_links_to_upload(live_server, camera_video):
+def test_denied_camera_explains_and_links_to_upload(playwright, live_server, camera_video):
     """Without the auto-accept flag, headless Chromium refuses the camera permission."""
     args = [arg for arg in CHROMIUM_ARGS if arg != "--use-fake-ui-for-media-stream"]
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=args + [f"--use-file-for-fake-video-capture={camera_video}"])
-        try:
-            page = browser.new_page()
-            page.goto(live_server + "/")
-            page.click("#toggle")
-            page.wait_for_selector("#notice:not([hidden])", timeout=15_000)
-            assert "denied" in page.locator("#notice").inner_text()
-            assert page.locator("#notice a[href='/upload']").count() == 1
-            assert page.locator("#toggle").is_enabled()
-        finally:
-            browser.close()
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args + [f"--use-file-for-fake-video-capture={camera_video}"])
+    try:
+        page = browser.new_page()
+        page.goto(live_server + "/")
+        page.click("#toggle")
+        page.wait_for_selector("#notice:not([hidden])", timeout=15_000)
+        assert "denied" in page.locator("#notice").inner_text()
+        assert page.locator("#notice a[href='/upload']").count() == 1
+        assert page.locator("#toggle").is_enabled()
+    finally:
+        browser.close()

@@ -23,7 +23,7 @@ def test_golden_real_face_photo(pipeline, grace_jpeg):
     assert set(face.emotion.probabilities) == set(EMOTIONS)
     assert sum(face.emotion.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
     assert face.emotion.label == max(face.emotion.probabilities, key=face.emotion.probabilities.get)
-    assert face.emotion.label in ("neutral", "happy")  # a composed, slightly smiling portrait
+    assert face.emotion.label == "neutral" and face.emotion.score > 0.5  # a composed portrait
     assert set(analysis.timings_ms) == {"decode", "detect", "classify", "total"}
 
 
