@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from flask import current_app, request
 
-from webapp.errors import error_body
+from webapp.errors import error_body, from_image_error
 from webapp.inference import pipeline, run_blocking
 from webapp.vision.imaging import ImageError
 from webapp.vision.tracker import FaceTracker
@@ -57,7 +57,7 @@ def on_reset(*_):
 
 def on_frame(data=None):
     """Analyse one JPEG frame; the return value is the client's ack (analysis or error)."""
-    state = _clients.setdefault(request.sid, ClientState())
+    state = _clients.get(request.sid) or _clients.setdefault(request.sid, ClientState())
     if not isinstance(data, (bytes, bytearray)):
         return error_body("bad_payload", f"a frame must be binary image data (ArrayBuffer/Blob), got {type(data).__name__}")
     limit = current_app.config["MAX_FRAME_KB"] * 1024
@@ -75,7 +75,7 @@ def on_frame(data=None):
         analysis = run_blocking(pipeline("stream").analyze_bytes, bytes(data))
         return replace(analysis, faces=state.tracker.update(analysis.faces)).to_dict()
     except ImageError as error:
-        return error_body(error.code, error.message)
+        return from_image_error(error)[0]
     except Exception:  # answer the ack whatever happens, or the client waits forever
         log.exception("frame analysis failed")
         return error_body("internal_error", "the server could not analyse this frame")
