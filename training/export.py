@@ -76,7 +76,8 @@ def main(argv=None) -> int:
 
     import keras
 
-    from training.evaluate import evaluate
+    from training.evaluate import predict_labels
+    from training.metrics import score
     from webapp.vision.classifier import EmotionClassifier
 
     if not Path(args.model).is_file():
@@ -106,9 +107,10 @@ def main(argv=None) -> int:
         paths[form] = str(path)
     print(f"{'form':<9}{'size KB':>9}{'accuracy':>10}{'vs keras':>10}{'ms/face':>9}")
     for form, path in paths.items():
-        entry = {"path": path, "size_kb": round(os.path.getsize(path) / 1024, 1), "median_ms_per_face": round(median_latency_ms(EmotionClassifier(path), args.latency_repeats), 3)}
+        classifier = EmotionClassifier(path)
+        entry = {"path": path, "size_kb": round(os.path.getsize(path) / 1024, 1), "median_ms_per_face": round(median_latency_ms(classifier, args.latency_repeats), 3)}
         if held_out is not None:
-            entry["accuracy"] = round(evaluate(path, held_out).accuracy, 4)
+            entry["accuracy"] = round(score(held_out.labels, predict_labels(classifier, held_out)).accuracy, 4)
         summary["forms"][form] = entry
         base = summary["forms"]["keras"].get("accuracy")
         delta = f"{entry['accuracy'] - base:+.4f}" if held_out is not None else "-"
