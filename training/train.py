@@ -165,9 +165,10 @@ def main(argv=None) -> int:
     if args.limit:
         order = np.random.default_rng(args.seed).permutation(len(train))[: args.limit]
         train = type(train)(train.images[order], train.labels[order], train.source)
-    weights = class_weights(train.class_counts(), args.class_weights)
+    counts = train.class_counts()
+    weights = class_weights(counts, args.class_weights)
     print(f"train: {len(train)} images from {train.source}; val: {len(val)} from {val.source}")
-    print("class counts: " + ", ".join(f"{name} {count}" for name, count in zip(EMOTIONS, train.class_counts())))
+    print("class counts: " + ", ".join(f"{name} {count}" for name, count in zip(EMOTIONS, counts)))
     if weights:
         print("class weights: " + ", ".join(f"{name} {weights[i]:.2f}" for i, name in enumerate(EMOTIONS)))
 
