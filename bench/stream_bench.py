@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from tests.conftest import jpeg_bytes
-from tests.harness import CHROMIUM, CHROMIUM_ARGS, start_production_server, webcam_frame, write_y4m
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, start_production_server, stop_production_server, webcam_frame, write_y4m
 
 
 def browser_run(url: str, seconds: float) -> dict:
@@ -97,8 +97,7 @@ def main(argv=None) -> int:
             print(f"{i:>8}{r['fps']:>8.1f}{r['median']:>11.1f}{r['p95']:>9.1f}{r['errors']:>8}{r['faces']:>7.2f}")
         print(f"{'total':>8}{sum(r['fps'] for r in results):>8.1f}")
     finally:
-        process.kill()
-        process.wait(10)
+        stop_production_server(process)
     return 0
 
 

@@ -93,3 +93,13 @@ def start_production_server(timeout: float = 120) -> tuple[subprocess.Popen, str
             time.sleep(0.5)
     process.kill()
     raise RuntimeError(f"gunicorn did not become ready in {timeout} s")
+
+
+def stop_production_server(process: subprocess.Popen, grace: float = 10) -> None:
+    """Stop gunicorn: a graceful TERM first, then KILL if open WebSocket connections hold it up."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(grace)

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import jpeg_bytes
-from tests.harness import start_production_server
+from tests.harness import start_production_server, stop_production_server
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,7 @@ def server():
     except RuntimeError as error:
         pytest.fail(str(error))
     yield url
-    process.terminate()
-    process.wait(10)
+    stop_production_server(process)
 
 
 def post_image(url: str, data: bytes) -> tuple[int, bytes]:
