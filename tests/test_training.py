@@ -8,12 +8,12 @@ import pytest
 
 from tests.conftest import SHARED_FER, needs_fer2013
 from tests.test_data import fer_folders  # noqa: F401  (fixture)
-from training import evaluate, export, train
+from training import card, ensemble, evaluate, export, train
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    """Two epochs of a small compact CNN on 21 synthetic faces, then one more by --resume."""
+    """Two epochs of a small compact CNN on 21 synthetic faces, then one more by --resume (with XLA)."""
     import cv2
     import numpy as np
 
@@ -29,7 +29,7 @@ def trained_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     assert train.main(["--data", str(root), "--epochs", "2", "--width", "8", "--batch-size", "8", "--runs-dir", str(runs), "--name", "smoke"]) == 0
     run = runs / "smoke"
-    assert train.main(["--resume", str(run), "--epochs", "3"]) == 0
+    assert train.main(["--resume", str(run), "--epochs", "3", "--xla"]) == 0
     return root, run
 
 
@@ -60,13 +60,51 @@ def test_evaluate_reports_a_bad_path(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_export_round_trip_keeps_accuracy(trained_run, tmp_path):
+@pytest.fixture(scope="module")
+def exported(trained_run, tmp_path_factory):
+    """The smoke run exported to every serving form, with its accuracy checks."""
     root, run = trained_run
-    assert export.main(["--model", str(run / "best.keras"), "--out", str(tmp_path), "--data", str(root), "--calibration-size", "20", "--latency-repeats", "3"]) == 0
-    summary = json.loads((tmp_path / "export.json").read_text())
-    forms = summary["forms"]
+    out = tmp_path_factory.mktemp("models")
+    assert export.main(["--model", str(run / "best.keras"), "--out", str(out), "--data", str(root), "--calibration-size", "20", "--latency-repeats", "3"]) == 0
+    return out
+
+
+def test_export_round_trip_keeps_accuracy(exported):
+    forms = json.loads((exported / "export.json").read_text())["forms"]
     assert forms["float32"]["accuracy"] == pytest.approx(forms["keras"]["accuracy"], abs=0.08)
-    assert (tmp_path / "emotion_int8.tflite").stat().st_size < (tmp_path / "emotion_float32.tflite").stat().st_size
+    assert forms["float16"]["accuracy"] == pytest.approx(forms["keras"]["accuracy"], abs=0.08)
+    sizes = [(exported / f"emotion_{form}.tflite").stat().st_size for form in ("int8", "float16", "float32")]
+    assert sizes == sorted(sizes)
+
+
+def test_model_card_is_written_from_the_run_files(trained_run, exported, capsys):
+    root, run = trained_run
+    report = exported / "eval_val.json"
+    assert evaluate.main(["--data", str(root / "val"), "--model", str(exported / "emotion_float16.tflite"), "--json", str(report)]) == 0
+    accuracy = json.loads(report.read_text())["accuracy"]
+    for runs in ([run], [run, run]):
+        assert card.main(["--run", *map(str, runs), "--models", str(exported), "--report", str(report)]) == 0
+        text = (exported / "README.md").read_text()
+        assert f"**accuracy {accuracy:.4f}**" in text and "`emotion_float16.tflite` (served by default)" in text
+        assert ("An ensemble of 2" in text) == (len(runs) == 2)
+        assert "python -m training.train --data" in text and "--epochs 3" in text
+
+
+def test_ensemble_averages_its_members_and_scores_them(trained_run, tmp_path, capsys):
+    import keras
+    import numpy as np
+
+    root, run = trained_run
+    out = tmp_path / "ensemble.keras"
+    members = [str(run / "best.keras"), str(run / "last.keras")]
+    assert ensemble.main(["--members", *members, "--out", str(out), "--data", str(root)]) == 0
+    scores = capsys.readouterr().out.strip().splitlines()[-3:]
+    assert [line.split()[-1] for line in scores] == [*members, str(out)]
+    faces = np.random.default_rng(1).random((4, 48, 48, 1), dtype=np.float32)
+    expected = np.mean([keras.models.load_model(path, compile=False).predict(faces, verbose=0) for path in members], axis=0)
+    np.testing.assert_allclose(keras.models.load_model(out, compile=False).predict(faces, verbose=0), expected, atol=1e-5)
+    assert ensemble.main(["--members", members[0], "--out", str(out)]) == 2
+    assert "at least two" in capsys.readouterr().err
 
 
 def test_train_cli_help_and_bad_data(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """Write the model card (models/README.md) from a run folder, export.json and an evaluation report.
 
-    python -m training.card --run runs/NAME --models models --report models/eval_val.json
+    python -m training.card --run runs/NAME [runs/OTHER ...] --models models --report models/eval_val.json
 
 Every figure in the card is read from those files, so the card cannot drift from the run.
 """
@@ -14,43 +14,91 @@ from pathlib import Path
 from webapp.vision.labels import EMOTIONS
 
 
-def render(run: Path, export: dict, report: dict) -> str:
-    """The card as Markdown."""
-    hparams = json.loads((run / "hparams.json").read_text())
-    state = json.loads((run / "state.json").read_text())
+def _read_run(run: Path) -> dict:
+    """What the card needs from one training run folder."""
     with open(run / "log.csv") as handle:
         log = list(csv.DictReader(handle))
-    best = max(log, key=lambda row: float(row["val_accuracy"]))
-    seconds = state["epoch_seconds"]
     summary = (run / "model_summary.txt").read_text()
-    params = next((line.split(":", 1)[1].strip() for line in summary.splitlines() if "Total params" in line), "?")
+    params = next((line.split(":", 1)[1].split("(")[0].strip() for line in summary.splitlines() if "Total params" in line), "0")
+    return {
+        "name": run.name,
+        "hparams": json.loads((run / "hparams.json").read_text()),
+        "state": json.loads((run / "state.json").read_text()),
+        "best": max(log, key=lambda row: float(row["val_accuracy"])),
+        "params": int(params.replace(",", "")),
+    }
+
+
+def _recipe(run: dict) -> list[str]:
+    """Markdown bullets for one run's recipe, time and best checkpoint."""
+    hparams, seconds = run["hparams"], run["state"]["epoch_seconds"]
+    weights = hparams["class_weights"]
+    lines = [
+        f"- {hparams['epochs']} epochs, batch {hparams['batch_size']}, AdamW (peak lr {hparams['lr']}, weight decay {hparams['weight_decay']}),"
+        f" {hparams['warmup_epochs']:g} warm-up epoch then cosine decay; label smoothing {hparams['label_smoothing']}; dropout {hparams['dropout']}; seed {hparams['seed']}.",
+        f"- Class imbalance: `--class-weights {weights}`"
+        + {"sqrt": ": each class's loss is weighted by (N / (7 n_c)) ** 0.5, a softened inverse frequency.",
+           "balanced": ": each class's loss is weighted by N / (7 n_c).",
+           "none": ": no weights; every image counts the same, which favours overall accuracy over rare-class recall."}[weights],
+        "- Augmentation: horizontal flip, rotation +-10 deg, zoom 10%, shift 10%, contrast 30%." if not hparams["no_augment"] else "- No augmentation.",
+        f"- Best checkpoint: epoch {int(run['best']['epoch']) + 1} (val accuracy {float(run['best']['val_accuracy']):.4f} in Keras, no TTA).",
+        f"- Training time on the 2-core CPU: {sum(seconds) / 3600:.2f} h, {sorted(seconds)[len(seconds) // 2]:.0f} s per epoch (median; the machine was shared with other work).",
+    ]
+    if hparams.get("note"):
+        lines.append(f"- History: {hparams['note']}.")
+    return lines
+
+
+def _train_command(hparams: dict) -> str:
+    """The `training.train` command line that sets a run's non-default choices."""
+    return (f"python -m training.train --data {hparams['data']} --arch {hparams['arch']} --width {hparams['width']} --epochs {hparams['epochs']}"
+            f" --class-weights {hparams['class_weights']} --seed {hparams['seed']} --name {hparams['name']}")
+
+
+def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
+    """The card as Markdown; more than one run means the served model is their ensemble."""
+    members = [_read_run(run) for run in runs]
     forms = export["forms"]
+    files = ", ".join(f"`{Path(entry['path']).name}`" + (" (served by default)" if Path(entry["path"]).name == served else "") for form, entry in forms.items() if form != "keras")
+    params = sum(member["params"] for member in members)
+    first = members[0]["hparams"]
+    if len(members) == 1:
+        architecture = f"Architecture `{first['arch']}` (width {first['width']}), {params:,} parameters"
+    else:
+        architecture = (f"An ensemble of {len(members)} `{first['arch']}` CNNs (width {first['width']}) whose softmax outputs"
+                        f" are averaged inside the one model file (`python -m training.ensemble`), {params:,} parameters in all")
     lines = [
         "# Model card: Moodlens emotion classifier",
         "",
-        f"Files: `emotion_float32.tflite` (served by default), `emotion_int8.tflite`. Architecture `{hparams['arch']}`"
-        f" (width {hparams['width']}), {params}; input 48x48x1 grayscale in [0, 1]"
+        f"Files: {files}. {architecture}; input 48x48x1 grayscale in [0, 1]"
         " (`webapp/vision/preprocess.py`), output softmax over " + ", ".join(EMOTIONS) + ".",
         "",
         "## Data",
         "",
-        f"FER-2013 `train/` (the Training split, {state['train_images']:,} images) for training; `val/` (the PublicTest"
+        f"FER-2013 `train/` (the Training split, {members[0]['state']['train_images']:,} images) for training; `val/` (the PublicTest"
         f" split, {report['count']:,} images) for choosing the checkpoint and for every figure below. PrivateTest was not used.",
         "",
         "## Recipe",
         "",
-        f"- {hparams['epochs']} epochs, batch {hparams['batch_size']}, AdamW (peak lr {hparams['lr']}, weight decay {hparams['weight_decay']}),"
-        f" {hparams['warmup_epochs']:g} warm-up epoch then cosine decay; label smoothing {hparams['label_smoothing']}; dropout {hparams['dropout']}; seed {hparams['seed']}.",
-        f"- Class imbalance: `--class-weights {hparams['class_weights']}`: each class's loss is weighted by (N / (7 n_c)) ** 0.5, a softened inverse frequency."
-        if hparams["class_weights"] == "sqrt" else f"- Class weights: {hparams['class_weights']}.",
-        "- Augmentation: horizontal flip, rotation +-10 deg, zoom 10%, shift 10%, contrast 30%." if not hparams["no_augment"] else "- No augmentation.",
-        f"- Best checkpoint: epoch {int(best['epoch']) + 1} (val accuracy {float(best['val_accuracy']):.4f} in Keras, no TTA).",
-        f"- Training time on the 2-core CPU: {sum(seconds) / 3600:.2f} h, {sorted(seconds)[len(seconds) // 2]:.0f} s per epoch (median; the machine was shared with other work).",
-        f"- Reproduce: `python -m training.train --data ../shared/datasets/fer2013 --epochs {hparams['epochs']}` then `python -m training.export`.",
-        "",
+    ]
+    for member in members:
+        if len(members) > 1:
+            lines += [f"### Member `{member['name']}`", ""]
+        lines += _recipe(member) + [""]
+    total_hours = sum(sum(member["state"]["epoch_seconds"]) for member in members) / 3600
+    if len(members) > 1:
+        lines += [f"Training time of all members: {total_hours:.2f} h of CPU runs.", ""]
+    commands = [_train_command(member["hparams"]) for member in members]
+    source = f"runs/{members[0]['name']}/best.keras"
+    if len(members) > 1:
+        source = "runs/ensemble.keras"
+        commands.append("python -m training.ensemble --members " + " ".join(f"runs/{member['name']}/best.keras" for member in members) + f" --out {source}")
+    commands.append(f"python -m training.export --model {source} --out models --data {first['data']}")
+    lines += ["Reproduce:", "", "```", *commands, "```", ""]
+    lines += [
         "## Accuracy on FER-2013 val (PublicTest)",
         "",
-        f"Served form (TFLite float32, flip TTA): **accuracy {report['accuracy']:.4f}**, macro-F1 {report['macro_f1']:.4f}.",
+        f"Served form (`{served}`, flip TTA): **accuracy {report['accuracy']:.4f}**, macro-F1 {report['macro_f1']:.4f}.",
         "",
         "| form | size | accuracy (flip TTA) | median ms per face (batch 1, TTA) |",
         "|---|---|---|---|",
@@ -66,13 +114,14 @@ def render(run: Path, export: dict, report: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.card", description=__doc__.split("\n")[0])
-    parser.add_argument("--run", required=True, help="training run folder")
+    parser.add_argument("--run", required=True, nargs="+", help="training run folder (several: the members of an ensemble)")
     parser.add_argument("--models", default="models", help="folder with export.json; the card is written there as README.md")
     parser.add_argument("--report", required=True, help="JSON from `python -m training.evaluate --json` on val")
     parser.add_argument("--extra", help="Markdown file appended to the card (measurements made elsewhere)")
     args = parser.parse_args(argv)
     models = Path(args.models)
-    card = render(Path(args.run), json.loads((models / "export.json").read_text()), json.loads(Path(args.report).read_text()))
+    export, report = json.loads((models / "export.json").read_text()), json.loads(Path(args.report).read_text())
+    card = render([Path(run) for run in args.run], export, report, served=Path(report["model"]).name)
     if args.extra:
         card += "\n" + Path(args.extra).read_text()
     (models / "README.md").write_text(card)

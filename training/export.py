@@ -2,7 +2,8 @@
 
     python -m training.export --model runs/NAME/best.keras --out models --data ../shared/datasets/fer2013
 
-Writes emotion_float32.tflite and emotion_int8.tflite (full-integer weights and
+Writes emotion_float32.tflite, emotion_float16.tflite (float16 weights, computed in
+float32: half the size) and emotion_int8.tflite (full-integer weights and
 activations, calibrated on training images, float input/output) and, given --data,
 checks each form's accuracy on the val split against the Keras model and writes
 export.json with the figures.
@@ -23,7 +24,7 @@ import numpy as np
 from training.data import DataError, load_split
 from webapp.vision.preprocess import INPUT_SHAPE, to_model_input
 
-FORMS = ("float32", "int8")
+FORMS = ("float32", "float16", "int8")
 
 
 def convert(model, form: str, calibration: np.ndarray | None = None) -> bytes:
@@ -47,6 +48,9 @@ def _finish(converter, form: str, calibration: np.ndarray | None) -> bytes:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = lambda: ([to_model_input(face[np.newaxis])] for face in calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    elif form == "float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
     elif form != "float32":
         raise ValueError(f"unknown form {form!r}")
     return converter.convert()

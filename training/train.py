@@ -39,7 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run folders")
     parser.add_argument("--name", default=None, help="run folder name (default: a timestamp)")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR from last.keras")
-    parser.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores)")
+    parser.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores); two 1-thread runs side by side beat one 2-thread run on 2 cores")
+    parser.add_argument("--xla", action="store_true", help="compile the train step with XLA (about 20%% faster on this CPU; Keras turns it off on CPUs by default)")
     args = parser.parse_args(argv)
     if not args.data and not args.resume:
         parser.error("--data is required (unless --resume)")
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         saved = json.loads((run_dir / "hparams.json").read_text())
-        saved.update(resume=args.resume, threads=args.threads, epochs=args.epochs or saved["epochs"])
+        saved.update(resume=args.resume, threads=args.threads, xla=args.xla, epochs=args.epochs or saved["epochs"])
         args = argparse.Namespace(**saved)
         (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
     else:
@@ -174,6 +175,7 @@ def main(argv=None) -> int:
 
     train_ds, val_ds = make_datasets(args, train, val, weights)
     model, initial_epoch = load_or_build_model(args, run_dir, int(np.ceil(len(train) / args.batch_size)))
+    model.jit_compile = args.xla
     if initial_epoch:
         print(f"resuming {run_dir} after epoch {initial_epoch} of {args.epochs}")
     history = model.fit(

@@ -1,0 +1,75 @@
+"""Average several trained classifiers into one Keras model, which exports and serves like any other.
+
+    python -m training.ensemble --members runs/A/best.keras runs/B/best.keras --out runs/ensemble.keras --data ../shared/datasets/fer2013
+
+The ensemble's output is the mean of its members' softmax outputs. Given --data, each
+member and the ensemble are scored on the val split (with flip TTA, as the server runs
+them), so the gain is measured before the ensemble is exported.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def make_ensemble(members: list) -> "keras.Model":
+    """One model whose output is the mean of `members`' outputs (all take the shared face input)."""
+    import keras
+    from keras import layers
+
+    from webapp.vision.preprocess import INPUT_SHAPE
+
+    if len(members) < 2:
+        raise ValueError("an ensemble needs at least two members")
+    inputs = keras.Input(INPUT_SHAPE, name="face")
+    outputs = []
+    for index, member in enumerate(members):
+        # rebuild each member under a unique name: two runs of one architecture share a model name
+        copy = keras.Model(member.inputs[0], member.outputs[0], name=f"member_{index}_{member.name}")
+        outputs.append(copy(inputs))
+    mean = layers.Average(name="emotion")(outputs)
+    return keras.Model(inputs, mean, name=f"ensemble_of_{len(members)}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.ensemble", description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--members", nargs="+", required=True, help="two or more trained .keras models")
+    parser.add_argument("--out", required=True, help="where to write the ensemble .keras model")
+    parser.add_argument("--data", help="dataset (CSV or folder): score members and ensemble on --split")
+    parser.add_argument("--split", default="val", choices=("val", "test"))
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from training.data import DataError, load_split
+
+    missing = [path for path in args.members if not Path(path).is_file()]
+    if missing:
+        print(f"error: model file(s) not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if len(args.members) < 2:
+        print("error: an ensemble needs at least two --members", file=sys.stderr)
+        return 2
+    try:
+        held_out = load_split(args.data, args.split) if args.data else None
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    ensemble = make_ensemble([keras.models.load_model(path, compile=False) for path in args.members])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    ensemble.save(args.out)
+    print(f"wrote {args.out} ({len(args.members)} members, {ensemble.count_params():,} parameters)")
+    if held_out is not None:
+        from training.evaluate import evaluate
+
+        for path in [*args.members, args.out]:
+            print(f"{evaluate(path, held_out).accuracy:.4f}  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
