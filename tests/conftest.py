@@ -14,7 +14,7 @@ from tests.harness import webcam_frame as make_webcam_frame
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 SHARED_FER = ROOT.parent / "shared" / "datasets" / "fer2013"
-SHIPPED_MODEL = ROOT / "models" / "emotion_float32.tflite"
+SHIPPED_MODEL = ROOT / "models" / "emotion_float16.tflite"
 
 needs_fer2013 = pytest.mark.skipif(not (SHARED_FER / "val").is_dir(), reason=f"FER-2013 not found at {SHARED_FER} (../shared/datasets/fer2013)")
 

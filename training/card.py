@@ -88,7 +88,7 @@ def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
     total_hours = sum(sum(member["state"]["epoch_seconds"]) for member in members) / 3600
     if len(members) > 1:
         lines += [f"Training time of all members: {total_hours:.2f} h of CPU runs.", ""]
-    commands = [_train_command(member["hparams"]) for member in members]
+    commands = [_train_command(member["hparams"]) + ("  # then resumed: see its History line" if member["hparams"].get("note") else "") for member in members]
     source = f"runs/{members[0]['name']}/best.keras"
     if len(members) > 1:
         source = "runs/ensemble.keras"

@@ -1,6 +1,6 @@
 """Evaluate a model on FER-2013 or on any folder of `<emotion>/*.jpg` face crops.
 
-    python -m training.evaluate --data ../shared/datasets/fer2013/val --model models/emotion_float32.tflite
+    python -m training.evaluate --data ../shared/datasets/fer2013/val --model models/emotion_float16.tflite
 
 Prints per-class accuracy, macro-F1 and the confusion matrix, writes the confusion
 matrix as a PNG, and prints `accuracy: 0.xxxx` on its last line.

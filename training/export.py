@@ -34,7 +34,7 @@ def convert(model, form: str, calibration: np.ndarray | None = None) -> bytes:
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as saved_model:
-        model.export(saved_model, format="tf_saved_model", input_signature=[tf.TensorSpec((1, *INPUT_SHAPE), tf.float32, name="face")], verbose=False)
+        model.export(saved_model, format="tf_saved_model", input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name="face")], verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         return _finish(converter, form, calibration)
 
@@ -73,6 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="models", help="folder for the .tflite files and export.json")
     parser.add_argument("--data", help="dataset (CSV or folder): calibration from train, accuracy check on --split")
     parser.add_argument("--split", default="val", choices=("val", "test"))
+    parser.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS), help="serving forms to write")
     parser.add_argument("--calibration-size", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-repeats", type=int, default=300, help="batch-1 calls timed per form")
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     summary = {"source": args.model, "forms": {}}
     paths = {"keras": args.model}
-    for form in FORMS:
+    for form in args.forms:
         path = out / f"emotion_{form}.tflite"
         path.write_bytes(convert(model, form, calibration))
         paths[form] = str(path)
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
     if held_out is not None:
         summary["data"] = held_out.source
     (out / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"wrote {', '.join(paths[f] for f in FORMS)} and {out / 'export.json'}")
+    print(f"wrote {', '.join(paths[f] for f in args.forms)} and {out / 'export.json'}")
     return 0
 
 

@@ -6,7 +6,7 @@ import secrets
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = PROJECT_ROOT / "models" / "emotion_float32.tflite"
+DEFAULT_MODEL = PROJECT_ROOT / "models" / "emotion_float16.tflite"
 
 
 def _int(name: str, default: int) -> int:
