@@ -107,6 +107,22 @@ def test_ensemble_averages_its_members_and_scores_them(trained_run, tmp_path, ca
     assert "at least two" in capsys.readouterr().err
 
 
+def test_exported_ensemble_serves_any_batch_size(trained_run, tmp_path):
+    """A nested-model ensemble exported with a fixed batch of 1 could not be resized by XNNPACK; it now can."""
+    import numpy as np
+
+    from webapp.vision.classifier import EmotionClassifier
+
+    _, run = trained_run
+    out = tmp_path / "ensemble.keras"
+    assert ensemble.main(["--members", str(run / "best.keras"), str(run / "last.keras"), "--out", str(out)]) == 0
+    assert export.main(["--model", str(out), "--out", str(tmp_path), "--forms", "float16", "--latency-repeats", "3", "--calibration-size", "5"]) == 0
+    classifier = EmotionClassifier(tmp_path / "emotion_float16.tflite")
+    for batch in (1, 3, 2):
+        probabilities = classifier.predict_probabilities(np.zeros((batch, 48, 48), np.uint8))
+        assert probabilities.shape == (batch, 7) and np.allclose(probabilities.sum(1), 1, atol=1e-3)
+
+
 def test_train_cli_help_and_bad_data(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         train.main(["--help"])

@@ -1,4 +1,4 @@
-"""Export a trained Keras model to the serving form: TFLite float32 and int8.
+"""Export a trained Keras model to its serving forms: TFLite float32, float16 and int8.
 
     python -m training.export --model runs/NAME/best.keras --out models --data ../shared/datasets/fer2013
 
