@@ -62,7 +62,8 @@ def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
     files = ", ".join(f"`{Path(entry['path']).name}`" + (" (served by default)" if Path(entry["path"]).name == served else "") for form, entry in forms.items() if form != "keras")
     params = sum(member["params"] for member in members)
     first = members[0]["hparams"]
-    if len(members) == 1:
+    is_ensemble = len(members) > 1
+    if not is_ensemble:
         architecture = f"Architecture `{first['arch']}` (width {first['width']}), {params:,} parameters"
     else:
         architecture = (f"An ensemble of {len(members)} `{first['arch']}` CNNs (width {first['width']}) whose softmax outputs"
@@ -82,15 +83,14 @@ def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
         "",
     ]
     for member in members:
-        if len(members) > 1:
+        if is_ensemble:
             lines += [f"### Member `{member['name']}`", ""]
         lines += _recipe(member) + [""]
-    total_hours = sum(sum(member["state"]["epoch_seconds"]) for member in members) / 3600
-    if len(members) > 1:
-        lines += [f"Training time of all members: {total_hours:.2f} h of CPU runs.", ""]
     commands = [_train_command(member["hparams"]) + ("  # then resumed: see its History line" if member["hparams"].get("note") else "") for member in members]
     source = f"runs/{members[0]['name']}/best.keras"
-    if len(members) > 1:
+    if is_ensemble:
+        total_hours = sum(sum(member["state"]["epoch_seconds"]) for member in members) / 3600
+        lines += [f"Training time of all members: {total_hours:.2f} h of CPU runs.", ""]
         source = "runs/ensemble.keras"
         commands.append("python -m training.ensemble --members " + " ".join(f"runs/{member['name']}/best.keras" for member in members) + f" --out {source}")
     commands.append(f"python -m training.export --model {source} --out models --data {first['data']}")
