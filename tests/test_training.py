@@ -107,6 +107,51 @@ def test_ensemble_averages_its_members_and_scores_them(trained_run, tmp_path, ca
     assert "at least two" in capsys.readouterr().err
 
 
+def test_inference_blur_matches_cv2_at_inference_and_is_off_while_training(tmp_path):
+    import cv2
+    import numpy as np
+
+    from training.augment import AUGMENTATION_BLUR_SIGMA
+    from training.model import has_inference_blur, make_model
+    from webapp.vision.layers import InferenceBlur, load_model
+
+    faces = np.random.default_rng(2).random((3, 48, 48, 1), dtype=np.float32)
+    blur = InferenceBlur(0.7)
+    expected = np.stack([cv2.GaussianBlur(face, (3, 3), 0.7) for face in faces[..., 0]])[..., np.newaxis]
+    np.testing.assert_allclose(np.asarray(blur(faces)), expected, atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(blur(faces, training=True)), faces)
+    assert AUGMENTATION_BLUR_SIGMA == pytest.approx(0.707, abs=1e-3)
+
+    model = make_model(width=8)
+    assert has_inference_blur(model) and not has_inference_blur(make_model(width=8, augmented=False))
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(load_model(tmp_path / "m.keras").predict(faces, verbose=0), model.predict(faces, verbose=0), atol=1e-6)
+    with pytest.raises(ValueError, match="sigma"):
+        InferenceBlur(0)
+
+
+def test_ensemble_puts_a_blur_in_front_of_members_without_one(tmp_path):
+    """Members trained before models carried an InferenceBlur get one, unless --no-blur."""
+    import numpy as np
+
+    from training.augment import AUGMENTATION_BLUR_SIGMA
+    from training.model import make_model
+    from webapp.vision.layers import InferenceBlur, load_model
+
+    members = []
+    for seed in (0, 1):
+        path = tmp_path / f"member{seed}.keras"
+        make_model(width=8, augmented=False).save(path)
+        members.append(str(path))
+    faces = np.random.default_rng(3).random((4, 48, 48, 1), dtype=np.float32)
+    blurred = np.asarray(InferenceBlur(AUGMENTATION_BLUR_SIGMA)(faces))
+    for flags, inputs in (([], blurred), (["--no-blur"], faces)):
+        out = tmp_path / "ensemble.keras"
+        assert ensemble.main(["--members", *members, "--out", str(out), *flags]) == 0
+        expected = np.mean([load_model(path).predict(inputs, verbose=0) for path in members], axis=0)
+        np.testing.assert_allclose(load_model(out).predict(faces, verbose=0), expected, atol=1e-5)
+
+
 def test_exported_ensemble_serves_any_batch_size(trained_run, tmp_path):
     """A nested-model ensemble exported with a fixed batch of 1 could not be resized by XNNPACK; it now can."""
     import numpy as np

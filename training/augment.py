@@ -4,6 +4,14 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+# RandomRotation, RandomZoom and RandomTranslation each resample the image bilinearly.
+# A bilinear sample at sub-pixel offset t mixes two pixels with weights (1 - t, t): a
+# blur of variance t(1 - t), 1/6 on average over t. Three resamplings add to a Gaussian
+# of variance 3/6, the softness every augmented training image has; serving reproduces
+# it with `webapp.vision.layers.InferenceBlur` (see `training.model`).
+RESAMPLINGS_PER_IMAGE = 3
+AUGMENTATION_BLUR_SIGMA = (RESAMPLINGS_PER_IMAGE / 6) ** 0.5
+
 
 def make_augmenter(seed: int = 0) -> keras.Sequential:
     """Random flip, rotation (+-10 deg), zoom, shift (10%) and contrast: the variation a webcam adds."""

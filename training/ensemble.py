@@ -2,9 +2,11 @@
 
     python -m training.ensemble --members runs/A/best.keras runs/B/best.keras --out runs/ensemble.keras --data ../shared/datasets/fer2013
 
-The ensemble's output is the mean of its members' softmax outputs. Given --data, each
-member and the ensemble are scored on the val split (with flip TTA, as the server runs
-them), so the gain is measured before the ensemble is exported.
+The ensemble's output is the mean of its members' softmax outputs. A member trained on
+augmented images before models carried an `InferenceBlur` gets one in front of it
+(`--no-blur` leaves members as they are). Given --data, each member (as saved) and the
+ensemble are scored on the val split (with flip TTA, as the server runs them), so the
+gain is measured before the ensemble is exported.
 """
 from __future__ import annotations
 
@@ -16,11 +18,15 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def make_ensemble(members: list) -> "keras.Model":
-    """One model whose output is the mean of `members`' outputs (all take the shared face input)."""
+def make_ensemble(members: list, blur: bool = True) -> "keras.Model":
+    """One model whose output is the mean of `members`' outputs (all take the shared face input).
+
+    With `blur`, members without an `InferenceBlur` get one (see `training.model`).
+    """
     import keras
     from keras import layers
 
+    from training.model import with_inference_blur
     from webapp.vision.preprocess import INPUT_SHAPE
 
     if len(members) < 2:
@@ -28,6 +34,7 @@ def make_ensemble(members: list) -> "keras.Model":
     inputs = keras.Input(INPUT_SHAPE, name="face")
     outputs = []
     for index, member in enumerate(members):
+        member = with_inference_blur(member) if blur else member
         # rebuild each member under a unique name: two runs of one architecture share a model name
         copy = keras.Model(member.inputs[0], member.outputs[0], name=f"member_{index}_{member.name}")
         outputs.append(copy(inputs))
@@ -41,11 +48,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="where to write the ensemble .keras model")
     parser.add_argument("--data", help="dataset (CSV or folder): score members and ensemble on --split")
     parser.add_argument("--split", default="val", choices=("val", "test"))
+    parser.add_argument("--no-blur", action="store_true", help="do not put an InferenceBlur in front of members that lack one")
     args = parser.parse_args(argv)
 
-    import keras
-
     from training.data import DataError, load_split
+    from webapp.vision.layers import load_model
 
     missing = [path for path in args.members if not Path(path).is_file()]
     if missing:
@@ -59,7 +66,7 @@ def main(argv=None) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    ensemble = make_ensemble([keras.models.load_model(path, compile=False) for path in args.members])
+    ensemble = make_ensemble([load_model(path) for path in args.members], blur=not args.no_blur)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     ensemble.save(args.out)
     print(f"wrote {args.out} ({len(args.members)} members, {ensemble.count_params():,} parameters)")

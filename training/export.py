@@ -79,16 +79,15 @@ def main(argv=None) -> int:
     parser.add_argument("--latency-repeats", type=int, default=300, help="batch-1 calls timed per form")
     args = parser.parse_args(argv)
 
-    import keras
-
     from training.evaluate import predict_labels
     from training.metrics import score
     from webapp.vision.classifier import EmotionClassifier
+    from webapp.vision.layers import load_model
 
     if not Path(args.model).is_file():
         print(f"error: model file {args.model!r} not found", file=sys.stderr)
         return 2
-    model = keras.models.load_model(args.model, compile=False)
+    model = load_model(args.model)
     try:
         train = load_split(args.data, "train") if args.data else None
         held_out = load_split(args.data, args.split) if args.data else None

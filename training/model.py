@@ -1,20 +1,24 @@
 """Model builders: a compact CNN for CPUs (default) and the MobileNetV2 reference recipe.
 
 Both take the shared model input (48x48x1 float in [0, 1], see
-`webapp.vision.preprocess`) and output softmax probabilities over `EMOTIONS`.
+`webapp.vision.preprocess`) and output softmax probabilities over `EMOTIONS`. Models
+trained with augmentation start with an `InferenceBlur` (identity while training) that
+gives held-out faces the softness augmentation gives training images.
 """
 from __future__ import annotations
 
 import keras
 from keras import layers
 
+from training.augment import AUGMENTATION_BLUR_SIGMA
 from webapp.vision.labels import NUM_CLASSES
+from webapp.vision.layers import InferenceBlur
 from webapp.vision.preprocess import INPUT_SHAPE
 
 ARCHITECTURES = ("compact", "mobilenetv2")
 
 
-def make_model(arch: str = "compact", *, width: int = 32, dropout: float = 0.4, weights: str | None = "imagenet") -> keras.Model:
+def make_model(arch: str = "compact", *, width: int = 32, dropout: float = 0.4, weights: str | None = "imagenet", augmented: bool = True) -> keras.Model:
     """Build an untrained classifier.
 
     Args:
@@ -23,12 +27,29 @@ def make_model(arch: str = "compact", *, width: int = 32, dropout: float = 0.4, 
         dropout: dropout before the classifier head.
         weights: MobileNetV2 only: "imagenet" (falls back to random init when the
             weights cannot be downloaded) or None.
+        augmented: the model will train on augmented images: add the matching
+            `InferenceBlur` in front of it.
     """
     if arch == "compact":
-        return make_compact_cnn(width=width, dropout=dropout)
-    if arch == "mobilenetv2":
-        return make_mobilenetv2(dropout=dropout, weights=weights)
-    raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+        model = make_compact_cnn(width=width, dropout=dropout)
+    elif arch == "mobilenetv2":
+        model = make_mobilenetv2(dropout=dropout, weights=weights)
+    else:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
+    return with_inference_blur(model) if augmented else model
+
+
+def has_inference_blur(model: keras.Model) -> bool:
+    return any(isinstance(layer, InferenceBlur) for layer in model.layers)
+
+
+def with_inference_blur(model: keras.Model, sigma: float = AUGMENTATION_BLUR_SIGMA) -> keras.Model:
+    """`model` behind an `InferenceBlur`: for models trained on augmented images without one."""
+    if has_inference_blur(model):
+        return model
+    inputs = keras.Input(INPUT_SHAPE, name="face")
+    blurred = InferenceBlur(sigma, name="inference_blur")(inputs)
+    return keras.Model(inputs, model(blurred), name=model.name)
 
 
 def _conv_bn_relu(x, filters: int):

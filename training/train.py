@@ -83,15 +83,16 @@ def load_or_build_model(args, run_dir: Path, steps_per_epoch: int):
 
     from training.model import make_model
     from training.schedule import WarmupCosine
+    from webapp.vision.layers import InferenceBlur
 
     if args.resume:
-        model = keras.models.load_model(run_dir / "last.keras", custom_objects={"WarmupCosine": WarmupCosine})
+        model = keras.models.load_model(run_dir / "last.keras", custom_objects={"WarmupCosine": WarmupCosine, "InferenceBlur": InferenceBlur})
         schedule = model.optimizer._learning_rate
         if isinstance(schedule, WarmupCosine) and schedule.total_steps != steps_per_epoch * args.epochs:
             # a new epoch budget: keep the warm-up, stretch or shrink the cosine to end at the new last step
             model.optimizer._learning_rate = WarmupCosine(schedule.peak, steps_per_epoch * args.epochs, schedule.warmup_steps)
         return model, json.loads((run_dir / "state.json").read_text())["epochs_done"]
-    model = make_model(args.arch, width=args.width, dropout=args.dropout)
+    model = make_model(args.arch, width=args.width, dropout=args.dropout, augmented=not args.no_augment)
     schedule = WarmupCosine(args.lr, steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs))
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
@@ -100,7 +101,7 @@ def load_or_build_model(args, run_dir: Path, steps_per_epoch: int):
     )
     (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
     with open(run_dir / "model_summary.txt", "w") as handle:
-        model.summary(print_fn=lambda line, **_: handle.write(line + "\n"))
+        model.summary(print_fn=lambda line, **_: handle.write(line + "\n"), expand_nested=True)
     return model, 0
 
 

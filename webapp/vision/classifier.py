@@ -66,9 +66,9 @@ class EmotionClassifier:
 
     def _load_keras(self):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import keras
+        from webapp.vision.layers import load_model
 
-        model = keras.models.load_model(self.model_path, compile=False)
+        model = load_model(self.model_path)
         return lambda x: np.asarray(model.predict_on_batch(x))
 
     def predict_probabilities(self, faces: np.ndarray) -> np.ndarray:

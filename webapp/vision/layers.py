@@ -1,0 +1,50 @@
+"""Custom Keras layers that saved models contain, importable by both training and serving.
+
+Import this module before `keras.models.load_model` on a model that uses them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="moodlens")
+class InferenceBlur(keras.layers.Layer):
+    """A 3x3 Gaussian blur applied at inference only; identity while training.
+
+    Training augmentation resamples every image with bilinear interpolation (see
+    `training.augment`), and each resampling at a random sub-pixel offset blurs it a
+    little. A model trained that way has never seen an image as sharp as a FER-2013
+    crop or a resized webcam face; this layer gives it the softness it was trained on.
+    Borders are mirrored, as in `cv2.GaussianBlur`.
+
+    Args:
+        sigma: standard deviation of the Gaussian, in pixels.
+    """
+
+    def __init__(self, sigma: float, **kwargs):
+        super().__init__(**kwargs)
+        if sigma <= 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        self.sigma = float(sigma)
+
+    def build(self, input_shape):
+        taps = np.exp(-(np.arange(-1, 2) ** 2) / (2 * self.sigma**2))
+        taps /= taps.sum()
+        kernel = np.outer(taps, taps)[:, :, np.newaxis, np.newaxis]
+        self.kernel = np.repeat(kernel, input_shape[-1], axis=2).astype("float32")
+
+    def call(self, inputs, training=None):
+        if training:
+            return inputs
+        padded = ops.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect")
+        return ops.depthwise_conv(padded, self.kernel, strides=1, padding="valid")
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "sigma": self.sigma}
+
+
+def load_model(path) -> keras.Model:
+    """`keras.models.load_model` (uncompiled) for a model that may contain the layers above."""
+    return keras.models.load_model(path, compile=False)
