@@ -31,6 +31,8 @@ def _read_run(run: Path) -> dict:
 
 def _recipe(run: dict) -> list[str]:
     """Markdown bullets for one run's recipe, time and best checkpoint."""
+    from training.augment import AUGMENTATION_BLUR_SIGMA
+
     hparams, seconds = run["hparams"], run["state"]["epoch_seconds"]
     weights = hparams["class_weights"]
     lines = [
@@ -40,8 +42,10 @@ def _recipe(run: dict) -> list[str]:
         + {"sqrt": ": each class's loss is weighted by (N / (7 n_c)) ** 0.5, a softened inverse frequency.",
            "balanced": ": each class's loss is weighted by N / (7 n_c).",
            "none": ": no weights; every image counts the same, which favours overall accuracy over rare-class recall."}[weights],
-        "- Augmentation: horizontal flip, rotation +-10 deg, zoom 10%, shift 10%, contrast 30%." if not hparams["no_augment"] else "- No augmentation.",
-        f"- Best checkpoint: epoch {int(run['best']['epoch']) + 1} (val accuracy {float(run['best']['val_accuracy']):.4f} in Keras, no TTA).",
+        ("- Augmentation: horizontal flip, rotation +-10 deg, zoom 10%, shift 10%, contrast 30%. Served behind an `InferenceBlur`"
+         f" (3x3 Gaussian, sigma {AUGMENTATION_BLUR_SIGMA:.3f}) that gives held-out faces the softness the three resamplings give training images.")
+        if not hparams["no_augment"] else "- No augmentation.",
+        f"- Best checkpoint: epoch {int(run['best']['epoch']) + 1} (val accuracy {float(run['best']['val_accuracy']):.4f} as logged in training: Keras, no TTA).",
         f"- Training time on the 2-core CPU: {sum(seconds) / 3600:.2f} h, {sorted(seconds)[len(seconds) // 2]:.0f} s per epoch (median; the machine was shared with other work).",
     ]
     if hparams.get("note"):
@@ -66,7 +70,8 @@ def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
     if not is_ensemble:
         architecture = f"Architecture `{first['arch']}` (width {first['width']}), {params:,} parameters"
     else:
-        architecture = (f"An ensemble of {len(members)} `{first['arch']}` CNNs (width {first['width']}) whose softmax outputs"
+        widths = ", ".join(str(width) for width in sorted({member["hparams"]["width"] for member in members}))
+        architecture = (f"An ensemble of {len(members)} `{first['arch']}` CNNs (width {widths}) whose softmax outputs"
                         f" are averaged inside the one model file (`python -m training.ensemble`), {params:,} parameters in all")
     lines = [
         "# Model card: Moodlens emotion classifier",
