@@ -2,8 +2,8 @@
 
     python -m training.ensemble --members runs/A/best.keras runs/B/best.keras --out runs/ensemble.keras --data ../shared/datasets/fer2013
 
-The ensemble's output is the mean of its members' softmax outputs. A member trained on
-augmented images before models carried an `InferenceBlur` gets one in front of it
+The ensemble's output is the mean of its members' softmax outputs. A member without an
+`InferenceBlur` (trained before models carried one) gets one in front of it
 (`--no-blur` leaves members as they are). Given --data, each member (as saved) and the
 ensemble are scored on the val split (with flip TTA, as the server runs them), so the
 gain is measured before the ensemble is exported.
