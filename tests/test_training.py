@@ -152,6 +152,55 @@ def test_ensemble_puts_a_blur_in_front_of_members_without_one(tmp_path):
         np.testing.assert_allclose(load_model(out).predict(faces, verbose=0), expected, atol=1e-5)
 
 
+def test_sharp_augmentation_moves_whole_pixels_and_needs_no_blur():
+    import keras
+    import numpy as np
+
+    from training.augment import augment_mode, blurs, make_augmenter
+
+    faces = np.random.default_rng(4).random((4, 48, 48, 1), dtype=np.float32)
+    geometric = keras.Sequential([layer for layer in make_augmenter(0, "sharp").layers if "contrast" not in layer.name])
+    moved = np.asarray(geometric(faces, training=True))
+    assert np.isin(moved, faces).all()  # every pixel is a stored pixel: nothing was interpolated
+    assert blurs("full") and not blurs("sharp") and not blurs("none")
+    assert augment_mode({"no_augment": True}) == "none" and augment_mode({"no_augment": False}) == "full"
+    with pytest.raises(ValueError, match="mode"):
+        make_augmenter(0, "none")
+
+
+def test_fine_tune_on_sharp_faces_from_a_trained_model(trained_run, exported, tmp_path):
+    """--init-from starts from a trained model; --augment sharp drops its blur, the ensemble keeps it off,
+    and the model card shows both stages."""
+    import numpy as np
+
+    from training.model import has_inference_blur
+    from webapp.vision.layers import InferenceBlur, load_model
+
+    root, run = trained_run
+    assert train.main(["--data", str(root), "--init-from", str(run / "best.keras"), "--augment", "sharp", "--epochs", "1",
+                       "--lr", "1e-4", "--batch-size", "8", "--runs-dir", str(tmp_path), "--name", "tuned"]) == 0
+    tuned = tmp_path / "tuned"
+    hparams = json.loads((tuned / "hparams.json").read_text())
+    assert hparams["width"] == 8 and hparams["augment"] == "sharp" and hparams["init_from"] == str(run / "best.keras")
+    assert has_inference_blur(load_model(run / "best.keras")) and not has_inference_blur(load_model(tuned / "best.keras"))
+    assert ensemble.trained_on_blurred_images(run / "best.keras") and not ensemble.trained_on_blurred_images(tuned / "best.keras")
+
+    out = tmp_path / "ensemble.keras"
+    assert ensemble.main(["--members", str(run / "best.keras"), str(tuned / "best.keras"), "--out", str(out)]) == 0
+    faces = np.random.default_rng(5).random((3, 48, 48, 1), dtype=np.float32)
+    expected = (load_model(run / "best.keras").predict(faces, verbose=0) + load_model(tuned / "best.keras").predict(faces, verbose=0)) / 2
+    np.testing.assert_allclose(load_model(out).predict(faces, verbose=0), expected, atol=1e-5)
+    assert sum(isinstance(layer, InferenceBlur) for member in load_model(out).layers for layer in getattr(member, "layers", [])) == 1
+
+    report = tmp_path / "eval_val.json"
+    assert evaluate.main(["--data", str(root / "val"), "--model", str(exported / "emotion_float16.tflite"), "--json", str(report)]) == 0
+    assert card.main(["--run", str(run), str(tuned / "last.keras"), "--models", str(exported), "--report", str(report)]) == 0
+    text = (exported / "README.md").read_text()
+    assert f"then fine-tuned from `{run / 'best.keras'}` as `tuned`" in text and "Augmentation `--augment sharp`" in text
+    assert f"--init-from {run / 'best.keras'} --augment sharp" in text and "runs/tuned/last.keras" in text
+    assert "Checkpoint used: the last, epoch 1" in text
+
+
 def test_exported_ensemble_serves_any_batch_size(trained_run, tmp_path):
     """A nested-model ensemble exported with a fixed batch of 1 could not be resized by XNNPACK; it now can."""
     import numpy as np

@@ -1,9 +1,6 @@
 """Training-time augmentation, applied to batches inside the tf.data pipeline."""
 from __future__ import annotations
 
-import keras
-from keras import layers
-
 # RandomRotation, RandomZoom and RandomTranslation each resample the image bilinearly.
 # A bilinear sample at sub-pixel offset t mixes two pixels with weights (1 - t, t): a
 # blur of variance t(1 - t), 1/6 on average over t. Three resamplings add to a Gaussian
@@ -12,16 +9,39 @@ from keras import layers
 RESAMPLINGS_PER_IMAGE = 3
 AUGMENTATION_BLUR_SIGMA = (RESAMPLINGS_PER_IMAGE / 6) ** 0.5
 
+# "full": flip, rotation, zoom, shift and contrast (blurs: models get an InferenceBlur);
+# "sharp": flip, whole-pixel shift and contrast, no resampling blur (for fine-tuning on
+# faces as sharp as held-out ones); "none": the images as stored.
+AUGMENT_MODES = ("full", "sharp", "none")
 
-def make_augmenter(seed: int = 0) -> keras.Sequential:
-    """Random flip, rotation (+-10 deg), zoom, shift (10%) and contrast: the variation a webcam adds."""
-    return keras.Sequential(
-        [
+
+def make_augmenter(seed: int = 0, mode: str = "full") -> "keras.Sequential":
+    """The augmentation of `mode` (see AUGMENT_MODES): the variation a webcam adds."""
+    import keras
+    from keras import layers
+
+    if mode == "full":
+        augment = [
             layers.RandomFlip("horizontal", seed=seed),
             layers.RandomRotation(10 / 360, fill_mode="reflect", seed=seed + 1),
             layers.RandomZoom(0.1, fill_mode="reflect", seed=seed + 2),
             layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 3),
-            layers.RandomContrast(0.3, seed=seed + 4),
-        ],
-        name="augment",
-    )
+        ]
+    elif mode == "sharp":
+        augment = [
+            layers.RandomFlip("horizontal", seed=seed),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", interpolation="nearest", seed=seed + 3),
+        ]
+    else:
+        raise ValueError(f"no augmenter for mode {mode!r}; expected one of full, sharp")
+    return keras.Sequential([*augment, layers.RandomContrast(0.3, seed=seed + 4)], name="augment")
+
+
+def blurs(mode: str) -> bool:
+    """Whether augmentation `mode` softens images (so the model needs an InferenceBlur)."""
+    return mode == "full"
+
+
+def augment_mode(hparams: dict) -> str:
+    """A run's augmentation mode from its hparams.json (runs from before --augment had no_augment)."""
+    return hparams.get("augment") or ("none" if hparams.get("no_augment") else "full")

@@ -1,8 +1,11 @@
 """Write the model card (models/README.md) from a run folder, export.json and an evaluation report.
 
-    python -m training.card --run runs/NAME [runs/OTHER ...] --models models --report models/eval_val.json
+    python -m training.card --run runs/NAME [runs/OTHER/last.keras ...] --models models --report models/eval_val.json
 
-Every figure in the card is read from those files, so the card cannot drift from the run.
+Each --run is a run folder (its best.keras is the model) or a checkpoint file inside one.
+A run started with --init-from is shown after the run it was fine-tuned from, when that
+model file sits in a run folder (e.g. `checkpoints/NAME/last.keras`). Every figure in the
+card is read from those files, so the card cannot drift from the runs.
 """
 from __future__ import annotations
 
@@ -14,38 +17,69 @@ from pathlib import Path
 from webapp.vision.labels import EMOTIONS
 
 
-def _read_run(run: Path) -> dict:
-    """What the card needs from one training run folder."""
+def _read_run(path: Path) -> dict:
+    """What the card needs from one training run: a run folder, or a checkpoint file in one."""
+    run, checkpoint = (path.parent, path.name) if path.is_file() else (path, "best.keras")
     with open(run / "log.csv") as handle:
         log = list(csv.DictReader(handle))
     summary = (run / "model_summary.txt").read_text()
     params = next((line.split(":", 1)[1].split("(")[0].strip() for line in summary.splitlines() if "Total params" in line), "0")
+    hparams = json.loads((run / "hparams.json").read_text())
+    source = Path(hparams.get("init_from") or "")
     return {
         "name": run.name,
-        "hparams": json.loads((run / "hparams.json").read_text()),
+        "checkpoint": checkpoint,
+        "last": log[-1],
+        "parent": _read_run(source) if hparams.get("init_from") and (source.parent / "hparams.json").is_file() else None,
+        "hparams": hparams,
         "state": json.loads((run / "state.json").read_text()),
         "best": max(log, key=lambda row: float(row["val_accuracy"])),
         "params": int(params.replace(",", "")),
     }
 
 
-def _recipe(run: dict) -> list[str]:
-    """Markdown bullets for one run's recipe, time and best checkpoint."""
-    from training.augment import AUGMENTATION_BLUR_SIGMA
+def _lineage(run: dict) -> list[dict]:
+    """The run and the runs it was fine-tuned from, first trained first."""
+    return (_lineage(run["parent"]) if run["parent"] else []) + [run]
 
+
+def _training_seconds(run: dict) -> float:
+    return sum(sum(stage["state"]["epoch_seconds"]) for stage in _lineage(run))
+
+
+def _augmentation(hparams: dict, served: bool) -> str:
+    """The augmentation bullet; `served`: the run's model is the one served (not fine-tuned further)."""
+    from training.augment import AUGMENTATION_BLUR_SIGMA, augment_mode
+
+    blur = (f" Served behind an `InferenceBlur` (3x3 Gaussian, sigma {AUGMENTATION_BLUR_SIGMA:.3f}) that gives held-out faces"
+            " the softness the three resamplings give training images.") if served else ""
+    return {
+        "full": "- Augmentation: horizontal flip, rotation +-10 deg, zoom 10%, shift 10%, contrast 30%." + blur,
+        "sharp": "- Augmentation `--augment sharp`: horizontal flip, whole-pixel shift 10%, contrast 30%; no resampling, so training faces"
+                 " are as sharp as held-out ones and the model is served without an `InferenceBlur`.",
+        "none": "- No augmentation.",
+    }[augment_mode(hparams)]
+
+
+def _recipe(run: dict, served: bool = True) -> list[str]:
+    """Markdown bullets for one run's recipe, time and served checkpoint, after those of the run it was fine-tuned from."""
+    lines = []
+    if run["parent"]:
+        lines += [f"Trained as `{run['parent']['name']}`:", ""] + _recipe(run["parent"], served=False)
+        lines += ["", f"then fine-tuned from `{run['hparams']['init_from']}` as `{run['name']}` (a fresh optimizer and schedule):", ""]
     hparams, seconds = run["hparams"], run["state"]["epoch_seconds"]
     weights = hparams["class_weights"]
-    lines = [
+    used = run["best"] if run["checkpoint"] == "best.keras" else run["last"]
+    lines += [
         f"- {hparams['epochs']} epochs, batch {hparams['batch_size']}, AdamW (peak lr {hparams['lr']}, weight decay {hparams['weight_decay']}),"
         f" {hparams['warmup_epochs']:g} warm-up epoch then cosine decay; label smoothing {hparams['label_smoothing']}; dropout {hparams['dropout']}; seed {hparams['seed']}.",
         f"- Class imbalance: `--class-weights {weights}`"
         + {"sqrt": ": each class's loss is weighted by (N / (7 n_c)) ** 0.5, a softened inverse frequency.",
            "balanced": ": each class's loss is weighted by N / (7 n_c).",
            "none": ": no weights; every image counts the same, which favours overall accuracy over rare-class recall."}[weights],
-        ("- Augmentation: horizontal flip, rotation +-10 deg, zoom 10%, shift 10%, contrast 30%. Served behind an `InferenceBlur`"
-         f" (3x3 Gaussian, sigma {AUGMENTATION_BLUR_SIGMA:.3f}) that gives held-out faces the softness the three resamplings give training images.")
-        if not hparams["no_augment"] else "- No augmentation.",
-        f"- Best checkpoint: epoch {int(run['best']['epoch']) + 1} (val accuracy {float(run['best']['val_accuracy']):.4f} as logged in training: Keras, no TTA).",
+        _augmentation(hparams, served),
+        f"- {'Best checkpoint' if run['checkpoint'] == 'best.keras' else 'Checkpoint used: the last'}, epoch {int(used['epoch']) + 1}"
+        f" (`{run['checkpoint']}`; val accuracy {float(used['val_accuracy']):.4f} as logged in training: Keras, no TTA).",
         f"- Training time on the 2-core CPU: {sum(seconds) / 3600:.2f} h, {sorted(seconds)[len(seconds) // 2]:.0f} s per epoch (median; the machine was shared with other work).",
     ]
     if hparams.get("note"):
@@ -55,6 +89,10 @@ def _recipe(run: dict) -> list[str]:
 
 def _train_command(hparams: dict) -> str:
     """The `training.train` command line that sets a run's non-default choices."""
+    if hparams.get("init_from"):
+        return (f"python -m training.train --data {hparams['data']} --init-from {hparams['init_from']} --augment {hparams['augment']}"
+                f" --lr {hparams['lr']:g} --warmup-epochs {hparams['warmup_epochs']:g} --epochs {hparams['epochs']}"
+                f" --class-weights {hparams['class_weights']} --seed {hparams['seed']} --name {hparams['name']}")
     return (f"python -m training.train --data {hparams['data']} --arch {hparams['arch']} --width {hparams['width']} --epochs {hparams['epochs']}"
             f" --class-weights {hparams['class_weights']} --seed {hparams['seed']} --name {hparams['name']}")
 
@@ -91,13 +129,14 @@ def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
         if is_ensemble:
             lines += [f"### Member `{member['name']}`", ""]
         lines += _recipe(member) + [""]
-    commands = [_train_command(member["hparams"]) + ("  # then resumed: see its History line" if member["hparams"].get("note") else "") for member in members]
-    source = f"runs/{members[0]['name']}/best.keras"
+    commands = [_train_command(stage["hparams"]) + ("  # then resumed: see its History line" if stage["hparams"].get("note") else "")
+                for member in members for stage in _lineage(member)]
+    source = f"runs/{members[0]['name']}/{members[0]['checkpoint']}"
     if is_ensemble:
-        total_hours = sum(sum(member["state"]["epoch_seconds"]) for member in members) / 3600
+        total_hours = sum(_training_seconds(member) for member in members) / 3600
         lines += [f"Training time of all members: {total_hours:.2f} h of CPU runs.", ""]
         source = "runs/ensemble.keras"
-        commands.append("python -m training.ensemble --members " + " ".join(f"runs/{member['name']}/best.keras" for member in members) + f" --out {source}")
+        commands.append("python -m training.ensemble --members " + " ".join(f"runs/{member['name']}/{member['checkpoint']}" for member in members) + f" --out {source}")
     commands.append(f"python -m training.export --model {source} --out models --data {first['data']}")
     lines += ["Reproduce:", "", "```", *commands, "```", ""]
     lines += [

@@ -3,8 +3,9 @@
     python -m training.ensemble --members runs/A/best.keras runs/B/best.keras --out runs/ensemble.keras --data ../shared/datasets/fer2013
 
 The ensemble's output is the mean of its members' softmax outputs. A member without an
-`InferenceBlur` (trained before models carried one) gets one in front of it
-(`--no-blur` leaves members as they are). Given --data, each member (as saved) and the
+`InferenceBlur` (trained before models carried one) gets one in front of it, unless its
+run folder's hparams.json says it was trained on sharp images (`--augment sharp` or
+`none`, e.g. a fine-tuned member); `--no-blur` leaves every member as it is. Given --data, each member (as saved) and the
 ensemble are scored on the val split (with flip TTA, as the server runs them), so the
 gain is measured before the ensemble is exported.
 """
@@ -18,10 +19,24 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def make_ensemble(members: list, blur: bool = True) -> "keras.Model":
+def trained_on_blurred_images(path: str | Path) -> bool:
+    """Whether the model at `path` saw resampled (softened) images in training, going by the
+    hparams.json of its run folder; models without one are assumed to (the default augmentation)."""
+    import json
+
+    from training.augment import augment_mode, blurs
+
+    hparams_file = Path(path).parent / "hparams.json"
+    if not hparams_file.is_file():
+        return True
+    return blurs(augment_mode(json.loads(hparams_file.read_text())))
+
+
+def make_ensemble(members: list, blur: bool | list[bool] = True) -> "keras.Model":
     """One model whose output is the mean of `members`' outputs (all take the shared face input).
 
-    With `blur`, members without an `InferenceBlur` get one (see `training.model`).
+    Members without an `InferenceBlur` get one where `blur` (one flag, or one per member) is
+    true (see `training.model`).
     """
     import keras
     from keras import layers
@@ -33,8 +48,9 @@ def make_ensemble(members: list, blur: bool = True) -> "keras.Model":
         raise ValueError("an ensemble needs at least two members")
     inputs = keras.Input(INPUT_SHAPE, name="face")
     outputs = []
-    for index, member in enumerate(members):
-        member = with_inference_blur(member) if blur else member
+    blur = blur if isinstance(blur, list) else [blur] * len(members)
+    for index, (member, blurred) in enumerate(zip(members, blur)):
+        member = with_inference_blur(member) if blurred else member
         # rebuild each member under a unique name: two runs of one architecture share a model name
         copy = keras.Model(member.inputs[0], member.outputs[0], name=f"member_{index}_{member.name}")
         outputs.append(copy(inputs))
@@ -48,7 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="where to write the ensemble .keras model")
     parser.add_argument("--data", help="dataset (CSV or folder): score members and ensemble on --split")
     parser.add_argument("--split", default="val", choices=("val", "test"))
-    parser.add_argument("--no-blur", action="store_true", help="do not put an InferenceBlur in front of members that lack one")
+    parser.add_argument("--no-blur", action="store_true", help="put no InferenceBlur in front of any member")
     args = parser.parse_args(argv)
 
     from training.data import DataError, load_split
@@ -66,7 +82,8 @@ def main(argv=None) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    ensemble = make_ensemble([load_model(path) for path in args.members], blur=not args.no_blur)
+    blur = [not args.no_blur and trained_on_blurred_images(path) for path in args.members]
+    ensemble = make_ensemble([load_model(path) for path in args.members], blur=blur)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     ensemble.save(args.out)
     print(f"wrote {args.out} ({len(args.members)} members, {ensemble.count_params():,} parameters)")

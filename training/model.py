@@ -52,6 +52,16 @@ def with_inference_blur(model: keras.Model, sigma: float = AUGMENTATION_BLUR_SIG
     return keras.Model(inputs, model(blurred), name=model.name)
 
 
+def without_inference_blur(model: keras.Model) -> keras.Model:
+    """The classifier inside a `with_inference_blur` model (or `model` itself if it has no blur)."""
+    if not has_inference_blur(model):
+        return model
+    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    if len(inner) != 1:
+        raise ValueError(f"{model.name}: expected an InferenceBlur in front of one classifier")
+    return inner[0]
+
+
 def _conv_bn_relu(x, filters: int):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
     x = layers.BatchNormalization()(x)

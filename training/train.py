@@ -4,7 +4,10 @@
 
 Each run writes to its own folder (default runs/<timestamp>): hparams.json,
 model_summary.txt, log.csv, best.keras (highest val accuracy), last.keras (for
---resume) and history.json. Resume an interrupted run with --resume RUN_DIR.
+--resume) and history.json. Resume an interrupted run with --resume RUN_DIR. Fine-tune a trained model with
+--init-from MODEL.keras (fresh optimizer and schedule), e.g. on sharp faces:
+
+    python -m training.train --data ../shared/datasets/fer2013 --init-from checkpoints/compact-w40-cwnone-e36/last.keras --augment sharp --lr 2e-4 --warmup-epochs 0.2 --epochs 4
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+
+from training.augment import AUGMENT_MODES, augment_mode
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,7 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--dropout", type=float, default=0.4)
     parser.add_argument("--class-weights", choices=("none", "sqrt", "balanced"), default="sqrt", help="loss weights per class: none, (N/(K*n_c))**0.5, or N/(K*n_c)")
-    parser.add_argument("--no-augment", action="store_true", help="turn off flip/rotate/zoom/shift/contrast augmentation")
+    parser.add_argument("--augment", choices=AUGMENT_MODES, default="full", help="full: flip/rotate/zoom/shift/contrast (softens images: the model gets an InferenceBlur); sharp: flip/whole-pixel shift/contrast; none")
+    parser.add_argument("--init-from", default=None, metavar="MODEL", help="start from this trained .keras model (its InferenceBlur, if any, is dropped and re-added per --augment)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke tests)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run folders")
@@ -70,17 +76,38 @@ def make_datasets(args, train, val, weights):
     if weights is not None:
         tensors += (np.array([weights[label] for label in train.labels], dtype=np.float32),)
     train_ds = tf.data.Dataset.from_tensor_slices(tensors).shuffle(len(train), seed=args.seed, reshuffle_each_iteration=True).batch(args.batch_size)
-    if not args.no_augment:
-        augmenter = make_augmenter(args.seed)
+    if args.augment != "none":
+        augmenter = make_augmenter(args.seed, args.augment)
         train_ds = train_ds.map(lambda x, *rest: (augmenter(x, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     val_ds = tf.data.Dataset.from_tensor_slices((to_model_input(val.images), keras.utils.to_categorical(val.labels, NUM_CLASSES))).batch(256)
     return train_ds.prefetch(tf.data.AUTOTUNE), val_ds
+
+
+def initial_model(path: str, blurred: bool):
+    """A trained model to fine-tune: its classifier, behind an InferenceBlur only if `blurred`."""
+    import keras
+
+    from training.model import with_inference_blur, without_inference_blur
+    from training.schedule import WarmupCosine
+
+    model = without_inference_blur(keras.models.load_model(path, custom_objects={"WarmupCosine": WarmupCosine}, compile=False))
+    return with_inference_blur(model) if blurred else model
+
+
+def first_conv_filters(model) -> int:
+    """The compact CNN's width: the channels of its first convolution."""
+    import keras
+
+    from training.model import without_inference_blur
+
+    return next(layer.filters for layer in without_inference_blur(model).layers if isinstance(layer, keras.layers.Conv2D))
 
 
 def load_or_build_model(args, run_dir: Path, steps_per_epoch: int):
     """A compiled new model, or the run's last checkpoint when resuming; returns (model, first epoch)."""
     import keras
 
+    from training.augment import blurs
     from training.model import make_model
     from training.schedule import WarmupCosine
     from webapp.vision.layers import InferenceBlur
@@ -92,7 +119,11 @@ def load_or_build_model(args, run_dir: Path, steps_per_epoch: int):
             # a new epoch budget: keep the warm-up, stretch or shrink the cosine to end at the new last step
             model.optimizer._learning_rate = WarmupCosine(schedule.peak, steps_per_epoch * args.epochs, schedule.warmup_steps)
         return model, json.loads((run_dir / "state.json").read_text())["epochs_done"]
-    model = make_model(args.arch, width=args.width, dropout=args.dropout, augmented=not args.no_augment)
+    if args.init_from:
+        model = initial_model(args.init_from, blurs(args.augment))
+        args.arch, args.width = ("mobilenetv2", None) if "mobilenetv2" in model.name else ("compact", first_conv_filters(model))
+    else:
+        model = make_model(args.arch, width=args.width, dropout=args.dropout, augmented=blurs(args.augment))
     schedule = WarmupCosine(args.lr, steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs))
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
@@ -142,6 +173,9 @@ def main(argv=None) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         saved = json.loads((run_dir / "hparams.json").read_text())
+        saved["augment"] = augment_mode(saved)
+        saved.pop("no_augment", None)
+        saved.setdefault("init_from", None)
         saved.update(resume=args.resume, threads=args.threads, xla=args.xla, epochs=args.epochs or saved["epochs"])
         args = argparse.Namespace(**saved)
         (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
