@@ -34,8 +34,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     train = load_split(args.data, "train")
     x = to_model_input(train.images[np.random.default_rng(args.seed).choice(len(train), min(args.count, len(train)), replace=False)])
-    geometric = keras.Sequential([layer for layer in make_augmenter(args.seed).layers if "contrast" not in layer.name])
-    rows = [("training images, augmented", laplacian_energy(np.asarray(geometric(x, training=True))[..., 0]))]
+    rows = []
+    for mode in ("full", "sharp"):
+        geometric = keras.Sequential([layer for layer in make_augmenter(args.seed, mode).layers if "contrast" not in layer.name])
+        rows.append((f"training images, --augment {mode}", laplacian_energy(np.asarray(geometric(x, training=True))[..., 0])))
     rows.append(("training images, as stored", laplacian_energy(x[..., 0])))
     for sigma in (0.5, 0.6, 0.7, 0.8, 0.9):
         rows.append((f"as stored, Gaussian sigma {sigma}", laplacian_energy(np.stack([cv2.GaussianBlur(image, (0, 0), sigma) for image in x[..., 0]]))))
