@@ -230,7 +230,7 @@ def test_shipped_model_accuracy_on_fer2013_val(model_path, capsys):
     """The model card's headline figure: the served form on PublicTest, flip TTA on."""
     assert evaluate.main(["--data", str(SHARED_FER / "val"), "--model", model_path, "--confusion-png", "/dev/null"]) == 0
     accuracy = float(capsys.readouterr().out.strip().splitlines()[-1].split()[-1])
-    assert accuracy >= 0.67  # models/README.md reports 0.6760
+    assert accuracy >= 0.68  # the target of issue 2; models/README.md reports 0.6846
 
 
 def test_mobilenetv2_option_builds_offline(monkeypatch):
