@@ -4,8 +4,9 @@
 
 Each run writes to its own folder (default runs/<timestamp>): hparams.json,
 model_summary.txt, log.csv, best.keras (highest val accuracy), last.keras (for
---resume) and history.json. Resume an interrupted run with --resume RUN_DIR. Fine-tune a trained model with
---init-from MODEL.keras (fresh optimizer and schedule), e.g. on sharp faces:
+--resume) and history.json. Resume an interrupted run with --resume RUN_DIR.
+Fine-tune a trained model with --init-from MODEL.keras (fresh optimizer and
+schedule), e.g. on sharp faces:
 
     python -m training.train --data ../shared/datasets/fer2013 --init-from checkpoints/compact-w40-cwnone-e36/last.keras --augment sharp --lr 2e-4 --warmup-epochs 0.2 --epochs 4
 """
@@ -39,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dropout", type=float, default=0.4)
     parser.add_argument("--class-weights", choices=("none", "sqrt", "balanced"), default="sqrt", help="loss weights per class: none, (N/(K*n_c))**0.5, or N/(K*n_c)")
     parser.add_argument("--augment", choices=AUGMENT_MODES, default="full", help="full: flip/rotate/zoom/shift/contrast (softens images: the model gets an InferenceBlur); sharp: flip/whole-pixel shift/contrast; none")
-    parser.add_argument("--init-from", default=None, metavar="MODEL", help="start from this trained .keras model (its InferenceBlur, if any, is dropped and re-added per --augment)")
+    parser.add_argument("--init-from", default=None, metavar="MODEL", help="fine-tune this trained .keras model (its architecture, width and dropout; an InferenceBlur is kept only for --augment full)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke tests)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run folders")
