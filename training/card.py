@@ -25,12 +25,12 @@ def _read_run(path: Path) -> dict:
     summary = (run / "model_summary.txt").read_text()
     params = next((line.split(":", 1)[1].split("(")[0].strip() for line in summary.splitlines() if "Total params" in line), "0")
     hparams = json.loads((run / "hparams.json").read_text())
-    source = Path(hparams.get("init_from") or "")
+    source = Path(hparams["init_from"]) if hparams.get("init_from") else None
     return {
         "name": run.name,
         "checkpoint": checkpoint,
         "last": log[-1],
-        "parent": _read_run(source) if hparams.get("init_from") and (source.parent / "hparams.json").is_file() else None,
+        "parent": _read_run(source) if source and (source.parent / "hparams.json").is_file() else None,
         "hparams": hparams,
         "state": json.loads((run / "state.json").read_text()),
         "best": max(log, key=lambda row: float(row["val_accuracy"])),
@@ -69,7 +69,8 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
         lines += ["", f"then fine-tuned from `{run['hparams']['init_from']}` as `{run['name']}` (a fresh optimizer and schedule):", ""]
     hparams, seconds = run["hparams"], run["state"]["epoch_seconds"]
     weights = hparams["class_weights"]
-    used = run["best"] if run["checkpoint"] == "best.keras" else run["last"]
+    is_best = run["checkpoint"] == "best.keras"
+    used = run["best"] if is_best else run["last"]
     lines += [
         f"- {hparams['epochs']} epochs, batch {hparams['batch_size']}, AdamW (peak lr {hparams['lr']}, weight decay {hparams['weight_decay']}),"
         f" {hparams['warmup_epochs']:g} warm-up epoch then cosine decay; label smoothing {hparams['label_smoothing']}; dropout {hparams['dropout']}; seed {hparams['seed']}.",
@@ -78,7 +79,7 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
            "balanced": ": each class's loss is weighted by N / (7 n_c).",
            "none": ": no weights; every image counts the same, which favours overall accuracy over rare-class recall."}[weights],
         _augmentation(hparams, served),
-        f"- {'Best checkpoint' if run['checkpoint'] == 'best.keras' else 'Checkpoint used: the last'}, epoch {int(used['epoch']) + 1}"
+        f"- {'Best checkpoint' if is_best else 'Checkpoint used: the last'}, epoch {int(used['epoch']) + 1}"
         f" (`{run['checkpoint']}`; val accuracy {float(used['val_accuracy']):.4f} as logged in training: Keras, no TTA).",
         f"- Training time on the 2-core CPU: {sum(seconds) / 3600:.2f} h, {sorted(seconds)[len(seconds) // 2]:.0f} s per epoch (median; the machine was shared with other work).",
     ]
@@ -90,10 +91,11 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
 def _train_command(hparams: dict) -> str:
     """The `training.train` command line that sets a run's non-default choices."""
     if hparams.get("init_from"):
-        return (f"python -m training.train --data {hparams['data']} --init-from {hparams['init_from']} --augment {hparams['augment']}"
-                f" --lr {hparams['lr']:g} --warmup-epochs {hparams['warmup_epochs']:g} --epochs {hparams['epochs']}"
-                f" --class-weights {hparams['class_weights']} --seed {hparams['seed']} --name {hparams['name']}")
-    return (f"python -m training.train --data {hparams['data']} --arch {hparams['arch']} --width {hparams['width']} --epochs {hparams['epochs']}"
+        model = (f"--init-from {hparams['init_from']} --augment {hparams['augment']}"
+                 f" --lr {hparams['lr']:g} --warmup-epochs {hparams['warmup_epochs']:g}")
+    else:
+        model = f"--arch {hparams['arch']} --width {hparams['width']}"
+    return (f"python -m training.train --data {hparams['data']} {model} --epochs {hparams['epochs']}"
             f" --class-weights {hparams['class_weights']} --seed {hparams['seed']} --name {hparams['name']}")
 
 

@@ -32,11 +32,11 @@ def trained_on_blurred_images(path: str | Path) -> bool:
     return blurs(augment_mode(json.loads(hparams_file.read_text())))
 
 
-def make_ensemble(members: list, blur: bool | list[bool] = True) -> "keras.Model":
+def make_ensemble(members: list, blur: list[bool]) -> "keras.Model":
     """One model whose output is the mean of `members`' outputs (all take the shared face input).
 
-    Members without an `InferenceBlur` get one where `blur` (one flag, or one per member) is
-    true (see `training.model`).
+    Members without an `InferenceBlur` get one where `blur` (one flag per member) is true
+    (see `training.model`).
     """
     import keras
     from keras import layers
@@ -48,7 +48,6 @@ def make_ensemble(members: list, blur: bool | list[bool] = True) -> "keras.Model
         raise ValueError("an ensemble needs at least two members")
     inputs = keras.Input(INPUT_SHAPE, name="face")
     outputs = []
-    blur = blur if isinstance(blur, list) else [blur] * len(members)
     for index, (member, blurred) in enumerate(zip(members, blur)):
         member = with_inference_blur(member) if blurred else member
         # rebuild each member under a unique name: two runs of one architecture share a model name

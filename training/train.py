@@ -84,24 +84,11 @@ def make_datasets(args, train, val, weights):
     return train_ds.prefetch(tf.data.AUTOTUNE), val_ds
 
 
-def initial_model(path: str, blurred: bool):
-    """A trained model to fine-tune: its classifier, behind an InferenceBlur only if `blurred`."""
-    import keras
-
-    from training.model import with_inference_blur, without_inference_blur
-    from training.schedule import WarmupCosine
-
-    model = without_inference_blur(keras.models.load_model(path, custom_objects={"WarmupCosine": WarmupCosine}, compile=False))
-    return with_inference_blur(model) if blurred else model
-
-
-def first_conv_filters(model) -> int:
+def first_conv_filters(classifier) -> int:
     """The compact CNN's width: the channels of its first convolution."""
     import keras
 
-    from training.model import without_inference_blur
-
-    return next(layer.filters for layer in without_inference_blur(model).layers if isinstance(layer, keras.layers.Conv2D))
+    return next(layer.filters for layer in classifier.layers if isinstance(layer, keras.layers.Conv2D))
 
 
 def load_or_build_model(args, run_dir: Path, steps_per_epoch: int):
@@ -109,9 +96,9 @@ def load_or_build_model(args, run_dir: Path, steps_per_epoch: int):
     import keras
 
     from training.augment import blurs
-    from training.model import make_model
+    from training.model import make_model, with_inference_blur, without_inference_blur
     from training.schedule import WarmupCosine
-    from webapp.vision.layers import InferenceBlur
+    from webapp.vision.layers import InferenceBlur, load_model
 
     if args.resume:
         model = keras.models.load_model(run_dir / "last.keras", custom_objects={"WarmupCosine": WarmupCosine, "InferenceBlur": InferenceBlur})
@@ -121,8 +108,10 @@ def load_or_build_model(args, run_dir: Path, steps_per_epoch: int):
             model.optimizer._learning_rate = WarmupCosine(schedule.peak, steps_per_epoch * args.epochs, schedule.warmup_steps)
         return model, json.loads((run_dir / "state.json").read_text())["epochs_done"]
     if args.init_from:
-        model = initial_model(args.init_from, blurs(args.augment))
-        args.arch, args.width = ("mobilenetv2", None) if "mobilenetv2" in model.name else ("compact", first_conv_filters(model))
+        # fine-tune the trained classifier, behind a blur only if this run's augmentation softens images
+        classifier = without_inference_blur(load_model(args.init_from))
+        args.arch, args.width = ("mobilenetv2", None) if "mobilenetv2" in classifier.name else ("compact", first_conv_filters(classifier))
+        model = with_inference_blur(classifier) if blurs(args.augment) else classifier
     else:
         model = make_model(args.arch, width=args.width, dropout=args.dropout, augmented=blurs(args.augment))
     schedule = WarmupCosine(args.lr, steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs))
