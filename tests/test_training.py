@@ -88,6 +88,7 @@ def test_model_card_is_written_from_the_run_files(trained_run, exported, capsys)
         assert f"**accuracy {accuracy:.4f}**" in text and "`emotion_float16.tflite` (served by default)" in text
         assert ("An ensemble of 2" in text) == (len(runs) == 2)
         assert "python -m training.train --data" in text and "--epochs 3" in text
+        assert f"- Kept: `{run / 'best.keras'}`, `{run / 'last.keras'}`." in text
 
 
 def test_ensemble_averages_its_members_and_scores_them(trained_run, tmp_path, capsys):
@@ -112,69 +113,61 @@ def test_inference_blur_matches_cv2_at_inference_and_is_off_while_training(tmp_p
     import numpy as np
 
     from training.augment import AUGMENTATION_BLUR_SIGMA
-    from training.model import has_inference_blur, make_model
-    from webapp.vision.layers import InferenceBlur, load_model
+    from training.model import make_model
+    from webapp.vision.layers import InferenceBlur, inference_blur_sigma, load_model
 
     faces = np.random.default_rng(2).random((3, 48, 48, 1), dtype=np.float32)
     blur = InferenceBlur(0.7)
     expected = np.stack([cv2.GaussianBlur(face, (3, 3), 0.7) for face in faces[..., 0]])[..., np.newaxis]
     np.testing.assert_allclose(np.asarray(blur(faces)), expected, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(blur(faces, training=True)), faces)
+    np.testing.assert_array_equal(np.asarray(InferenceBlur(0)(faces)), faces)
     assert AUGMENTATION_BLUR_SIGMA == pytest.approx(0.707, abs=1e-3)
 
-    model = make_model(width=8)
-    assert has_inference_blur(model) and not has_inference_blur(make_model(width=8, augmented=False))
+    model = make_model(width=8, blur_sigma=AUGMENTATION_BLUR_SIGMA)
+    assert inference_blur_sigma(model) == pytest.approx(AUGMENTATION_BLUR_SIGMA) and inference_blur_sigma(make_model(width=8)) == 0
     model.save(tmp_path / "m.keras")
-    np.testing.assert_allclose(load_model(tmp_path / "m.keras").predict(faces, verbose=0), model.predict(faces, verbose=0), atol=1e-6)
+    reloaded = load_model(tmp_path / "m.keras")
+    assert inference_blur_sigma(reloaded) == pytest.approx(AUGMENTATION_BLUR_SIGMA)  # the model file records it
+    np.testing.assert_allclose(reloaded.predict(faces, verbose=0), model.predict(faces, verbose=0), atol=1e-6)
     with pytest.raises(ValueError, match="sigma"):
-        InferenceBlur(0)
+        InferenceBlur(-1)
 
 
-def test_ensemble_puts_a_blur_in_front_of_members_without_one(tmp_path):
-    """Members trained before models carried an InferenceBlur get one, unless --no-blur."""
+def test_with_blur_sigma_keeps_the_weights_and_changes_only_the_blur():
     import numpy as np
 
-    from training.augment import AUGMENTATION_BLUR_SIGMA
-    from training.model import make_model
-    from webapp.vision.layers import InferenceBlur, load_model
+    from training.model import make_model, with_blur_sigma
+    from webapp.vision.layers import InferenceBlur, inference_blur_sigma
 
-    members = []
-    for seed in (0, 1):
-        path = tmp_path / f"member{seed}.keras"
-        make_model(width=8, augmented=False).save(path)
-        members.append(str(path))
+    blurred = make_model(width=8, blur_sigma=0.7)
+    sharp = with_blur_sigma(blurred, 0.0)
+    assert inference_blur_sigma(sharp) == 0 and inference_blur_sigma(blurred) == 0.7
     faces = np.random.default_rng(3).random((4, 48, 48, 1), dtype=np.float32)
-    blurred = np.asarray(InferenceBlur(AUGMENTATION_BLUR_SIGMA)(faces))
-    for flags, inputs in (([], blurred), (["--no-blur"], faces)):
-        out = tmp_path / "ensemble.keras"
-        assert ensemble.main(["--members", *members, "--out", str(out), *flags]) == 0
-        expected = np.mean([load_model(path).predict(inputs, verbose=0) for path in members], axis=0)
-        np.testing.assert_allclose(load_model(out).predict(faces, verbose=0), expected, atol=1e-5)
+    np.testing.assert_allclose(sharp.predict(np.asarray(InferenceBlur(0.7)(faces)), verbose=0), blurred.predict(faces, verbose=0), atol=1e-5)
 
 
 def test_sharp_augmentation_moves_whole_pixels_and_needs_no_blur():
     import keras
     import numpy as np
 
-    from training.augment import augment_mode, blurs, make_augmenter
+    from training.augment import blurs, make_augmenter
 
     faces = np.random.default_rng(4).random((4, 48, 48, 1), dtype=np.float32)
     geometric = keras.Sequential([layer for layer in make_augmenter(0, "sharp").layers if "contrast" not in layer.name])
     moved = np.asarray(geometric(faces, training=True))
     assert np.isin(moved, faces).all()  # every pixel is a stored pixel: nothing was interpolated
     assert blurs("full") and not blurs("sharp") and not blurs("none")
-    assert augment_mode({"no_augment": True}) == "none" and augment_mode({"no_augment": False}) == "full"
     with pytest.raises(ValueError, match="mode"):
         make_augmenter(0, "none")
 
 
 def test_fine_tune_on_sharp_faces_from_a_trained_model(trained_run, exported, tmp_path):
-    """--init-from starts from a trained model; --augment sharp drops its blur, the ensemble keeps it off,
-    and the model card shows both stages."""
+    """--init-from starts from a trained model; --augment sharp turns its blur off, each ensemble member
+    keeps its own blur, and the model card shows both stages."""
     import numpy as np
 
-    from training.model import has_inference_blur
-    from webapp.vision.layers import InferenceBlur, load_model
+    from webapp.vision.layers import inference_blur_sigma, load_model
 
     root, run = trained_run
     assert train.main(["--data", str(root), "--init-from", str(run / "best.keras"), "--augment", "sharp", "--epochs", "1",
@@ -182,15 +175,14 @@ def test_fine_tune_on_sharp_faces_from_a_trained_model(trained_run, exported, tm
     tuned = tmp_path / "tuned"
     hparams = json.loads((tuned / "hparams.json").read_text())
     assert hparams["width"] == 8 and hparams["augment"] == "sharp" and hparams["init_from"] == str(run / "best.keras")
-    assert has_inference_blur(load_model(run / "best.keras")) and not has_inference_blur(load_model(tuned / "best.keras"))
-    assert ensemble.trained_on_blurred_images(run / "best.keras") and not ensemble.trained_on_blurred_images(tuned / "best.keras")
+    assert inference_blur_sigma(load_model(run / "best.keras")) > 0 and inference_blur_sigma(load_model(tuned / "best.keras")) == 0
 
     out = tmp_path / "ensemble.keras"
     assert ensemble.main(["--members", str(run / "best.keras"), str(tuned / "best.keras"), "--out", str(out)]) == 0
     faces = np.random.default_rng(5).random((3, 48, 48, 1), dtype=np.float32)
     expected = (load_model(run / "best.keras").predict(faces, verbose=0) + load_model(tuned / "best.keras").predict(faces, verbose=0)) / 2
     np.testing.assert_allclose(load_model(out).predict(faces, verbose=0), expected, atol=1e-5)
-    assert sum(isinstance(layer, InferenceBlur) for member in load_model(out).layers for layer in getattr(member, "layers", [])) == 1
+    assert sorted(inference_blur_sigma(member) > 0 for member in load_model(out).layers if hasattr(member, "layers")) == [False, True]
 
     report = tmp_path / "eval_val.json"
     assert evaluate.main(["--data", str(root / "val"), "--model", str(exported / "emotion_float16.tflite"), "--json", str(report)]) == 0

@@ -41,7 +41,3 @@ def blurs(mode: str) -> bool:
     """Whether augmentation `mode` softens images (so the model needs an InferenceBlur)."""
     return mode == "full"
 
-
-def augment_mode(hparams: dict) -> str:
-    """A run's augmentation mode from its hparams.json (runs from before --augment had no_augment)."""
-    return hparams.get("augment") or ("none" if hparams.get("no_augment") else "full")

@@ -28,6 +28,7 @@ def _read_run(path: Path) -> dict:
     source = Path(hparams["init_from"]) if hparams.get("init_from") else None
     return {
         "name": run.name,
+        "dir": run,
         "checkpoint": checkpoint,
         "last": log[-1],
         "parent": _read_run(source) if source and (source.parent / "hparams.json").is_file() else None,
@@ -49,7 +50,7 @@ def _training_seconds(run: dict) -> float:
 
 def _augmentation(hparams: dict, served: bool) -> str:
     """The augmentation bullet; `served`: the run's model is the one served (not fine-tuned further)."""
-    from training.augment import AUGMENTATION_BLUR_SIGMA, augment_mode
+    from training.augment import AUGMENTATION_BLUR_SIGMA
 
     blur = (f" Served behind an `InferenceBlur` (3x3 Gaussian, sigma {AUGMENTATION_BLUR_SIGMA:.3f}) that gives held-out faces"
             " the softness the three resamplings give training images.") if served else ""
@@ -58,7 +59,7 @@ def _augmentation(hparams: dict, served: bool) -> str:
         "sharp": "- Augmentation `--augment sharp`: horizontal flip, whole-pixel shift 10%, contrast 30%; no resampling, so training faces"
                  " are as sharp as held-out ones and the model is served without an `InferenceBlur`.",
         "none": "- No augmentation.",
-    }[augment_mode(hparams)]
+    }[hparams["augment"]]
 
 
 def _recipe(run: dict, served: bool = True) -> list[str]:
@@ -82,10 +83,22 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
         f"- {'Best checkpoint' if is_best else 'Checkpoint used: the last'}, epoch {int(used['epoch']) + 1}"
         f" (`{run['checkpoint']}`; val accuracy {float(used['val_accuracy']):.4f} as logged in training: Keras, no TTA).",
         f"- Training time on the 2-core CPU: {sum(seconds) / 3600:.2f} h, {sorted(seconds)[len(seconds) // 2]:.0f} s per epoch (median; the machine was shared with other work).",
+        _kept(run),
     ]
     if hparams.get("note"):
         lines.append(f"- History: {hparams['note']}.")
     return lines
+
+
+def _kept(run: dict) -> str:
+    """Which of the run's model files the repository keeps, and whether the one used is among them."""
+    kept = sorted(path.name for path in run["dir"].glob("*.keras"))
+    if not kept:
+        return f"- Kept: no model file of this run in `{run['dir']}`."
+    line = "- Kept: " + ", ".join(f"`{run['dir'] / name}`" for name in kept)
+    if run["checkpoint"] not in kept:
+        line += f" (epoch {len(run['state']['epoch_seconds'])}); the `{run['checkpoint']}` used above was not kept"
+    return line + "."
 
 
 def _train_command(hparams: dict) -> str:

@@ -2,12 +2,11 @@
 
     python -m training.ensemble --members runs/A/best.keras runs/B/best.keras --out runs/ensemble.keras --data ../shared/datasets/fer2013
 
-The ensemble's output is the mean of its members' softmax outputs. A member without an
-`InferenceBlur` (trained before models carried one) gets one in front of it, unless its
-run folder's hparams.json says it was trained on sharp images (`--augment sharp` or
-`none`, e.g. a fine-tuned member); `--no-blur` leaves every member as it is. Given --data, each member (as saved) and the
-ensemble are scored on the val split (with flip TTA, as the server runs them), so the
-gain is measured before the ensemble is exported.
+The ensemble's output is the mean of its members' softmax outputs. Each member keeps its
+own `InferenceBlur` (on for members trained on softened images, off for sharp ones), so
+every member sees faces as it was trained to. Given --data, each member and the ensemble
+are scored on the val split (with flip TTA, as the server runs them), so the gain is
+measured before the ensemble is exported.
 """
 from __future__ import annotations
 
@@ -19,37 +18,18 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def trained_on_blurred_images(path: str | Path) -> bool:
-    """Whether the model at `path` saw resampled (softened) images in training, going by the
-    hparams.json of its run folder; models without one are assumed to (the default augmentation)."""
-    import json
-
-    from training.augment import augment_mode, blurs
-
-    hparams_file = Path(path).parent / "hparams.json"
-    if not hparams_file.is_file():
-        return True
-    return blurs(augment_mode(json.loads(hparams_file.read_text())))
-
-
-def make_ensemble(members: list, blur: list[bool]) -> "keras.Model":
-    """One model whose output is the mean of `members`' outputs (all take the shared face input).
-
-    Members without an `InferenceBlur` get one where `blur` (one flag per member) is true
-    (see `training.model`).
-    """
+def make_ensemble(members: list) -> "keras.Model":
+    """One model whose output is the mean of `members`' outputs (all take the shared face input)."""
     import keras
     from keras import layers
 
-    from training.model import with_inference_blur
     from webapp.vision.preprocess import INPUT_SHAPE
 
     if len(members) < 2:
         raise ValueError("an ensemble needs at least two members")
     inputs = keras.Input(INPUT_SHAPE, name="face")
     outputs = []
-    for index, (member, blurred) in enumerate(zip(members, blur)):
-        member = with_inference_blur(member) if blurred else member
+    for index, member in enumerate(members):
         # rebuild each member under a unique name: two runs of one architecture share a model name
         copy = keras.Model(member.inputs[0], member.outputs[0], name=f"member_{index}_{member.name}")
         outputs.append(copy(inputs))
@@ -63,7 +43,6 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="where to write the ensemble .keras model")
     parser.add_argument("--data", help="dataset (CSV or folder): score members and ensemble on --split")
     parser.add_argument("--split", default="val", choices=("val", "test"))
-    parser.add_argument("--no-blur", action="store_true", help="put no InferenceBlur in front of any member")
     args = parser.parse_args(argv)
 
     from training.data import DataError, load_split
@@ -81,8 +60,7 @@ def main(argv=None) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    blur = [not args.no_blur and trained_on_blurred_images(path) for path in args.members]
-    ensemble = make_ensemble([load_model(path) for path in args.members], blur=blur)
+    ensemble = make_ensemble([load_model(path) for path in args.members])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     ensemble.save(args.out)
     print(f"wrote {args.out} ({len(args.members)} members, {ensemble.count_params():,} parameters)")

@@ -1,16 +1,17 @@
 """Model builders: a compact CNN for CPUs (default) and the MobileNetV2 reference recipe.
 
 Both take the shared model input (48x48x1 float in [0, 1], see
-`webapp.vision.preprocess`) and output softmax probabilities over `EMOTIONS`. Models
-trained with augmentation start with an `InferenceBlur` (identity while training) that
-gives held-out faces the softness augmentation gives training images.
+`webapp.vision.preprocess`) and output softmax probabilities over `EMOTIONS`. Every
+model starts with an `InferenceBlur` (identity while training): models trained on
+resampled images serve held-out faces with the softness augmentation gave training
+images (sigma > 0); models trained on sharp images leave it off (sigma 0).
 """
 from __future__ import annotations
 
 import keras
 from keras import layers
 
-from training.augment import AUGMENTATION_BLUR_SIGMA
+from training.augment import AUGMENTATION_BLUR_SIGMA, blurs
 from webapp.vision.labels import NUM_CLASSES
 from webapp.vision.layers import InferenceBlur
 from webapp.vision.preprocess import INPUT_SHAPE
@@ -18,7 +19,7 @@ from webapp.vision.preprocess import INPUT_SHAPE
 ARCHITECTURES = ("compact", "mobilenetv2")
 
 
-def make_model(arch: str = "compact", *, width: int = 32, dropout: float = 0.4, weights: str | None = "imagenet", augmented: bool = True) -> keras.Model:
+def make_model(arch: str = "compact", *, width: int = 32, dropout: float = 0.4, weights: str | None = "imagenet", blur_sigma: float = 0.0) -> keras.Model:
     """Build an untrained classifier.
 
     Args:
@@ -27,39 +28,39 @@ def make_model(arch: str = "compact", *, width: int = 32, dropout: float = 0.4, 
         dropout: dropout before the classifier head.
         weights: MobileNetV2 only: "imagenet" (falls back to random init when the
             weights cannot be downloaded) or None.
-        augmented: the model will train on augmented images: add the matching
-            `InferenceBlur` in front of it.
+        blur_sigma: sigma of the model's `InferenceBlur`: `AUGMENTATION_BLUR_SIGMA` for a
+            model that will train on resampled (softened) images, 0 for sharp ones.
     """
     if arch == "compact":
-        model = make_compact_cnn(width=width, dropout=dropout)
-    elif arch == "mobilenetv2":
-        model = make_mobilenetv2(dropout=dropout, weights=weights)
-    else:
-        raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
-    return with_inference_blur(model) if augmented else model
+        return make_compact_cnn(width=width, dropout=dropout, blur_sigma=blur_sigma)
+    if arch == "mobilenetv2":
+        return make_mobilenetv2(dropout=dropout, weights=weights, blur_sigma=blur_sigma)
+    raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
 
 
-def has_inference_blur(model: keras.Model) -> bool:
-    return any(isinstance(layer, InferenceBlur) for layer in model.layers)
+def blur_sigma_for(augment: str) -> float:
+    """The `InferenceBlur` sigma a model trained with augmentation mode `augment` is served with."""
+    return AUGMENTATION_BLUR_SIGMA if blurs(augment) else 0.0
 
 
-def with_inference_blur(model: keras.Model, sigma: float = AUGMENTATION_BLUR_SIGMA) -> keras.Model:
-    """`model` behind an `InferenceBlur`: for models trained on augmented images without one."""
-    if has_inference_blur(model):
-        return model
+def with_blur_sigma(model: keras.Model, sigma: float) -> keras.Model:
+    """A copy of `model` (same weights) whose `InferenceBlur` has `sigma`, e.g. to fine-tune a
+    model trained on softened images on sharp ones."""
+
+    def clone(layer):
+        if isinstance(layer, InferenceBlur):
+            return InferenceBlur(sigma, name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _face_input(blur_sigma: float):
+    """The shared model input and the `InferenceBlur` every model starts with."""
     inputs = keras.Input(INPUT_SHAPE, name="face")
-    blurred = InferenceBlur(sigma, name="inference_blur")(inputs)
-    return keras.Model(inputs, model(blurred), name=model.name)
-
-
-def without_inference_blur(model: keras.Model) -> keras.Model:
-    """The classifier inside a `with_inference_blur` model (or `model` itself if it has no blur)."""
-    if not has_inference_blur(model):
-        return model
-    inner = [layer for layer in model.layers if isinstance(layer, keras.Model)]
-    if len(inner) != 1:
-        raise ValueError(f"{model.name}: expected an InferenceBlur in front of one classifier")
-    return inner[0]
+    return inputs, InferenceBlur(blur_sigma, name="inference_blur")(inputs)
 
 
 def _conv_bn_relu(x, filters: int):
@@ -68,7 +69,7 @@ def _conv_bn_relu(x, filters: int):
     return layers.ReLU()(x)
 
 
-def make_compact_cnn(width: int = 32, dropout: float = 0.4) -> keras.Model:
+def make_compact_cnn(width: int = 32, dropout: float = 0.4, blur_sigma: float = 0.0) -> keras.Model:
     """A VGG-style CNN sized for CPU training (~35 M multiply-adds per face at width 32).
 
     A cheap full-resolution stem (1 -> width channels at 48x48) is pooled to 24x24, then
@@ -77,8 +78,8 @@ def make_compact_cnn(width: int = 32, dropout: float = 0.4) -> keras.Model:
     an epoch of FER-2013 near two minutes on two CPU cores. Global average pooling and
     dropout feed the softmax head.
     """
-    inputs = keras.Input(INPUT_SHAPE, name="face")
-    x = _conv_bn_relu(inputs, width)
+    inputs, x = _face_input(blur_sigma)
+    x = _conv_bn_relu(x, width)
     x = layers.MaxPooling2D()(x)
     for stage in range(4):
         filters = width * 2**stage
@@ -92,14 +93,14 @@ def make_compact_cnn(width: int = 32, dropout: float = 0.4) -> keras.Model:
     return keras.Model(inputs, outputs, name=f"compact_cnn_w{width}")
 
 
-def make_mobilenetv2(dropout: float = 0.2, weights: str | None = "imagenet", size: int = 224) -> keras.Model:
+def make_mobilenetv2(dropout: float = 0.2, weights: str | None = "imagenet", size: int = 224, blur_sigma: float = 0.0) -> keras.Model:
     """The reference recipe: MobileNetV2 (alpha 1.0) at 224x224, ImageNet transfer when reachable.
 
     The gray 48x48 input is resized inside the model and repeated to 3 channels, so the
     same preprocessing serves both architectures.
     """
-    inputs = keras.Input(INPUT_SHAPE, name="face")
-    x = layers.Resizing(size, size)(inputs)
+    inputs, x = _face_input(blur_sigma)
+    x = layers.Resizing(size, size)(x)
     x = layers.Concatenate()([x, x, x])
     x = layers.Rescaling(2.0, offset=-1.0)(x)  # [0, 1] -> MobileNetV2's [-1, 1]
     try:

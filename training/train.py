@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from training.augment import AUGMENT_MODES, augment_mode
+from training.augment import AUGMENT_MODES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -91,39 +91,58 @@ def first_conv_filters(classifier) -> int:
     return next(layer.filters for layer in classifier.layers if isinstance(layer, keras.layers.Conv2D))
 
 
-def load_or_build_model(args, run_dir: Path, steps_per_epoch: int):
-    """A compiled new model, or the run's last checkpoint when resuming; returns (model, first epoch)."""
+def build_model(args):
+    """An untrained model for `args`, or the --init-from model with the blur this run's augmentation needs."""
+    from training.model import blur_sigma_for, make_model, with_blur_sigma
+    from webapp.vision.layers import load_model
+
+    sigma = blur_sigma_for(args.augment)
+    if args.init_from:
+        return with_blur_sigma(load_model(args.init_from), sigma)
+    return make_model(args.arch, width=args.width, dropout=args.dropout, blur_sigma=sigma)
+
+
+def compile_model(model, args, steps_per_epoch: int) -> None:
+    """Attach AdamW on a warm-up + cosine schedule over `args.epochs`, the loss and the metrics."""
     import keras
 
-    from training.augment import blurs
-    from training.model import make_model, with_inference_blur, without_inference_blur
     from training.schedule import WarmupCosine
-    from webapp.vision.layers import InferenceBlur, load_model
 
-    if args.resume:
-        model = keras.models.load_model(run_dir / "last.keras", custom_objects={"WarmupCosine": WarmupCosine, "InferenceBlur": InferenceBlur})
-        schedule = model.optimizer._learning_rate
-        if isinstance(schedule, WarmupCosine) and schedule.total_steps != steps_per_epoch * args.epochs:
-            # a new epoch budget: keep the warm-up, stretch or shrink the cosine to end at the new last step
-            model.optimizer._learning_rate = WarmupCosine(schedule.peak, steps_per_epoch * args.epochs, schedule.warmup_steps)
-        return model, json.loads((run_dir / "state.json").read_text())["epochs_done"]
-    if args.init_from:
-        # fine-tune the trained classifier, behind a blur only if this run's augmentation softens images
-        classifier = without_inference_blur(load_model(args.init_from))
-        args.arch, args.width = ("mobilenetv2", None) if "mobilenetv2" in classifier.name else ("compact", first_conv_filters(classifier))
-        model = with_inference_blur(classifier) if blurs(args.augment) else classifier
-    else:
-        model = make_model(args.arch, width=args.width, dropout=args.dropout, augmented=blurs(args.augment))
     schedule = WarmupCosine(args.lr, steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs))
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
         metrics=["accuracy"],
     )
+
+
+def resume_model(checkpoint: Path, args, steps_per_epoch: int):
+    """The checkpoint's model and optimizer state, on a schedule re-fitted to `args.epochs`.
+
+    A new epoch budget keeps the warm-up and stretches or shrinks the cosine to end at the
+    new last step; the optimizer's moments and step count carry over.
+    """
+    import keras
+
+    import training.schedule  # noqa: F401  (registers WarmupCosine, which the checkpoint's optimizer names)
+    import webapp.vision.layers  # noqa: F401  (registers InferenceBlur)
+
+    model = keras.models.load_model(checkpoint)
+    state = model.optimizer
+    if state is None or not state.variables:
+        raise ValueError(f"{checkpoint} holds no optimizer state (a finished run keeps only weights); fine-tune it with --init-from instead")
+    compile_model(model, args, steps_per_epoch)
+    model.optimizer.build(model.trainable_variables)
+    if len(model.optimizer.variables) != len(state.variables):
+        raise ValueError(f"{checkpoint}: its optimizer state does not match this run's optimizer")
+    for variable, saved in zip(model.optimizer.variables, state.variables):
+        variable.assign(saved)
+    return model
+def write_run_record(run_dir: Path, args, model) -> None:
+    """hparams.json (the run's full configuration) and model_summary.txt."""
     (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
     with open(run_dir / "model_summary.txt", "w") as handle:
         model.summary(print_fn=lambda line, **_: handle.write(line + "\n"), expand_nested=True)
-    return model, 0
 
 
 def make_callbacks(run_dir: Path, resume: bool, train_images: int) -> list:
@@ -163,9 +182,6 @@ def main(argv=None) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         saved = json.loads((run_dir / "hparams.json").read_text())
-        saved["augment"] = augment_mode(saved)
-        saved.pop("no_augment", None)
-        saved.setdefault("init_from", None)
         saved.update(resume=args.resume, threads=args.threads, xla=args.xla, epochs=args.epochs or saved["epochs"])
         args = argparse.Namespace(**saved)
         (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
@@ -199,7 +215,17 @@ def main(argv=None) -> int:
         print("class weights: " + ", ".join(f"{name} {weights[i]:.2f}" for i, name in enumerate(EMOTIONS)))
 
     train_ds, val_ds = make_datasets(args, train, val, weights)
-    model, initial_epoch = load_or_build_model(args, run_dir, int(np.ceil(len(train) / args.batch_size)))
+    steps_per_epoch = int(np.ceil(len(train) / args.batch_size))
+    if args.resume:
+        model = resume_model(run_dir / "last.keras", args, steps_per_epoch)
+        initial_epoch = json.loads((run_dir / "state.json").read_text())["epochs_done"]
+    else:
+        model = build_model(args)
+        if args.init_from:  # the run's record names the architecture it fine-tunes
+            args.arch, args.width = ("mobilenetv2", None) if "mobilenetv2" in model.name else ("compact", first_conv_filters(model))
+        compile_model(model, args, steps_per_epoch)
+        write_run_record(run_dir, args, model)
+        initial_epoch = 0
     model.jit_compile = args.xla
     if initial_epoch:
         print(f"resuming {run_dir} after epoch {initial_epoch} of {args.epochs}")

@@ -2,10 +2,11 @@
 
 Import this module before `keras.models.load_model` on a model that uses them.
 """
+
 from __future__ import annotations
 
-import numpy as np
 import keras
+import numpy as np
 from keras import ops
 
 
@@ -17,32 +18,40 @@ class InferenceBlur(keras.layers.Layer):
     `training.augment`), and each resampling at a random sub-pixel offset blurs it a
     little. A model trained that way has never seen an image as sharp as a FER-2013
     crop or a resized webcam face; this layer gives it the softness it was trained on.
-    Borders are mirrored, as in `cv2.GaussianBlur`.
+    Every model carries one, so the model file itself records whether it is served
+    blurred: sigma 0 means it is not (the model trained on sharp images). Borders are
+    mirrored, as in `cv2.GaussianBlur`.
 
     Args:
-        sigma: standard deviation of the Gaussian, in pixels.
+        sigma: standard deviation of the Gaussian, in pixels; 0 turns the blur off.
     """
 
     def __init__(self, sigma: float, **kwargs):
         super().__init__(**kwargs)
-        if sigma <= 0:
-            raise ValueError(f"sigma must be positive, got {sigma}")
+        if sigma < 0:
+            raise ValueError(f"sigma must be 0 (off) or positive, got {sigma}")
         self.sigma = float(sigma)
 
     def build(self, input_shape):
-        taps = np.exp(-(np.arange(-1, 2) ** 2) / (2 * self.sigma**2))
-        taps /= taps.sum()
-        kernel = np.outer(taps, taps)[:, :, np.newaxis, np.newaxis]
-        self.kernel = np.repeat(kernel, input_shape[-1], axis=2).astype("float32")
+        if self.sigma:
+            taps = np.exp(-(np.arange(-1, 2) ** 2) / (2 * self.sigma**2))
+            taps /= taps.sum()
+            kernel = np.outer(taps, taps)[:, :, np.newaxis, np.newaxis]
+            self.kernel = np.repeat(kernel, input_shape[-1], axis=2).astype("float32")
 
     def call(self, inputs, training=None):
-        if training:
+        if training or not self.sigma:
             return inputs
         padded = ops.pad(inputs, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="reflect")
         return ops.depthwise_conv(padded, self.kernel, strides=1, padding="valid")
 
     def get_config(self) -> dict:
         return {**super().get_config(), "sigma": self.sigma}
+
+
+def inference_blur_sigma(model: keras.Model) -> float:
+    """The sigma of `model`'s `InferenceBlur` (0 when it is off or absent)."""
+    return next((layer.sigma for layer in model.layers if isinstance(layer, InferenceBlur)), 0.0)
 
 
 def load_model(path) -> keras.Model:
