@@ -15,10 +15,11 @@ from training.data import load_split
 from training.evaluate import predict_labels
 from training.export import median_latency_ms
 from training.metrics import score
+from tests.harness import FER2013
 from webapp.config import DEFAULT_MODEL, PROJECT_ROOT
 from webapp.vision.classifier import EmotionClassifier
 
-DEFAULT_DATA = PROJECT_ROOT.parent / "shared" / "datasets" / "fer2013" / "val"
+DEFAULT_DATA = FER2013 / "val"
 MODELS = PROJECT_ROOT / "models"
 
 

@@ -15,7 +15,7 @@ import cv2
 import keras
 import numpy as np
 
-from bench.accuracy_bench import DEFAULT_DATA
+from tests.harness import FER2013
 from training.augment import AUGMENTATION_BLUR_SIGMA, make_augmenter
 from training.data import load_split
 from webapp.vision.layers import InferenceBlur
@@ -28,7 +28,7 @@ def laplacian_energy(images: np.ndarray) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--data", default=str(FER2013 / "val"))
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ import argparse
 import cv2
 import numpy as np
 
-from bench.accuracy_bench import DEFAULT_DATA
+from tests.harness import FER2013
 from training.data import load_split
 from webapp.vision import preprocess
 from webapp.vision.detector import BlazeFaceDetector
@@ -20,7 +20,7 @@ from webapp.vision.detector import BlazeFaceDetector
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(DEFAULT_DATA))
+    parser.add_argument("--data", default=str(FER2013 / "val"))
     parser.add_argument("--count", type=int, default=1500)
     args = parser.parse_args(argv)
     faces = load_split(args.data, "val").images[: args.count]

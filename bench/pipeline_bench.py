@@ -18,8 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2
 import numpy as np
 
-from tests.conftest import jpeg_bytes
-from tests.harness import webcam_face_box, webcam_frame
+from tests.harness import jpeg_bytes, webcam_face_box, webcam_frame
 from webapp.config import DEFAULT_MODEL
 from webapp.vision.classifier import EmotionClassifier
 from webapp.vision.detector import BlazeFaceDetector, HaarFaceDetector

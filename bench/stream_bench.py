@@ -16,8 +16,7 @@ import time
 
 import numpy as np
 
-from tests.conftest import jpeg_bytes
-from tests.harness import CHROMIUM, CHROMIUM_ARGS, start_production_server, stop_production_server, webcam_frame, write_y4m
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, jpeg_bytes, start_production_server, stop_production_server, webcam_frame, write_y4m
 
 
 def browser_run(url: str, seconds: float) -> dict:

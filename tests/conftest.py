@@ -1,29 +1,43 @@
-"""Shared fixtures: the shipped model, a real face photo, the app and its clients."""
+"""Shared fixtures: the shipped model, a real face photo, the data in ../shared, the app and its clients."""
+
 from __future__ import annotations
 
-import io
 import os
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from tests.harness import GRACE_FACE, ROOT, grace_hopper_rgb  # noqa: F401  (GRACE_FACE is re-exported to tests)
+from tests.harness import FER2013, ROOT, grace_hopper_rgb, jpeg_bytes
 from tests.harness import webcam_frame as make_webcam_frame
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SHARED_FER = ROOT.parent / "shared" / "datasets" / "fer2013"
 SHIPPED_MODEL = ROOT / "models" / "emotion_float16.tflite"
 
-needs_fer2013 = pytest.mark.skipif(not (SHARED_FER / "val").is_dir(), reason=f"FER-2013 not found at {SHARED_FER} (../shared/datasets/fer2013)")
+
+@pytest.fixture(scope="session")
+def fer2013():
+    """FER-2013 in ../shared (or $MOODLENS_SHARED); tests that need it are skipped, saying so, without it."""
+    if not (FER2013 / "val").is_dir():
+        pytest.skip(f"FER-2013 not found at {FER2013} (../shared/datasets/fer2013, or set MOODLENS_SHARED)")
+    return FER2013
 
 
-def jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
-    """Encode an RGB array as JPEG."""
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
+@pytest.fixture()
+def fer_folders(tmp_path):
+    """A tiny FER-2013 in the folder layout, with test/ as the held-out split."""
+    import cv2
+
+    from webapp.vision.labels import EMOTIONS
+
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 3), ("test", 2)):
+        for emotion in EMOTIONS:
+            folder = tmp_path / "fer" / split / emotion
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                cv2.imwrite(str(folder / f"{i}.jpg"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
+    return tmp_path / "fer"
 
 
 @pytest.fixture(scope="session")

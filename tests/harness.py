@@ -1,12 +1,17 @@
-"""Test and benchmark harness: a webcam-like face frame, a fake-camera video, Chromium flags, a production server."""
+"""Test and benchmark harness: where the data and Chromium are, a webcam-like face frame, image bytes,
+a fake-camera video, Chromium flags, a production server. Tests (through conftest) and bench/ both use it."""
+
 from __future__ import annotations
 
+import io
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 
 import cv2
@@ -14,7 +19,11 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
+# the data kept beside the repository (never in it) and Debian's Chromium; both can be moved
+SHARED = Path(os.environ.get("MOODLENS_SHARED", ROOT.parent / "shared"))
+FER2013 = SHARED / "datasets" / "fer2013"
+FACES_IN_SCENES = SHARED / "datasets" / "faces-in-scenes"
+CHROMIUM = os.environ.get("MOODLENS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--no-sandbox", "--disable-gpu",
     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
@@ -31,6 +40,22 @@ def grace_hopper_rgb() -> np.ndarray:
 
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
         return np.asarray(Image.open(handle).convert("RGB"))
+
+
+def jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
+    """Encode an RGB array as JPEG."""
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims a huge size (a decompression bomb's first bytes)."""
+    buffer = io.BytesIO()
+    Image.new("L", (1, 1)).save(buffer, "PNG")
+    data = buffer.getvalue()
+    chunk = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return data[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
 
 
 def webcam_frame() -> np.ndarray:

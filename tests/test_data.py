@@ -5,7 +5,6 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import SHARED_FER, needs_fer2013
 from training.data import DataError, load_csv, load_folder, load_split
 from webapp.vision.labels import EMOTIONS
 
@@ -21,18 +20,6 @@ def fer_csv(tmp_path):
     rng = np.random.default_rng(0)
     rows = [(i % 7, rng.integers(0, 256, 2304), usage) for usage, n in (("Training", 14), ("PublicTest", 7), ("PrivateTest", 3)) for i in range(n)]
     return write_csv(tmp_path / "fer2013.csv", rows)
-
-
-@pytest.fixture()
-def fer_folders(tmp_path):
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", 3), ("test", 2)):
-        for emotion in EMOTIONS:
-            folder = tmp_path / "fer" / split / emotion
-            folder.mkdir(parents=True)
-            for i in range(per_class):
-                cv2.imwrite(str(folder / f"{i}.jpg"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
-    return tmp_path / "fer"
 
 
 @pytest.mark.parametrize("split, count", [("train", 14), ("val", 7), ("test", 3)])
@@ -98,8 +85,7 @@ def test_csv_without_columns_is_a_clear_error(tmp_path):
         load_csv(tmp_path / "x.csv")
 
 
-@needs_fer2013
-def test_shared_fer2013_splits():
-    val = load_split(SHARED_FER, "val")
+def test_shared_fer2013_splits(fer2013):
+    val = load_split(fer2013, "val")
     assert len(val) == 3589
     assert val.class_counts()[EMOTIONS.index("disgust")] == 56

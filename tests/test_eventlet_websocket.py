@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from webapp.eventlet_websocket import fast_apply_mask
+from webapp.concurrency import fast_apply_mask
 
 websocket = pytest.importorskip("eventlet.websocket")
 original = websocket.RFC6455WebSocket.__dict__["_apply_mask"].__func__

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tests.conftest import GRACE_FACE
+from tests.harness import GRACE_FACE
 from webapp.vision.classifier import EmotionClassifier
 from webapp.vision.labels import EMOTIONS
 from webapp.vision.pipeline import build_pipeline
@@ -52,6 +52,19 @@ def test_flip_tta_is_symmetric(model_path):
     np.testing.assert_allclose(classifier.predict_probabilities(face), classifier.predict_probabilities(face[:, :, ::-1]), atol=1e-5)
 
 
-def test_classifier_rejects_a_model_with_the_wrong_shape(tmp_path):
+def test_classifier_reports_a_missing_model_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         EmotionClassifier(tmp_path / "missing.tflite")
+
+
+@pytest.mark.parametrize("input_shape, classes", [((48, 48, 1), 3), ((32, 32, 1), 7)], ids=["3-classes", "32x32-input"])
+def test_classifier_rejects_a_model_with_the_wrong_shape(tmp_path, input_shape, classes):
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input(input_shape)
+    model = keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(keras.layers.Flatten()(inputs)))
+    path = tmp_path / "wrong.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    with pytest.raises(ValueError, match="expected input"):
+        EmotionClassifier(path)

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import jpeg_bytes
-from tests.harness import start_production_server, stop_production_server
+from tests.harness import jpeg_bytes, start_production_server, stop_production_server
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import jpeg_bytes
-from tests.test_imaging import png_claiming
+from tests.harness import jpeg_bytes, png_claiming
 
 
 def test_pages_render_with_local_assets_only(client):

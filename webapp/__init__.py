@@ -11,6 +11,7 @@ from flask import Flask, Request
 from flask_socketio import SocketIO
 
 from webapp import config as settings
+from webapp.concurrency import lock_factory
 
 socketio = SocketIO()
 log = logging.getLogger("webapp")
@@ -28,9 +29,10 @@ def create_app(config: dict | None = None) -> Flask:
     """Build the app.
 
     Args:
-        config: overrides of the environment settings (tests pass these). The key
-            PIPELINES may hold ready pipelines {"stream": ..., "image": ...}; otherwise
-            they are loaded from MODEL_PATH, DETECTOR and UPLOAD_DETECTOR.
+        config: overrides of the environment settings (tests and entry points pass
+            these; ASYNC_MODE comes from the entry point). The key PIPELINES may hold
+            ready pipelines {"stream": ..., "image": ...}; otherwise they are loaded from
+            MODEL_PATH, DETECTOR and UPLOAD_DETECTOR.
     """
     app = Flask(__name__, static_folder="../static", template_folder="../templates")
     app.request_class = InMemoryRequest
@@ -39,7 +41,7 @@ def create_app(config: dict | None = None) -> Flask:
     settings.check(app.config)
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_MB"] * 1024 * 1024
 
-    app.extensions["pipelines"] = app.config.get("PIPELINES") or _load_pipelines(app.config)
+    app.extensions["pipelines"] = app.config.get("PIPELINES") or _load_pipelines(app.config, lock_factory(app.config["ASYNC_MODE"]))
 
     from webapp import events, routes
 
@@ -47,18 +49,22 @@ def create_app(config: dict | None = None) -> Flask:
     events.register(socketio)
     socketio.init_app(
         app,
-        async_mode=app.config.get("ASYNC_MODE"),
+        async_mode=app.config["ASYNC_MODE"],
         max_http_buffer_size=max(app.config["MAX_FRAME_KB"] * 1024, app.config["MAX_CONTENT_LENGTH"]) + 4096,
         cors_allowed_origins=app.config["CORS_ALLOWED_ORIGINS"],
     )
     return app
 
 
-def _load_pipelines(config) -> dict:
+def _load_pipelines(config, new_lock) -> dict:
+    """The live-stream and upload pipelines: one classifier, each pipeline with its own detector."""
+    from webapp.vision.classifier import EmotionClassifier
     from webapp.vision.pipeline import build_pipeline
 
-    stream = build_pipeline(config["MODEL_PATH"], config["DETECTOR"], config["FLIP_TTA"], config["MAX_FACES"], config["MAX_PIXELS"])
-    image = build_pipeline(config["MODEL_PATH"], config["UPLOAD_DETECTOR"], max_faces=config["MAX_FACES"], max_pixels=config["MAX_PIXELS"], classifier=stream.classifier)
-    pipelines = {"stream": stream, "image": image}
+    classifier = EmotionClassifier(config["MODEL_PATH"], flip_tta=config["FLIP_TTA"], lock=new_lock())
+    pipelines = {
+        kind: build_pipeline(detector=config[key], classifier=classifier, max_faces=config["MAX_FACES"], max_pixels=config["MAX_PIXELS"], new_lock=new_lock)
+        for kind, key in (("stream", "DETECTOR"), ("image", "UPLOAD_DETECTOR"))
+    }
     log.info("pipelines ready: %s", {kind: p.describe() for kind, p in pipelines.items()})
     return pipelines

@@ -5,6 +5,8 @@ import os
 import secrets
 from pathlib import Path
 
+from webapp.concurrency import ASYNC_MODES
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = PROJECT_ROOT / "models" / "emotion_float16.tflite"
 
@@ -36,6 +38,8 @@ def from_env() -> dict:
         "MAX_FPS_PER_CLIENT": _int("MAX_FPS_PER_CLIENT", 60),
         "FLIP_TTA": _bool("FLIP_TTA", True),
         "CORS_ALLOWED_ORIGINS": os.environ.get("CORS_ALLOWED_ORIGINS") or None,
+        # how the server runs concurrent clients; the entry point sets it (webapp.wsgi: eventlet)
+        "ASYNC_MODE": "threading",
     }
 
 
@@ -43,8 +47,10 @@ def check(config: dict) -> None:
     """Fail fast at start-up on settings that cannot work.
 
     Raises:
-        ValueError: a limit is not positive.
+        ValueError: a limit is not positive, or ASYNC_MODE is unknown.
     """
+    if config["ASYNC_MODE"] not in ASYNC_MODES:
+        raise ValueError(f"ASYNC_MODE must be one of {', '.join(ASYNC_MODES)}, got {config['ASYNC_MODE']!r}")
     for key in ("MAX_UPLOAD_MB", "MAX_FRAME_KB", "MAX_PIXELS", "MAX_FACES", "MAX_FPS_PER_CLIENT"):
         if int(config[key]) <= 0:
             raise ValueError(f"{key} must be positive, got {config[key]}")

@@ -5,7 +5,7 @@ from flask import Blueprint, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from webapp.errors import error_body, from_image_error
-from webapp.inference import pipeline, run_blocking
+from webapp.concurrency import pipeline, run_blocking
 from webapp.vision.imaging import ImageError
 from webapp.vision.labels import EMOTIONS
 

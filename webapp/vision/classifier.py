@@ -1,6 +1,7 @@
 """Emotion classifier: runs the shipped model on 48x48 faces prepared by `preprocess`."""
 from __future__ import annotations
 
+import threading
 import os
 from pathlib import Path
 
@@ -8,7 +9,6 @@ import numpy as np
 
 from webapp.vision.labels import EMOTIONS
 from webapp.vision.litert import load_interpreter
-from webapp.vision.locking import native_lock
 from webapp.vision.preprocess import INPUT_SIZE, to_model_input
 from webapp.vision.types import Emotion
 
@@ -24,17 +24,18 @@ class EmotionClassifier:
         model_path: `.tflite` or `.keras` file.
         flip_tta: average the prediction with the one for the mirrored face.
         threads: interpreter threads (default: all cores).
+        lock: guards the model, which serves one call at a time (default: a `threading.Lock`).
 
     Raises:
         FileNotFoundError: the model file is missing.
         ValueError: the model does not map 48x48x1 inputs to 7 classes.
     """
 
-    def __init__(self, model_path: str | os.PathLike, flip_tta: bool = True, threads: int | None = None):
+    def __init__(self, model_path: str | os.PathLike, flip_tta: bool = True, threads: int | None = None, lock=None):
         self.model_path = Path(model_path)
         self.name = self.model_path.name
         self.flip_tta = flip_tta
-        self._lock = native_lock()
+        self._lock = lock or threading.Lock()
         if self.model_path.suffix == ".keras":
             self._predict_batch = self._load_keras()
         else:

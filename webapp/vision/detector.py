@@ -5,6 +5,7 @@ anchor layout and box decoding follow MediaPipe's face_detection graphs.
 """
 from __future__ import annotations
 
+import threading
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -13,7 +14,6 @@ import cv2
 import numpy as np
 
 from webapp.vision.litert import load_interpreter
-from webapp.vision.locking import native_lock
 from webapp.vision.preprocess import to_grayscale
 from webapp.vision.types import Box, FaceDetection
 
@@ -95,11 +95,12 @@ class BlazeFaceDetector:
         min_score: detection threshold on the sigmoid score.
         iou_threshold: boxes overlapping more than this are merged.
         threads: interpreter threads (default: all cores).
+        lock: guards the interpreter, which serves one call at a time (default: a `threading.Lock`).
     """
 
     name = "blazeface"
 
-    def __init__(self, variant: str = "short", min_score: float = 0.5, iou_threshold: float = 0.3, threads: int | None = None):
+    def __init__(self, variant: str = "short", min_score: float = 0.5, iou_threshold: float = 0.3, threads: int | None = None, lock=None):
         if variant not in BLAZEFACE_VARIANTS:
             raise ValueError(f"unknown BlazeFace variant {variant!r}; expected one of {', '.join(BLAZEFACE_VARIANTS)}")
         self.variant = BLAZEFACE_VARIANTS[variant]
@@ -111,7 +112,7 @@ class BlazeFaceDetector:
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._boxes, self._scores = outputs[0]["index"], outputs[1]["index"]
         self._anchors = ssd_anchors(self.variant)
-        self._lock = native_lock()
+        self._lock = lock or threading.Lock()
 
     def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
         """Find faces in an RGB uint8 image; boxes are in that image's pixels."""
@@ -149,17 +150,20 @@ class BlazeFaceDetector:
 
 
 class HaarFaceDetector:
-    """OpenCV's frontal-face Haar cascade: the reference's detector, kept as a fallback."""
+    """OpenCV's frontal-face Haar cascade: the reference's detector, kept as a fallback.
+
+    `lock` guards the cascade (default: a `threading.Lock`).
+    """
 
     name = "haar"
 
-    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 30):
+    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 30, lock=None):
         path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise FileNotFoundError(f"Haar cascade {path!r} not found")
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
-        self._lock = native_lock()
+        self._lock = lock or threading.Lock()
 
     def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
         """Find faces in an RGB (or gray) uint8 image; the cascade gives no score, so it is 1."""
@@ -169,20 +173,20 @@ class HaarFaceDetector:
         return [FaceDetection(Box(float(x), float(y), float(w), float(h)), 1.0) for x, y, w, h in found]
 
 
-def make_detector(name: str = "blazeface", threads: int | None = None):
+def make_detector(name: str = "blazeface", threads: int | None = None, lock=None):
     """Build a detector by name: "blazeface" (= "blazeface-short"), "blazeface-full" or "haar".
 
-    Falls back to Haar when BlazeFace's model file cannot be loaded.
+    Falls back to Haar when BlazeFace's model file cannot be loaded. `lock` guards its model calls.
     """
     if name == "haar":
-        return HaarFaceDetector()
+        return HaarFaceDetector(lock=lock)
     variant = name.partition("-")[2] or "short"
     if not name.startswith("blazeface"):
         raise ValueError(f"unknown detector {name!r}; expected blazeface, blazeface-short, blazeface-full or haar")
     try:
-        return BlazeFaceDetector(variant, threads=threads)
+        return BlazeFaceDetector(variant, threads=threads, lock=lock)
     except (FileNotFoundError, ModuleNotFoundError) as error:
         import logging
 
         logging.getLogger(__name__).warning("BlazeFace unavailable (%s); falling back to the Haar cascade", error)
-        return HaarFaceDetector()
+        return HaarFaceDetector(lock=lock)

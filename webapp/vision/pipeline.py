@@ -1,6 +1,7 @@
 """The detector -> crop -> preprocess -> classifier pipeline, with per-stage timings."""
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -60,21 +61,23 @@ class EmotionPipeline:
         return Analysis(int(rgb.shape[1]), int(rgb.shape[0]), faces, timings)
 
 
-def build_pipeline(model_path: str, detector: str = "blazeface", flip_tta: bool = True, max_faces: int = 10, max_pixels: int = 40_000_000, classifier=None) -> EmotionPipeline:
+def build_pipeline(model_path: str = "", *, detector: str = "blazeface", classifier=None, flip_tta: bool = True, max_faces: int = 10, max_pixels: int = 40_000_000, new_lock=None) -> EmotionPipeline:
     """Load a detector and the emotion model into a warmed-up pipeline.
 
     Args:
         model_path: the emotion model (.tflite or .keras); ignored when `classifier` is given.
         detector: "blazeface" (short range, webcam), "blazeface-full" (faces further away) or "haar".
-        flip_tta: average each face with its mirror image.
+        classifier: an already loaded `EmotionClassifier`, e.g. one shared between pipelines.
+        flip_tta: average each face with its mirror image (when loading the classifier here).
         max_faces: classify at most this many faces per image, the largest first.
         max_pixels: images with more pixels are refused before decoding.
-        classifier: an already loaded `EmotionClassifier` to share between pipelines.
+        new_lock: makes the locks that guard model calls (default: `threading.Lock`).
     """
     from webapp.vision.classifier import EmotionClassifier
     from webapp.vision.detector import make_detector
 
-    classifier = classifier or EmotionClassifier(model_path, flip_tta=flip_tta)
-    pipeline = EmotionPipeline(make_detector(detector), classifier, max_faces=max_faces, max_pixels=max_pixels)
-    pipeline.analyze(np.zeros((480, 640, 3), np.uint8))
+    new_lock = new_lock or threading.Lock
+    classifier = classifier or EmotionClassifier(model_path, flip_tta=flip_tta, lock=new_lock())
+    pipeline = EmotionPipeline(make_detector(detector, lock=new_lock()), classifier, max_faces=max_faces, max_pixels=max_pixels)
+    pipeline.analyze(np.zeros((480, 640, 3), np.uint8))  # warm-up: the first call allocates
     return pipeline

@@ -1,0 +1,70 @@
+"""The server's concurrency in one place: eventlet under the Procfile's gunicorn, threads under `python -m webapp`.
+
+`ASYNC_MODE` (set by the entry point: `webapp.wsgi` or `webapp.__main__`) decides how
+model calls leave the event loop and which locks guard them. The Flask-free core knows
+nothing of eventlet: it takes the locks made here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from flask import current_app
+
+ASYNC_MODES = ("threading", "eventlet")
+
+
+def lock_factory(async_mode: str) -> Callable[[], threading.Lock]:
+    """What makes the locks that guard model calls in `async_mode`.
+
+    Under eventlet, `threading.Lock` is patched into a green lock, which deadlocks when
+    contended from eventlet's native thread pool, where inference runs; the original,
+    unpatched lock works from both kinds of thread.
+    """
+    if async_mode == "eventlet":
+        from eventlet import patcher
+
+        return patcher.original("threading").Lock
+    return threading.Lock
+
+
+def pipeline(kind: str):
+    """The app's pipeline for "stream" (live frames) or "image" (uploads)."""
+    return current_app.extensions["pipelines"][kind]
+
+
+def run_blocking(function, *args):
+    """Call `function(*args)`; under eventlet, in a native thread so other clients keep being served.
+
+    TensorFlow Lite and OpenCV release the GIL but are invisible to eventlet's
+    scheduler: called directly, they would stall every green thread for the duration.
+    """
+    if current_app.config["ASYNC_MODE"] == "eventlet":
+        from eventlet import tpool
+
+        return tpool.execute(function, *args)
+    return function(*args)
+
+
+def fast_apply_mask(data, mask, length=None, offset=0) -> bytes:
+    """Drop-in for eventlet's `RFC6455WebSocket._apply_mask`: XOR `data[:length]` with the 4-byte `mask`.
+
+    Clients mask every frame they send (RFC 6455), and eventlet unmasks in a Python
+    loop, one byte at a time: a 40 KB JPEG frame took ~40 ms to read before the
+    pipeline even started. This XORs the whole payload as one big integer instead.
+    """
+    if length is None:
+        length = len(data)
+    if length == 0:
+        return b""
+    key = bytes(mask[(offset + i) % 4] for i in range(4))
+    stream = (key * (length // 4 + 1))[:length]
+    return (int.from_bytes(bytes(data[:length]), "little") ^ int.from_bytes(stream, "little")).to_bytes(length, "little")
+
+
+def speed_up_eventlet_websocket() -> None:
+    """Replace eventlet's byte-by-byte WebSocket unmasking with `fast_apply_mask`."""
+    from eventlet.websocket import RFC6455WebSocket
+
+    RFC6455WebSocket._apply_mask = staticmethod(fast_apply_mask)
