@@ -11,11 +11,11 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from tests.harness import FER2013
 from training.data import load_split
 from training.evaluate import predict_labels
 from training.export import median_latency_ms
 from training.metrics import score
-from tests.harness import FER2013
 from webapp.config import DEFAULT_MODEL, PROJECT_ROOT
 from webapp.vision.classifier import EmotionClassifier
 
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from bench.peer_fer import FerMiniXception
 
     data = load_split(args.data, args.split)
-    forms = [DEFAULT_MODEL] + sorted(path for path in MODELS.glob("emotion_*.tflite") if path != DEFAULT_MODEL)
+    forms = [DEFAULT_MODEL, *sorted(path for path in MODELS.glob("emotion_*.tflite") if path != DEFAULT_MODEL)]
     candidates = []
     for path in forms:
         form = path.stem.removeprefix("emotion_") + (" (served)" if path == DEFAULT_MODEL else "")

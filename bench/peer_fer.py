@@ -89,4 +89,4 @@ class FerMiniXception:
 
     def classify(self, faces: np.ndarray) -> list[Emotion]:
         """Typed emotions for uint8 faces (N, 48, 48); an empty batch gives an empty list."""
-        return [Emotion.from_probabilities(dict(zip(EMOTIONS, map(float, row)))) for row in self.predict_probabilities(faces)]
+        return [Emotion.from_probabilities(dict(zip(EMOTIONS, map(float, row), strict=True))) for row in self.predict_probabilities(faces)]

@@ -106,7 +106,10 @@ def main(argv=None) -> int:
     for name, detector, classifier in combos:
         stages = time_pipeline(EmotionPipeline(detector, classifier), frame_jpeg, args.frames)
         totals[name] = np.median(stages["total"])
-        cell = lambda s: f"{np.median(stages[s]):6.2f}/{percentile(stages[s], 95):6.2f}"  # noqa: E731
+
+        def cell(stage, stages=stages):
+            return f"{np.median(stages[stage]):6.2f}/{percentile(stages[stage], 95):6.2f}"
+
         print(f"{name:<40}{np.median(stages['decode']):8.2f}{cell('detect'):>17}{cell('classify'):>19}{cell('total'):>17}{stages['faces_per_frame'][0]:7.2f}")
     ratio = totals[combos[1][0]] / totals[combos[0][0]]
     print(f"\nmedian total, reference / ours: {ratio:.1f}x  (times in ms)")

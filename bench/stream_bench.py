@@ -16,7 +16,15 @@ import time
 
 import numpy as np
 
-from tests.harness import CHROMIUM, CHROMIUM_ARGS, jpeg_bytes, start_production_server, stop_production_server, webcam_frame, write_y4m
+from tests.harness import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    jpeg_bytes,
+    start_production_server,
+    stop_production_server,
+    webcam_frame,
+    write_y4m,
+)
 
 
 def browser_run(url: str, seconds: float) -> dict:
@@ -25,7 +33,7 @@ def browser_run(url: str, seconds: float) -> dict:
 
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as p:
         video = write_y4m(f"{folder}/face.y4m", webcam_frame())
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS + [f"--use-file-for-fake-video-capture={video}"])
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"])
         page = browser.new_page(viewport={"width": 1100, "height": 760})
         page.goto(url + "/")
         page.click("#toggle")

@@ -9,6 +9,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import zlib
@@ -102,21 +103,27 @@ def start_production_server(timeout: float = 120) -> tuple[subprocess.Popen, str
         RuntimeError: the server exited or did not become ready in `timeout` seconds.
     """
     port = free_port()
+    # the server's log goes to a file: a pipe nobody reads would fill up and stall the server
+    log = tempfile.TemporaryFile()
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--worker-class", "eventlet", "--workers", "1", "--bind", f"127.0.0.1:{port}", "webapp.wsgi:app"],
-        cwd=ROOT, env={**os.environ, "PORT": str(port)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=ROOT, env={**os.environ, "PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT,
     )
+    process.log = log
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited: {process.stdout.read().decode()[-2000:]}")
+            log.seek(0)
+            message = log.read().decode(errors="replace")[-2000:]
+            log.close()
+            raise RuntimeError(f"gunicorn exited: {message}")
         try:
-            urllib.request.urlopen(url + "/healthz", timeout=1)
-            return process, url
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                return process, url
         except OSError:
             time.sleep(0.5)
-    process.kill()
+    stop_production_server(process)
     raise RuntimeError(f"gunicorn did not become ready in {timeout} s")
 
 
@@ -128,3 +135,4 @@ def stop_production_server(process: subprocess.Popen, grace: float = 10) -> None
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(grace)
+    process.log.close()

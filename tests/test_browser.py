@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -46,7 +45,7 @@ def browser(playwright, camera_video):
     browser = playwright.chromium.launch(
         executable_path=CHROMIUM,
         headless=True,
-        args=CHROMIUM_ARGS + [f"--use-file-for-fake-video-capture={camera_video}", "--host-resolver-rules=MAP moodlens.test 127.0.0.1"],
+        args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={camera_video}", "--host-resolver-rules=MAP moodlens.test 127.0.0.1"],
     )
     yield browser
     browser.close()
@@ -133,7 +132,7 @@ def test_insecure_origin_explains_why_there_is_no_camera(page, live_server):
 def test_denied_camera_explains_and_links_to_upload(playwright, live_server, camera_video):
     """Without the auto-accept flag, headless Chromium refuses the camera permission."""
     args = [arg for arg in CHROMIUM_ARGS if arg != "--use-fake-ui-for-media-stream"]
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args + [f"--use-file-for-fake-video-capture={camera_video}"])
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*args, f"--use-file-for-fake-video-capture={camera_video}"])
     try:
         page = browser.new_page()
         page.goto(live_server + "/")

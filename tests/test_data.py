@@ -59,7 +59,7 @@ def test_unknown_class_folder_is_a_clear_error(fer_folders):
 
 def test_unreadable_image_is_a_clear_error(fer_folders):
     (fer_folders / "train" / "sad" / "broken.jpg").write_bytes(b"not a jpeg")
-    with pytest.raises(DataError, match="broken.jpg: not a readable image"):
+    with pytest.raises(DataError, match=r"broken\.jpg: not a readable image"):
         load_split(fer_folders, "train")
 
 

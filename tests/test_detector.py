@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from tests.harness import GRACE_FACE
-from webapp.vision.detector import BLAZEFACE_VARIANTS, BlazeFaceDetector, HaarFaceDetector, make_detector, non_max_suppression, ssd_anchors
+from webapp.vision.detector import (
+    BLAZEFACE_VARIANTS,
+    BlazeFaceDetector,
+    HaarFaceDetector,
+    make_detector,
+    non_max_suppression,
+    ssd_anchors,
+)
 from webapp.vision.types import Box
 
 

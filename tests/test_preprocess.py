@@ -23,7 +23,7 @@ def test_face_to_input_resizes_any_crop(shape):
 
 
 def test_crop_box_is_square_larger_and_centred_on_the_face():
-    left, top, side = crop_box(100, 100, 80, 100)
+    left, _top, side = crop_box(100, 100, 80, 100)
     assert side == round(100 * CROP_SCALE)  # scaled from the longer side
     assert abs((left + side / 2) - 140) <= 1
 

@@ -6,9 +6,8 @@ from webapp.stream_client import FrameRefused, StreamClient
 
 
 def refusal(client: StreamClient, data) -> str:
-    with pytest.raises(FrameRefused) as refused:
-        with client.admit(data):
-            pass
+    with pytest.raises(FrameRefused) as refused, client.admit(data):
+        pass
     return refused.value.code
 
 

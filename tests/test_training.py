@@ -120,7 +120,7 @@ def test_inference_blur_matches_cv2_at_inference_and_is_off_while_training(tmp_p
     np.testing.assert_allclose(np.asarray(blur(faces)), expected, atol=1e-5)
     np.testing.assert_array_equal(np.asarray(blur(faces, training=True)), faces)
     np.testing.assert_array_equal(np.asarray(InferenceBlur(0)(faces)), faces)
-    assert AUGMENTATION_BLUR_SIGMA == pytest.approx(0.707, abs=1e-3)
+    assert pytest.approx(0.707, abs=1e-3) == AUGMENTATION_BLUR_SIGMA
 
     model = make_model(width=8, blur_sigma=AUGMENTATION_BLUR_SIGMA)
     assert inference_blur_sigma(model) == pytest.approx(AUGMENTATION_BLUR_SIGMA) and inference_blur_sigma(make_model(width=8)) == 0

@@ -2,9 +2,10 @@
 import io
 
 import numpy as np
-
 import pytest
 from PIL import Image
+from werkzeug.datastructures import FileStorage
+from werkzeug.test import encode_multipart
 
 from tests.harness import jpeg_bytes, png_claiming
 
@@ -15,7 +16,8 @@ def test_pages_render_with_local_assets_only(client):
         assert page.status_code == 200
         html = page.get_data(as_text=True)
         assert "https://" not in html and "http://" not in html
-    assert client.get("/static/vendor/socket.io-client/socket.io.esm.min.js").status_code == 200
+    with client.get("/static/vendor/socket.io-client/socket.io.esm.min.js") as script:
+        assert script.status_code == 200
 
 
 def test_healthz_reports_readiness_and_models(client):
@@ -146,7 +148,9 @@ def test_large_uploads_are_never_spooled_to_disk(client, monkeypatch):
     monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
     big = jpeg_bytes(np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8))
     assert len(big) > 600 * 1024  # above Werkzeug's 500 KB in-memory threshold
-    reply = client.post("/api/v1/analyze", data={"image": (io.BytesIO(big), "noise.jpg")})
+    # encoded here, in memory: the test client itself would spool a big multipart body to a temporary file
+    boundary, body = encode_multipart({"image": FileStorage(io.BytesIO(big), "noise.jpg", content_type="image/jpeg")})
+    reply = client.post("/api/v1/analyze", data=body, content_type=f"multipart/form-data; boundary={boundary}")
     assert reply.status_code == 200
 
 

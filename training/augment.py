@@ -1,6 +1,11 @@
 """Training-time augmentation, applied to batches inside the tf.data pipeline."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras
+
 # RandomRotation, RandomZoom and RandomTranslation each resample the image bilinearly.
 # A bilinear sample at sub-pixel offset t mixes two pixels with weights (1 - t, t): a
 # blur of variance t(1 - t), 1/6 on average over t. Three resamplings add to a Gaussian
@@ -15,7 +20,7 @@ AUGMENTATION_BLUR_SIGMA = (RESAMPLINGS_PER_IMAGE / 6) ** 0.5
 AUGMENT_MODES = ("full", "sharp", "none")
 
 
-def make_augmenter(seed: int = 0, mode: str = "full") -> "keras.Sequential":
+def make_augmenter(seed: int = 0, mode: str = "full") -> keras.Sequential:
     """The augmentation of `mode` (see AUGMENT_MODES): the variation a webcam adds."""
     import keras
     from keras import layers

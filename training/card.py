@@ -66,7 +66,7 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
     """Markdown bullets for one run's recipe, time and served checkpoint, after those of the run it was fine-tuned from."""
     lines = []
     if run["parent"]:
-        lines += [f"Trained as `{run['parent']['name']}`:", ""] + _recipe(run["parent"], served=False)
+        lines += [f"Trained as `{run['parent']['name']}`:", "", *_recipe(run["parent"], served=False)]
         lines += ["", f"then fine-tuned from `{run['hparams']['init_from']}` as `{run['name']}` (a fresh optimizer and schedule):", ""]
     hparams, seconds = run["hparams"], run["state"]["epoch_seconds"]
     weights = hparams["class_weights"]
@@ -143,7 +143,7 @@ def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
     for member in members:
         if is_ensemble:
             lines += [f"### Member `{member['name']}`", ""]
-        lines += _recipe(member) + [""]
+        lines += [*_recipe(member), ""]
     commands = [_train_command(stage["hparams"]) + ("  # then resumed: see its History line" if stage["hparams"].get("note") else "")
                 for member in members for stage in _lineage(member)]
     source = f"runs/{members[0]['name']}/{members[0]['checkpoint']}"
@@ -166,7 +166,7 @@ def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
     lines += ["", "| class | accuracy (recall) |", "|---|---|"]
     lines += [f"| {name} | {acc:.3f} |" for name, acc in report["per_class_accuracy"].items()]
     lines += ["", "Confusion matrix (rows: truth, columns: predicted):", "", "| | " + " | ".join(EMOTIONS) + " |", "|---" * (len(EMOTIONS) + 1) + "|"]
-    lines += [f"| **{name}** | " + " | ".join(str(n) for n in row) + " |" for name, row in zip(EMOTIONS, report["confusion"])]
+    lines += [f"| **{name}** | " + " | ".join(str(n) for n in row) + " |" for name, row in zip(EMOTIONS, report["confusion"], strict=True)]
     lines += ["", "![confusion matrix](confusion_val.png)", ""]
     return "\n".join(lines)
 

@@ -14,11 +14,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import keras
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def make_ensemble(members: list) -> "keras.Model":
+def make_ensemble(members: list) -> keras.Model:
     """One model whose output is the mean of `members`' outputs (all take the shared face input)."""
     import keras
     from keras import layers

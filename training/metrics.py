@@ -33,10 +33,10 @@ def score(labels: np.ndarray, predictions: np.ndarray) -> Report:
     present = true_counts > 0
     return Report(
         accuracy=float(hits.sum() / max(1, len(labels))),
-        per_class_accuracy={name: round(float(r), 4) for name, r, p in zip(EMOTIONS, recall, present) if p},
+        per_class_accuracy={name: round(float(r), 4) for name, r, p in zip(EMOTIONS, recall, present, strict=True) if p},
         macro_f1=float(f1[present].mean()) if present.any() else 0.0,
         confusion=confusion.tolist(),
-        count=int(len(labels)),
+        count=len(labels),
     )
 
 
@@ -45,7 +45,7 @@ def format_report(report: Report) -> str:
     lines = [f"images: {report.count}   macro-F1: {report.macro_f1:.4f}", "", f"{'class':<10}{'accuracy':>9}"]
     lines += [f"{name:<10}{acc:>9.4f}" for name, acc in report.per_class_accuracy.items()]
     lines += ["", "confusion (rows: truth, columns: predicted)", " " * 10 + "".join(f"{name[:7]:>8}" for name in EMOTIONS)]
-    lines += [f"{name:<10}" + "".join(f"{n:>8}" for n in row) for name, row in zip(EMOTIONS, report.confusion)]
+    lines += [f"{name:<10}" + "".join(f"{n:>8}" for n in row) for name, row in zip(EMOTIONS, report.confusion, strict=True)]
     return "\n".join(lines)
 
 

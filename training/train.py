@@ -135,7 +135,7 @@ def resume_model(checkpoint: Path, args, steps_per_epoch: int):
     model.optimizer.build(model.trainable_variables)
     if len(model.optimizer.variables) != len(state.variables):
         raise ValueError(f"{checkpoint}: its optimizer state does not match this run's optimizer")
-    for variable, saved in zip(model.optimizer.variables, state.variables):
+    for variable, saved in zip(model.optimizer.variables, state.variables, strict=True):
         variable.assign(saved)
     return model
 def write_run_record(run_dir: Path, args, model) -> None:
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
     counts = train.class_counts()
     weights = class_weights(counts, args.class_weights)
     print(f"train: {len(train)} images from {train.source}; val: {len(val)} from {val.source}")
-    print("class counts: " + ", ".join(f"{name} {count}" for name, count in zip(EMOTIONS, counts)))
+    print("class counts: " + ", ".join(f"{name} {count}" for name, count in zip(EMOTIONS, counts, strict=True)))
     if weights:
         print("class weights: " + ", ".join(f"{name} {weights[i]:.2f}" for i, name in enumerate(EMOTIONS)))
 
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     if initial_epoch:
         print(f"resuming {run_dir} after epoch {initial_epoch} of {args.epochs}")
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch,
+        train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch, shuffle=False,  # train_ds shuffles itself
         callbacks=make_callbacks(run_dir, bool(args.resume), len(train)), verbose=1 if sys.stdout.isatty() else 2,
     )
     print(f"run folder: {run_dir}")

@@ -4,8 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from webapp.errors import error_body, from_image_error
 from webapp.concurrency import pipeline, run_blocking
+from webapp.errors import error_body, from_image_error
 from webapp.vision.imaging import ImageError
 from webapp.vision.labels import EMOTIONS
 

@@ -1,8 +1,8 @@
 """Emotion classifier: runs the shipped model on 48x48 faces prepared by `preprocess`."""
 from __future__ import annotations
 
-import threading
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -87,4 +87,4 @@ class EmotionClassifier:
         """Typed emotions for uint8 faces (N, 48, 48); an empty batch gives an empty list."""
         if len(faces) == 0:
             return []
-        return [Emotion.from_probabilities(dict(zip(EMOTIONS, map(float, row)))) for row in self.predict_probabilities(faces)]
+        return [Emotion.from_probabilities(dict(zip(EMOTIONS, map(float, row), strict=True))) for row in self.predict_probabilities(faces)]

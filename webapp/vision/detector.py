@@ -5,9 +5,9 @@ anchor layout and box decoding follow MediaPipe's face_detection graphs.
 """
 from __future__ import annotations
 
-import threading
 import importlib.util
 import os
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -48,7 +48,7 @@ def blazeface_model_path(variant: str) -> str:
 def ssd_anchors(variant: BlazeFaceVariant) -> np.ndarray:
     """Anchor centres (N, 2) in [0, 1], in the order of the model's outputs."""
     centres = []
-    for stride, per_cell in zip(variant.strides, variant.anchors_per_cell):
+    for stride, per_cell in zip(variant.strides, variant.anchors_per_cell, strict=True):
         cells = variant.input_size // stride
         grid = (np.arange(cells, dtype=np.float32) + 0.5) / cells
         xs, ys = np.meshgrid(grid, grid)

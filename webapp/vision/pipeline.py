@@ -55,7 +55,7 @@ class EmotionPipeline:
             gray = to_grayscale(rgb)
             crops = np.stack([face_to_input(gray, (d.box.x, d.box.y, d.box.width, d.box.height)) for d in detections])
             emotions = self.classifier.classify(crops)
-            faces = tuple(FaceResult(d.box, d.score, emotion) for d, emotion in zip(detections, emotions))
+            faces = tuple(FaceResult(d.box, d.score, emotion) for d, emotion in zip(detections, emotions, strict=True))
         done = time.perf_counter()
         timings = {"detect": (detected - start) * 1000, "classify": (done - detected) * 1000, "total": (done - start) * 1000}
         return Analysis(int(rgb.shape[1]), int(rgb.shape[0]), faces, timings)

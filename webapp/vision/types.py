@@ -13,7 +13,7 @@ class Box:
     width: float
     height: float
 
-    def iou(self, other: "Box") -> float:
+    def iou(self, other: Box) -> float:
         """Intersection over union with another box."""
         left, top = max(self.x, other.x), max(self.y, other.y)
         right = min(self.x + self.width, other.x + other.width)
@@ -43,7 +43,7 @@ class Emotion:
     probabilities: dict[str, float]
 
     @classmethod
-    def from_probabilities(cls, probabilities: dict[str, float]) -> "Emotion":
+    def from_probabilities(cls, probabilities: dict[str, float]) -> Emotion:
         """Build the answer from a {label: probability} mapping, taking the argmax as the label."""
         label = max(probabilities, key=probabilities.__getitem__)
         return cls(label, probabilities[label], probabilities)
