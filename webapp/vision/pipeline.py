@@ -6,8 +6,9 @@ import time
 import numpy as np
 
 from webapp.vision.imaging import decode_image
+from webapp.vision.margin import detect_with_margin
 from webapp.vision.preprocess import face_to_input, to_grayscale
-from webapp.vision.types import Analysis, FaceResult
+from webapp.vision.types import Analysis, Box, FaceDetection, FaceResult
 
 
 class EmotionPipeline:
@@ -18,10 +19,12 @@ class EmotionPipeline:
         classifier: `EmotionClassifier` (or anything with `classify(faces)` and `name`).
         max_faces: classify at most this many faces, the largest first.
         max_pixels: decode limit used by `analyze_bytes`.
+        padded_retry: retry an image with no face on a padded canvas (face crops).
     """
 
-    def __init__(self, detector, classifier, max_faces: int = 10, max_pixels: int = 40_000_000):
+    def __init__(self, detector, classifier, max_faces: int = 10, max_pixels: int = 40_000_000, padded_retry: bool = True):
         self.detector = detector
+        self.padded_retry = padded_retry
         self.classifier = classifier
         self.max_faces = max_faces
         self.max_pixels = max_pixels
@@ -30,8 +33,12 @@ class EmotionPipeline:
         """Names of the models in use, for /healthz."""
         return {"detector": self.detector.name, "classifier": self.classifier.name, "flip_tta": getattr(self.classifier, "flip_tta", None)}
 
-    def analyze_bytes(self, data: bytes) -> Analysis:
+    def analyze_bytes(self, data: bytes, whole: bool = False) -> Analysis:
         """Decode an encoded image and analyse it; decoding time is reported as `decode`.
+
+        Args:
+            data: the encoded image.
+            whole: see `analyze`.
 
         Raises:
             ImageError: the bytes are not a usable image.
@@ -39,20 +46,40 @@ class EmotionPipeline:
         start = time.perf_counter()
         rgb = decode_image(data, self.max_pixels)
         decoded = time.perf_counter()
-        analysis = self.analyze(rgb)
+        analysis = self.analyze(rgb, whole)
         timings = {"decode": (decoded - start) * 1000, **analysis.timings_ms}
         timings["total"] = (time.perf_counter() - start) * 1000
         return Analysis(analysis.width, analysis.height, analysis.faces, timings)
 
-    def analyze(self, rgb: np.ndarray) -> Analysis:
-        """Analyse an RGB uint8 image (H, W, 3)."""
+    def find_faces(self, rgb: np.ndarray) -> list[FaceDetection]:
+        """Detect faces, largest first; an image with none is tried once more with a margin.
+
+        A tightly cropped face has no margin around it, and detectors are trained on faces
+        with context, so a crop usually answers nothing; on a padded canvas it is found.
+        """
+        detections = self.detector.detect(rgb)
+        if not detections and self.padded_retry:
+            detections = detect_with_margin(self.detector, rgb)
+        return sorted(detections, key=lambda d: d.box.width * d.box.height, reverse=True)[: self.max_faces]
+
+    def analyze(self, rgb: np.ndarray, whole: bool = False) -> Analysis:
+        """Analyse an RGB uint8 image (H, W, 3).
+
+        Args:
+            rgb: the image.
+            whole: the image is one face crop: classify it as is, box = the image, no detection.
+        """
         start = time.perf_counter()
-        detections = sorted(self.detector.detect(rgb), key=lambda d: d.box.width * d.box.height, reverse=True)[: self.max_faces]
+        if whole:
+            height, width = rgb.shape[:2]
+            detections = [FaceDetection(Box(0.0, 0.0, float(width), float(height)), 1.0)]
+        else:
+            detections = self.find_faces(rgb)
         detected = time.perf_counter()
         faces: tuple[FaceResult, ...] = ()
         if detections:
             gray = to_grayscale(rgb)
-            crops = np.stack([face_to_input(gray, (d.box.x, d.box.y, d.box.width, d.box.height)) for d in detections])
+            crops = np.stack([face_to_input(gray) if whole else face_to_input(gray, (d.box.x, d.box.y, d.box.width, d.box.height)) for d in detections])
             emotions = self.classifier.classify(crops)
             faces = tuple(FaceResult(d.box, d.score, emotion) for d, emotion in zip(detections, emotions))
         done = time.perf_counter()
