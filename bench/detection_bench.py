@@ -18,10 +18,8 @@ Tables, every configuration in the same run (the machine is shared: compare rows
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -29,76 +27,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from tests.harness import GRACE_FACE, ROOT, grace_hopper_rgb
+from tests.harness import ROOT, grace_hopper_rgb
+from tests.scenes import FRAME_H, FRAME_W, SCENES, letterbox, load_scenes, match, place_face, six_face_frame
 from webapp.vision.detector import BlazeFaceDetector, HaarFaceDetector, RangeFaceDetector
 from webapp.vision.margin import detect_with_margin
 from webapp.vision.types import Box
 
-SCENES = ROOT.parent / "shared" / "datasets" / "faces-in-scenes"
 FER_VAL = ROOT.parent / "shared" / "datasets" / "fer2013" / "val"
-FRAME_W, FRAME_H = 640, 480
-
-
-def load_scenes(folder: Path = SCENES) -> list[tuple[str, np.ndarray, list[Box]]]:
-    """(name, RGB image, face boxes) for every photo of faces-in-scenes; [] without the folder."""
-    if not (folder / "boxes.json").is_file():
-        return []
-    boxes = json.loads((folder / "boxes.json").read_text())
-    return [(name, np.asarray(Image.open(folder / name).convert("RGB")), [Box(*map(float, b)) for b in faces]) for name, faces in sorted(boxes.items())]
-
-
-def letterbox(rgb: np.ndarray, boxes: list[Box], width: int = FRAME_W, height: int = FRAME_H, fill: int = 0) -> tuple[np.ndarray, list[Box]]:
-    """Fit an image into a width x height frame (aspect kept, borders padded), moving its boxes."""
-    scale = min(width / rgb.shape[1], height / rgb.shape[0])
-    resized = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    frame = np.full((height, width, 3), fill, np.uint8)
-    x0, y0 = (width - resized.shape[1]) // 2, (height - resized.shape[0]) // 2
-    frame[y0 : y0 + resized.shape[0], x0 : x0 + resized.shape[1]] = resized
-    return frame, [Box(x0 + b.x * scale, y0 + b.y * scale, b.width * scale, b.height * scale) for b in boxes]
-
-
-def match(found: list[Box], truth: list[Box], min_iou: float = 0.3) -> tuple[int, int]:
-    """(true faces found, false positives): greedy one-to-one matching by IoU."""
-    pairs = sorted(((f.iou(t), i, j) for i, f in enumerate(found) for j, t in enumerate(truth)), reverse=True)
-    used_found, used_truth = set(), set()
-    for iou, i, j in pairs:
-        if iou < min_iou:
-            break
-        if i not in used_found and j not in used_truth:
-            used_found.add(i)
-            used_truth.add(j)
-    return len(used_truth), len(found) - len(used_found)
-
-
-def place_face(face_height: float, frame_w: int = FRAME_W, frame_h: int = FRAME_H, centre=(0.5, 0.5), canvas: np.ndarray | None = None) -> tuple[np.ndarray, Box]:
-    """Grace Hopper's photo scaled so her face is `face_height` px tall, centred at `centre` (fractions of the frame)."""
-    photo = grace_hopper_rgb()
-    x, y, w, h = GRACE_FACE
-    scale = face_height / h
-    photo = cv2.resize(photo, (round(photo.shape[1] * scale), round(photo.shape[0] * scale)), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    frame = np.full((frame_h, frame_w, 3), 90, np.uint8) if canvas is None else canvas
-    # shift so the face centre lands on `centre`; paste the overlapping part
-    fx, fy = (x + w / 2) * scale, (y + h / 2) * scale
-    dx, dy = round(centre[0] * frame_w - fx), round(centre[1] * frame_h - fy)
-    src_x0, src_y0 = max(0, -dx), max(0, -dy)
-    dst_x0, dst_y0 = max(0, dx), max(0, dy)
-    cw = min(photo.shape[1] - src_x0, frame_w - dst_x0)
-    ch = min(photo.shape[0] - src_y0, frame_h - dst_y0)
-    frame[dst_y0 : dst_y0 + ch, dst_x0 : dst_x0 + cw] = photo[src_y0 : src_y0 + ch, src_x0 : src_x0 + cw]
-    return frame, Box(dx + x * scale, dy + y * scale, w * scale, h * scale)
-
-
-SIX_FACES = [((0.17, 0.3), 110), ((0.5, 0.3), 90), ((0.83, 0.3), 70), ((0.17, 0.75), 55), ((0.5, 0.75), 40), ((0.83, 0.75), 25)]
-
-
-def six_face_frame(shift: int = 0) -> tuple[np.ndarray, list[Box]]:
-    """An independent multi-face scene: Grace Hopper six times, 25-110 px tall, on one 640x480 frame."""
-    frame = np.full((FRAME_H, FRAME_W, 3), 90, np.uint8)
-    boxes = []
-    for (cx, cy), height in SIX_FACES:
-        frame, box = place_face(height, centre=(cx + shift / FRAME_W, cy), canvas=frame)
-        boxes.append(box)
-    return frame, boxes
 
 
 class Alternating:
@@ -273,11 +208,66 @@ def align_rows(detector, classifier, per_class: int, angles=(-30, -15, 0, 15, 30
         print(f"{angle:>6}{len(truth) / len(faces):>7.1%}{cells}{np.median(align_ms):>10.3f}")
 
 
+class PerFace:
+    """The classifier called once per face, to compare with the pipeline's one batched call."""
+
+    def __init__(self, classifier):
+        self.classifier, self.name = classifier, classifier.name
+
+    def classify(self, faces):
+        return [emotion for face in faces for emotion in self.classifier.classify(face[np.newaxis])]
+
+
+def frame_rows(classifier, frames: int) -> None:
+    """Table 5: server ms per 640x480 JPEG frame (decode, detect, classify) with 0, 1 and 6 faces."""
+    from bench.pipeline_bench import time_pipeline
+    from tests.conftest import jpeg_bytes
+    from tests.harness import webcam_frame
+    from webapp.vision.detector import make_detector
+    from webapp.vision.pipeline import EmotionPipeline
+
+    scenes = [("no face", np.full((FRAME_H, FRAME_W, 3), 90, np.uint8)), ("one face", webcam_frame()), ("six faces", six_face_frame()[0])]
+    print(f"\nServer ms per 640x480 JPEG frame, stream pipeline (flip TTA, no padded retry), {frames} frames each")
+    header = f"{'frame':<11}{'detector':<17}{'classify':<10}{'detect med':>11}{'classify med':>13}{'total med/p95':>15}{'faces':>7}"
+    print(header)
+    print("-" * len(header))
+    detectors = [make_detector("blazeface"), make_detector("blazeface-auto")]
+    for scene, rgb in scenes:
+        jpeg = jpeg_bytes(rgb, quality=80)
+        for detector in detectors:
+            for label, used in (("batched", classifier), ("per face", PerFace(classifier))):
+                if label == "per face" and scene != "six faces":
+                    continue
+                stages = time_pipeline(EmotionPipeline(detector, used, padded_retry=False), jpeg, frames)
+                total = f"{np.median(stages['total']):.2f}/{np.percentile(stages['total'], 95):.2f}"
+                print(f"{scene:<11}{detector.name:<17}{label:<10}{np.median(stages['detect']):>11.2f}{np.median(stages['classify']):>13.2f}{total:>15}{stages['faces_per_frame'][0]:>7.2f}")
+
+
+def browser_rows(seconds: float) -> None:
+    """Table 6: real Chromium through the production server, one face and the six-face video."""
+    from bench.stream_bench import browser_run
+    from tests.harness import start_production_server, stop_production_server, webcam_frame
+
+    print(f"\nReal Chromium (fake 30 fps camera) -> gunicorn + eventlet, DETECTOR default, {seconds:g} s each")
+    header = f"{'video':<12}{'fps':>7}{'rtt med':>9}{'rtt p95':>9}{'faces':>7}{'errors':>8}"
+    print(header)
+    print("-" * len(header))
+    process, url = start_production_server()
+    try:
+        for label, frame in (("one face", webcam_frame()), ("six faces", six_face_frame()[0])):
+            run = browser_run(url, seconds, frame)
+            print(f"{label:<12}{run['fps']:>7.1f}{run['rtt_median']:>9.1f}{run['rtt_p95']:>9.1f}{run['faces']:>7d}{run['errors']:>8d}")
+    finally:
+        stop_production_server(process)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=("detect", "align", "frames", "browser"), help="run one part")
     parser.add_argument("--val-per-class", type=int, default=30, help="FER-2013 val faces per emotion for the crop sweep")
     parser.add_argument("--align-per-class", type=int, default=100, help="FER-2013 val faces per emotion for the tilted-heads table")
+    parser.add_argument("--frames", type=int, default=100, help="frames per row of the server-time table")
+    parser.add_argument("--seconds", type=float, default=15, help="seconds per Chromium run")
     args = parser.parse_args(argv)
     print(f"{os.cpu_count()} CPU cores; * = the shipped DETECTOR default (blazeface-auto)\n")
     if args.only in (None, "detect"):
@@ -294,6 +284,13 @@ def main(argv=None) -> int:
         from webapp.vision.detector import make_detector
 
         align_rows(make_detector("blazeface-auto"), EmotionClassifier(str(DEFAULT_MODEL)), args.align_per_class)
+    if args.only in (None, "frames"):
+        from webapp.config import DEFAULT_MODEL
+        from webapp.vision.classifier import EmotionClassifier
+
+        frame_rows(EmotionClassifier(str(DEFAULT_MODEL)), args.frames)
+    if args.only in (None, "browser"):
+        browser_rows(args.seconds)
     return 0
 
 

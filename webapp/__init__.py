@@ -57,7 +57,7 @@ def create_app(config: dict | None = None) -> Flask:
 def _load_pipelines(config) -> dict:
     from webapp.vision.pipeline import build_pipeline
 
-    stream = build_pipeline(config["MODEL_PATH"], config["DETECTOR"], config["FLIP_TTA"], config["MAX_FACES"], config["MAX_PIXELS"])
+    stream = build_pipeline(config["MODEL_PATH"], config["DETECTOR"], config["FLIP_TTA"], config["MAX_FACES"], config["MAX_PIXELS"], padded_retry=False)
     image = build_pipeline(config["MODEL_PATH"], config["UPLOAD_DETECTOR"], max_faces=config["MAX_FACES"], max_pixels=config["MAX_PIXELS"], classifier=stream.classifier)
     pipelines = {"stream": stream, "image": image}
     log.info("pipelines ready: %s", {kind: p.describe() for kind, p in pipelines.items()})

@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from webapp.vision.align import upright_face_input
 from webapp.vision.imaging import decode_image
 from webapp.vision.margin import detect_with_margin
 from webapp.vision.preprocess import face_to_input, to_grayscale
@@ -20,11 +21,15 @@ class EmotionPipeline:
         max_faces: classify at most this many faces, the largest first.
         max_pixels: decode limit used by `analyze_bytes`.
         padded_retry: retry an image with no face on a padded canvas (face crops).
+        align_min_tilt: rotate faces tilted at least this many degrees upright by their
+            eye keypoints before classifying; None (default) never rotates. Off because it
+            costs accuracy on upright faces with the shipped model (bench/RESULTS.md).
     """
 
-    def __init__(self, detector, classifier, max_faces: int = 10, max_pixels: int = 40_000_000, padded_retry: bool = True):
+    def __init__(self, detector, classifier, max_faces: int = 10, max_pixels: int = 40_000_000, padded_retry: bool = True, align_min_tilt: float | None = None):
         self.detector = detector
         self.padded_retry = padded_retry
+        self.align_min_tilt = align_min_tilt
         self.classifier = classifier
         self.max_faces = max_faces
         self.max_pixels = max_pixels
@@ -79,7 +84,7 @@ class EmotionPipeline:
         faces: tuple[FaceResult, ...] = ()
         if detections:
             gray = to_grayscale(rgb)
-            crops = np.stack([face_to_input(gray) if whole else face_to_input(gray, (d.box.x, d.box.y, d.box.width, d.box.height)) for d in detections])
+            crops = np.stack([self._model_input(gray, d, whole) for d in detections])
             emotions = self.classifier.classify(crops)
             faces = tuple(FaceResult(d.box, d.score, emotion) for d, emotion in zip(detections, emotions))
         done = time.perf_counter()
@@ -87,21 +92,33 @@ class EmotionPipeline:
         return Analysis(int(rgb.shape[1]), int(rgb.shape[0]), faces, timings)
 
 
-def build_pipeline(model_path: str, detector: str = "blazeface", flip_tta: bool = True, max_faces: int = 10, max_pixels: int = 40_000_000, classifier=None) -> EmotionPipeline:
+    def _model_input(self, gray: np.ndarray, detection: FaceDetection, whole: bool) -> np.ndarray:
+        if whole:
+            return face_to_input(gray)
+        if self.align_min_tilt is not None:
+            return upright_face_input(gray, detection, self.align_min_tilt)
+        box = detection.box
+        return face_to_input(gray, (box.x, box.y, box.width, box.height))
+
+
+def build_pipeline(model_path: str, detector: str = "blazeface-auto", flip_tta: bool = True, max_faces: int = 10, max_pixels: int = 40_000_000, classifier=None, padded_retry: bool = True) -> EmotionPipeline:
     """Load a detector and the emotion model into a warmed-up pipeline.
 
     Args:
         model_path: the emotion model (.tflite or .keras); ignored when `classifier` is given.
-        detector: "blazeface" (short range, webcam), "blazeface-full" (faces further away) or "haar".
+        detector: a `make_detector` name: "blazeface-auto" (full range + short range for
+            close-ups), "blazeface" (short range), "blazeface-full" or "haar".
         flip_tta: average each face with its mirror image.
         max_faces: classify at most this many faces per image, the largest first.
         max_pixels: images with more pixels are refused before decoding.
         classifier: an already loaded `EmotionClassifier` to share between pipelines.
+        padded_retry: retry images with no face on a padded canvas (uploads: face crops;
+            off for the stream, where it would double the cost of every empty frame).
     """
     from webapp.vision.classifier import EmotionClassifier
     from webapp.vision.detector import make_detector
 
     classifier = classifier or EmotionClassifier(model_path, flip_tta=flip_tta)
-    pipeline = EmotionPipeline(make_detector(detector), classifier, max_faces=max_faces, max_pixels=max_pixels)
+    pipeline = EmotionPipeline(make_detector(detector), classifier, max_faces=max_faces, max_pixels=max_pixels, padded_retry=padded_retry)
     pipeline.analyze(np.zeros((480, 640, 3), np.uint8))
     return pipeline
