@@ -179,7 +179,7 @@ def align_rows(detector, classifier, per_class: int, angles=(-30, -15, 0, 15, 30
         return
     print(f"\nTilted heads: {len(faces)} FER-2013 val faces ({per_class} per emotion) rotated on a padded canvas; detector {detector.name}")
     thresholds = (0.0, 8.0, 12.0, 16.0, 20.0)
-    arms = ("unrotated original", "plain crop") + tuple(f"align >= {t:g} deg" for t in thresholds)
+    arms = ("unrotated original", "plain crop") + tuple(f"align >= {t:g} deg" + (" *" if t == 20 else "") for t in thresholds)
     header = f"{'angle':>6}{'found':>7}" + "".join(f"{arm:>19}" for arm in arms) + f"{'align ms':>10}"
     print(header)
     print("-" * len(header))

@@ -5,7 +5,7 @@ import time
 
 import numpy as np
 
-from webapp.vision.align import upright_face_input
+from webapp.vision.align import MIN_TILT_DEGREES, upright_face_input
 from webapp.vision.imaging import decode_image
 from webapp.vision.margin import detect_with_margin
 from webapp.vision.preprocess import face_to_input, to_grayscale
@@ -22,11 +22,10 @@ class EmotionPipeline:
         max_pixels: decode limit used by `analyze_bytes`.
         padded_retry: retry an image with no face on a padded canvas (face crops).
         align_min_tilt: rotate faces tilted at least this many degrees upright by their
-            eye keypoints before classifying; None (default) never rotates. Off because it
-            costs accuracy on upright faces with the shipped model (bench/RESULTS.md).
+            eye keypoints before classifying; None never rotates.
     """
 
-    def __init__(self, detector, classifier, max_faces: int = 10, max_pixels: int = 40_000_000, padded_retry: bool = True, align_min_tilt: float | None = None):
+    def __init__(self, detector, classifier, max_faces: int = 10, max_pixels: int = 40_000_000, padded_retry: bool = True, align_min_tilt: float | None = MIN_TILT_DEGREES):
         self.detector = detector
         self.padded_retry = padded_retry
         self.align_min_tilt = align_min_tilt
