@@ -27,12 +27,12 @@ from tests.harness import (
 )
 
 
-def browser_run(url: str, seconds: float) -> dict:
-    """Stream from Chromium's fake camera for `seconds`; return fps and round-trip figures."""
+def browser_run(url: str, seconds: float, frame: np.ndarray | None = None) -> dict:
+    """Stream `frame` (default: one face) from Chromium's fake camera for `seconds`; return fps and round-trip figures."""
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as p:
-        video = write_y4m(f"{folder}/face.y4m", webcam_frame())
+        video = write_y4m(f"{folder}/face.y4m", webcam_frame() if frame is None else frame)
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"])
         page = browser.new_page(viewport={"width": 1100, "height": 760})
         page.goto(url + "/")

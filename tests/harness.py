@@ -104,7 +104,7 @@ def start_production_server(timeout: float = 120) -> tuple[subprocess.Popen, str
     """
     port = free_port()
     # the server's log goes to a file: a pipe nobody reads would fill up and stall the server
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115  (outlives this function: closed by stop_production_server)
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--worker-class", "eventlet", "--workers", "1", "--bind", f"127.0.0.1:{port}", "webapp.wsgi:app"],
         cwd=ROOT, env={**os.environ, "PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT,

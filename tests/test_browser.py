@@ -143,3 +143,22 @@ def test_denied_camera_explains_and_links_to_upload(playwright, live_server, cam
         assert page.locator("#toggle").is_enabled()
     finally:
         browser.close()
+
+
+def test_live_page_boxes_several_faces(playwright, live_server, tmp_path):
+    from tests.scenes import six_face_frame
+
+    video = write_y4m(tmp_path / "six.y4m", six_face_frame()[0])
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"])
+    try:
+        page = browser.new_page(viewport={"width": 1100, "height": 760})
+        page.goto(live_server + "/")
+        page.click("#toggle")
+        page.wait_for_function("window.moodlens.stats.answered >= 10", timeout=60_000)
+        stats = page.evaluate("window.moodlens.stats")
+        assert stats["errors"] == 0, stats["lastError"]
+        faces = stats["lastReply"]["faces"]
+        assert len(faces) >= 2 and len({face["id"] for face in faces}) == len(faces)
+        page.screenshot(path=str(ARTIFACTS / "live-six-faces.png"))
+    finally:
+        browser.close()

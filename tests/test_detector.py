@@ -1,9 +1,12 @@
+import cv2
 import numpy as np
 import pytest
 
 from tests.harness import GRACE_FACE
+from tests.scenes import SCENES, letterbox, load_scenes, match, place_face, six_face_frame
 from webapp.vision.detector import (
     BLAZEFACE_VARIANTS,
+    DETECTOR_NAMES,
     BlazeFaceDetector,
     HaarFaceDetector,
     make_detector,
@@ -49,3 +52,57 @@ def test_make_detector_names():
     assert make_detector("blazeface").name == "blazeface-short"
     with pytest.raises(ValueError):
         make_detector("yolo")
+
+
+def test_blazeface_gives_the_eyes_in_image_pixels(grace_rgb):
+    for variant in ("short", "full"):
+        (right_eye, left_eye), box = BlazeFaceDetector(variant).detect(grace_rgb)[0].eyes, Box(*GRACE_FACE)
+        # the person's right eye is on the image's left; both sit in the upper half of the face
+        assert box.x < right_eye[0] < left_eye[0] < box.x + box.width
+        assert box.y < right_eye[1] < box.y + box.height / 2 and abs(right_eye[1] - left_eye[1]) < 10
+
+
+def test_make_detector_knows_every_documented_name():
+    for name in DETECTOR_NAMES:
+        assert make_detector(name).name == {"blazeface": "blazeface-short"}.get(name, name)
+
+
+def test_range_detector_runs_short_range_only_for_close_ups(monkeypatch, webcam_frame):
+    detector = make_detector("blazeface-auto")
+    calls = []
+    short_detect = detector.short.detect
+    monkeypatch.setattr(detector.short, "detect", lambda rgb: calls.append(1) or short_detect(rgb))
+    small = cv2.resize(webcam_frame, (160, 120))
+    canvas = np.full((480, 640, 3), 90, np.uint8)
+    canvas[180:300, 240:400] = small  # one face about 10% of the frame's height
+    assert len(detector.detect(canvas)) == 1 and calls == []
+    close, _ = place_face(0.9 * 480)
+    assert len(detector.detect(close)) == 1 and calls == [1]
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5, 1.0])
+@pytest.mark.parametrize("centre", [(0.5, 0.5), (0.3, 0.65), (0.7, 0.35)])
+def test_range_detector_finds_close_ups_up_to_the_full_frame(fraction, centre):
+    frame, truth = place_face(fraction * 480, centre=centre)
+    found = make_detector("blazeface-auto").detect(frame)
+    assert match([d.box for d in found], [truth]) == (1, 0)
+
+
+def test_range_detector_finds_the_faces_across_the_room():
+    scenes = load_scenes()
+    if not scenes:
+        pytest.skip(f"faces-in-scenes not found at {SCENES}")
+    detector = make_detector("blazeface-auto")
+    found = false = total = 0
+    for _, image, boxes in scenes:
+        frame, boxes = letterbox(image, boxes)
+        hits, misses = match([d.box for d in detector.detect(frame)], boxes)
+        found, false, total = found + hits, false + misses, total + len(boxes)
+    assert found / total >= 0.97 and false <= 3
+
+
+def test_short_range_alone_misses_the_small_faces_of_a_group():
+    frame, boxes = six_face_frame()
+    short = match([d.box for d in make_detector("blazeface").detect(frame)], boxes)[0]
+    auto = match([d.box for d in make_detector("blazeface-auto").detect(frame)], boxes)[0]
+    assert auto >= 5 and auto > short

@@ -45,3 +45,15 @@ def test_probabilities_stay_normalised():
     tracker.update([face(0, "happy")])
     smoothed = tracker.update([face(0, "angry")])[0]
     assert abs(sum(smoothed.emotion.probabilities.values()) - 1.0) < 1e-6
+
+
+def test_six_moving_faces_keep_their_ids_through_missed_frames():
+    tracker = FaceTracker(max_missed=5)
+    starts = [0, 150, 300, 450, 600, 750]
+    first = tracker.update([face(x, "happy") for x in starts])
+    ids = [f.track_id for f in first]
+    for step in range(1, 8):
+        # everyone drifts 6 px a frame; the third face is missed on frames 2-4 (a detector blink)
+        visible = [i for i in range(6) if not (i == 2 and 2 <= step <= 4)]
+        faces = tracker.update([face(starts[i] + 6 * step, "happy") for i in reversed(visible)])
+        assert [f.track_id for f in faces] == [ids[i] for i in reversed(visible)]

@@ -23,7 +23,7 @@ def test_pages_render_with_local_assets_only(client):
 def test_healthz_reports_readiness_and_models(client):
     body = client.get("/healthz").get_json()
     assert body["ready"] is True
-    assert body["models"]["stream"]["detector"] == "blazeface-short"
+    assert body["models"]["stream"]["detector"] == "blazeface-auto"
     assert body["models"]["stream"]["classifier"].endswith(".tflite")
 
 
@@ -157,3 +157,32 @@ def test_large_uploads_are_never_spooled_to_disk(client, monkeypatch):
 def test_raw_body_with_curls_default_content_type(client, grace_jpeg):
     reply = client.post("/api/v1/analyze", data=grace_jpeg, content_type="application/x-www-form-urlencoded")
     assert reply.status_code == 200 and len(reply.get_json()["faces"]) == 1
+
+
+def test_crop_mode_answers_a_face_crop_with_the_image_as_its_box(client, grace_rgb):
+    crop = grace_rgb[140:345, 165:365]
+    for size in (48, 112, 224):
+        data = jpeg_bytes(np.asarray(Image.fromarray(crop).resize((size, size))))
+        body = client.post("/api/v1/analyze?faces=whole", data=data, content_type="image/jpeg").get_json()
+        assert len(body["faces"]) == 1
+        assert body["faces"][0]["box"] == {"x": 0.0, "y": 0.0, "width": float(size), "height": float(size)}
+    blank = client.post("/api/v1/analyze?faces=whole", data={"image": (io.BytesIO(jpeg_bytes(np.full((48, 48, 3), 99, np.uint8))), "f.jpg")})
+    assert blank.status_code == 200 and len(blank.get_json()["faces"]) == 1
+
+
+def test_a_face_crop_without_crop_mode_is_found_by_the_padded_retry(client, grace_rgb):
+    crop = np.asarray(Image.fromarray(grace_rgb[140:345, 165:365]).resize((112, 112)))
+    body = client.post("/api/v1/analyze", data=jpeg_bytes(crop), content_type="image/jpeg").get_json()
+    assert len(body["faces"]) == 1 and body["faces"][0]["box"]["width"] > 60
+
+
+def test_unknown_faces_mode_is_a_json_400(client, grace_jpeg):
+    reply = client.post("/api/v1/analyze?faces=some", data=grace_jpeg, content_type="image/jpeg")
+    assert reply.status_code == 400 and reply.get_json()["error"]["code"] == "bad_parameter"
+
+
+def test_bad_input_in_crop_mode_gets_the_same_errors(client):
+    reply = client.post("/api/v1/analyze?faces=whole", data=b"\x89garbage" * 100, content_type="application/octet-stream")
+    assert reply.status_code == 400 and reply.get_json()["error"]["code"] == "not_an_image"
+    reply = client.post("/api/v1/analyze?faces=whole", data=b"", content_type="image/jpeg")
+    assert reply.status_code == 400 and reply.get_json()["error"]["code"] == "empty"

@@ -62,9 +62,11 @@ def _load_pipelines(config, new_lock) -> dict:
     from webapp.vision.pipeline import build_pipeline
 
     classifier = EmotionClassifier(config["MODEL_PATH"], flip_tta=config["FLIP_TTA"], lock=new_lock())
+    shared = {"classifier": classifier, "max_faces": config["MAX_FACES"], "max_pixels": config["MAX_PIXELS"], "new_lock": new_lock}
+    # no padded retry on the stream: it would double the cost of every frame without a face
     pipelines = {
-        kind: build_pipeline(detector=config[key], classifier=classifier, max_faces=config["MAX_FACES"], max_pixels=config["MAX_PIXELS"], new_lock=new_lock)
-        for kind, key in (("stream", "DETECTOR"), ("image", "UPLOAD_DETECTOR"))
+        "stream": build_pipeline(detector=config["DETECTOR"], padded_retry=False, **shared),
+        "image": build_pipeline(detector=config["UPLOAD_DETECTOR"], **shared),
     }
     log.info("pipelines ready: %s", {kind: p.describe() for kind, p in pipelines.items()})
     return pipelines

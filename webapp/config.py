@@ -29,8 +29,9 @@ def from_env() -> dict:
     return {
         "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_hex(16),
         "MODEL_PATH": os.environ.get("MODEL_PATH") or str(DEFAULT_MODEL),
-        "DETECTOR": os.environ.get("DETECTOR", "blazeface"),
-        "UPLOAD_DETECTOR": os.environ.get("UPLOAD_DETECTOR", "blazeface-full"),
+        # full range + a short-range pass for close-ups: bench/detection_bench.py, bench/RESULTS.md
+        "DETECTOR": os.environ.get("DETECTOR", "blazeface-auto"),
+        "UPLOAD_DETECTOR": os.environ.get("UPLOAD_DETECTOR", "blazeface-auto"),
         "MAX_UPLOAD_MB": _int("MAX_UPLOAD_MB", 10),
         "MAX_FRAME_KB": _int("MAX_FRAME_KB", 1024),
         "MAX_PIXELS": _int("MAX_PIXELS", 40_000_000),

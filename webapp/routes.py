@@ -10,6 +10,8 @@ from webapp.vision.imaging import ImageError
 from webapp.vision.labels import EMOTIONS
 
 blueprint = Blueprint("main", __name__)
+# ?faces=: "detect" finds the faces; "whole" takes the image as one face crop
+FACES_MODES = ("detect", "whole")
 
 
 @blueprint.get("/")
@@ -26,7 +28,13 @@ def upload():
 
 @blueprint.post("/api/v1/analyze")
 def analyze():
-    """Analyse an image sent as multipart field `image` or as the raw request body."""
+    """Analyse an image sent as multipart field `image` or as the raw request body.
+
+    `?faces=whole` classifies the whole image as one face crop, without detection.
+    """
+    faces = request.args.get("faces", "detect")
+    if faces not in FACES_MODES:
+        return jsonify(error_body("bad_parameter", f"faces must be one of {', '.join(FACES_MODES)}, got {faces!r}")), 400
     if request.mimetype == "multipart/form-data":
         file = request.files.get("image")
         if file is None:
@@ -35,7 +43,7 @@ def analyze():
     else:  # any other body is the image itself (curl --data-binary sends it as form-urlencoded)
         data = request.get_data(cache=False)
     try:
-        analysis = run_blocking(pipeline("image").analyze_bytes, data)
+        analysis = run_blocking(pipeline("image").analyze_bytes, data, faces == "whole")
     except ImageError as error:
         body, status = from_image_error(error)
         return jsonify(body), status

@@ -60,11 +60,12 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: fl
     """Weighted NMS as in MediaPipe: overlapping boxes are averaged, weighted by score.
 
     Args:
-        boxes: (N, 4) as x0, y0, x1, y1.
+        boxes: (N, 4 + K) as x0, y0, x1, y1, then K more values (keypoints) that are
+            averaged along with the box.
         scores: (N,).
 
     Returns:
-        (box, score) pairs, best first.
+        (box, score) pairs, best first; each box keeps its 4 + K values.
     """
     order = np.argsort(-scores)
     boxes, scores = boxes[order], scores[order]
@@ -134,18 +135,21 @@ class BlazeFaceDetector:
         keep = scores > self.min_score
         if not keep.any():
             return []
-        raw, anchors = raw_boxes[keep, :4] / size, self._anchors[keep]
+        raw, anchors = raw_boxes[keep, :8] / size, self._anchors[keep]
         cx, cy = raw[:, 0] + anchors[:, 0], raw[:, 1] + anchors[:, 1]
-        boxes = np.stack([cx - raw[:, 2] / 2, cy - raw[:, 3] / 2, cx + raw[:, 2] / 2, cy + raw[:, 3] / 2], axis=1)
+        # columns 4-7: the two eyes (the first two of six keypoints), offsets from the anchor
+        eyes = raw[:, 4:8] + np.tile(anchors, 2)
+        boxes = np.concatenate([np.stack([cx - raw[:, 2] / 2, cy - raw[:, 3] / 2, cx + raw[:, 2] / 2, cy + raw[:, 3] / 2], axis=1), eyes], axis=1)
         detections = []
-        for (x0, y0, x1, y1), score in non_max_suppression(boxes, scores[keep], self.iou_threshold):
-            # undo the letterbox, back to image pixels, clipped to the image
-            left = max(0.0, (x0 * size - pad_x) / scale)
-            top = max(0.0, (y0 * size - pad_y) / scale)
-            right = min(float(width), (x1 * size - pad_x) / scale)
-            bottom = min(float(height), (y1 * size - pad_y) / scale)
+        for merged, score in non_max_suppression(boxes, scores[keep], self.iou_threshold):
+            # undo the letterbox, back to image pixels
+            points = (merged * size - np.tile([pad_x, pad_y], 4)) / scale
+            x0, y0, x1, y1 = points[:4]
+            left, top = max(0.0, float(x0)), max(0.0, float(y0))
+            right, bottom = min(float(width), float(x1)), min(float(height), float(y1))
             if right - left >= 2 and bottom - top >= 2:
-                detections.append(FaceDetection(Box(float(left), float(top), float(right - left), float(bottom - top)), score))
+                eye_points = ((float(points[4]), float(points[5])), (float(points[6]), float(points[7])))
+                detections.append(FaceDetection(Box(left, top, right - left, bottom - top), score, eye_points))
         return detections
 
 
@@ -173,17 +177,54 @@ class HaarFaceDetector:
         return [FaceDetection(Box(float(x), float(y), float(w), float(h)), 1.0) for x, y, w, h in found]
 
 
-def make_detector(name: str = "blazeface", threads: int | None = None, lock=None):
-    """Build a detector by name: "blazeface" (= "blazeface-short"), "blazeface-full" or "haar".
+class RangeFaceDetector:
+    """Full-range BlazeFace, with a short-range pass where full range is weak: close-ups.
+
+    Full range finds faces down to ~20 px in a 640x480 frame but misses some faces that
+    fill most of it; short range is the other way round. The short-range pass runs only
+    when full range finds nothing or its largest face is taller than `close_up` of the
+    frame, so a typical frame pays for one model. Short-range faces that overlap a
+    full-range face are dropped (the same face, found twice).
+
+    Args:
+        full, short: the two BlazeFace detectors.
+        close_up: largest-face height, as a fraction of the frame height, above which
+            the short-range pass also runs.
+    """
+
+    name = "blazeface-auto"
+
+    def __init__(self, full: BlazeFaceDetector, short: BlazeFaceDetector, close_up: float = 0.4):
+        self.full, self.short, self.close_up = full, short, close_up
+
+    def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
+        """Find faces in an RGB uint8 image; boxes are in that image's pixels."""
+        faces = self.full.detect(rgb)
+        if faces and max(face.box.height for face in faces) <= self.close_up * rgb.shape[0]:
+            return faces
+        extra = [near for near in self.short.detect(rgb) if all(near.box.iou(face.box) < 0.3 for face in faces)]
+        return faces + extra
+
+
+DETECTOR_NAMES = ("blazeface-auto", "blazeface", "blazeface-short", "blazeface-full", "haar")
+
+
+def make_detector(name: str = "blazeface-auto", threads: int | None = None, lock=None):
+    """Build a detector by name (one of `DETECTOR_NAMES`; "blazeface" = "blazeface-short").
 
     Falls back to Haar when BlazeFace's model file cannot be loaded. `lock` guards its model calls.
+
+    Raises:
+        ValueError: an unknown name.
     """
+    if name not in DETECTOR_NAMES:
+        raise ValueError(f"unknown detector {name!r}; expected one of {', '.join(DETECTOR_NAMES)}")
     if name == "haar":
         return HaarFaceDetector(lock=lock)
     variant = name.partition("-")[2] or "short"
-    if not name.startswith("blazeface"):
-        raise ValueError(f"unknown detector {name!r}; expected blazeface, blazeface-short, blazeface-full or haar")
     try:
+        if variant == "auto":
+            return RangeFaceDetector(BlazeFaceDetector("full", threads=threads, lock=lock), BlazeFaceDetector("short", threads=threads, lock=lock))
         return BlazeFaceDetector(variant, threads=threads, lock=lock)
     except (FileNotFoundError, ModuleNotFoundError) as error:
         import logging

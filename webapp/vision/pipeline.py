@@ -6,9 +6,11 @@ import time
 
 import numpy as np
 
+from webapp.vision.align import MIN_TILT_DEGREES, upright_face_input
 from webapp.vision.imaging import decode_image
+from webapp.vision.margin import detect_with_margin
 from webapp.vision.preprocess import face_to_input, to_grayscale
-from webapp.vision.types import Analysis, FaceResult
+from webapp.vision.types import Analysis, Box, FaceDetection, FaceResult
 
 
 class EmotionPipeline:
@@ -19,10 +21,15 @@ class EmotionPipeline:
         classifier: `EmotionClassifier` (or anything with `classify(faces)` and `name`).
         max_faces: classify at most this many faces, the largest first.
         max_pixels: decode limit used by `analyze_bytes`.
+        padded_retry: retry an image with no face on a padded canvas (face crops).
+        align_min_tilt: rotate faces tilted at least this many degrees upright by their
+            eye keypoints before classifying; None never rotates.
     """
 
-    def __init__(self, detector, classifier, max_faces: int = 10, max_pixels: int = 40_000_000):
+    def __init__(self, detector, classifier, max_faces: int = 10, max_pixels: int = 40_000_000, padded_retry: bool = True, align_min_tilt: float | None = MIN_TILT_DEGREES):
         self.detector = detector
+        self.padded_retry = padded_retry
+        self.align_min_tilt = align_min_tilt
         self.classifier = classifier
         self.max_faces = max_faces
         self.max_pixels = max_pixels
@@ -31,8 +38,12 @@ class EmotionPipeline:
         """Names of the models in use, for /healthz."""
         return {"detector": self.detector.name, "classifier": self.classifier.name, "flip_tta": getattr(self.classifier, "flip_tta", None)}
 
-    def analyze_bytes(self, data: bytes) -> Analysis:
+    def analyze_bytes(self, data: bytes, whole: bool = False) -> Analysis:
         """Decode an encoded image and analyse it; decoding time is reported as `decode`.
+
+        Args:
+            data: the encoded image.
+            whole: see `analyze`.
 
         Raises:
             ImageError: the bytes are not a usable image.
@@ -40,20 +51,40 @@ class EmotionPipeline:
         start = time.perf_counter()
         rgb = decode_image(data, self.max_pixels)
         decoded = time.perf_counter()
-        analysis = self.analyze(rgb)
+        analysis = self.analyze(rgb, whole)
         timings = {"decode": (decoded - start) * 1000, **analysis.timings_ms}
         timings["total"] = (time.perf_counter() - start) * 1000
         return Analysis(analysis.width, analysis.height, analysis.faces, timings)
 
-    def analyze(self, rgb: np.ndarray) -> Analysis:
-        """Analyse an RGB uint8 image (H, W, 3)."""
+    def find_faces(self, rgb: np.ndarray) -> list[FaceDetection]:
+        """Detect faces, largest first; an image with none is tried once more with a margin.
+
+        A tightly cropped face has no margin around it, and detectors are trained on faces
+        with context, so a crop usually answers nothing; on a padded canvas it is found.
+        """
+        detections = self.detector.detect(rgb)
+        if not detections and self.padded_retry:
+            detections = detect_with_margin(self.detector, rgb)
+        return sorted(detections, key=lambda d: d.box.width * d.box.height, reverse=True)[: self.max_faces]
+
+    def analyze(self, rgb: np.ndarray, whole: bool = False) -> Analysis:
+        """Analyse an RGB uint8 image (H, W, 3).
+
+        Args:
+            rgb: the image.
+            whole: the image is one face crop: classify it as is, box = the image, no detection.
+        """
         start = time.perf_counter()
-        detections = sorted(self.detector.detect(rgb), key=lambda d: d.box.width * d.box.height, reverse=True)[: self.max_faces]
+        if whole:
+            height, width = rgb.shape[:2]
+            detections = [FaceDetection(Box(0.0, 0.0, float(width), float(height)), 1.0)]
+        else:
+            detections = self.find_faces(rgb)
         detected = time.perf_counter()
         faces: tuple[FaceResult, ...] = ()
         if detections:
             gray = to_grayscale(rgb)
-            crops = np.stack([face_to_input(gray, (d.box.x, d.box.y, d.box.width, d.box.height)) for d in detections])
+            crops = np.stack([self._model_input(gray, d, whole) for d in detections])
             emotions = self.classifier.classify(crops)
             faces = tuple(FaceResult(d.box, d.score, emotion) for d, emotion in zip(detections, emotions, strict=True))
         done = time.perf_counter()
@@ -61,16 +92,28 @@ class EmotionPipeline:
         return Analysis(int(rgb.shape[1]), int(rgb.shape[0]), faces, timings)
 
 
-def build_pipeline(model_path: str = "", *, detector: str = "blazeface", classifier=None, flip_tta: bool = True, max_faces: int = 10, max_pixels: int = 40_000_000, new_lock=None) -> EmotionPipeline:
+    def _model_input(self, gray: np.ndarray, detection: FaceDetection, whole: bool) -> np.ndarray:
+        if whole:
+            return face_to_input(gray)
+        if self.align_min_tilt is not None:
+            return upright_face_input(gray, detection, self.align_min_tilt)
+        box = detection.box
+        return face_to_input(gray, (box.x, box.y, box.width, box.height))
+
+
+def build_pipeline(model_path: str = "", *, detector: str = "blazeface-auto", classifier=None, flip_tta: bool = True, max_faces: int = 10, max_pixels: int = 40_000_000, padded_retry: bool = True, new_lock=None) -> EmotionPipeline:
     """Load a detector and the emotion model into a warmed-up pipeline.
 
     Args:
         model_path: the emotion model (.tflite or .keras); ignored when `classifier` is given.
-        detector: "blazeface" (short range, webcam), "blazeface-full" (faces further away) or "haar".
+        detector: a `make_detector` name: "blazeface-auto" (full range + short range for
+            close-ups), "blazeface" (short range), "blazeface-full" or "haar".
         classifier: an already loaded `EmotionClassifier`, e.g. one shared between pipelines.
         flip_tta: average each face with its mirror image (when loading the classifier here).
         max_faces: classify at most this many faces per image, the largest first.
         max_pixels: images with more pixels are refused before decoding.
+        padded_retry: retry images with no face on a padded canvas (uploads: face crops;
+            off for the stream, where it would double the cost of every empty frame).
         new_lock: makes the locks that guard model calls (default: `threading.Lock`).
     """
     from webapp.vision.classifier import EmotionClassifier
@@ -78,6 +121,7 @@ def build_pipeline(model_path: str = "", *, detector: str = "blazeface", classif
 
     new_lock = new_lock or threading.Lock
     classifier = classifier or EmotionClassifier(model_path, flip_tta=flip_tta, lock=new_lock())
-    pipeline = EmotionPipeline(make_detector(detector, lock=new_lock()), classifier, max_faces=max_faces, max_pixels=max_pixels)
+    detector = make_detector(detector, lock=new_lock())
+    pipeline = EmotionPipeline(detector, classifier, max_faces=max_faces, max_pixels=max_pixels, padded_retry=padded_retry)
     pipeline.analyze(np.zeros((480, 640, 3), np.uint8))  # warm-up: the first call allocates
     return pipeline

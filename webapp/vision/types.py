@@ -28,10 +28,13 @@ class Box:
 
 @dataclass(frozen=True)
 class FaceDetection:
-    """A face found by a detector: its box and the detector's confidence."""
+    """A face found by a detector: its box, the detector's confidence and, when the
+    detector gives them, the eye centres ((x, y) of the person's right eye, then left
+    eye, in image pixels) used to turn a tilted head upright."""
 
     box: Box
     score: float
+    eyes: tuple[tuple[float, float], tuple[float, float]] | None = None
 
 
 @dataclass(frozen=True)
