@@ -4,6 +4,7 @@
 
 All classifiers see the same 3,589 faces through the same evaluation code.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,9 @@ def main(argv=None) -> int:
             (f"ours {form}, no TTA", lambda path=path: EmotionClassifier(path, flip_tta=False)),
         ]
     candidates.append(("peer: fer mini-Xception (Keras)", FerMiniXception))
-    print(f"data: {data.source} ({len(data)} faces); latency: batch 1, median of {args.repeats}, {os.cpu_count()} CPU cores")
+    print(
+        f"data: {data.source} ({len(data)} faces); latency: batch 1, median of {args.repeats}, {os.cpu_count()} CPU cores"
+    )
     header = f"{'classifier':<34}{'accuracy':>9}{'macro-F1':>9}{'disgust':>8}{'fear':>7}{'ms/face':>9}"
     print(header)
     print("-" * len(header))
@@ -52,7 +55,9 @@ def main(argv=None) -> int:
         report = score(data.labels, predict_labels(classifier, data))
         ms = median_latency_ms(classifier, args.repeats)
         results[name] = (report.accuracy, ms)
-        print(f"{name:<34}{report.accuracy:>9.4f}{report.macro_f1:>9.4f}{report.per_class_accuracy['disgust']:>8.3f}{report.per_class_accuracy['fear']:>7.3f}{ms:>9.3f}")
+        print(
+            f"{name:<34}{report.accuracy:>9.4f}{report.macro_f1:>9.4f}{report.per_class_accuracy['disgust']:>8.3f}{report.per_class_accuracy['fear']:>7.3f}{ms:>9.3f}"
+        )
     ours, peer = results[candidates[0][0]], results[candidates[-1][0]]
     print(f"\nserved model vs peer: accuracy {ours[0] - peer[0]:+.4f}, latency {peer[1] / ours[1]:.1f}x faster")
     return 0

@@ -7,6 +7,7 @@ through the augmenter's geometric layers (contrast is left out: it scales the en
 not the sharpness) and compared with the same images under Gaussian blurs of known
 sigma; the sigma whose energy matches is the blur that serving should reproduce.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,15 +34,31 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     train = load_split(args.data, "train")
-    x = to_model_input(train.images[np.random.default_rng(args.seed).choice(len(train), min(args.count, len(train)), replace=False)])
+    x = to_model_input(
+        train.images[np.random.default_rng(args.seed).choice(len(train), min(args.count, len(train)), replace=False)]
+    )
     rows = []
     for mode in ("full", "sharp"):
-        geometric = keras.Sequential([layer for layer in make_augmenter(args.seed, mode).layers if "contrast" not in layer.name])
-        rows.append((f"training images, --augment {mode}", laplacian_energy(np.asarray(geometric(x, training=True))[..., 0])))
+        geometric = keras.Sequential(
+            [layer for layer in make_augmenter(args.seed, mode).layers if "contrast" not in layer.name]
+        )
+        rows.append(
+            (f"training images, --augment {mode}", laplacian_energy(np.asarray(geometric(x, training=True))[..., 0]))
+        )
     rows.append(("training images, as stored", laplacian_energy(x[..., 0])))
     for sigma in (0.5, 0.6, 0.7, 0.8, 0.9):
-        rows.append((f"as stored, Gaussian sigma {sigma}", laplacian_energy(np.stack([cv2.GaussianBlur(image, (0, 0), sigma) for image in x[..., 0]]))))
-    rows.append((f"as stored, InferenceBlur({AUGMENTATION_BLUR_SIGMA:.3f})", laplacian_energy(np.asarray(InferenceBlur(AUGMENTATION_BLUR_SIGMA)(x))[..., 0])))
+        rows.append(
+            (
+                f"as stored, Gaussian sigma {sigma}",
+                laplacian_energy(np.stack([cv2.GaussianBlur(image, (0, 0), sigma) for image in x[..., 0]])),
+            )
+        )
+    rows.append(
+        (
+            f"as stored, InferenceBlur({AUGMENTATION_BLUR_SIGMA:.3f})",
+            laplacian_energy(np.asarray(InferenceBlur(AUGMENTATION_BLUR_SIGMA)(x))[..., 0]),
+        )
+    )
     print(f"{'images':<40}{'Laplacian energy':>18}")
     for name, energy in rows:
         print(f"{name:<40}{energy:>18.5f}")

@@ -15,6 +15,7 @@ Tables, every configuration in the same run (the machine is shared: compare rows
 5. Server ms per 640x480 frame with one and six faces (stream pipeline, batched vs per-face).
 6. Real Chromium through the production server, one face and a six-face video.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,9 +77,13 @@ def scene_rows(configs, scenes, independent) -> None:
     """Table 1: recall / false positives at native size and letterboxed, ms per 640x480 frame."""
     total = sum(len(b) for _, _, b in scenes)
     boxed = [letterbox(image, boxes) for _, image, boxes in scenes]
-    print(f"faces-in-scenes: {len(scenes)} photos, {total} faces; letterboxed into {FRAME_W}x{FRAME_H}; "
-          f"independent: {len(independent[1])} faces (Grace Hopper, 25-110 px) on one {FRAME_W}x{FRAME_H} frame")
-    header = f"{'configuration':<36}{'own size rec/FP':>17}{'640x480 rec/FP':>16}{'indep. rec/FP':>15}{'ms/frame med':>14}"
+    print(
+        f"faces-in-scenes: {len(scenes)} photos, {total} faces; letterboxed into {FRAME_W}x{FRAME_H}; "
+        f"independent: {len(independent[1])} faces (Grace Hopper, 25-110 px) on one {FRAME_W}x{FRAME_H} frame"
+    )
+    header = (
+        f"{'configuration':<36}{'own size rec/FP':>17}{'640x480 rec/FP':>16}{'indep. rec/FP':>15}{'ms/frame med':>14}"
+    )
     print(header)
     print("-" * len(header))
     for label, detector in configs:
@@ -96,20 +101,28 @@ def scene_rows(configs, scenes, independent) -> None:
 CLOSE_UP_POSITIONS = tuple((x, y) for y in (0.35, 0.5, 0.65) for x in (0.3, 0.5, 0.7))
 
 
-def close_up_rows(configs, fractions=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), positions=CLOSE_UP_POSITIONS) -> None:
+def close_up_rows(
+    configs, fractions=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0), positions=CLOSE_UP_POSITIONS
+) -> None:
     """Table 2: one face from 20% to 100% of the frame height, on a 3x3 grid of positions; found = IoU >= 0.3.
 
     Off-centre large faces run past the frame's edge, as when someone leans into a laptop camera.
     """
-    print(f"\nClose-up sweep: one face (Grace Hopper) of height f x {FRAME_H} px in a {FRAME_W}x{FRAME_H} frame, centred on a 3x3 grid "
-          f"(30/50/70% across, 35/50/65% down; large faces run off the frame); found/{len(positions)}")
+    print(
+        f"\nClose-up sweep: one face (Grace Hopper) of height f x {FRAME_H} px in a {FRAME_W}x{FRAME_H} frame, centred on a 3x3 grid "
+        f"(30/50/70% across, 35/50/65% down; large faces run off the frame); found/{len(positions)}"
+    )
     header = f"{'configuration':<36}" + "".join(f"{f:>6.0%}" for f in fractions) + f"{'all':>6}"
     print(header)
     print("-" * len(header))
     frames = {f: [place_face(f * FRAME_H, centre=c) for c in positions] for f in fractions}
     for label, detector in configs:
         counts = [sum(match(timed_detect(detector, image)[0], [box])[0] for image, box in frames[f]) for f in fractions]
-        print(f"{label:<36}" + "".join(f"{c:>6d}" for c in counts) + f"{'yes' if min(counts) == len(positions) else 'no':>6}")
+        print(
+            f"{label:<36}"
+            + "".join(f"{c:>6d}" for c in counts)
+            + f"{'yes' if min(counts) == len(positions) else 'no':>6}"
+        )
 
 
 def fer_faces(per_class: int) -> list[np.ndarray]:
@@ -130,8 +143,14 @@ def crop_rows(configs, per_class: int) -> None:
     portrait = grace[top : top + side, left : left + side]
     fer = [cv2.cvtColor(face, cv2.COLOR_GRAY2RGB) for face in fer_faces(per_class)]
     sizes = (48, 112, 224)
-    print(f"\nCrop-upload sweep: {len(fer)} FER-2013 val faces ({per_class} per emotion) and Grace Hopper's portrait crop, resized to each size")
-    header = f"{'configuration':<36}{'retry':>6}" + "".join(f"{'FER ' + str(s):>10}" for s in sizes) + "".join(f"{'Grace ' + str(s):>10}" for s in sizes)
+    print(
+        f"\nCrop-upload sweep: {len(fer)} FER-2013 val faces ({per_class} per emotion) and Grace Hopper's portrait crop, resized to each size"
+    )
+    header = (
+        f"{'configuration':<36}{'retry':>6}"
+        + "".join(f"{'FER ' + str(s):>10}" for s in sizes)
+        + "".join(f"{'Grace ' + str(s):>10}" for s in sizes)
+    )
     print(header)
     print("-" * len(header))
     for label, detector in configs:
@@ -141,7 +160,11 @@ def crop_rows(configs, per_class: int) -> None:
                 for size in sizes:
                     found = 0
                     for image in images:
-                        resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR)
+                        resized = cv2.resize(
+                            image,
+                            (size, size),
+                            interpolation=cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR,
+                        )
                         faces = detector.detect(resized)
                         if not faces and retry:
                             faces = detect_with_margin(detector, resized)
@@ -177,9 +200,15 @@ def align_rows(detector, classifier, per_class: int, angles=(-30, -15, 0, 15, 30
     if not faces:
         print(f"\n(FER-2013 val not found at {FER_VAL}: alignment table skipped)")
         return
-    print(f"\nTilted heads: {len(faces)} FER-2013 val faces ({per_class} per emotion) rotated on a padded canvas; detector {detector.name}")
+    print(
+        f"\nTilted heads: {len(faces)} FER-2013 val faces ({per_class} per emotion) rotated on a padded canvas; detector {detector.name}"
+    )
     thresholds = (0.0, 8.0, 12.0, 16.0, 20.0)
-    arms = ("unrotated original", "plain crop", *tuple(f"align >= {t:g} deg" + (" *" if t == 20 else "") for t in thresholds))
+    arms = (
+        "unrotated original",
+        "plain crop",
+        *tuple(f"align >= {t:g} deg" + (" *" if t == 20 else "") for t in thresholds),
+    )
     header = f"{'angle':>6}{'found':>7}" + "".join(f"{arm:>19}" for arm in arms) + f"{'align ms':>10}"
     print(header)
     print("-" * len(header))
@@ -189,7 +218,12 @@ def align_rows(detector, classifier, per_class: int, angles=(-30, -15, 0, 15, 30
         for face, label in zip(faces, labels, strict=True):
             canvas, _pad = pad_image(cv2.cvtColor(face, cv2.COLOR_GRAY2RGB), 0.5)
             centre = (canvas.shape[1] / 2, canvas.shape[0] / 2)
-            rotated = cv2.warpAffine(canvas, cv2.getRotationMatrix2D(centre, angle, 1.0), canvas.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
+            rotated = cv2.warpAffine(
+                canvas,
+                cv2.getRotationMatrix2D(centre, angle, 1.0),
+                canvas.shape[1::-1],
+                borderMode=cv2.BORDER_REPLICATE,
+            )
             found = detector.detect(rotated) or detect_with_margin(detector, rotated)
             if not found:
                 continue
@@ -204,7 +238,10 @@ def align_rows(detector, classifier, per_class: int, angles=(-30, -15, 0, 15, 30
                 inputs[arm].append(upright_face_input(gray, best, min_tilt=threshold))
             truth.append(label)
         truth = np.array(truth)
-        cells = "".join(f"{np.mean(classifier.predict_probabilities(np.stack(inputs[arm])).argmax(1) == truth):>19.4f}" for arm in arms)
+        cells = "".join(
+            f"{np.mean(classifier.predict_probabilities(np.stack(inputs[arm])).argmax(1) == truth):>19.4f}"
+            for arm in arms
+        )
         print(f"{angle:>6}{len(truth) / len(faces):>7.1%}{cells}{np.median(align_ms):>10.3f}")
 
 
@@ -225,7 +262,11 @@ def frame_rows(classifier, frames: int) -> None:
     from webapp.vision.detector import make_detector
     from webapp.vision.pipeline import EmotionPipeline
 
-    scenes = [("no face", np.full((FRAME_H, FRAME_W, 3), 90, np.uint8)), ("one face", webcam_frame()), ("six faces", six_face_frame()[0])]
+    scenes = [
+        ("no face", np.full((FRAME_H, FRAME_W, 3), 90, np.uint8)),
+        ("one face", webcam_frame()),
+        ("six faces", six_face_frame()[0]),
+    ]
     print(f"\nServer ms per 640x480 JPEG frame, stream pipeline (flip TTA, no padded retry), {frames} frames each")
     header = f"{'frame':<11}{'detector':<17}{'classify':<10}{'detect med':>11}{'classify med':>13}{'total med/p95':>15}{'faces':>7}"
     print(header)
@@ -239,7 +280,9 @@ def frame_rows(classifier, frames: int) -> None:
                     continue
                 stages = time_pipeline(EmotionPipeline(detector, used, padded_retry=False), jpeg, frames)
                 total = f"{np.median(stages['total']):.2f}/{np.percentile(stages['total'], 95):.2f}"
-                print(f"{scene:<11}{detector.name:<17}{label:<10}{np.median(stages['detect']):>11.2f}{np.median(stages['classify']):>13.2f}{total:>15}{stages['faces_per_frame'][0]:>7.2f}")
+                print(
+                    f"{scene:<11}{detector.name:<17}{label:<10}{np.median(stages['detect']):>11.2f}{np.median(stages['classify']):>13.2f}{total:>15}{stages['faces_per_frame'][0]:>7.2f}"
+                )
 
 
 def browser_rows(seconds: float) -> None:
@@ -255,7 +298,9 @@ def browser_rows(seconds: float) -> None:
     try:
         for label, frame in (("one face", webcam_frame()), ("six faces", six_face_frame()[0])):
             run = browser_run(url, seconds, frame)
-            print(f"{label:<12}{run['fps']:>7.1f}{run['rtt_median']:>9.1f}{run['rtt_p95']:>9.1f}{run['faces']:>7d}{run['errors']:>8d}")
+            print(
+                f"{label:<12}{run['fps']:>7.1f}{run['rtt_median']:>9.1f}{run['rtt_p95']:>9.1f}{run['faces']:>7d}{run['errors']:>8d}"
+            )
     finally:
         stop_production_server(process)
 
@@ -263,8 +308,12 @@ def browser_rows(seconds: float) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", choices=("detect", "align", "frames", "browser"), help="run one part")
-    parser.add_argument("--val-per-class", type=int, default=30, help="FER-2013 val faces per emotion for the crop sweep")
-    parser.add_argument("--align-per-class", type=int, default=100, help="FER-2013 val faces per emotion for the tilted-heads table")
+    parser.add_argument(
+        "--val-per-class", type=int, default=30, help="FER-2013 val faces per emotion for the crop sweep"
+    )
+    parser.add_argument(
+        "--align-per-class", type=int, default=100, help="FER-2013 val faces per emotion for the tilted-heads table"
+    )
     parser.add_argument("--frames", type=int, default=100, help="frames per row of the server-time table")
     parser.add_argument("--seconds", type=float, default=15, help="seconds per Chromium run")
     args = parser.parse_args(argv)

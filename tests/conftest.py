@@ -68,7 +68,9 @@ def model_path() -> str:
 def app(model_path):
     from webapp import create_app
 
-    return create_app({"TESTING": True, "ASYNC_MODE": "threading", "MAX_UPLOAD_MB": 2, "MAX_FRAME_KB": 256, "MAX_PIXELS": 20_000_000})
+    return create_app(
+        {"TESTING": True, "ASYNC_MODE": "threading", "MAX_UPLOAD_MB": 2, "MAX_FRAME_KB": 256, "MAX_PIXELS": 20_000_000}
+    )
 
 
 @pytest.fixture()

@@ -26,8 +26,15 @@ FER2013 = SHARED / "datasets" / "fer2013"
 FACES_IN_SCENES = SHARED / "datasets" / "faces-in-scenes"
 CHROMIUM = os.environ.get("MOODLENS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", "--no-sandbox", "--disable-gpu",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 # Grace Hopper's face in matplotlib's sample photo (512x600), found by hand
 GRACE_FACE = (165, 140, 200, 205)
@@ -106,8 +113,22 @@ def start_production_server(timeout: float = 120) -> tuple[subprocess.Popen, str
     # the server's log goes to a file: a pipe nobody reads would fill up and stall the server
     log = tempfile.TemporaryFile()  # noqa: SIM115  (outlives this function: closed by stop_production_server)
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--worker-class", "eventlet", "--workers", "1", "--bind", f"127.0.0.1:{port}", "webapp.wsgi:app"],
-        cwd=ROOT, env={**os.environ, "PORT": str(port)}, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "--worker-class",
+            "eventlet",
+            "--workers",
+            "1",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "webapp.wsgi:app",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PORT": str(port)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     process.log = log
     url = f"http://127.0.0.1:{port}"

@@ -1,4 +1,5 @@
 """Labelled multi-face scenes for tests and benches: faces-in-scenes from ../shared and generated ones."""
+
 from __future__ import annotations
 
 import json
@@ -20,13 +21,22 @@ def load_scenes(folder: Path = SCENES) -> list[tuple[str, np.ndarray, list[Box]]
     if not (folder / "boxes.json").is_file():
         return []
     boxes = json.loads((folder / "boxes.json").read_text())
-    return [(name, np.asarray(Image.open(folder / name).convert("RGB")), [Box(*map(float, b)) for b in faces]) for name, faces in sorted(boxes.items())]
+    return [
+        (name, np.asarray(Image.open(folder / name).convert("RGB")), [Box(*map(float, b)) for b in faces])
+        for name, faces in sorted(boxes.items())
+    ]
 
 
-def letterbox(rgb: np.ndarray, boxes: list[Box], width: int = FRAME_W, height: int = FRAME_H, fill: int = 0) -> tuple[np.ndarray, list[Box]]:
+def letterbox(
+    rgb: np.ndarray, boxes: list[Box], width: int = FRAME_W, height: int = FRAME_H, fill: int = 0
+) -> tuple[np.ndarray, list[Box]]:
     """Fit an image into a width x height frame (aspect kept, borders padded), moving its boxes."""
     scale = min(width / rgb.shape[1], height / rgb.shape[0])
-    resized = cv2.resize(rgb, (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    resized = cv2.resize(
+        rgb,
+        (round(rgb.shape[1] * scale), round(rgb.shape[0] * scale)),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    )
     frame = np.full((height, width, 3), fill, np.uint8)
     x0, y0 = (width - resized.shape[1]) // 2, (height - resized.shape[0]) // 2
     frame[y0 : y0 + resized.shape[0], x0 : x0 + resized.shape[1]] = resized
@@ -46,12 +56,22 @@ def match(found: list[Box], truth: list[Box], min_iou: float = 0.3) -> tuple[int
     return len(used_truth), len(found) - len(used_found)
 
 
-def place_face(face_height: float, frame_w: int = FRAME_W, frame_h: int = FRAME_H, centre=(0.5, 0.5), canvas: np.ndarray | None = None) -> tuple[np.ndarray, Box]:
+def place_face(
+    face_height: float,
+    frame_w: int = FRAME_W,
+    frame_h: int = FRAME_H,
+    centre=(0.5, 0.5),
+    canvas: np.ndarray | None = None,
+) -> tuple[np.ndarray, Box]:
     """Grace Hopper's photo scaled so her face is `face_height` px tall, centred at `centre` (fractions of the frame)."""
     photo = grace_hopper_rgb()
     x, y, w, h = GRACE_FACE
     scale = face_height / h
-    photo = cv2.resize(photo, (round(photo.shape[1] * scale), round(photo.shape[0] * scale)), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    photo = cv2.resize(
+        photo,
+        (round(photo.shape[1] * scale), round(photo.shape[0] * scale)),
+        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR,
+    )
     frame = np.full((frame_h, frame_w, 3), 90, np.uint8) if canvas is None else canvas
     # shift so the face centre lands on `centre`; paste the overlapping part
     fx, fy = (x + w / 2) * scale, (y + h / 2) * scale
@@ -64,7 +84,14 @@ def place_face(face_height: float, frame_w: int = FRAME_W, frame_h: int = FRAME_
     return frame, Box(dx + x * scale, dy + y * scale, w * scale, h * scale)
 
 
-SIX_FACES = [((0.17, 0.3), 110), ((0.5, 0.3), 90), ((0.83, 0.3), 70), ((0.17, 0.75), 55), ((0.5, 0.75), 40), ((0.83, 0.75), 25)]
+SIX_FACES = [
+    ((0.17, 0.3), 110),
+    ((0.5, 0.3), 90),
+    ((0.83, 0.3), 70),
+    ((0.17, 0.75), 55),
+    ((0.5, 0.75), 40),
+    ((0.83, 0.75), 25),
+]
 
 
 def six_face_frame(shift: int = 0) -> tuple[np.ndarray, list[Box]]:
@@ -75,5 +102,3 @@ def six_face_frame(shift: int = 0) -> tuple[np.ndarray, list[Box]]:
         frame, box = place_face(height, centre=(cx + shift / FRAME_W, cy), canvas=frame)
         boxes.append(box)
     return frame, boxes
-
-

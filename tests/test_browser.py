@@ -1,4 +1,5 @@
 """Real headless-Chromium tests: fake camera fed with a face video, the live and upload pages."""
+
 from __future__ import annotations
 
 import os
@@ -14,7 +15,6 @@ ARTIFACTS = ROOT / "test-artifacts"
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium chromium-driver)", allow_module_level=True)
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
-
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,11 @@ def browser(playwright, camera_video):
     browser = playwright.chromium.launch(
         executable_path=CHROMIUM,
         headless=True,
-        args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={camera_video}", "--host-resolver-rules=MAP moodlens.test 127.0.0.1"],
+        args=[
+            *CHROMIUM_ARGS,
+            f"--use-file-for-fake-video-capture={camera_video}",
+            "--host-resolver-rules=MAP moodlens.test 127.0.0.1",
+        ],
     )
     yield browser
     browser.close()
@@ -117,7 +121,9 @@ def test_upload_page_reports_a_bad_file(page, live_server, tmp_path):
     junk.write_bytes(b"this is not an image")
     page.goto(live_server + "/upload")
     page.set_input_files("#image", str(junk))
-    page.wait_for_function("document.getElementById('message').textContent.includes('not a readable image')", timeout=30_000)
+    page.wait_for_function(
+        "document.getElementById('message').textContent.includes('not a readable image')", timeout=30_000
+    )
 
 
 def test_insecure_origin_explains_why_there_is_no_camera(page, live_server):
@@ -132,7 +138,9 @@ def test_insecure_origin_explains_why_there_is_no_camera(page, live_server):
 def test_denied_camera_explains_and_links_to_upload(playwright, live_server, camera_video):
     """Without the auto-accept flag, headless Chromium refuses the camera permission."""
     args = [arg for arg in CHROMIUM_ARGS if arg != "--use-fake-ui-for-media-stream"]
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*args, f"--use-file-for-fake-video-capture={camera_video}"])
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=[*args, f"--use-file-for-fake-video-capture={camera_video}"]
+    )
     try:
         page = browser.new_page()
         page.goto(live_server + "/")
@@ -149,7 +157,9 @@ def test_live_page_boxes_several_faces(playwright, live_server, tmp_path):
     from tests.scenes import six_face_frame
 
     video = write_y4m(tmp_path / "six.y4m", six_face_frame()[0])
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"])
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"]
+    )
     try:
         page = browser.new_page(viewport={"width": 1100, "height": 760})
         page.goto(live_server + "/")

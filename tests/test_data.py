@@ -1,4 +1,5 @@
 """FER-2013 loaders on small CSV and folder fixtures made here, and on ../shared when present."""
+
 from __future__ import annotations
 
 import cv2
@@ -10,7 +11,9 @@ from webapp.vision.labels import EMOTIONS
 
 
 def write_csv(path, rows):
-    lines = ["emotion,pixels,Usage"] + [f"{label},{' '.join(map(str, pixels))},{usage}" for label, pixels, usage in rows]
+    lines = ["emotion,pixels,Usage"] + [
+        f"{label},{' '.join(map(str, pixels))},{usage}" for label, pixels, usage in rows
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -18,7 +21,11 @@ def write_csv(path, rows):
 @pytest.fixture()
 def fer_csv(tmp_path):
     rng = np.random.default_rng(0)
-    rows = [(i % 7, rng.integers(0, 256, 2304), usage) for usage, n in (("Training", 14), ("PublicTest", 7), ("PrivateTest", 3)) for i in range(n)]
+    rows = [
+        (i % 7, rng.integers(0, 256, 2304), usage)
+        for usage, n in (("Training", 14), ("PublicTest", 7), ("PrivateTest", 3))
+        for i in range(n)
+    ]
     return write_csv(tmp_path / "fer2013.csv", rows)
 
 

@@ -21,7 +21,9 @@ def test_anchor_layout_matches_the_models(variant, count):
     assert ssd_anchors(BLAZEFACE_VARIANTS[variant]).shape == (count, 2)
 
 
-@pytest.mark.parametrize("detector", [BlazeFaceDetector("short"), BlazeFaceDetector("full"), HaarFaceDetector()], ids=lambda d: d.name)
+@pytest.mark.parametrize(
+    "detector", [BlazeFaceDetector("short"), BlazeFaceDetector("full"), HaarFaceDetector()], ids=lambda d: d.name
+)
 def test_detectors_find_the_face_in_a_real_photo(detector, grace_rgb):
     faces = detector.detect(grace_rgb)
     assert len(faces) == 1

@@ -11,7 +11,9 @@ original = websocket.RFC6455WebSocket.__dict__["_apply_mask"].__func__
 @pytest.mark.parametrize("length, offset", [(0, 0), (1, 0), (5, 3), (4096, 1), (40_001, 2)])
 def test_fast_unmask_matches_eventlets(length, offset):
     data, mask = os.urandom(length), tuple(os.urandom(4))
-    assert fast_apply_mask(data, mask, length=length, offset=offset) == original(data, mask, length=length, offset=offset)
+    assert fast_apply_mask(data, mask, length=length, offset=offset) == original(
+        data, mask, length=length, offset=offset
+    )
 
 
 def test_unmasking_twice_restores_the_data():

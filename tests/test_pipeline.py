@@ -1,4 +1,5 @@
 """The vision core end to end, with the shipped model (the golden test)."""
+
 import cv2
 import numpy as np
 import pytest
@@ -51,7 +52,9 @@ def test_max_faces_keeps_the_largest(model_path, grace_rgb):
 def test_flip_tta_is_symmetric(model_path):
     classifier = EmotionClassifier(model_path, flip_tta=True)
     face = np.random.default_rng(1).integers(0, 256, (1, 48, 48), dtype=np.uint8)
-    np.testing.assert_allclose(classifier.predict_probabilities(face), classifier.predict_probabilities(face[:, :, ::-1]), atol=1e-5)
+    np.testing.assert_allclose(
+        classifier.predict_probabilities(face), classifier.predict_probabilities(face[:, :, ::-1]), atol=1e-5
+    )
 
 
 def test_classifier_reports_a_missing_model_file(tmp_path):
@@ -116,7 +119,9 @@ def test_eye_alignment_levels_a_tilted_face(grace_rgb):
     from webapp.vision.types import FaceDetection
 
     detector = BlazeFaceDetector("short")
-    tilted = cv2.warpAffine(grace_rgb, cv2.getRotationMatrix2D((256, 300), 25, 1.0), (512, 600), borderMode=cv2.BORDER_REPLICATE)
+    tilted = cv2.warpAffine(
+        grace_rgb, cv2.getRotationMatrix2D((256, 300), 25, 1.0), (512, 600), borderMode=cv2.BORDER_REPLICATE
+    )
     assert abs(eye_tilt(detector.detect(tilted)[0]) + 25) < 6  # counter-clockwise on screen = negative tilt
     # two bright "eyes" on a line tilted 25 degrees come out level, left and right of the centre
     gray = np.zeros((300, 300), np.uint8)
@@ -129,5 +134,9 @@ def test_eye_alignment_levels_a_tilted_face(grace_rgb):
     row = lambda half: np.average(np.arange(48), weights=half.sum(axis=1))  # noqa: E731
     assert abs(row(left) - row(right)) < 1.0
     upright = detector.detect(grace_rgb)[0]
-    plain = face_to_input(to_grayscale(grace_rgb), (upright.box.x, upright.box.y, upright.box.width, upright.box.height))
-    assert np.array_equal(upright_face_input(to_grayscale(grace_rgb), upright), plain)  # below the tilt threshold: the plain crop
+    plain = face_to_input(
+        to_grayscale(grace_rgb), (upright.box.x, upright.box.y, upright.box.width, upright.box.height)
+    )
+    assert np.array_equal(
+        upright_face_input(to_grayscale(grace_rgb), upright), plain
+    )  # below the tilt threshold: the plain crop

@@ -1,4 +1,5 @@
 """The production mode of the Procfile: gunicorn with one eventlet worker, as a real process."""
+
 from __future__ import annotations
 
 import io

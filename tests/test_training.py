@@ -1,4 +1,5 @@
 """The training CLIs end to end on a tiny synthetic dataset, and the shipped model on real data."""
+
 from __future__ import annotations
 
 import csv
@@ -25,7 +26,25 @@ def trained_run(tmp_path_factory):
             for i in range(per_class):
                 cv2.imwrite(str(root / split / emotion / f"{i}.png"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
     runs = tmp_path_factory.mktemp("runs")
-    assert train.main(["--data", str(root), "--epochs", "2", "--width", "8", "--batch-size", "8", "--runs-dir", str(runs), "--name", "smoke"]) == 0
+    assert (
+        train.main(
+            [
+                "--data",
+                str(root),
+                "--epochs",
+                "2",
+                "--width",
+                "8",
+                "--batch-size",
+                "8",
+                "--runs-dir",
+                str(runs),
+                "--name",
+                "smoke",
+            ]
+        )
+        == 0
+    )
     run = runs / "smoke"
     assert train.main(["--resume", str(run), "--epochs", "3", "--xla"]) == 0
     return root, run
@@ -63,7 +82,23 @@ def exported(trained_run, tmp_path_factory):
     """The smoke run exported to every serving form, with its accuracy checks."""
     root, run = trained_run
     out = tmp_path_factory.mktemp("models")
-    assert export.main(["--model", str(run / "best.keras"), "--out", str(out), "--data", str(root), "--calibration-size", "20", "--latency-repeats", "3"]) == 0
+    assert (
+        export.main(
+            [
+                "--model",
+                str(run / "best.keras"),
+                "--out",
+                str(out),
+                "--data",
+                str(root),
+                "--calibration-size",
+                "20",
+                "--latency-repeats",
+                "3",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -78,7 +113,12 @@ def test_export_round_trip_keeps_accuracy(exported):
 def test_model_card_is_written_from_the_run_files(trained_run, exported, capsys):
     root, run = trained_run
     report = exported / "eval_val.json"
-    assert evaluate.main(["--data", str(root / "val"), "--model", str(exported / "emotion_float16.tflite"), "--json", str(report)]) == 0
+    assert (
+        evaluate.main(
+            ["--data", str(root / "val"), "--model", str(exported / "emotion_float16.tflite"), "--json", str(report)]
+        )
+        == 0
+    )
     accuracy = json.loads(report.read_text())["accuracy"]
     for runs in ([run], [run, run]):
         assert card.main(["--run", *map(str, runs), "--models", str(exported), "--report", str(report)]) == 0
@@ -100,8 +140,12 @@ def test_ensemble_averages_its_members_and_scores_them(trained_run, tmp_path, ca
     scores = capsys.readouterr().out.strip().splitlines()[-3:]
     assert [line.split()[-1] for line in scores] == [*members, str(out)]
     faces = np.random.default_rng(1).random((4, 48, 48, 1), dtype=np.float32)
-    expected = np.mean([keras.models.load_model(path, compile=False).predict(faces, verbose=0) for path in members], axis=0)
-    np.testing.assert_allclose(keras.models.load_model(out, compile=False).predict(faces, verbose=0), expected, atol=1e-5)
+    expected = np.mean(
+        [keras.models.load_model(path, compile=False).predict(faces, verbose=0) for path in members], axis=0
+    )
+    np.testing.assert_allclose(
+        keras.models.load_model(out, compile=False).predict(faces, verbose=0), expected, atol=1e-5
+    )
     assert ensemble.main(["--members", members[0], "--out", str(out)]) == 2
     assert "at least two" in capsys.readouterr().err
 
@@ -123,7 +167,10 @@ def test_inference_blur_matches_cv2_at_inference_and_is_off_while_training(tmp_p
     assert pytest.approx(0.707, abs=1e-3) == AUGMENTATION_BLUR_SIGMA
 
     model = make_model(width=8, blur_sigma=AUGMENTATION_BLUR_SIGMA)
-    assert inference_blur_sigma(model) == pytest.approx(AUGMENTATION_BLUR_SIGMA) and inference_blur_sigma(make_model(width=8)) == 0
+    assert (
+        inference_blur_sigma(model) == pytest.approx(AUGMENTATION_BLUR_SIGMA)
+        and inference_blur_sigma(make_model(width=8)) == 0
+    )
     model.save(tmp_path / "m.keras")
     reloaded = load_model(tmp_path / "m.keras")
     assert inference_blur_sigma(reloaded) == pytest.approx(AUGMENTATION_BLUR_SIGMA)  # the model file records it
@@ -142,7 +189,9 @@ def test_with_blur_sigma_keeps_the_weights_and_changes_only_the_blur():
     sharp = with_blur_sigma(blurred, 0.0)
     assert inference_blur_sigma(sharp) == 0 and inference_blur_sigma(blurred) == 0.7
     faces = np.random.default_rng(3).random((4, 48, 48, 1), dtype=np.float32)
-    np.testing.assert_allclose(sharp.predict(np.asarray(InferenceBlur(0.7)(faces)), verbose=0), blurred.predict(faces, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        sharp.predict(np.asarray(InferenceBlur(0.7)(faces)), verbose=0), blurred.predict(faces, verbose=0), atol=1e-5
+    )
 
 
 def test_sharp_augmentation_moves_whole_pixels_and_needs_no_blur():
@@ -168,25 +217,64 @@ def test_fine_tune_on_sharp_faces_from_a_trained_model(trained_run, exported, tm
     from webapp.vision.layers import inference_blur_sigma, load_model
 
     root, run = trained_run
-    assert train.main(["--data", str(root), "--init-from", str(run / "best.keras"), "--augment", "sharp", "--epochs", "1",
-                       "--lr", "1e-4", "--batch-size", "8", "--runs-dir", str(tmp_path), "--name", "tuned"]) == 0
+    assert (
+        train.main(
+            [
+                "--data",
+                str(root),
+                "--init-from",
+                str(run / "best.keras"),
+                "--augment",
+                "sharp",
+                "--epochs",
+                "1",
+                "--lr",
+                "1e-4",
+                "--batch-size",
+                "8",
+                "--runs-dir",
+                str(tmp_path),
+                "--name",
+                "tuned",
+            ]
+        )
+        == 0
+    )
     tuned = tmp_path / "tuned"
     hparams = json.loads((tuned / "hparams.json").read_text())
     assert hparams["width"] == 8 and hparams["augment"] == "sharp" and hparams["init_from"] == str(run / "best.keras")
-    assert inference_blur_sigma(load_model(run / "best.keras")) > 0 and inference_blur_sigma(load_model(tuned / "best.keras")) == 0
+    assert (
+        inference_blur_sigma(load_model(run / "best.keras")) > 0
+        and inference_blur_sigma(load_model(tuned / "best.keras")) == 0
+    )
 
     out = tmp_path / "ensemble.keras"
     assert ensemble.main(["--members", str(run / "best.keras"), str(tuned / "best.keras"), "--out", str(out)]) == 0
     faces = np.random.default_rng(5).random((3, 48, 48, 1), dtype=np.float32)
-    expected = (load_model(run / "best.keras").predict(faces, verbose=0) + load_model(tuned / "best.keras").predict(faces, verbose=0)) / 2
+    expected = (
+        load_model(run / "best.keras").predict(faces, verbose=0)
+        + load_model(tuned / "best.keras").predict(faces, verbose=0)
+    ) / 2
     np.testing.assert_allclose(load_model(out).predict(faces, verbose=0), expected, atol=1e-5)
-    assert sorted(inference_blur_sigma(member) > 0 for member in load_model(out).layers if hasattr(member, "layers")) == [False, True]
+    assert sorted(
+        inference_blur_sigma(member) > 0 for member in load_model(out).layers if hasattr(member, "layers")
+    ) == [False, True]
 
     report = tmp_path / "eval_val.json"
-    assert evaluate.main(["--data", str(root / "val"), "--model", str(exported / "emotion_float16.tflite"), "--json", str(report)]) == 0
-    assert card.main(["--run", str(run), str(tuned / "last.keras"), "--models", str(exported), "--report", str(report)]) == 0
+    assert (
+        evaluate.main(
+            ["--data", str(root / "val"), "--model", str(exported / "emotion_float16.tflite"), "--json", str(report)]
+        )
+        == 0
+    )
+    assert (
+        card.main(["--run", str(run), str(tuned / "last.keras"), "--models", str(exported), "--report", str(report)])
+        == 0
+    )
     text = (exported / "README.md").read_text()
-    assert f"then fine-tuned from `{run / 'best.keras'}` as `tuned`" in text and "Augmentation `--augment sharp`" in text
+    assert (
+        f"then fine-tuned from `{run / 'best.keras'}` as `tuned`" in text and "Augmentation `--augment sharp`" in text
+    )
     assert f"--init-from {run / 'best.keras'} --augment sharp" in text and "runs/tuned/last.keras" in text
     assert "Checkpoint used: the last, epoch 1" in text
 
@@ -200,7 +288,23 @@ def test_exported_ensemble_serves_any_batch_size(trained_run, tmp_path):
     _, run = trained_run
     out = tmp_path / "ensemble.keras"
     assert ensemble.main(["--members", str(run / "best.keras"), str(run / "last.keras"), "--out", str(out)]) == 0
-    assert export.main(["--model", str(out), "--out", str(tmp_path), "--forms", "float16", "--latency-repeats", "3", "--calibration-size", "5"]) == 0
+    assert (
+        export.main(
+            [
+                "--model",
+                str(out),
+                "--out",
+                str(tmp_path),
+                "--forms",
+                "float16",
+                "--latency-repeats",
+                "3",
+                "--calibration-size",
+                "5",
+            ]
+        )
+        == 0
+    )
     classifier = EmotionClassifier(tmp_path / "emotion_float16.tflite")
     for batch in (1, 3, 2):
         probabilities = classifier.predict_probabilities(np.zeros((batch, 48, 48), np.uint8))

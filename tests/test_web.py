@@ -1,4 +1,5 @@
 """Flask test-client and Socket.IO test-client tests of the web layer, with the real pipeline."""
+
 import io
 
 import numpy as np
@@ -41,7 +42,9 @@ def test_analyze_raw_body(client, grace_jpeg):
 
 
 def test_no_face_is_not_an_error(client):
-    reply = client.post("/api/v1/analyze", data=jpeg_bytes(np.full((64, 64, 3), 40, np.uint8)), content_type="image/jpeg")
+    reply = client.post(
+        "/api/v1/analyze", data=jpeg_bytes(np.full((64, 64, 3), 40, np.uint8)), content_type="image/jpeg"
+    )
     assert reply.status_code == 200 and reply.get_json()["faces"] == []
 
 
@@ -83,7 +86,9 @@ def test_socket_frame_gets_faces_in_the_ack(socket_client, webcam_frame):
     assert again["faces"][0]["id"] == 1  # tracked across frames
 
 
-@pytest.mark.parametrize("payload", ["text", {"frame": 1}, [1, 2], 42, None], ids=["str", "dict", "list", "int", "none"])
+@pytest.mark.parametrize(
+    "payload", ["text", {"frame": 1}, [1, 2], 42, None], ids=["str", "dict", "list", "int", "none"]
+)
 def test_socket_wrong_payload_types_get_an_error_ack(socket_client, payload):
     reply = socket_client.emit("frame", payload, callback=True)
     assert reply["error"]["code"] == "bad_payload"
@@ -107,7 +112,10 @@ def test_frame_flood_is_rate_limited_and_other_clients_are_unaffected(app, socke
     from webapp import socketio
 
     tiny = jpeg_bytes(webcam_frame[:8, :8])
-    codes = [socket_client.emit("frame", tiny, callback=True).get("error", {}).get("code") for _ in range(app.config["MAX_FPS_PER_CLIENT"] + 10)]
+    codes = [
+        socket_client.emit("frame", tiny, callback=True).get("error", {}).get("code")
+        for _ in range(app.config["MAX_FPS_PER_CLIENT"] + 10)
+    ]
     assert "rate_limited" in codes
     other = socketio.test_client(app)
     assert len(other.emit("frame", jpeg_bytes(webcam_frame), callback=True)["faces"]) == 1
@@ -166,7 +174,10 @@ def test_crop_mode_answers_a_face_crop_with_the_image_as_its_box(client, grace_r
         body = client.post("/api/v1/analyze?faces=whole", data=data, content_type="image/jpeg").get_json()
         assert len(body["faces"]) == 1
         assert body["faces"][0]["box"] == {"x": 0.0, "y": 0.0, "width": float(size), "height": float(size)}
-    blank = client.post("/api/v1/analyze?faces=whole", data={"image": (io.BytesIO(jpeg_bytes(np.full((48, 48, 3), 99, np.uint8))), "f.jpg")})
+    blank = client.post(
+        "/api/v1/analyze?faces=whole",
+        data={"image": (io.BytesIO(jpeg_bytes(np.full((48, 48, 3), 99, np.uint8))), "f.jpg")},
+    )
     assert blank.status_code == 200 and len(blank.get_json()["faces"]) == 1
 
 
@@ -182,7 +193,9 @@ def test_unknown_faces_mode_is_a_json_400(client, grace_jpeg):
 
 
 def test_bad_input_in_crop_mode_gets_the_same_errors(client):
-    reply = client.post("/api/v1/analyze?faces=whole", data=b"\x89garbage" * 100, content_type="application/octet-stream")
+    reply = client.post(
+        "/api/v1/analyze?faces=whole", data=b"\x89garbage" * 100, content_type="application/octet-stream"
+    )
     assert reply.status_code == 400 and reply.get_json()["error"]["code"] == "not_an_image"
     reply = client.post("/api/v1/analyze?faces=whole", data=b"", content_type="image/jpeg")
     assert reply.status_code == 400 and reply.get_json()["error"]["code"] == "empty"

@@ -1,4 +1,5 @@
 """Training-time augmentation, applied to batches inside the tf.data pipeline."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -45,4 +46,3 @@ def make_augmenter(seed: int = 0, mode: str = "full") -> keras.Sequential:
 def blurs(mode: str) -> bool:
     """Whether augmentation `mode` softens images (so the model needs an InferenceBlur)."""
     return mode == "full"
-

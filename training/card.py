@@ -7,6 +7,7 @@ A run started with --init-from is shown after the run it was fine-tuned from, wh
 model file sits in a run folder (e.g. `checkpoints/NAME/last.keras`). Every figure in the
 card is read from those files, so the card cannot drift from the runs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,9 @@ def _read_run(path: Path) -> dict:
     with open(run / "log.csv") as handle:
         log = list(csv.DictReader(handle))
     summary = (run / "model_summary.txt").read_text()
-    params = next((line.split(":", 1)[1].split("(")[0].strip() for line in summary.splitlines() if "Total params" in line), "0")
+    params = next(
+        (line.split(":", 1)[1].split("(")[0].strip() for line in summary.splitlines() if "Total params" in line), "0"
+    )
     hparams = json.loads((run / "hparams.json").read_text())
     source = Path(hparams["init_from"]) if hparams.get("init_from") else None
     return {
@@ -52,12 +55,18 @@ def _augmentation(hparams: dict, served: bool) -> str:
     """The augmentation bullet; `served`: the run's model is the one served (not fine-tuned further)."""
     from training.augment import AUGMENTATION_BLUR_SIGMA
 
-    blur = (f" Served behind an `InferenceBlur` (3x3 Gaussian, sigma {AUGMENTATION_BLUR_SIGMA:.3f}) that gives held-out faces"
-            " the softness the three resamplings give training images.") if served else ""
+    blur = (
+        (
+            f" Served behind an `InferenceBlur` (3x3 Gaussian, sigma {AUGMENTATION_BLUR_SIGMA:.3f}) that gives held-out faces"
+            " the softness the three resamplings give training images."
+        )
+        if served
+        else ""
+    )
     return {
         "full": "- Augmentation: horizontal flip, rotation +-10 deg, zoom 10%, shift 10%, contrast 30%." + blur,
         "sharp": "- Augmentation `--augment sharp`: horizontal flip, whole-pixel shift 10%, contrast 30%; no resampling, so training faces"
-                 " are as sharp as held-out ones and the model is served without an `InferenceBlur`.",
+        " are as sharp as held-out ones and the model is served without an `InferenceBlur`.",
         "none": "- No augmentation.",
     }[hparams["augment"]]
 
@@ -67,7 +76,11 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
     lines = []
     if run["parent"]:
         lines += [f"Trained as `{run['parent']['name']}`:", "", *_recipe(run["parent"], served=False)]
-        lines += ["", f"then fine-tuned from `{run['hparams']['init_from']}` as `{run['name']}` (a fresh optimizer and schedule):", ""]
+        lines += [
+            "",
+            f"then fine-tuned from `{run['hparams']['init_from']}` as `{run['name']}` (a fresh optimizer and schedule):",
+            "",
+        ]
     hparams, seconds = run["hparams"], run["state"]["epoch_seconds"]
     weights = hparams["class_weights"]
     is_best = run["checkpoint"] == "best.keras"
@@ -76,9 +89,11 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
         f"- {hparams['epochs']} epochs, batch {hparams['batch_size']}, AdamW (peak lr {hparams['lr']}, weight decay {hparams['weight_decay']}),"
         f" {hparams['warmup_epochs']:g} warm-up epoch then cosine decay; label smoothing {hparams['label_smoothing']}; dropout {hparams['dropout']}; seed {hparams['seed']}.",
         f"- Class imbalance: `--class-weights {weights}`"
-        + {"sqrt": ": each class's loss is weighted by (N / (7 n_c)) ** 0.5, a softened inverse frequency.",
-           "balanced": ": each class's loss is weighted by N / (7 n_c).",
-           "none": ": no weights; every image counts the same, which favours overall accuracy over rare-class recall."}[weights],
+        + {
+            "sqrt": ": each class's loss is weighted by (N / (7 n_c)) ** 0.5, a softened inverse frequency.",
+            "balanced": ": each class's loss is weighted by N / (7 n_c).",
+            "none": ": no weights; every image counts the same, which favours overall accuracy over rare-class recall.",
+        }[weights],
         _augmentation(hparams, served),
         f"- {'Best checkpoint' if is_best else 'Checkpoint used: the last'}, epoch {int(used['epoch']) + 1}"
         f" (`{run['checkpoint']}`; val accuracy {float(used['val_accuracy']):.4f} as logged in training: Keras, no TTA).",
@@ -104,19 +119,27 @@ def _kept(run: dict) -> str:
 def _train_command(hparams: dict) -> str:
     """The `training.train` command line that sets a run's non-default choices."""
     if hparams.get("init_from"):
-        model = (f"--init-from {hparams['init_from']} --augment {hparams['augment']}"
-                 f" --lr {hparams['lr']:g} --warmup-epochs {hparams['warmup_epochs']:g}")
+        model = (
+            f"--init-from {hparams['init_from']} --augment {hparams['augment']}"
+            f" --lr {hparams['lr']:g} --warmup-epochs {hparams['warmup_epochs']:g}"
+        )
     else:
         model = f"--arch {hparams['arch']} --width {hparams['width']}"
-    return (f"python -m training.train --data {hparams['data']} {model} --epochs {hparams['epochs']}"
-            f" --class-weights {hparams['class_weights']} --seed {hparams['seed']} --name {hparams['name']}")
+    return (
+        f"python -m training.train --data {hparams['data']} {model} --epochs {hparams['epochs']}"
+        f" --class-weights {hparams['class_weights']} --seed {hparams['seed']} --name {hparams['name']}"
+    )
 
 
 def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
     """The card as Markdown; more than one run means the served model is their ensemble."""
     members = [_read_run(run) for run in runs]
     forms = export["forms"]
-    files = ", ".join(f"`{Path(entry['path']).name}`" + (" (served by default)" if Path(entry["path"]).name == served else "") for form, entry in forms.items() if form != "keras")
+    files = ", ".join(
+        f"`{Path(entry['path']).name}`" + (" (served by default)" if Path(entry["path"]).name == served else "")
+        for form, entry in forms.items()
+        if form != "keras"
+    )
     params = sum(member["params"] for member in members)
     first = members[0]["hparams"]
     is_ensemble = len(members) > 1
@@ -124,8 +147,10 @@ def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
         architecture = f"Architecture `{first['arch']}` (width {first['width']}), {params:,} parameters"
     else:
         widths = ", ".join(str(width) for width in sorted({member["hparams"]["width"] for member in members}))
-        architecture = (f"An ensemble of {len(members)} `{first['arch']}` CNNs (width {widths}) whose softmax outputs"
-                        f" are averaged inside the one model file (`python -m training.ensemble`), {params:,} parameters in all")
+        architecture = (
+            f"An ensemble of {len(members)} `{first['arch']}` CNNs (width {widths}) whose softmax outputs"
+            f" are averaged inside the one model file (`python -m training.ensemble`), {params:,} parameters in all"
+        )
     lines = [
         "# Model card: Moodlens emotion classifier",
         "",
@@ -144,14 +169,22 @@ def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
         if is_ensemble:
             lines += [f"### Member `{member['name']}`", ""]
         lines += [*_recipe(member), ""]
-    commands = [_train_command(stage["hparams"]) + ("  # then resumed: see its History line" if stage["hparams"].get("note") else "")
-                for member in members for stage in _lineage(member)]
+    commands = [
+        _train_command(stage["hparams"])
+        + ("  # then resumed: see its History line" if stage["hparams"].get("note") else "")
+        for member in members
+        for stage in _lineage(member)
+    ]
     source = f"runs/{members[0]['name']}/{members[0]['checkpoint']}"
     if is_ensemble:
         total_hours = sum(_training_seconds(member) for member in members) / 3600
         lines += [f"Training time of all members: {total_hours:.2f} h of CPU runs.", ""]
         source = "runs/ensemble.keras"
-        commands.append("python -m training.ensemble --members " + " ".join(f"runs/{member['name']}/{member['checkpoint']}" for member in members) + f" --out {source}")
+        commands.append(
+            "python -m training.ensemble --members "
+            + " ".join(f"runs/{member['name']}/{member['checkpoint']}" for member in members)
+            + f" --out {source}"
+        )
     commands.append(f"python -m training.export --model {source} --out models --data {first['data']}")
     lines += ["Reproduce:", "", "```", *commands, "```", ""]
     lines += [
@@ -162,19 +195,35 @@ def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
         "| form | size | accuracy (flip TTA) | median ms per face (batch 1, TTA) |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {form} | {entry['size_kb'] / 1024:.1f} MB | {entry.get('accuracy', float('nan')):.4f} | {entry['median_ms_per_face']:.2f} |" for form, entry in forms.items()]
+    lines += [
+        f"| {form} | {entry['size_kb'] / 1024:.1f} MB | {entry.get('accuracy', float('nan')):.4f} | {entry['median_ms_per_face']:.2f} |"
+        for form, entry in forms.items()
+    ]
     lines += ["", "| class | accuracy (recall) |", "|---|---|"]
     lines += [f"| {name} | {acc:.3f} |" for name, acc in report["per_class_accuracy"].items()]
-    lines += ["", "Confusion matrix (rows: truth, columns: predicted):", "", "| | " + " | ".join(EMOTIONS) + " |", "|---" * (len(EMOTIONS) + 1) + "|"]
-    lines += [f"| **{name}** | " + " | ".join(str(n) for n in row) + " |" for name, row in zip(EMOTIONS, report["confusion"], strict=True)]
+    lines += [
+        "",
+        "Confusion matrix (rows: truth, columns: predicted):",
+        "",
+        "| | " + " | ".join(EMOTIONS) + " |",
+        "|---" * (len(EMOTIONS) + 1) + "|",
+    ]
+    lines += [
+        f"| **{name}** | " + " | ".join(str(n) for n in row) + " |"
+        for name, row in zip(EMOTIONS, report["confusion"], strict=True)
+    ]
     lines += ["", "![confusion matrix](confusion_val.png)", ""]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.card", description=__doc__.split("\n")[0])
-    parser.add_argument("--run", required=True, nargs="+", help="training run folder (several: the members of an ensemble)")
-    parser.add_argument("--models", default="models", help="folder with export.json; the card is written there as README.md")
+    parser.add_argument(
+        "--run", required=True, nargs="+", help="training run folder (several: the members of an ensemble)"
+    )
+    parser.add_argument(
+        "--models", default="models", help="folder with export.json; the card is written there as README.md"
+    )
     parser.add_argument("--report", required=True, help="JSON from `python -m training.evaluate --json` on val")
     parser.add_argument("--extra", help="Markdown file appended to the card (measurements made elsewhere)")
     args = parser.parse_args(argv)

@@ -3,6 +3,7 @@
 Every image goes through `webapp.vision.preprocess.face_to_input`, so arbitrary face
 crops (any size, colour or gray) come out exactly as the server would prepare them.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,7 +20,11 @@ from webapp.vision.preprocess import INPUT_SIZE, face_to_input, to_grayscale
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm"}
 # CSV `Usage` values for each split name; folder layouts name the held-out split val/ or test/.
 CSV_USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
-FOLDER_ALIASES = {"train": ("train", "training"), "val": ("val", "valid", "validation", "publictest", "test"), "test": ("test", "privatetest")}
+FOLDER_ALIASES = {
+    "train": ("train", "training"),
+    "val": ("val", "valid", "validation", "publictest", "test"),
+    "test": ("test", "privatetest"),
+}
 
 
 class DataError(ValueError):

@@ -8,6 +8,7 @@ every member sees faces as it was trained to. Given --data, each member and the 
 are scored on the val split (with flip TTA, as the server runs them), so the gain is
 measured before the ensemble is exported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,11 @@ def make_ensemble(members: list) -> keras.Model:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.ensemble", description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.ensemble",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--members", nargs="+", required=True, help="two or more trained .keras models")
     parser.add_argument("--out", required=True, help="where to write the ensemble .keras model")
     parser.add_argument("--data", help="dataset (CSV or folder): score members and ensemble on --split")

@@ -5,6 +5,7 @@
 Prints per-class accuracy, macro-F1 and the confusion matrix, writes the confusion
 matrix as a PNG, and prints `accuracy: 0.xxxx` on its last line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,13 +40,26 @@ def evaluate(model_path: str, dataset: FaceDataset, flip_tta: bool = True) -> Re
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", required=True, help="fer2013.csv, a dataset folder, or a folder of <emotion>/ image folders")
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description=__doc__.split("\n")[1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--data", required=True, help="fer2013.csv, a dataset folder, or a folder of <emotion>/ image folders"
+    )
     parser.add_argument("--model", required=True, help=".keras or .tflite model")
-    parser.add_argument("--split", default="val", choices=("train", "val", "test"), help="split to use when --data is a CSV or a dataset root")
+    parser.add_argument(
+        "--split",
+        default="val",
+        choices=("train", "val", "test"),
+        help="split to use when --data is a CSV or a dataset root",
+    )
     parser.add_argument("--no-tta", action="store_true", help="turn off horizontal-flip test-time augmentation")
     parser.add_argument("--json", metavar="OUT", help="also write the report as JSON")
-    parser.add_argument("--confusion-png", metavar="PNG", help="confusion matrix image (default: next to --json, or confusion.png)")
+    parser.add_argument(
+        "--confusion-png", metavar="PNG", help="confusion matrix image (default: next to --json, or confusion.png)"
+    )
     args = parser.parse_args(argv)
     try:
         dataset = load_split(args.data, args.split)
@@ -57,9 +71,16 @@ def main(argv=None) -> int:
         return 2
     report = evaluate(args.model, dataset, flip_tta=not args.no_tta)
     png = args.confusion_png or (str(Path(args.json).with_suffix(".png")) if args.json else "confusion.png")
-    save_confusion_png(report, png, title=f"{Path(args.model).name} on {Path(dataset.source).name}: accuracy {report.accuracy:.4f}")
+    save_confusion_png(
+        report, png, title=f"{Path(args.model).name} on {Path(dataset.source).name}: accuracy {report.accuracy:.4f}"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "data": dataset.source, "flip_tta": not args.no_tta, **report.to_dict()}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {"model": args.model, "data": dataset.source, "flip_tta": not args.no_tta, **report.to_dict()}, indent=2
+            )
+            + "\n"
+        )
     print(f"model: {args.model}\ndata: {dataset.source}\nflip TTA: {not args.no_tta}")
     print(format_report(report))
     print(f"confusion matrix: {png}")

@@ -8,6 +8,7 @@ activations, calibrated on training images, float input/output) and, given --dat
 checks each form's accuracy on the val split against the Keras model and writes
 export.json with the figures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,12 @@ def convert(model, form: str, calibration: np.ndarray | None = None) -> bytes:
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory() as saved_model:
-        model.export(saved_model, format="tf_saved_model", input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name="face")], verbose=False)
+        model.export(
+            saved_model,
+            format="tf_saved_model",
+            input_signature=[tf.TensorSpec((None, *INPUT_SHAPE), tf.float32, name="face")],
+            verbose=False,
+        )
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
         return _finish(converter, form, calibration)
 
@@ -68,7 +74,11 @@ def median_latency_ms(classifier, repeats: int = 300) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.export", description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.export",
+        description=__doc__.split("\n")[1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--model", required=True, help="trained .keras model (e.g. runs/NAME/best.keras)")
     parser.add_argument("--out", default="models", help="folder for the .tflite files and export.json")
     parser.add_argument("--data", help="dataset (CSV or folder): calibration from train, accuracy check on --split")
@@ -95,7 +105,9 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if train is not None:
-        pick = np.random.default_rng(args.seed).choice(len(train), min(args.calibration_size, len(train)), replace=False)
+        pick = np.random.default_rng(args.seed).choice(
+            len(train), min(args.calibration_size, len(train)), replace=False
+        )
         calibration = train.images[pick]
     else:
         print("no --data: calibrating int8 on random faces (accuracy will suffer); pass --data for a real export")
@@ -112,7 +124,11 @@ def main(argv=None) -> int:
     print(f"{'form':<9}{'size KB':>9}{'accuracy':>10}{'vs keras':>10}{'ms/face':>9}")
     for form, path in paths.items():
         classifier = EmotionClassifier(path)
-        entry = {"path": path, "size_kb": round(os.path.getsize(path) / 1024, 1), "median_ms_per_face": round(median_latency_ms(classifier, args.latency_repeats), 3)}
+        entry = {
+            "path": path,
+            "size_kb": round(os.path.getsize(path) / 1024, 1),
+            "median_ms_per_face": round(median_latency_ms(classifier, args.latency_repeats), 3),
+        }
         if held_out is not None:
             entry["accuracy"] = round(score(held_out.labels, predict_labels(classifier, held_out)).accuracy, 4)
         summary["forms"][form] = entry

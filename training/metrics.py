@@ -1,4 +1,5 @@
 """Classification metrics and the confusion-matrix figure used by evaluate and export."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -33,7 +34,9 @@ def score(labels: np.ndarray, predictions: np.ndarray) -> Report:
     present = true_counts > 0
     return Report(
         accuracy=float(hits.sum() / max(1, len(labels))),
-        per_class_accuracy={name: round(float(r), 4) for name, r, p in zip(EMOTIONS, recall, present, strict=True) if p},
+        per_class_accuracy={
+            name: round(float(r), 4) for name, r, p in zip(EMOTIONS, recall, present, strict=True) if p
+        },
         macro_f1=float(f1[present].mean()) if present.any() else 0.0,
         confusion=confusion.tolist(),
         count=len(labels),
@@ -44,8 +47,14 @@ def format_report(report: Report) -> str:
     """A plain-text table: per-class accuracy, then the confusion matrix."""
     lines = [f"images: {report.count}   macro-F1: {report.macro_f1:.4f}", "", f"{'class':<10}{'accuracy':>9}"]
     lines += [f"{name:<10}{acc:>9.4f}" for name, acc in report.per_class_accuracy.items()]
-    lines += ["", "confusion (rows: truth, columns: predicted)", " " * 10 + "".join(f"{name[:7]:>8}" for name in EMOTIONS)]
-    lines += [f"{name:<10}" + "".join(f"{n:>8}" for n in row) for name, row in zip(EMOTIONS, report.confusion, strict=True)]
+    lines += [
+        "",
+        "confusion (rows: truth, columns: predicted)",
+        " " * 10 + "".join(f"{name[:7]:>8}" for name in EMOTIONS),
+    ]
+    lines += [
+        f"{name:<10}" + "".join(f"{n:>8}" for n in row) for name, row in zip(EMOTIONS, report.confusion, strict=True)
+    ]
     return "\n".join(lines)
 
 
@@ -66,7 +75,15 @@ def save_confusion_png(report: Report, path: str, title: str = "") -> None:
     ax.set_ylabel("truth")
     for i in range(NUM_CLASSES):
         for j in range(NUM_CLASSES):
-            ax.text(j, i, f"{normalised[i, j]:.2f}\n{counts[i, j]}", ha="center", va="center", fontsize=7, color="white" if normalised[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{normalised[i, j]:.2f}\n{counts[i, j]}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if normalised[i, j] > 0.5 else "black",
+            )
     ax.set_title(title or f"accuracy {report.accuracy:.4f}, macro-F1 {report.macro_f1:.4f}")
     fig.tight_layout()
     fig.savefig(path)

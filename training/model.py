@@ -6,6 +6,7 @@ model starts with an `InferenceBlur` (identity while training): models trained o
 resampled images serve held-out faces with the softness augmentation gave training
 images (sigma > 0); models trained on sharp images leave it off (sigma 0).
 """
+
 from __future__ import annotations
 
 import keras
@@ -19,7 +20,14 @@ from webapp.vision.preprocess import INPUT_SHAPE
 ARCHITECTURES = ("compact", "mobilenetv2")
 
 
-def make_model(arch: str = "compact", *, width: int = 32, dropout: float = 0.4, weights: str | None = "imagenet", blur_sigma: float = 0.0) -> keras.Model:
+def make_model(
+    arch: str = "compact",
+    *,
+    width: int = 32,
+    dropout: float = 0.4,
+    weights: str | None = "imagenet",
+    blur_sigma: float = 0.0,
+) -> keras.Model:
     """Build an untrained classifier.
 
     Args:
@@ -93,7 +101,9 @@ def make_compact_cnn(width: int = 32, dropout: float = 0.4, blur_sigma: float = 
     return keras.Model(inputs, outputs, name=f"compact_cnn_w{width}")
 
 
-def make_mobilenetv2(dropout: float = 0.2, weights: str | None = "imagenet", size: int = 224, blur_sigma: float = 0.0) -> keras.Model:
+def make_mobilenetv2(
+    dropout: float = 0.2, weights: str | None = "imagenet", size: int = 224, blur_sigma: float = 0.0
+) -> keras.Model:
     """The reference recipe: MobileNetV2 (alpha 1.0) at 224x224, ImageNet transfer when reachable.
 
     The gray 48x48 input is resized inside the model and repeated to 3 channels, so the

@@ -1,4 +1,5 @@
 """Learning-rate schedule: linear warm-up, then cosine decay to zero."""
+
 from __future__ import annotations
 
 import math

@@ -10,6 +10,7 @@ schedule), e.g. on sharp faces:
 
     python -m training.train --data ../shared/datasets/fer2013 --init-from checkpoints/compact-w40-cwnone-e36/last.keras --augment sharp --lr 2e-4 --warmup-epochs 0.2 --epochs 4
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,27 +28,60 @@ from training.augment import AUGMENT_MODES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[1], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description=__doc__.split("\n")[1],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--data", help="fer2013.csv, or a folder with train/ and val/ (or test/) emotion folders")
     parser.add_argument("--arch", choices=("compact", "mobilenetv2"), default="compact")
     parser.add_argument("--width", type=int, default=32, help="compact CNN: channels of the first stage")
-    parser.add_argument("--epochs", type=int, default=None, help="total epochs (default 30); with --resume, a new total re-fits the cosine schedule")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="total epochs (default 30); with --resume, a new total re-fits the cosine schedule",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (AdamW, warm-up then cosine)")
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
     parser.add_argument("--weight-decay", type=float, default=0.05, help="decoupled AdamW weight decay")
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--dropout", type=float, default=0.4)
-    parser.add_argument("--class-weights", choices=("none", "sqrt", "balanced"), default="sqrt", help="loss weights per class: none, (N/(K*n_c))**0.5, or N/(K*n_c)")
-    parser.add_argument("--augment", choices=AUGMENT_MODES, default="full", help="full: flip/rotate/zoom/shift/contrast (softens images: the model gets an InferenceBlur); sharp: flip/whole-pixel shift/contrast; none")
-    parser.add_argument("--init-from", default=None, metavar="MODEL", help="fine-tune this trained .keras model (its architecture, width and dropout; an InferenceBlur is kept only for --augment full)")
+    parser.add_argument(
+        "--class-weights",
+        choices=("none", "sqrt", "balanced"),
+        default="sqrt",
+        help="loss weights per class: none, (N/(K*n_c))**0.5, or N/(K*n_c)",
+    )
+    parser.add_argument(
+        "--augment",
+        choices=AUGMENT_MODES,
+        default="full",
+        help="full: flip/rotate/zoom/shift/contrast (softens images: the model gets an InferenceBlur); sharp: flip/whole-pixel shift/contrast; none",
+    )
+    parser.add_argument(
+        "--init-from",
+        default=None,
+        metavar="MODEL",
+        help="fine-tune this trained .keras model (its architecture, width and dropout; an InferenceBlur is kept only for --augment full)",
+    )
     parser.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke tests)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run folders")
     parser.add_argument("--name", default=None, help="run folder name (default: a timestamp)")
     parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR from last.keras")
-    parser.add_argument("--threads", type=int, default=0, help="TensorFlow intra-op threads (0: all cores); two 1-thread runs side by side beat one 2-thread run on 2 cores")
-    parser.add_argument("--xla", action="store_true", help="compile the train step with XLA (about 20%% faster on this CPU; Keras turns it off on CPUs by default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="TensorFlow intra-op threads (0: all cores); two 1-thread runs side by side beat one 2-thread run on 2 cores",
+    )
+    parser.add_argument(
+        "--xla",
+        action="store_true",
+        help="compile the train step with XLA (about 20%% faster on this CPU; Keras turns it off on CPUs by default)",
+    )
     args = parser.parse_args(argv)
     if not args.data and not args.resume:
         parser.error("--data is required (unless --resume)")
@@ -76,11 +110,19 @@ def make_datasets(args, train, val, weights):
     tensors = (x_train, y_train)
     if weights is not None:
         tensors += (np.array([weights[label] for label in train.labels], dtype=np.float32),)
-    train_ds = tf.data.Dataset.from_tensor_slices(tensors).shuffle(len(train), seed=args.seed, reshuffle_each_iteration=True).batch(args.batch_size)
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices(tensors)
+        .shuffle(len(train), seed=args.seed, reshuffle_each_iteration=True)
+        .batch(args.batch_size)
+    )
     if args.augment != "none":
         augmenter = make_augmenter(args.seed, args.augment)
-        train_ds = train_ds.map(lambda x, *rest: (augmenter(x, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE)
-    val_ds = tf.data.Dataset.from_tensor_slices((to_model_input(val.images), keras.utils.to_categorical(val.labels, NUM_CLASSES))).batch(256)
+        train_ds = train_ds.map(
+            lambda x, *rest: (augmenter(x, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    val_ds = tf.data.Dataset.from_tensor_slices(
+        (to_model_input(val.images), keras.utils.to_categorical(val.labels, NUM_CLASSES))
+    ).batch(256)
     return train_ds.prefetch(tf.data.AUTOTUNE), val_ds
 
 
@@ -130,7 +172,9 @@ def resume_model(checkpoint: Path, args, steps_per_epoch: int):
     model = keras.models.load_model(checkpoint)
     state = model.optimizer
     if state is None or not state.variables:
-        raise ValueError(f"{checkpoint} holds no optimizer state (a finished run keeps only weights); fine-tune it with --init-from instead")
+        raise ValueError(
+            f"{checkpoint} holds no optimizer state (a finished run keeps only weights); fine-tune it with --init-from instead"
+        )
     compile_model(model, args, steps_per_epoch)
     model.optimizer.build(model.trainable_variables)
     if len(model.optimizer.variables) != len(state.variables):
@@ -138,6 +182,8 @@ def resume_model(checkpoint: Path, args, steps_per_epoch: int):
     for variable, saved in zip(model.optimizer.variables, state.variables, strict=True):
         variable.assign(saved)
     return model
+
+
 def write_run_record(run_dir: Path, args, model) -> None:
     """hparams.json (the run's full configuration) and model_summary.txt."""
     (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
@@ -164,7 +210,9 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int) -> list:
             state["epoch_seconds"].append(round(time.time() - self.started, 1))
             state_file.write_text(json.dumps(state, indent=2) + "\n")
 
-    best = keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True)
+    best = keras.callbacks.ModelCheckpoint(
+        str(run_dir / "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True
+    )
     if resume and (run_dir / "log.csv").exists():
         # the restarted best-checkpoint callback must know the best accuracy so far
         with open(run_dir / "log.csv") as handle:
@@ -222,7 +270,9 @@ def main(argv=None) -> int:
     else:
         model = build_model(args)
         if args.init_from:  # the run's record names the architecture it fine-tunes
-            args.arch, args.width = ("mobilenetv2", None) if "mobilenetv2" in model.name else ("compact", first_conv_filters(model))
+            args.arch, args.width = (
+                ("mobilenetv2", None) if "mobilenetv2" in model.name else ("compact", first_conv_filters(model))
+            )
         compile_model(model, args, steps_per_epoch)
         write_run_record(run_dir, args, model)
         initial_epoch = 0
@@ -230,8 +280,13 @@ def main(argv=None) -> int:
     if initial_epoch:
         print(f"resuming {run_dir} after epoch {initial_epoch} of {args.epochs}")
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=args.epochs, initial_epoch=initial_epoch, shuffle=False,  # train_ds shuffles itself
-        callbacks=make_callbacks(run_dir, bool(args.resume), len(train)), verbose=1 if sys.stdout.isatty() else 2,
+        train_ds,
+        validation_data=val_ds,
+        epochs=args.epochs,
+        initial_epoch=initial_epoch,
+        shuffle=False,  # train_ds shuffles itself
+        callbacks=make_callbacks(run_dir, bool(args.resume), len(train)),
+        verbose=1 if sys.stdout.isatty() else 2,
     )
     print(f"run folder: {run_dir}")
     print(f"best val accuracy this session: {max(history.history.get('val_accuracy', [float('nan')])):.4f}")

@@ -2,6 +2,7 @@
 
 `create_app` builds the app; nothing heavy happens at import time.
 """
+
 from __future__ import annotations
 
 import io
@@ -41,7 +42,9 @@ def create_app(config: dict | None = None) -> Flask:
     settings.check(app.config)
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_MB"] * 1024 * 1024
 
-    app.extensions["pipelines"] = app.config.get("PIPELINES") or _load_pipelines(app.config, lock_factory(app.config["ASYNC_MODE"]))
+    app.extensions["pipelines"] = app.config.get("PIPELINES") or _load_pipelines(
+        app.config, lock_factory(app.config["ASYNC_MODE"])
+    )
 
     from webapp import events, routes
 
@@ -62,7 +65,12 @@ def _load_pipelines(config, new_lock) -> dict:
     from webapp.vision.pipeline import build_pipeline
 
     classifier = EmotionClassifier(config["MODEL_PATH"], flip_tta=config["FLIP_TTA"], lock=new_lock())
-    shared = {"classifier": classifier, "max_faces": config["MAX_FACES"], "max_pixels": config["MAX_PIXELS"], "new_lock": new_lock}
+    shared = {
+        "classifier": classifier,
+        "max_faces": config["MAX_FACES"],
+        "max_pixels": config["MAX_PIXELS"],
+        "new_lock": new_lock,
+    }
     # no padded retry on the stream: it would double the cost of every frame without a face
     pipelines = {
         "stream": build_pipeline(detector=config["DETECTOR"], padded_retry=False, **shared),

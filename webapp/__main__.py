@@ -2,6 +2,7 @@
 
 A threaded server for one machine; deployments use the Procfile (gunicorn + eventlet).
 """
+
 import logging
 import os
 
@@ -14,7 +15,9 @@ def main() -> None:
     app = create_app({"ASYNC_MODE": "threading"})
     host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "5000"))
-    logging.getLogger("webapp").info("Moodlens is ready: open http://%s:%d", "localhost" if host in ("127.0.0.1", "0.0.0.0") else host, port)
+    logging.getLogger("webapp").info(
+        "Moodlens is ready: open http://%s:%d", "localhost" if host in ("127.0.0.1", "0.0.0.0") else host, port
+    )
     socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=True, log_output=False)
 
 

@@ -60,7 +60,9 @@ def fast_apply_mask(data, mask, length=None, offset=0) -> bytes:
         return b""
     key = bytes(mask[(offset + i) % 4] for i in range(4))
     stream = (key * (length // 4 + 1))[:length]
-    return (int.from_bytes(bytes(data[:length]), "little") ^ int.from_bytes(stream, "little")).to_bytes(length, "little")
+    return (int.from_bytes(bytes(data[:length]), "little") ^ int.from_bytes(stream, "little")).to_bytes(
+        length, "little"
+    )
 
 
 def speed_up_eventlet_websocket() -> None:

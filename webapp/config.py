@@ -1,4 +1,5 @@
 """Settings from environment variables, with safe defaults for development."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """The one error format of the API and the Socket.IO acks: {"error": {"code", "message"}}."""
+
 from __future__ import annotations
 
 from webapp.vision.imaging import ImageError

@@ -1,4 +1,5 @@
 """Pages, the JSON API and the health check (thin: parse -> pipeline -> to_dict)."""
+
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, render_template, request
@@ -34,7 +35,9 @@ def analyze():
     """
     faces = request.args.get("faces", "detect")
     if faces not in FACES_MODES:
-        return jsonify(error_body("bad_parameter", f"faces must be one of {', '.join(FACES_MODES)}, got {faces!r}")), 400
+        return jsonify(
+            error_body("bad_parameter", f"faces must be one of {', '.join(FACES_MODES)}, got {faces!r}")
+        ), 400
     if request.mimetype == "multipart/form-data":
         file = request.files.get("image")
         if file is None:
@@ -54,7 +57,14 @@ def analyze():
 def healthz():
     """Readiness and the models in use."""
     pipelines = current_app.extensions["pipelines"]
-    return jsonify({"status": "ok", "ready": True, "emotions": list(EMOTIONS), "models": {kind: p.describe() for kind, p in pipelines.items()}})
+    return jsonify(
+        {
+            "status": "ok",
+            "ready": True,
+            "emotions": list(EMOTIONS),
+            "models": {kind: p.describe() for kind, p in pipelines.items()},
+        }
+    )
 
 
 @blueprint.app_errorhandler(HTTPException)
@@ -62,7 +72,9 @@ def http_error(error: HTTPException):
     """JSON errors for API clients, the usual page for browsers."""
     if request.path.startswith("/api/") or request.path == "/healthz" or not request.accept_mimetypes.accept_html:
         code = {413: "too_large"}.get(error.code, error.name.lower().replace(" ", "_"))
-        message = f"the upload exceeds {current_app.config['MAX_UPLOAD_MB']} MB" if error.code == 413 else error.description
+        message = (
+            f"the upload exceeds {current_app.config['MAX_UPLOAD_MB']} MB" if error.code == 413 else error.description
+        )
         return jsonify(error_body(code, message)), error.code
     return error
 

@@ -44,7 +44,9 @@ class StreamClient:
                 (a frame of this client is still being analysed).
         """
         if not isinstance(data, (bytes, bytearray)):
-            raise FrameRefused("bad_payload", f"a frame must be binary image data (ArrayBuffer/Blob), got {type(data).__name__}")
+            raise FrameRefused(
+                "bad_payload", f"a frame must be binary image data (ArrayBuffer/Blob), got {type(data).__name__}"
+            )
         if len(data) > self.max_frame_bytes:
             raise FrameRefused("too_large", f"the frame is {len(data):,} bytes; the limit is {self.max_frame_bytes:,}")
         now = time.monotonic()

@@ -1,4 +1,5 @@
 """Turn a tilted face upright with the detector's eye keypoints, straight into model input."""
+
 from __future__ import annotations
 
 import math
@@ -44,13 +45,22 @@ def upright_face_input(gray: np.ndarray, detection: FaceDetection, min_tilt: flo
     # crop, at about the output's resolution: warping straight from a large face would alias
     half = int(math.ceil(0.75 * side))
     cx, cy = int(round(box.x + box.width / 2)), int(round(box.y + box.height / 2))
-    region = cv2.copyMakeBorder(gray, half, half, half, half, cv2.BORDER_REPLICATE)[cy : cy + 2 * half, cx : cx + 2 * half]
+    region = cv2.copyMakeBorder(gray, half, half, half, half, cv2.BORDER_REPLICATE)[
+        cy : cy + 2 * half, cx : cx + 2 * half
+    ]
     size = max(INPUT_SIZE, int(round(INPUT_SIZE * 2 * half / side)))
-    region = cv2.resize(region, (size, size), interpolation=cv2.INTER_AREA if region.shape[0] > size else cv2.INTER_LINEAR)
+    region = cv2.resize(
+        region, (size, size), interpolation=cv2.INTER_AREA if region.shape[0] > size else cv2.INTER_LINEAR
+    )
     scale = INPUT_SIZE / (side * size / (2 * half))
-    centre = (size / 2 + (box.x + box.width / 2 - cx) * size / (2 * half), size / 2 + (box.y + box.height / 2 - cy) * size / (2 * half))
+    centre = (
+        size / 2 + (box.x + box.width / 2 - cx) * size / (2 * half),
+        size / 2 + (box.y + box.height / 2 - cy) * size / (2 * half),
+    )
     matrix = cv2.getRotationMatrix2D(centre, tilt, scale)
     # the box centre lands below the output's centre by the crop's forehead shift
     target = (INPUT_SIZE / 2, INPUT_SIZE / 2 - CROP_SHIFT_Y * INPUT_SIZE / CROP_SCALE)
     matrix[:, 2] += np.array(target) - np.array(centre)
-    return cv2.warpAffine(region, matrix, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        region, matrix, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )

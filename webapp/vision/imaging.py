@@ -1,4 +1,5 @@
 """Decode untrusted image bytes safely: format allow-list, pixel limit, EXIF orientation."""
+
 from __future__ import annotations
 
 import io

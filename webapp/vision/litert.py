@@ -1,4 +1,5 @@
 """Load TensorFlow Lite models with the interpreter TensorFlow ships."""
+
 from __future__ import annotations
 
 import os

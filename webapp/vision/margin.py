@@ -1,4 +1,5 @@
 """Detection on a padded canvas, for images that are already a tight face crop."""
+
 from __future__ import annotations
 
 from dataclasses import replace

@@ -1,4 +1,5 @@
 """The detector -> crop -> preprocess -> classifier pipeline, with per-stage timings."""
+
 from __future__ import annotations
 
 import threading
@@ -26,7 +27,15 @@ class EmotionPipeline:
             eye keypoints before classifying; None never rotates.
     """
 
-    def __init__(self, detector, classifier, max_faces: int = 10, max_pixels: int = 40_000_000, padded_retry: bool = True, align_min_tilt: float | None = MIN_TILT_DEGREES):
+    def __init__(
+        self,
+        detector,
+        classifier,
+        max_faces: int = 10,
+        max_pixels: int = 40_000_000,
+        padded_retry: bool = True,
+        align_min_tilt: float | None = MIN_TILT_DEGREES,
+    ):
         self.detector = detector
         self.padded_retry = padded_retry
         self.align_min_tilt = align_min_tilt
@@ -36,7 +45,11 @@ class EmotionPipeline:
 
     def describe(self) -> dict:
         """Names of the models in use, for /healthz."""
-        return {"detector": self.detector.name, "classifier": self.classifier.name, "flip_tta": getattr(self.classifier, "flip_tta", None)}
+        return {
+            "detector": self.detector.name,
+            "classifier": self.classifier.name,
+            "flip_tta": getattr(self.classifier, "flip_tta", None),
+        }
 
     def analyze_bytes(self, data: bytes, whole: bool = False) -> Analysis:
         """Decode an encoded image and analyse it; decoding time is reported as `decode`.
@@ -88,9 +101,12 @@ class EmotionPipeline:
             emotions = self.classifier.classify(crops)
             faces = tuple(FaceResult(d.box, d.score, emotion) for d, emotion in zip(detections, emotions, strict=True))
         done = time.perf_counter()
-        timings = {"detect": (detected - start) * 1000, "classify": (done - detected) * 1000, "total": (done - start) * 1000}
+        timings = {
+            "detect": (detected - start) * 1000,
+            "classify": (done - detected) * 1000,
+            "total": (done - start) * 1000,
+        }
         return Analysis(int(rgb.shape[1]), int(rgb.shape[0]), faces, timings)
-
 
     def _model_input(self, gray: np.ndarray, detection: FaceDetection, whole: bool) -> np.ndarray:
         if whole:
@@ -101,7 +117,17 @@ class EmotionPipeline:
         return face_to_input(gray, (box.x, box.y, box.width, box.height))
 
 
-def build_pipeline(model_path: str = "", *, detector: str = "blazeface-auto", classifier=None, flip_tta: bool = True, max_faces: int = 10, max_pixels: int = 40_000_000, padded_retry: bool = True, new_lock=None) -> EmotionPipeline:
+def build_pipeline(
+    model_path: str = "",
+    *,
+    detector: str = "blazeface-auto",
+    classifier=None,
+    flip_tta: bool = True,
+    max_faces: int = 10,
+    max_pixels: int = 40_000_000,
+    padded_retry: bool = True,
+    new_lock=None,
+) -> EmotionPipeline:
     """Load a detector and the emotion model into a warmed-up pipeline.
 
     Args:
@@ -122,6 +148,8 @@ def build_pipeline(model_path: str = "", *, detector: str = "blazeface-auto", cl
     new_lock = new_lock or threading.Lock
     classifier = classifier or EmotionClassifier(model_path, flip_tta=flip_tta, lock=new_lock())
     detector = make_detector(detector, lock=new_lock())
-    pipeline = EmotionPipeline(detector, classifier, max_faces=max_faces, max_pixels=max_pixels, padded_retry=padded_retry)
+    pipeline = EmotionPipeline(
+        detector, classifier, max_faces=max_faces, max_pixels=max_pixels, padded_retry=padded_retry
+    )
     pipeline.analyze(np.zeros((480, 640, 3), np.uint8))  # warm-up: the first call allocates
     return pipeline

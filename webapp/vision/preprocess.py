@@ -4,6 +4,7 @@ FER-2013 images are 48x48 grayscale crops that frame the face with a little fore
 and chin. Serving reproduces that framing from a detector box (`crop_box`), then both
 paths call `face_to_input`, and every pixel array reaches the model via `to_model_input`.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -30,7 +31,12 @@ def to_grayscale(image: np.ndarray, order: str = "RGB") -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 1:
         return image[:, :, 0]
     if image.ndim == 3 and image.shape[2] in (3, 4):
-        codes = {("RGB", 3): cv2.COLOR_RGB2GRAY, ("RGB", 4): cv2.COLOR_RGBA2GRAY, ("BGR", 3): cv2.COLOR_BGR2GRAY, ("BGR", 4): cv2.COLOR_BGRA2GRAY}
+        codes = {
+            ("RGB", 3): cv2.COLOR_RGB2GRAY,
+            ("RGB", 4): cv2.COLOR_RGBA2GRAY,
+            ("BGR", 3): cv2.COLOR_BGR2GRAY,
+            ("BGR", 4): cv2.COLOR_BGRA2GRAY,
+        }
         return cv2.cvtColor(image, codes[order, image.shape[2]])
     raise ValueError(f"expected a gray, RGB(A) or BGR(A) image, got shape {image.shape}")
 
@@ -65,7 +71,9 @@ def face_to_input(gray: np.ndarray, box: tuple[float, float, float, float] | Non
         gray = gray[top : top + side, left : left + side]
     if gray.shape != (INPUT_SIZE, INPUT_SIZE):
         shrinking = gray.shape[0] > INPUT_SIZE
-        gray = cv2.resize(gray, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        gray = cv2.resize(
+            gray, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        )
     return gray
 
 

@@ -1,4 +1,5 @@
 """Follow faces across video frames and smooth their emotions, so labels don't flicker."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -34,7 +35,11 @@ class FaceTracker:
     def update(self, faces: tuple[FaceResult, ...] | list[FaceResult]) -> tuple[FaceResult, ...]:
         """Return `faces` with track ids and smoothed emotions, in the input order."""
         pairs = sorted(
-            ((face.box.iou(track.face.box), i, t) for i, face in enumerate(faces) for t, track in enumerate(self._tracks)),
+            (
+                (face.box.iou(track.face.box), i, t)
+                for i, face in enumerate(faces)
+                for t, track in enumerate(self._tracks)
+            ),
             reverse=True,
         )
         matched_faces: dict[int, int] = {}
@@ -64,5 +69,8 @@ class FaceTracker:
         return tuple(results)
 
     def _blend(self, previous: Emotion, current: Emotion) -> Emotion:
-        blended = {label: (1 - self.alpha) * previous.probabilities[label] + self.alpha * p for label, p in current.probabilities.items()}
+        blended = {
+            label: (1 - self.alpha) * previous.probabilities[label] + self.alpha * p
+            for label, p in current.probabilities.items()
+        }
         return Emotion.from_probabilities(blended)

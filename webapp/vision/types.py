@@ -1,4 +1,5 @@
 """Typed results of the pipeline, and their one wire format (`to_dict`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,7 +24,12 @@ class Box:
         return inter / union if union > 0 else 0.0
 
     def to_dict(self) -> dict:
-        return {"x": round(self.x, 1), "y": round(self.y, 1), "width": round(self.width, 1), "height": round(self.height, 1)}
+        return {
+            "x": round(self.x, 1),
+            "y": round(self.y, 1),
+            "width": round(self.width, 1),
+            "height": round(self.height, 1),
+        }
 
 
 @dataclass(frozen=True)
