@@ -7,12 +7,13 @@ import os
 import numpy as np
 import pytest
 
-from tests.harness import FER2013, ROOT, grace_hopper_rgb, jpeg_bytes
+from tests.harness import FER2013, grace_hopper_rgb, jpeg_bytes
 from tests.harness import webcam_frame as make_webcam_frame
+from webapp.config import DEFAULT_MODEL
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-SHIPPED_MODEL = ROOT / "models" / "emotion_float16.tflite"
+SHIPPED_MODEL = DEFAULT_MODEL
 
 
 @pytest.fixture(scope="session")

@@ -84,7 +84,8 @@ class EmotionClassifier:
             probabilities = self._predict_batch(np.ascontiguousarray(x))
         if self.flip_tta:
             probabilities = (probabilities[: len(faces)] + probabilities[len(faces) :]) / 2
-        return probabilities
+        # an int8 model's softmax comes in steps of 1/256, so its rows sum to 1 only within ~0.5%
+        return probabilities / np.maximum(probabilities.sum(axis=1, keepdims=True), 1e-6)
 
     def classify(self, faces: np.ndarray) -> list[Emotion]:
         """Typed emotions for uint8 faces (N, 48, 48); an empty batch gives an empty list."""
