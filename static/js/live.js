@@ -24,6 +24,7 @@ let stream = null;
 let frames = null;
 let running = false;
 let inFlight = false;
+let nextFrame = null; // encoded while a frame is in flight, sent when its answer arrives
 let answerTimes = [];
 const capture = document.createElement("canvas");
 const captureCtx = capture.getContext("2d");
@@ -72,6 +73,7 @@ async function start() {
 
 function stop() {
   running = false;
+  nextFrame = null;
   stopStream(stream);
   stream = null;
   video.srcObject = null;
@@ -97,24 +99,40 @@ function scheduleNext() {
   else requestAnimationFrame(onVideoFrame);
 }
 
+// A camera frame that arrives while another is being analysed is encoded at once and sent the moment
+// the answer comes back: one frame stays in flight, but an answer that misses the next camera frame by
+// a few milliseconds no longer costs a whole frame interval.
 function onVideoFrame() {
   if (!running) return;
-  if (!inFlight && video.videoWidth && frames.connected) sendFrame();
+  if (video.videoWidth && frames.connected) {
+    if (!inFlight) sendFrame(encodeFrame());
+    else if (!nextFrame) {
+      nextFrame = encodeFrame();
+      nextFrame.catch(() => {}); // its error is reported when it is sent
+    }
+  }
   scheduleNext();
 }
 
-async function sendFrame() {
-  inFlight = true;
+/** The current video frame as JPEG bytes, with the time it was captured. */
+async function encodeFrame() {
   const scale = Math.min(1, MAX_SEND_WIDTH / video.videoWidth);
   capture.width = Math.round(video.videoWidth * scale);
   capture.height = Math.round(video.videoHeight * scale);
   captureCtx.drawImage(video, 0, 0, capture.width, capture.height);
-  const sentAt = performance.now();
+  const capturedAt = performance.now();
+  // toBlob copies the canvas when called, so the next frame may be drawn while this one encodes
+  const blob = await new Promise((resolve) => capture.toBlob(resolve, "image/jpeg", JPEG_QUALITY));
+  if (blob.size > maxFrameBytes) throw new Error(`frame of ${blob.size} bytes exceeds the server's limit`);
+  return { bytes: await blob.arrayBuffer(), capturedAt };
+}
+
+async function sendFrame(encoded) {
+  inFlight = true;
   try {
-    const blob = await new Promise((resolve) => capture.toBlob(resolve, "image/jpeg", JPEG_QUALITY));
-    if (blob.size > maxFrameBytes) throw new Error(`frame of ${blob.size} bytes exceeds the server's limit`);
+    const { bytes, capturedAt } = await encoded;
     stats.sent += 1;
-    const reply = await frames.sendFrame(await blob.arrayBuffer());
+    const reply = await frames.sendFrame(bytes);
     if (!running) return;
     if (reply.error) {
       stats.errors += 1;
@@ -122,13 +140,17 @@ async function sendFrame() {
       setStatus(reply.error.message);
       return;
     }
-    onReply(reply, performance.now() - sentAt);
+    // the round trip counts from capture: how far the boxes lag behind the camera
+    onReply(reply, performance.now() - capturedAt);
   } catch (error) {
     stats.errors += 1;
     stats.lastError = { code: "client", message: String(error.message || error) };
     setStatus(frames.connected ? "the server did not answer in time" : "reconnecting…");
   } finally {
     inFlight = false;
+    const queued = nextFrame;
+    nextFrame = null;
+    if (queued && running) sendFrame(queued);
   }
 }
 
