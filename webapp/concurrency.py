@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from flask import current_app
 
@@ -70,3 +71,31 @@ def speed_up_eventlet_websocket() -> None:
     from eventlet.websocket import RFC6455WebSocket
 
     RFC6455WebSocket._apply_mask = staticmethod(fast_apply_mask)
+
+
+def body_deadline(async_mode: str, seconds: float):
+    """What `BodyLimits` reads request bodies under: a green timeout under eventlet, None (no deadline) otherwise.
+
+    Under eventlet every socket read yields to the hub, so an `eventlet.Timeout` interrupts
+    a read that waits for a client that sends nothing. The threaded development server
+    has no such hook; it is not meant to face the internet.
+    """
+    if async_mode != "eventlet":
+        return None
+    import eventlet
+
+    from webapp.body_limits import BodyTimeout
+
+    @contextmanager
+    def deadline():
+        timer = eventlet.Timeout(seconds)
+        try:
+            yield
+        except eventlet.Timeout as expired:
+            if expired is not timer:
+                raise
+            raise BodyTimeout(f"no body in {seconds} s") from None
+        finally:
+            timer.cancel()
+
+    return deadline
