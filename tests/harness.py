@@ -132,7 +132,7 @@ def start_production_server(timeout: float = 120, env: dict | None = None) -> tu
 
     Args:
         timeout: seconds to wait for /healthz.
-        env: more environment variables (settings, e.g. BODY_TIMEOUT_S).
+        env: more environment variables (settings, e.g. BODY_TIMEOUT_S); a value None removes one.
 
     Returns:
         The process and its base URL, once /healthz answers.
@@ -157,7 +157,11 @@ def start_production_server(timeout: float = 120, env: dict | None = None) -> tu
             "webapp.wsgi:app",
         ],
         cwd=ROOT,
-        env={**os.environ, **procfile_env(), **(env or {}), "PORT": str(port)},
+        env={
+            name: value
+            for name, value in {**os.environ, **procfile_env(), **(env or {}), "PORT": str(port)}.items()
+            if value is not None
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
     )
