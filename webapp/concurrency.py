@@ -7,6 +7,7 @@ nothing of eventlet: it takes the locks made here.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -74,7 +75,8 @@ def speed_up_eventlet_websocket() -> None:
 
 
 def body_deadline(async_mode: str, seconds: float):
-    """What `BodyLimits` reads request bodies under: a green timeout under eventlet, None (no deadline) otherwise.
+    """What `BodyLimits` reads request bodies under: a green timeout of `seconds` to 1.5 x `seconds` under eventlet,
+    None (no deadline) otherwise.
 
     Under eventlet every socket read yields to the hub, so an `eventlet.Timeout` interrupts
     a read that waits for a client that sends nothing. The threaded development server
@@ -88,7 +90,9 @@ def body_deadline(async_mode: str, seconds: float):
 
     @contextmanager
     def deadline():
-        timer = eventlet.Timeout(seconds)
+        # up to 50% later at random: a thousand bodies that stall together must not all time out in
+        # one tick of the event loop (that stalled every other client for 200 ms)
+        timer = eventlet.Timeout(seconds * (1 + 0.5 * random.random()))
         try:
             yield
         except eventlet.Timeout as expired:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,3 +72,27 @@ class HeavySlots:
         finally:
             with self._lock:
                 self.in_use -= 1
+                last = self.in_use == 0
+            if last:
+                release_free_memory()
+
+
+def _malloc_trim():
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand memory freed by large decodes back to the system (glibc's `malloc_trim`; elsewhere nothing).
+
+    glibc keeps freed heap pages for reuse; after a burst of large images the worker
+    held hundreds of MB it no longer used, even with MALLOC_ARENA_MAX=2.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)

@@ -81,12 +81,13 @@ class EmotionPipeline:
                 del opened
                 decoded_at = time.perf_counter()
                 analysis = self.analyze(decoded.rgb, whole)
+                faces, width, height = _rescaled(analysis.faces, decoded), decoded.width, decoded.height
+                del decoded  # before the slot is released (and the heap trimmed)
         except BusyError as busy:
             raise ImageError("busy", str(busy)) from None
-        faces = _rescaled(analysis.faces, decoded)
         timings = {"decode": (decoded_at - start) * 1000, **analysis.timings_ms}
         timings["total"] = (time.perf_counter() - start) * 1000
-        return Analysis(decoded.width, decoded.height, faces, timings)
+        return Analysis(width, height, faces, timings)
 
     def find_faces(self, rgb: np.ndarray) -> list[FaceDetection]:
         """Detect faces, largest first; an image with none is tried once more with a margin.
