@@ -59,11 +59,21 @@ def browser(playwright, camera_video):
 def page(browser):
     context = browser.new_context(viewport={"width": 1100, "height": 760})
     page = context.new_page()
-    errors = []
+    errors, violations = [], []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    # every page of every test runs under the server's CSP: a violation fails the test
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e => console.error("
+        "`Content Security Policy violation: ${e.violatedDirective} ${e.blockedURI}`));"
+    )
     yield page
     context.close()
     assert not errors, f"JavaScript errors: {errors}"
+    assert not violations, f"CSP violations: {violations}"
 
 
 def test_live_page_boxes_the_face_and_draws_the_overlay(page, live_server):
@@ -172,3 +182,22 @@ def test_live_page_boxes_several_faces(playwright, live_server, tmp_path):
         page.screenshot(path=str(ARTIFACTS / "live-six-faces.png"))
     finally:
         browser.close()
+
+
+def test_pages_work_under_the_csp_and_cannot_be_framed(page, live_server):
+    for path in ("/", "/upload"):
+        response = page.goto(live_server + path)
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("window.moodlens.stats.answered >= 5", timeout=60_000)
+    assert page.evaluate("window.moodlens.stats.errors") == 0
+    # another page tries to frame the camera page: the browser refuses
+    framing = page.context.new_page()
+    refused = []
+    framing.on("console", lambda message: refused.append(message.text))
+    framing.set_content(f'<iframe id="f" src="{live_server}/"></iframe>')
+    framing.wait_for_timeout(1500)
+    frame = framing.frame_locator("#f")
+    assert frame.locator("#toggle").count() == 0
+    assert any("frame-ancestors" in text for text in refused), refused

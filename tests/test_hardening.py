@@ -64,6 +64,13 @@ def test_large_jpeg_is_decoded_at_reduced_scale():
     assert opened.decoded_bytes == 2500 * 1500 * 3
 
 
+@pytest.mark.parametrize("mode", ["RGB", "P", "L"])
+def test_large_png_is_reduced_after_decoding(mode):
+    image = Image.new(mode, (5000, 300))
+    rgb = decode_image(encode(image, "PNG"), 40_000_000, DecodeLimits(draft_side=2048))
+    assert rgb.shape == (150, 2500, 3)  # 1/2: the smallest that keeps 2048 px
+
+
 def test_reduced_scale_analysis_reports_full_size_boxes(client, webcam_frame):
     big = np.asarray(Image.fromarray(webcam_frame).resize((2560, 1920)))  # x4: decoded at 1/2
     body = client.post("/api/v1/analyze", data=jpeg_bytes(big), content_type="image/jpeg").get_json()

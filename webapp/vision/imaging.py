@@ -38,6 +38,7 @@ class OpenedImage:
     decoded_bytes: int
     width: int
     height: int
+    max_side: int = 2048
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def open_image(data: bytes, limits: DecodeLimits) -> OpenedImage:
         )
     if _orientation(image) in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
         width, height = height, width
-    return OpenedImage(image, needed, width, height)
+    return OpenedImage(image, needed, width, height, limits.draft_side)
 
 
 def decode_opened(opened: OpenedImage) -> DecodedImage:
@@ -112,6 +113,7 @@ def decode_opened(opened: OpenedImage) -> DecodedImage:
         image.load()
         if image.mode in WIDE_MODES:  # to 8 bits at once: Pillow would clip to white, at 4 bytes a sample
             image = _to_8bit(image)
+        image = _reduced(image, opened.max_side)
         ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of the whole image
         rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except Exception:
@@ -139,6 +141,21 @@ def _orientation(image: Image.Image) -> int:
         return int(image.getexif().get(0x0112, 1))
     except Exception:
         return 1
+
+
+def _reduced(image: Image.Image, max_side: int) -> Image.Image:
+    """`image` shrunk by a whole factor to no less than `max_side` on its longer side.
+
+    The detectors see 128-192 px and the classifier 48: a 40 MP image analysed at full
+    size took over 1 GB in float copies. JPEGs arrive here already reduced (draft mode).
+    """
+    factor = max(image.size) // max_side
+    if factor < 2:
+        return image
+    try:
+        return image.reduce(factor)
+    except ValueError:  # a mode reduce() does not take (e.g. palette)
+        return image.convert("RGB").reduce(factor)
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
