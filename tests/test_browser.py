@@ -79,7 +79,7 @@ def page(browser):
 def test_live_page_boxes_the_face_and_draws_the_overlay(page, live_server):
     page.goto(live_server + "/")
     page.click("#toggle")
-    page.wait_for_function("window.moodlens.stats.answered >= 15", timeout=60_000)
+    page.wait_for_function("() => window.moodlens.stats.answered >= 15", timeout=60_000)
     stats = page.evaluate("window.moodlens.stats")
     reply = stats["lastReply"]
     assert stats["errors"] == 0, stats["lastError"]
@@ -101,7 +101,7 @@ def test_live_page_boxes_the_face_and_draws_the_overlay(page, live_server):
 def test_stop_ends_the_camera_and_clears_the_overlay(page, live_server):
     page.goto(live_server + "/")
     page.click("#toggle")
-    page.wait_for_function("window.moodlens.stats.answered >= 3", timeout=60_000)
+    page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
     page.click("#toggle")
     assert page.evaluate("document.getElementById('video').srcObject") is None
     assert page.locator("#toggle").inner_text() == "Start camera"
@@ -120,7 +120,7 @@ def test_upload_page_annotates_a_photo(page, live_server):
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     page.goto(live_server + "/upload")
     page.set_input_files("#image", str(photo))
-    page.wait_for_function("document.getElementById('message').textContent.includes('1 face')", timeout=30_000)
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('1 face')", timeout=30_000)
     assert page.locator("#annotated").is_visible()
     assert page.locator("#faces tbody tr").count() == 1
     page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
@@ -132,7 +132,7 @@ def test_upload_page_reports_a_bad_file(page, live_server, tmp_path):
     page.goto(live_server + "/upload")
     page.set_input_files("#image", str(junk))
     page.wait_for_function(
-        "document.getElementById('message').textContent.includes('not a readable image')", timeout=30_000
+        "() => document.getElementById('message').textContent.includes('not a readable image')", timeout=30_000
     )
 
 
@@ -174,7 +174,7 @@ def test_live_page_boxes_several_faces(playwright, live_server, tmp_path):
         page = browser.new_page(viewport={"width": 1100, "height": 760})
         page.goto(live_server + "/")
         page.click("#toggle")
-        page.wait_for_function("window.moodlens.stats.answered >= 10", timeout=60_000)
+        page.wait_for_function("() => window.moodlens.stats.answered >= 10", timeout=60_000)
         stats = page.evaluate("window.moodlens.stats")
         assert stats["errors"] == 0, stats["lastError"]
         faces = stats["lastReply"]["faces"]
@@ -190,7 +190,7 @@ def test_pages_work_under_the_csp_and_cannot_be_framed(page, live_server):
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
     page.goto(live_server + "/")
     page.click("#toggle")
-    page.wait_for_function("window.moodlens.stats.answered >= 5", timeout=60_000)
+    page.wait_for_function("() => window.moodlens.stats.answered >= 5", timeout=60_000)
     assert page.evaluate("window.moodlens.stats.errors") == 0
     # another page tries to frame the camera page: the browser refuses
     framing = page.context.new_page()
