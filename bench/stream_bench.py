@@ -40,7 +40,7 @@ def browser_run(url: str, seconds: float, frame: np.ndarray | None = None) -> di
         page = browser.new_page(viewport={"width": 1100, "height": 760})
         page.goto(url + "/")
         page.click("#toggle")
-        page.wait_for_function("window.moodlens.stats.answered >= 10", timeout=60_000)
+        page.wait_for_function("() => window.moodlens.stats.answered >= 10", timeout=60_000)
         start = page.evaluate(
             "({answered: window.moodlens.stats.answered, rtts: window.moodlens.stats.rtts.length, t: performance.now()})"
         )

@@ -66,6 +66,21 @@ def png_claiming(width: int, height: int) -> bytes:
     return data[:8] + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk)) + data[33:]
 
 
+def png_16bit_rgba(width: int, height: int) -> bytes:
+    """A real 16-bit RGBA PNG of flat colour: a few hundred KB that decode to width x height x 8 bytes."""
+    header = struct.pack(">IIBBBBB", width, height, 16, 6, 0, 0, 0)
+    compressor = zlib.compressobj(9)
+    first = b"\x00" + b"\x12\x34\x56\x78\x9a\xbc\xff\xff" * width  # filter byte, then RGBA samples
+    same = b"\x02" + bytes(8 * width)  # filter "Up": the row above again
+    data = compressor.compress(first) + b"".join(compressor.compress(same) for _ in range(height - 1))
+    data += compressor.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
 def webcam_frame() -> np.ndarray:
     """A 640x480 RGB frame with one face, as a webcam sends it."""
     frame = np.full((480, 640, 3), 90, np.uint8)
@@ -100,8 +115,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_production_server(timeout: float = 120) -> tuple[subprocess.Popen, str]:
-    """Start the Procfile's server (gunicorn, one eventlet worker) on a free loopback port.
+def procfile_env() -> dict[str, str]:
+    """The environment the Procfile sets before gunicorn (e.g. MALLOC_ARENA_MAX=2)."""
+    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    env = {}
+    for word in line.removeprefix("web:").split():
+        name, equals, value = word.partition("=")
+        if not equals or not name.isidentifier():
+            break
+        env[name] = value
+    return env
+
+
+def start_production_server(timeout: float = 120, env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """Start the Procfile's server (gunicorn, one eventlet worker, the Procfile's environment) on a loopback port.
+
+    Args:
+        timeout: seconds to wait for /healthz.
+        env: more environment variables (settings, e.g. BODY_TIMEOUT_S); a value None removes one.
 
     Returns:
         The process and its base URL, once /healthz answers.
@@ -126,7 +157,11 @@ def start_production_server(timeout: float = 120) -> tuple[subprocess.Popen, str
             "webapp.wsgi:app",
         ],
         cwd=ROOT,
-        env={**os.environ, "PORT": str(port)},
+        env={
+            name: value
+            for name, value in {**os.environ, **procfile_env(), **(env or {}), "PORT": str(port)}.items()
+            if value is not None
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -146,6 +181,22 @@ def start_production_server(timeout: float = 120) -> tuple[subprocess.Popen, str
             time.sleep(0.5)
     stop_production_server(process)
     raise RuntimeError(f"gunicorn did not become ready in {timeout} s")
+
+
+def worker_pid(process: subprocess.Popen) -> int:
+    """The pid of gunicorn's (one) worker under the master `process`."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    if not children:
+        raise RuntimeError("gunicorn has no worker")
+    return int(children[0])
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
 
 
 def stop_production_server(process: subprocess.Popen, grace: float = 10) -> None:

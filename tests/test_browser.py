@@ -59,17 +59,27 @@ def browser(playwright, camera_video):
 def page(browser):
     context = browser.new_context(viewport={"width": 1100, "height": 760})
     page = context.new_page()
-    errors = []
+    errors, violations = [], []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    # every page of every test runs under the server's CSP: a violation fails the test
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e => console.error("
+        "`Content Security Policy violation: ${e.violatedDirective} ${e.blockedURI}`));"
+    )
     yield page
     context.close()
     assert not errors, f"JavaScript errors: {errors}"
+    assert not violations, f"CSP violations: {violations}"
 
 
 def test_live_page_boxes_the_face_and_draws_the_overlay(page, live_server):
     page.goto(live_server + "/")
     page.click("#toggle")
-    page.wait_for_function("window.moodlens.stats.answered >= 15", timeout=60_000)
+    page.wait_for_function("() => window.moodlens.stats.answered >= 15", timeout=60_000)
     stats = page.evaluate("window.moodlens.stats")
     reply = stats["lastReply"]
     assert stats["errors"] == 0, stats["lastError"]
@@ -91,7 +101,7 @@ def test_live_page_boxes_the_face_and_draws_the_overlay(page, live_server):
 def test_stop_ends_the_camera_and_clears_the_overlay(page, live_server):
     page.goto(live_server + "/")
     page.click("#toggle")
-    page.wait_for_function("window.moodlens.stats.answered >= 3", timeout=60_000)
+    page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
     page.click("#toggle")
     assert page.evaluate("document.getElementById('video').srcObject") is None
     assert page.locator("#toggle").inner_text() == "Start camera"
@@ -110,7 +120,7 @@ def test_upload_page_annotates_a_photo(page, live_server):
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     page.goto(live_server + "/upload")
     page.set_input_files("#image", str(photo))
-    page.wait_for_function("document.getElementById('message').textContent.includes('1 face')", timeout=30_000)
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('1 face')", timeout=30_000)
     assert page.locator("#annotated").is_visible()
     assert page.locator("#faces tbody tr").count() == 1
     page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
@@ -122,7 +132,7 @@ def test_upload_page_reports_a_bad_file(page, live_server, tmp_path):
     page.goto(live_server + "/upload")
     page.set_input_files("#image", str(junk))
     page.wait_for_function(
-        "document.getElementById('message').textContent.includes('not a readable image')", timeout=30_000
+        "() => document.getElementById('message').textContent.includes('not a readable image')", timeout=30_000
     )
 
 
@@ -164,7 +174,7 @@ def test_live_page_boxes_several_faces(playwright, live_server, tmp_path):
         page = browser.new_page(viewport={"width": 1100, "height": 760})
         page.goto(live_server + "/")
         page.click("#toggle")
-        page.wait_for_function("window.moodlens.stats.answered >= 10", timeout=60_000)
+        page.wait_for_function("() => window.moodlens.stats.answered >= 10", timeout=60_000)
         stats = page.evaluate("window.moodlens.stats")
         assert stats["errors"] == 0, stats["lastError"]
         faces = stats["lastReply"]["faces"]
@@ -172,3 +182,22 @@ def test_live_page_boxes_several_faces(playwright, live_server, tmp_path):
         page.screenshot(path=str(ARTIFACTS / "live-six-faces.png"))
     finally:
         browser.close()
+
+
+def test_pages_work_under_the_csp_and_cannot_be_framed(page, live_server):
+    for path in ("/", "/upload"):
+        response = page.goto(live_server + path)
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("() => window.moodlens.stats.answered >= 5", timeout=60_000)
+    assert page.evaluate("window.moodlens.stats.errors") == 0
+    # another page tries to frame the camera page: the browser refuses
+    framing = page.context.new_page()
+    refused = []
+    framing.on("console", lambda message: refused.append(message.text))
+    framing.set_content(f'<iframe id="f" src="{live_server}/"></iframe>')
+    framing.wait_for_timeout(1500)
+    frame = framing.frame_locator("#f")
+    assert frame.locator("#toggle").count() == 0
+    assert any("frame-ancestors" in text for text in refused), refused

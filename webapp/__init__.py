@@ -10,9 +10,14 @@ import logging
 
 from flask import Flask, Request
 from flask_socketio import SocketIO
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from webapp import config as settings
-from webapp.concurrency import lock_factory
+from webapp.body_limits import BodyLimits
+from webapp.concurrency import body_deadline, lock_factory
+from webapp.log_limit import limit_repeats
+from webapp.security import add_security_headers
+from webapp.sessions import SessionCap
 
 socketio = SocketIO()
 log = logging.getLogger("webapp")
@@ -24,6 +29,18 @@ class InMemoryRequest(Request):
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return io.BytesIO()
+
+    def _load_form_data(self):
+        try:
+            super()._load_form_data()
+        except RequestEntityTooLarge as error:
+            if self.content_length is not None and self.content_length > (self.max_content_length or 0):
+                raise
+            # the body is within MAX_UPLOAD_MB: a form limit was hit, and the reply should name it
+            raise RequestEntityTooLarge(
+                f"the form has too many parts (at most {self.max_form_parts}) or a text field over "
+                f"{self.max_form_memory_size:,} bytes; send one part, the field 'image'"
+            ) from error
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -49,27 +66,43 @@ def create_app(config: dict | None = None) -> Flask:
     from webapp import events, routes
 
     app.register_blueprint(routes.blueprint)
+    app.after_request(add_security_headers)
     events.register(socketio)
+    max_body = max(app.config["MAX_FRAME_KB"] * 1024, app.config["MAX_CONTENT_LENGTH"]) + 4096
     socketio.init_app(
         app,
         async_mode=app.config["ASYNC_MODE"],
-        max_http_buffer_size=max(app.config["MAX_FRAME_KB"] * 1024, app.config["MAX_CONTENT_LENGTH"]) + 4096,
+        max_http_buffer_size=max_body,
         cors_allowed_origins=app.config["CORS_ALLOWED_ORIGINS"],
+        # an abandoned session expires ~15 s after its handshake, not 45 s (Engine.IO's 25 + 20)
+        ping_interval=10,
+        ping_timeout=5,
     )
+    # outermost first: bodies arrive in full and in time before Engine.IO or Flask reads them
+    app.wsgi_app = SessionCap(app.wsgi_app, socketio.server, app.config["MAX_SESSIONS_PER_ADDRESS"])
+    app.wsgi_app = BodyLimits(
+        app.wsgi_app, max_body, body_deadline(app.config["ASYNC_MODE"], app.config["BODY_TIMEOUT_S"])
+    )
+    limit_repeats("engineio.server", "socketio.server", "webapp.events", "webapp.body_limits")
     return app
 
 
 def _load_pipelines(config, new_lock) -> dict:
     """The live-stream and upload pipelines: one classifier, each pipeline with its own detector."""
+    from webapp.vision.budget import DecodeLimits, HeavySlots
     from webapp.vision.classifier import EmotionClassifier
     from webapp.vision.pipeline import build_pipeline
 
     classifier = EmotionClassifier(config["MODEL_PATH"], flip_tta=config["FLIP_TTA"], lock=new_lock())
+    mb = 1024 * 1024
     shared = {
         "classifier": classifier,
         "max_faces": config["MAX_FACES"],
         "max_pixels": config["MAX_PIXELS"],
         "new_lock": new_lock,
+        "limits": DecodeLimits(max_pixels=config["MAX_PIXELS"], max_bytes=config["MAX_DECODE_MB"] * mb),
+        # one cap for uploads and frames alike: memory is what it protects
+        "heavy_slots": HeavySlots(config["MAX_HEAVY_ANALYSES"], config["HEAVY_DECODE_MB"] * mb, new_lock()),
     }
     # no padded retry on the stream: it would double the cost of every frame without a face
     pipelines = {

@@ -7,8 +7,10 @@ nothing of eventlet: it takes the locks made here.
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from flask import current_app
 
@@ -70,3 +72,34 @@ def speed_up_eventlet_websocket() -> None:
     from eventlet.websocket import RFC6455WebSocket
 
     RFC6455WebSocket._apply_mask = staticmethod(fast_apply_mask)
+
+
+def body_deadline(async_mode: str, seconds: float):
+    """What `BodyLimits` reads request bodies under: a green timeout of `seconds` to 1.5 x `seconds` under eventlet,
+    None (no deadline) otherwise.
+
+    Under eventlet every socket read yields to the hub, so an `eventlet.Timeout` interrupts
+    a read that waits for a client that sends nothing. The threaded development server
+    has no such hook; it is not meant to face the internet.
+    """
+    if async_mode != "eventlet":
+        return None
+    import eventlet
+
+    from webapp.body_limits import BodyTimeout
+
+    @contextmanager
+    def deadline():
+        # up to 50% later at random: a thousand bodies that stall together must not all time out in
+        # one tick of the event loop (that stalled every other client for 200 ms)
+        timer = eventlet.Timeout(seconds * (1 + 0.5 * random.random()))
+        try:
+            yield
+        except eventlet.Timeout as expired:
+            if expired is not timer:
+                raise
+            raise BodyTimeout(f"no body in {seconds} s") from None
+        finally:
+            timer.cancel()
+
+    return deadline

@@ -39,6 +39,15 @@ def from_env() -> dict:
         "MAX_PIXELS": _int("MAX_PIXELS", 40_000_000),
         "MAX_FACES": _int("MAX_FACES", 10),
         "MAX_FPS_PER_CLIENT": _int("MAX_FPS_PER_CLIENT", 60),
+        # width x height x channels x bytes per sample: a 311 KB PNG can declare 320 MB of 16-bit RGBA
+        "MAX_DECODE_MB": _int("MAX_DECODE_MB", 100),
+        # images over HEAVY_DECODE_MB decoded are analysed at most MAX_HEAVY_ANALYSES at once; others get 503 busy
+        "HEAVY_DECODE_MB": _int("HEAVY_DECODE_MB", 24),
+        "MAX_HEAVY_ANALYSES": _int("MAX_HEAVY_ANALYSES", 2),
+        # a request body must arrive within this many seconds (production server), or the connection is dropped
+        "BODY_TIMEOUT_S": _int("BODY_TIMEOUT_S", 15),
+        # Engine.IO sessions open at once per client address (0: no cap); abandoned ones expire in ~15 s
+        "MAX_SESSIONS_PER_ADDRESS": _int("MAX_SESSIONS_PER_ADDRESS", 20),
         "FLIP_TTA": _bool("FLIP_TTA", True),
         "CORS_ALLOWED_ORIGINS": os.environ.get("CORS_ALLOWED_ORIGINS") or None,
         # how the server runs concurrent clients; the entry point sets it (webapp.wsgi: eventlet)
@@ -54,8 +63,14 @@ def check(config: dict) -> None:
     """
     if config["ASYNC_MODE"] not in ASYNC_MODES:
         raise ValueError(f"ASYNC_MODE must be one of {', '.join(ASYNC_MODES)}, got {config['ASYNC_MODE']!r}")
-    for key in ("MAX_UPLOAD_MB", "MAX_FRAME_KB", "MAX_PIXELS", "MAX_FACES", "MAX_FPS_PER_CLIENT"):
+    positive = ("MAX_UPLOAD_MB", "MAX_FRAME_KB", "MAX_PIXELS", "MAX_FACES", "MAX_FPS_PER_CLIENT", "MAX_DECODE_MB")
+    positive += ("HEAVY_DECODE_MB", "MAX_HEAVY_ANALYSES", "BODY_TIMEOUT_S")
+    for key in positive:
         if int(config[key]) <= 0:
             raise ValueError(f"{key} must be positive, got {config[key]}")
+    if int(config["MAX_SESSIONS_PER_ADDRESS"]) < 0:
+        raise ValueError(
+            f"MAX_SESSIONS_PER_ADDRESS must be 0 (no cap) or more, got {config['MAX_SESSIONS_PER_ADDRESS']}"
+        )
     if config.get("PIPELINES") is None and not Path(config["MODEL_PATH"]).is_file():
         raise ValueError(f"MODEL_PATH {config['MODEL_PATH']!r} does not exist; see models/README.md")

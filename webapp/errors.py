@@ -5,7 +5,9 @@ from __future__ import annotations
 from webapp.vision.imaging import ImageError
 
 # HTTP status for each ImageError code
-HTTP_STATUS = {"too_large": 413, "unsupported_format": 415}
+HTTP_STATUS = {"too_large": 413, "unsupported_format": 415, "busy": 503}
+# seconds a client told "busy" should wait before retrying
+RETRY_AFTER_S = 1
 
 
 def error_body(code: str, message: str) -> dict:

@@ -27,32 +27,61 @@ def register(socketio) -> None:
     socketio.on_event("reset", on_reset)
 
 
-def _client() -> StreamClient:
-    """This connection's state, made on first use."""
-    client = _clients.get(request.sid)
-    if client is None:
-        config = current_app.config
-        client = _clients[request.sid] = StreamClient(config["MAX_FRAME_KB"] * 1024, config["MAX_FPS_PER_CLIENT"])
-    return client
+def _is_open() -> bool:
+    """Whether this connection is connected and not being torn down.
+
+    A client can send an ordinary event named "connect" or "disconnect", and
+    python-socketio dispatches it to the same handlers as the real ones. During the
+    real connect the manager still has the connection pending, and during the real
+    disconnect it already has it pending removal; in both cases it is not "connected".
+    An event sent by the client arrives only on an open connection.
+    """
+    return socketio_server().manager.is_connected(request.sid, request.namespace or "/")
+
+
+def socketio_server():
+    """The python-socketio server behind Flask-SocketIO."""
+    return current_app.extensions["socketio"].server
+
+
+def _reserved(name: str) -> dict:
+    log.warning("refused a client event named %r (reserved)", name)
+    return error_body("reserved_event", f"{name!r} is a reserved event name and cannot be emitted")
 
 
 def on_connect(auth=None):
-    _client()
+    if _is_open():  # an event named "connect": the state stays as it is
+        return _reserved("connect")
+    config = current_app.config
+    _clients.setdefault(request.sid, StreamClient(config["MAX_FRAME_KB"] * 1024, config["MAX_FPS_PER_CLIENT"]))
+    return None
 
 
-def on_disconnect(reason=None):
+def on_disconnect(reason=None, *_):
+    if _is_open():  # an event named "disconnect" from a connected client: its limits must survive it
+        return _reserved("disconnect")
     _clients.pop(request.sid, None)
+    return None
 
 
 def on_reset(*_):
     """Forget tracked faces (e.g. after switching cameras)."""
-    _client().reset()
+    client = _clients.get(request.sid)
+    if client is None:
+        return _not_connected()
+    client.reset()
     return {"ok": True}
+
+
+def _not_connected() -> dict:
+    return error_body("not_connected", "this connection has no stream state; reconnect")
 
 
 def on_frame(data=None, *_):
     """Analyse one JPEG frame; the return value is the client's ack (analysis or error)."""
-    client = _client()
+    client = _clients.get(request.sid)
+    if client is None:  # state exists only between the real connect and disconnect
+        return _not_connected()
     try:
         with client.admit(data) as frame:
             analysis = run_blocking(pipeline("stream").analyze_bytes, frame)

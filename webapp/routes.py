@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from flask import Blueprint, current_app, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webapp.concurrency import pipeline, run_blocking
-from webapp.errors import error_body, from_image_error
+from webapp.errors import RETRY_AFTER_S, error_body, from_image_error
 from webapp.vision.imaging import ImageError
 from webapp.vision.labels import EMOTIONS
 
@@ -49,7 +49,8 @@ def analyze():
         analysis = run_blocking(pipeline("image").analyze_bytes, data, faces == "whole")
     except ImageError as error:
         body, status = from_image_error(error)
-        return jsonify(body), status
+        headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else {}
+        return jsonify(body), status, headers
     return jsonify(analysis.to_dict())
 
 
@@ -72,10 +73,15 @@ def http_error(error: HTTPException):
     """JSON errors for API clients, the usual page for browsers."""
     if request.path.startswith("/api/") or request.path == "/healthz" or not request.accept_mimetypes.accept_html:
         code = {413: "too_large"}.get(error.code, error.name.lower().replace(" ", "_"))
-        message = (
-            f"the upload exceeds {current_app.config['MAX_UPLOAD_MB']} MB" if error.code == 413 else error.description
-        )
-        return jsonify(error_body(code, message)), error.code
+        message = error.description
+        if error.code == 413 and message == RequestEntityTooLarge.description:  # the body size, not a form limit
+            message = f"the upload exceeds {current_app.config['MAX_UPLOAD_MB']} MB"
+        reply = jsonify(error_body(code, message))
+        # keep what the error adds beyond its HTML body, e.g. the Allow header of a 405
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                reply.headers[name] = value
+        return reply, error.code
     return error
 
 

@@ -12,6 +12,10 @@ from webapp.vision.types import Box, FaceDetection
 # Margin on each side, as a fraction of the image's longer side; measured by
 # `python -m bench.detection_bench` (crop sweep).
 MARGIN = 0.5
+# The padded canvas is made from the image scaled down to at most this side: the detectors
+# see 128-192 px anyway, and at full size a 40 MP image padded this way took 600 MB (and a
+# 1 x 65535 one, 25 GB).
+WORK_SIDE = 640
 
 
 def pad_image(rgb: np.ndarray, margin: float = MARGIN) -> tuple[np.ndarray, int]:
@@ -30,15 +34,23 @@ def pad_image(rgb: np.ndarray, margin: float = MARGIN) -> tuple[np.ndarray, int]
 
 def detect_with_margin(detector, rgb: np.ndarray, margin: float = MARGIN) -> list[FaceDetection]:
     """Run `detector` on the padded image; boxes and eyes come back in `rgb`'s pixels, clipped to it."""
-    padded, pad = pad_image(rgb, margin)
     height, width = rgb.shape[:2]
+    scale = min(1.0, WORK_SIDE / max(height, width))
+    if scale < 1:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    padded, pad = pad_image(rgb, margin)
+
+    def back(x: float, y: float) -> tuple[float, float]:
+        return (x - pad) / scale, (y - pad) / scale
+
     found = []
     for face in detector.detect(padded):
-        left, top = max(0.0, face.box.x - pad), max(0.0, face.box.y - pad)
-        right = min(float(width), face.box.x + face.box.width - pad)
-        bottom = min(float(height), face.box.y + face.box.height - pad)
+        left, top = back(face.box.x, face.box.y)
+        right, bottom = back(face.box.x + face.box.width, face.box.y + face.box.height)
+        left, top, right, bottom = max(0.0, left), max(0.0, top), min(float(width), right), min(float(height), bottom)
         if right - left < 2 or bottom - top < 2:
             continue  # a "face" in the border
-        eyes = None if face.eyes is None else tuple((x - pad, y - pad) for x, y in face.eyes)
+        eyes = None if face.eyes is None else tuple(back(x, y) for x, y in face.eyes)
         found.append(replace(face, box=Box(left, top, right - left, bottom - top), eyes=eyes))
     return found

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import nullcontext
+from dataclasses import replace
 
 import numpy as np
 
 from webapp.vision.align import MIN_TILT_DEGREES, upright_face_input
-from webapp.vision.imaging import decode_image
+from webapp.vision.budget import BusyError, DecodeLimits, HeavySlots
+from webapp.vision.imaging import ImageError, decode_opened, open_image
 from webapp.vision.margin import detect_with_margin
 from webapp.vision.preprocess import face_to_input, to_grayscale
 from webapp.vision.types import Analysis, Box, FaceDetection, FaceResult
@@ -21,7 +24,9 @@ class EmotionPipeline:
         detector: object with `detect(rgb) -> list[FaceDetection]` and a `name`.
         classifier: `EmotionClassifier` (or anything with `classify(faces)` and `name`).
         max_faces: classify at most this many faces, the largest first.
-        max_pixels: decode limit used by `analyze_bytes`.
+        max_pixels: decode limit used by `analyze_bytes` (when `limits` is not given).
+        limits: what one image may cost to decode (`DecodeLimits`).
+        heavy_slots: caps how many large images are analysed at once (`HeavySlots`); None: no cap.
         padded_retry: retry an image with no face on a padded canvas (face crops).
         align_min_tilt: rotate faces tilted at least this many degrees upright by their
             eye keypoints before classifying; None never rotates.
@@ -35,13 +40,16 @@ class EmotionPipeline:
         max_pixels: int = 40_000_000,
         padded_retry: bool = True,
         align_min_tilt: float | None = MIN_TILT_DEGREES,
+        limits: DecodeLimits | None = None,
+        heavy_slots: HeavySlots | None = None,
     ):
         self.detector = detector
         self.padded_retry = padded_retry
         self.align_min_tilt = align_min_tilt
         self.classifier = classifier
         self.max_faces = max_faces
-        self.max_pixels = max_pixels
+        self.limits = limits or DecodeLimits(max_pixels=max_pixels)
+        self.heavy_slots = heavy_slots
 
     def describe(self) -> dict:
         """Names of the models in use, for /healthz."""
@@ -54,20 +62,32 @@ class EmotionPipeline:
     def analyze_bytes(self, data: bytes, whole: bool = False) -> Analysis:
         """Decode an encoded image and analyse it; decoding time is reported as `decode`.
 
+        A large JPEG is decoded at reduced scale; boxes and size are reported in its full-size pixels.
+
         Args:
             data: the encoded image.
             whole: see `analyze`.
 
         Raises:
-            ImageError: the bytes are not a usable image.
+            ImageError: the bytes are not a usable image, or (code "busy") too many large
+                images are being analysed at once.
         """
         start = time.perf_counter()
-        rgb = decode_image(data, self.max_pixels)
-        decoded = time.perf_counter()
-        analysis = self.analyze(rgb, whole)
-        timings = {"decode": (decoded - start) * 1000, **analysis.timings_ms}
+        opened = open_image(data, self.limits)
+        try:
+            # held for the analysis too: the decoded pixels live until it ends
+            with self.heavy_slots.hold(opened.decoded_bytes) if self.heavy_slots else nullcontext():
+                decoded = decode_opened(opened)
+                del opened
+                decoded_at = time.perf_counter()
+                analysis = self.analyze(decoded.rgb, whole)
+                faces, width, height = _rescaled(analysis.faces, decoded), decoded.width, decoded.height
+                del decoded  # before the slot is released (and the heap trimmed)
+        except BusyError as busy:
+            raise ImageError("busy", str(busy)) from None
+        timings = {"decode": (decoded_at - start) * 1000, **analysis.timings_ms}
         timings["total"] = (time.perf_counter() - start) * 1000
-        return Analysis(analysis.width, analysis.height, analysis.faces, timings)
+        return Analysis(width, height, faces, timings)
 
     def find_faces(self, rgb: np.ndarray) -> list[FaceDetection]:
         """Detect faces, largest first; an image with none is tried once more with a margin.
@@ -117,6 +137,18 @@ class EmotionPipeline:
         return face_to_input(gray, (box.x, box.y, box.width, box.height))
 
 
+def _rescaled(faces: tuple[FaceResult, ...], decoded) -> tuple[FaceResult, ...]:
+    """Faces found in reduced-scale pixels, in the full-size image's pixels."""
+    height, width = decoded.rgb.shape[:2]
+    sx, sy = decoded.width / width, decoded.height / height
+    if (sx, sy) == (1, 1):
+        return faces
+    return tuple(
+        replace(face, box=Box(face.box.x * sx, face.box.y * sy, face.box.width * sx, face.box.height * sy))
+        for face in faces
+    )
+
+
 def build_pipeline(
     model_path: str = "",
     *,
@@ -127,6 +159,8 @@ def build_pipeline(
     max_pixels: int = 40_000_000,
     padded_retry: bool = True,
     new_lock=None,
+    limits: DecodeLimits | None = None,
+    heavy_slots: HeavySlots | None = None,
 ) -> EmotionPipeline:
     """Load a detector and the emotion model into a warmed-up pipeline.
 
@@ -141,6 +175,8 @@ def build_pipeline(
         padded_retry: retry images with no face on a padded canvas (uploads: face crops;
             off for the stream, where it would double the cost of every empty frame).
         new_lock: makes the locks that guard model calls (default: `threading.Lock`).
+        limits: decode limits (default: `max_pixels` and `DecodeLimits`' other defaults).
+        heavy_slots: shared cap on large analyses at once (None: no cap).
     """
     from webapp.vision.classifier import EmotionClassifier
     from webapp.vision.detector import make_detector
@@ -149,7 +185,13 @@ def build_pipeline(
     classifier = classifier or EmotionClassifier(model_path, flip_tta=flip_tta, lock=new_lock())
     detector = make_detector(detector, lock=new_lock())
     pipeline = EmotionPipeline(
-        detector, classifier, max_faces=max_faces, max_pixels=max_pixels, padded_retry=padded_retry
+        detector,
+        classifier,
+        max_faces=max_faces,
+        max_pixels=max_pixels,
+        padded_retry=padded_retry,
+        limits=limits,
+        heavy_slots=heavy_slots,
     )
     pipeline.analyze(np.zeros((480, 640, 3), np.uint8))  # warm-up: the first call allocates
     return pipeline

@@ -1,0 +1,161 @@
+"""Issue-11 attacks against the Procfile's server (gunicorn, one eventlet worker), loopback only, bounded.
+
+    python -m bench.abuse_bench [--steps] [--soak SECONDS]
+
+Prints each attack's figures against its target. --steps also measures the memory attack
+under each hardening step (no budget and no cap, then the cap, the allocator setting and
+the decode budget). --soak runs 6 clients at 30 fps for SECONDS (the target: 600).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from tests import abuse
+from tests.harness import png_16bit_rgba, start_production_server, stop_production_server, worker_pid
+
+UNLIMITED = {"MAX_DECODE_MB": "100000", "MAX_HEAVY_ANALYSES": "1000"}
+STEPS = [
+    ("no decode budget, no cap, glibc's arenas", {**UNLIMITED, "MALLOC_ARENA_MAX": None}),
+    ("+ at most 2 large analyses at once", {"MAX_DECODE_MB": "100000", "MALLOC_ARENA_MAX": None}),
+    ("+ MALLOC_ARENA_MAX=2 (Procfile)", {"MAX_DECODE_MB": "100000"}),
+    ("+ 100 MB decode budget (defaults)", {}),
+]
+
+
+def row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def ms(value: float) -> str:
+    return "no answer" if value == float("inf") else f"{value:.0f}"
+
+
+def memory_steps(png: bytes) -> None:
+    print("\n30 uploads of a 320 KB 16-bit RGBA PNG declaring 8000x5000, 10 at a time (worker RSS, MB)\n")
+    print(row("configuration", "baseline", "peak", "5 s after", "replies", "all JSON", "/healthz worst ms"))
+    print(row(*["---"] * 7))
+    for name, env in STEPS:
+        process, url = start_production_server(env=env)
+        try:
+            r = abuse.memory_attack(url, worker_pid(process), png)
+        finally:
+            stop_production_server(process)
+        print(
+            row(
+                name,
+                f"{r['baseline_mb']:.0f}",
+                f"+{r['peak_mb'] - r['baseline_mb']:.0f}",
+                f"+{r['after_mb'] - r['baseline_mb']:.0f}",
+                r["statuses"],
+                r["all_json"],
+                ms(r["healthz_worst_ms"]),
+            ),
+            flush=True,
+        )
+
+
+def attacks(png: bytes, soak_s: float) -> None:
+    process, url = start_production_server()
+    pid = worker_pid(process)
+    lines = []
+    try:
+        r = abuse.memory_attack(url, pid, png)
+        peak, after = r["peak_mb"] - r["baseline_mb"], r["after_mb"] - r["baseline_mb"]
+        lines.append(
+            (
+                "30 declared-320 MB PNGs, 10 at a time",
+                "peak <= +1 GB, +300 MB 5 s after, all JSON",
+                f"peak +{peak:.0f} MB, after +{after:.0f} MB, {r['statuses']}, JSON {r['all_json']}",
+                peak <= 1024 and after <= 300 and r["all_json"],
+                r["healthz_worst_ms"],
+            )
+        )
+        r = abuse.memory_attack(url, pid, png_16bit_rgba(3000, 2500), count=30, at_once=10)
+        peak, after = r["peak_mb"] - r["baseline_mb"], r["after_mb"] - r["baseline_mb"]
+        lines.append(
+            (
+                "30 decodable 60 MB PNGs (3000x2500x16-bit RGBA), 10 at a time",
+                "peak <= +1 GB, +300 MB 5 s after, JSON, 503s with Retry-After",
+                f"peak +{peak:.0f} MB, after +{after:.0f} MB, {r['statuses']}, Retry-After {r['retry_after']}",
+                peak <= 1024 and after <= 300 and r["all_json"] and r["retry_after"],
+                r["healthz_worst_ms"],
+            )
+        )
+        r = abuse.stalled_bodies(url, connections=900, limit_s=40)
+        lines.append(
+            (
+                "900 stalled request bodies (BODY_TIMEOUT_S=15)",
+                "all dropped <= 30 s",
+                f"{r['dropped']} dropped, last after {r['last_dropped_s']:.1f} s; then a new client: {r['fresh_client_status']}",
+                r["dropped"] == 900 and r["last_dropped_s"] <= 30,
+                r["healthz_worst_ms"],
+            )
+        )
+        r = abuse.reset_trick(url)
+        lines.append(
+            (
+                "300 frames in 1 s, each after a spoofed connect/disconnect",
+                "<= 60 analysed",
+                f"{r['analysed']} analysed in {r['seconds']:.2f} s, {r['codes']}",
+                r["analysed"] <= 60,
+                r["healthz_worst_ms"],
+            )
+        )
+        r = abuse.log_flood(url, process.log)
+        lines.append(
+            (
+                "1,000 malformed Socket.IO packets over 10 WebSockets",
+                "one line with a count, no traceback each",
+                f"{r['log_bytes']:,} bytes of log for {r['bytes_sent']:,} sent",
+                r["log_bytes"] < r["bytes_sent"],
+                r["healthz_worst_ms"],
+            )
+        )
+        r = abuse.session_flood(url, pid, seconds=30, max_requests=30000)
+        lines.append(
+            (
+                "Engine.IO polling handshakes for 30 s, one address",
+                "bounded sessions and memory",
+                f"{r['handshakes']:,} sent: {r['statuses']}, RSS {r['rss_growth_mb']:+.0f} MB",
+                r["statuses"].get(200, 0) <= 20 and r["rss_growth_mb"] <= 50,
+                r["healthz_worst_ms"],
+            )
+        )
+        if soak_s:
+            import time
+
+            time.sleep(20)  # the flood's sessions expire
+            r = abuse.soak(url, pid, seconds=soak_s)
+            lines.append(
+                (
+                    f"soak: 6 clients at 30 fps for {soak_s:.0f} s",
+                    "no errors, RSS growth <= 50 MB",
+                    f"{r['fps_per_client']:.1f} fps each, {r['errors']} errors {r['error_codes']}, "
+                    f"RSS {r['rss_growth_mb']:+.1f} MB",
+                    r["errors"] == 0 and r["rss_growth_mb"] <= 50,
+                    r["healthz_worst_ms"],
+                )
+            )
+    finally:
+        stop_production_server(process)
+    print("\nAttacks on the default server (Procfile); /healthz target <= 100 ms during each\n")
+    print(row("attack", "target", "measured", "met", "/healthz worst ms"))
+    print(row(*["---"] * 5))
+    for attack, target, measured, met, health in lines:
+        print(row(attack, target, measured, "yes" if met and health <= 100 else "NO", ms(health)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", action="store_true", help="memory attack under each hardening step")
+    parser.add_argument("--soak", type=float, default=0, metavar="SECONDS", help="also soak 6 clients at 30 fps")
+    args = parser.parse_args()
+    png = png_16bit_rgba(8000, 5000)
+    if args.steps:
+        memory_steps(png)
+    attacks(png, args.soak)
+
+
+if __name__ == "__main__":
+    main()

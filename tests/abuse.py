@@ -1,0 +1,315 @@
+"""Attacks on the production server, shared by tests/test_abuse.py (small, bounded) and bench/abuse_bench.py.
+
+Every attack goes to a loopback URL only, runs a bounded number of requests, and returns
+what it measured, including the worst /healthz latency seen while it ran.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
+
+from tests.harness import jpeg_bytes, rss_mb, webcam_frame
+
+
+def _loopback(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.hostname not in ("127.0.0.1", "localhost"):
+        raise ValueError(f"attacks go to loopback only, not {url}")
+    return parts.hostname, parts.port
+
+
+class HealthProbe:
+    """Polls /healthz every `interval` s in the background and keeps the latencies (ms)."""
+
+    def __init__(self, url: str, interval: float = 0.1):
+        self.url, self.interval = url, interval
+        self.latencies: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            start = time.perf_counter()
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=5) as reply:
+                    reply.read()
+                self.latencies.append((time.perf_counter() - start) * 1000)
+            except OSError:
+                self.failures += 1
+            self._stop.wait(self.interval)
+
+    @property
+    def worst_ms(self) -> float:
+        return max(self.latencies, default=float("inf")) if not self.failures else float("inf")
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        self._thread.join()
+
+
+class RssSampler:
+    """Samples a process's resident memory every `interval` s; `peak` is the highest seen (MB)."""
+
+    def __init__(self, pid: int, interval: float = 0.02):
+        self.pid, self.interval = pid, interval
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mb(self.pid))
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        self._thread.join()
+
+
+def post(url: str, data: bytes, content_type: str = "image/png", timeout: float = 120) -> tuple[int, bytes, dict]:
+    """POST `data` to /api/v1/analyze; the status, body and headers whatever the status."""
+    request = urllib.request.Request(url + "/api/v1/analyze", data=data, headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.status, reply.read(), dict(reply.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(), dict(error.headers)
+
+
+def is_json(body: bytes) -> bool:
+    try:
+        json.loads(body)
+    except ValueError:
+        return False
+    return True
+
+
+def memory_attack(url: str, pid: int, image: bytes, count: int = 30, at_once: int = 10, settle_s: float = 5) -> dict:
+    """`count` uploads of `image`, `at_once` at a time: the worker's RSS baseline, peak and `settle_s` after."""
+    _loopback(url)
+    baseline = rss_mb(pid)
+    with HealthProbe(url) as probe, RssSampler(pid) as sampler, ThreadPoolExecutor(at_once) as pool:
+        replies = list(pool.map(lambda _: post(url, image), range(count)))
+    time.sleep(settle_s)
+    statuses: dict[int, int] = {}
+    for status, _, _ in replies:
+        statuses[status] = statuses.get(status, 0) + 1
+    return {
+        "baseline_mb": baseline,
+        "peak_mb": sampler.peak,
+        "after_mb": rss_mb(pid),
+        "statuses": statuses,
+        "all_json": all(is_json(body) for _, body, _ in replies),
+        "retry_after": all("Retry-After" in headers for status, _, headers in replies if status == 503),
+        "healthz_worst_ms": probe.worst_ms,
+    }
+
+
+def stalled_bodies(url: str, connections: int = 300, limit_s: float = 40) -> dict:
+    """`connections` POSTs that send headers and part of the body, then nothing: how long until each is dropped."""
+    host, port = _loopback(url)
+    sockets = []
+    start = time.monotonic()
+    with HealthProbe(url) as probe:
+        for _ in range(connections):
+            sock = socket.create_connection((host, port), timeout=limit_s)
+            sock.sendall(
+                b"POST /api/v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                b"Content-Length: 100000\r\n\r\n" + b"\xff\xd8" + b"\x00" * 998
+            )
+            sockets.append(sock)
+        dropped_after = []
+        for sock in sockets:
+            sock.settimeout(max(0.1, limit_s - (time.monotonic() - start)))
+            try:
+                while sock.recv(4096):  # a 408 reply, then the close
+                    pass
+                dropped_after.append(time.monotonic() - start)
+            except OSError:  # still open at the limit
+                pass
+            finally:
+                sock.close()
+        # a fresh client gets in once the stalled ones are gone
+        fresh = post(url, b"garbage", "image/jpeg", timeout=10)[0]
+    return {
+        "connections": connections,
+        "dropped": len(dropped_after),
+        "last_dropped_s": max(dropped_after, default=float("inf")),
+        "fresh_client_status": fresh,
+        "healthz_worst_ms": probe.worst_ms,
+    }
+
+
+@contextlib.contextmanager
+def socketio_client(url: str) -> Iterator:
+    import socketio
+
+    client = socketio.Client(reconnection=False)
+    client.connect(url, transports=["websocket"])
+    try:
+        yield client
+    finally:
+        client.disconnect()
+
+
+def reset_trick(url: str, frames: int = 300) -> dict:
+    """Flood `frames` frames in about a second, each after an event named "disconnect" or "connect".
+
+    Before the fix each spoofed event wiped the connection's limits and every frame was analysed.
+    """
+    _loopback(url)
+    frame = jpeg_bytes(webcam_frame()[:64, :64])
+    replies: list[dict] = []
+    done = threading.Event()
+
+    def on_reply(reply):
+        replies.append(reply)
+        if len(replies) == frames:
+            done.set()
+
+    with HealthProbe(url) as probe, socketio_client(url) as client:
+        start = time.monotonic()
+        for i in range(frames):
+            client.emit("disconnect" if i % 2 else "connect")
+            client.emit("frame", frame, callback=on_reply)
+            time.sleep(max(0.0, start + (i + 1) / frames - time.monotonic()))
+        done.wait(30)
+        elapsed = time.monotonic() - start
+    analysed = sum("error" not in reply for reply in replies)
+    codes: dict[str, int] = {}
+    for reply in replies:
+        code = reply.get("error", {}).get("code", "ok")
+        codes[code] = codes.get(code, 0) + 1
+    return {
+        "frames": frames,
+        "seconds": elapsed,
+        "analysed": analysed,
+        "codes": codes,
+        "healthz_worst_ms": probe.worst_ms,
+    }
+
+
+def session_flood(url: str, pid: int, seconds: float = 10, max_requests: int = 5000) -> dict:
+    """Engine.IO polling handshakes as fast as one connection allows, bounded by `seconds` and `max_requests`."""
+    host, port = _loopback(url)
+    baseline = rss_mb(pid)
+    statuses: dict[int, int] = {}
+    with HealthProbe(url) as probe:
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        start = time.monotonic()
+        sent = 0
+        while sent < max_requests and time.monotonic() - start < seconds:
+            connection.request("GET", "/socket.io/?EIO=4&transport=polling")
+            reply = connection.getresponse()
+            reply.read()
+            statuses[reply.status] = statuses.get(reply.status, 0) + 1
+            sent += 1
+            if reply.will_close:
+                connection.close()
+                connection = http.client.HTTPConnection(host, port, timeout=10)
+        connection.close()
+        elapsed = time.monotonic() - start
+    return {
+        "handshakes": sent,
+        "seconds": elapsed,
+        "statuses": statuses,
+        "rss_growth_mb": rss_mb(pid) - baseline,
+        "healthz_worst_ms": probe.worst_ms,
+    }
+
+
+def log_flood(url: str, log_file, packets: int = 1000, connections: int = 10) -> dict:
+    """Malformed Socket.IO packets over `connections` WebSockets in turn: bytes of server log written."""
+    import websocket
+
+    host, port = _loopback(url)
+    before = os.fstat(log_file.fileno()).st_size
+    sent = 0
+    kinds = ['42["frame",', "4{bad", "42[1,2", "4-1", "43x[]", "45-[]"]
+    with HealthProbe(url) as probe:
+        for c in range(connections):
+            ws = websocket.create_connection(f"ws://{host}:{port}/socket.io/?EIO=4&transport=websocket", timeout=10)
+            try:
+                ws.recv()  # Engine.IO open packet
+                ws.send("40")
+                ws.recv()  # Socket.IO connect
+                for i in range(packets // connections):
+                    garbage = kinds[(c + i) % len(kinds)]
+                    ws.send(garbage)
+                    sent += len(garbage)
+            except websocket.WebSocketException:
+                pass  # the server may close a connection that sends garbage
+            finally:
+                ws.close()
+        time.sleep(1)
+    logged = os.fstat(log_file.fileno()).st_size - before
+    return {"packets": packets, "bytes_sent": sent, "log_bytes": logged, "healthz_worst_ms": probe.worst_ms}
+
+
+def soak(url: str, pid: int, clients: int = 6, fps: float = 30, seconds: float = 600, warmup_s: float = 10) -> dict:
+    """`clients` Socket.IO clients at up to `fps` each, one frame in flight, for `seconds` after a warm-up."""
+    _loopback(url)
+    frame = jpeg_bytes(webcam_frame(), quality=80)
+    counts = {"answered": 0, "errors": 0}
+    errors: dict[str, int] = {}
+    lock = threading.Lock()
+    stop = threading.Event()
+    measuring = threading.Event()
+
+    def stream():
+        with socketio_client(url) as client:
+            next_at = time.monotonic()
+            while not stop.is_set():
+                reply = client.call("frame", frame, timeout=30)
+                with lock:
+                    if measuring.is_set():
+                        counts["answered"] += 1
+                        if "error" in reply:
+                            counts["errors"] += 1
+                            code = reply["error"]["code"]
+                            errors[code] = errors.get(code, 0) + 1
+                next_at += 1 / fps
+                time.sleep(max(0.0, next_at - time.monotonic()))
+
+    threads = [threading.Thread(target=stream, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(warmup_s)
+    start_rss = rss_mb(pid)
+    measuring.set()
+    with HealthProbe(url, interval=1.0) as probe:
+        start = time.monotonic()
+        time.sleep(seconds)
+        elapsed = time.monotonic() - start
+    stop.set()
+    for thread in threads:
+        thread.join(60)
+    return {
+        "clients": clients,
+        "seconds": elapsed,
+        "fps_per_client": counts["answered"] / elapsed / clients,
+        "errors": counts["errors"],
+        "error_codes": errors,
+        "rss_growth_mb": rss_mb(pid) - start_rss,
+        "healthz_worst_ms": probe.worst_ms,
+    }

@@ -1,0 +1,86 @@
+"""WSGI middleware that reads each request body in full, within a deadline and a size limit, before the app.
+
+gunicorn's eventlet worker has no body timeout (`--timeout` only watches the worker's
+heartbeat), so a client that sends headers and part of a body, then nothing, held its
+connection for ever: 1,000 of them locked everyone else out. Chunked bodies, whose size
+is unknown in advance, were cut at the limit and analysed; here they are refused.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+
+from webapp.errors import error_body
+
+log = logging.getLogger(__name__)
+CHUNK = 64 * 1024
+
+
+class BodyTimeout(Exception):
+    """The body did not arrive before the deadline."""
+
+
+class BodyLimits:
+    """Buffer request bodies with a deadline; answer 408 or 413 (JSON) when a body breaks the limits.
+
+    Args:
+        app: the WSGI app to call with the buffered body.
+        max_bytes: largest body read (the app may enforce smaller limits per route; a
+            declared length over this is left to the app to refuse unread).
+        deadline: `deadline()` returns a context manager that raises `BodyTimeout` when
+            the body takes too long (see `webapp.concurrency.deadline`); None: no deadline.
+    """
+
+    def __init__(self, app, max_bytes: int, deadline: Callable[[], AbstractContextManager] | None = None):
+        self.app = app
+        self.max_bytes = max_bytes
+        self.deadline = deadline or nullcontext
+
+    def __call__(self, environ, start_response):
+        chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        try:
+            declared = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return _reply(start_response, 400, "bad_request", "Content-Length is not a number")
+        if (not chunked and declared <= 0) or declared > self.max_bytes:
+            return self.app(environ, start_response)  # no body, or one the app refuses unread (413)
+        try:
+            with self.deadline():
+                body = _read(environ["wsgi.input"], None if chunked else declared, self.max_bytes + 1)
+        except BodyTimeout:
+            log.info("request body not received in time from %s; connection dropped", environ.get("REMOTE_ADDR"))
+            return _reply(start_response, 408, "timeout", "the request body did not arrive in time")
+        except (OSError, ValueError):
+            return _reply(start_response, 400, "bad_request", "the request body could not be read")
+        if len(body) > self.max_bytes:
+            return _reply(start_response, 413, "too_large", f"the request body exceeds {self.max_bytes:,} bytes")
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        environ["wsgi.input_terminated"] = True
+        return self.app(environ, start_response)
+
+
+def _read(stream, length: int | None, cap: int) -> bytes:
+    """`length` bytes (or, chunked, up to `cap`) from `stream`, stopping early at end of input."""
+    want = cap if length is None else length
+    parts, size = [], 0
+    while size < want:
+        part = stream.read(min(CHUNK, want - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
+def _reply(start_response, status: int, code: str, message: str):
+    reason = {400: "Bad Request", 408: "Request Timeout", 413: "Request Entity Too Large"}[status]
+    body = json.dumps(error_body(code, message)).encode()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")]
+    start_response(f"{status} {reason}", headers)
+    return [body]

@@ -1,0 +1,52 @@
+"""WSGI middleware that caps the Engine.IO sessions one client address may hold open.
+
+An Engine.IO handshake is one cheap GET, but the session it opens lives until its ping
+times out: 20,206 handshakes in 30 s cost 216 MB and minutes of CPU. Behind a proxy
+every client shares the proxy's address; raise MAX_SESSIONS_PER_ADDRESS there (or 0: no cap).
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+
+from webapp.errors import error_body
+
+
+class SessionCap:
+    """Refuse (429, JSON) a new session from an address that already holds `limit` of them.
+
+    Args:
+        app: the WSGI app (Engine.IO's, wrapping Flask's).
+        server: the `socketio.Server`; its `environ` maps each open session to its WSGI environ.
+        limit: sessions per address; 0 turns the cap off.
+        path: where Engine.IO listens.
+    """
+
+    def __init__(self, app, server, limit: int, path: str = "/socket.io"):
+        self.app = app
+        self.server = server
+        self.limit = limit
+        self.path = path.rstrip("/")
+
+    def __call__(self, environ, start_response):
+        if self.limit and self._is_handshake(environ) and self.open_sessions(environ.get("REMOTE_ADDR")) >= self.limit:
+            body = json.dumps(
+                error_body("too_many_sessions", f"at most {self.limit} open sessions per client address")
+            ).encode()
+            start_response(
+                "429 Too Many Requests",
+                [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Retry-After", "15")],
+            )
+            return [body]
+        return self.app(environ, start_response)
+
+    def open_sessions(self, address: str | None) -> int:
+        """Engine.IO sessions now open from `address`."""
+        return sum(1 for environ in list(self.server.environ.values()) if environ.get("REMOTE_ADDR") == address)
+
+    def _is_handshake(self, environ) -> bool:
+        path = environ.get("PATH_INFO", "")
+        if path.rstrip("/") != self.path:
+            return False
+        return "sid" not in parse_qs(environ.get("QUERY_STRING", ""))
