@@ -55,6 +55,7 @@ def create_app(config: dict | None = None) -> Flask:
         async_mode=app.config["ASYNC_MODE"],
         max_http_buffer_size=max(app.config["MAX_FRAME_KB"] * 1024, app.config["MAX_CONTENT_LENGTH"]) + 4096,
         cors_allowed_origins=app.config["CORS_ALLOWED_ORIGINS"],
+        message_queue=app.config["MESSAGE_QUEUE"],
     )
     return app
 

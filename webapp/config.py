@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from pathlib import Path
 
 from webapp.concurrency import ASYNC_MODES
@@ -41,6 +42,10 @@ def from_env() -> dict:
         "MAX_FPS_PER_CLIENT": _int("MAX_FPS_PER_CLIENT", 60),
         "FLIP_TTA": _bool("FLIP_TTA", True),
         "CORS_ALLOWED_ORIGINS": os.environ.get("CORS_ALLOWED_ORIGINS") or None,
+        # several instances behind a proxy share Socket.IO emits through it (e.g. redis://localhost:6379/0)
+        "MESSAGE_QUEUE": os.environ.get("MESSAGE_QUEUE") or None,
+        # names this instance in /healthz, so a proxy's health checks and logs can tell instances apart
+        "INSTANCE": os.environ.get("INSTANCE") or f"{socket.gethostname()}:{os.getpid()}",
         # how the server runs concurrent clients; the entry point sets it (webapp.wsgi: eventlet)
         "ASYNC_MODE": "threading",
     }
