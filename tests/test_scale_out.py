@@ -106,9 +106,12 @@ def test_clients_fail_over_to_the_other_instance_within_5_s(cluster, webcam_fram
         before = [what for when, what in record if when < killed_at]
         after = [(when, what) for when, what in record if when >= killed_at]
         assert before and set(before) == {"ok"}, f"client {index} before the kill: {before}"
-        resumed = [when for when, what in after if what == "ok"]
+        downs = [when for when, what in after if what == "down"]
+        assert downs, f"client {index} never noticed the kill: was it on {victim}?"
+        # a reply already on its way when the instance died may land just after the kill: resuming is the
+        # first ack after the last failure
+        resumed = [when for when, what in after if what == "ok" and when > downs[-1]]
         assert resumed, f"client {index} never got an ack after the kill: {after[:10]}"
         assert resumed[0] - killed_at <= FAILOVER_S, f"client {index} resumed after {resumed[0] - killed_at:.1f} s"
-        # the only failures allowed are the reconnect itself: no error replies, nothing after resuming
+        # the only failures allowed are the reconnect itself: no error replies
         assert {what for _, what in after} <= {"ok", "down"}, f"client {index}: {after}"
-        assert all(what == "ok" for when, what in after if when > resumed[0]), f"client {index}: {after}"
