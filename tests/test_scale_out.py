@@ -6,6 +6,7 @@ Needs Debian's nginx and redis-server (.ci/run installs them); skipped, saying s
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import urllib.request
@@ -13,7 +14,7 @@ import urllib.request
 import pytest
 
 from deploy.cluster import Cluster, missing_tools
-from tests.harness import jpeg_bytes
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, jpeg_bytes, write_y4m
 
 pytestmark = [
     pytest.mark.scale,
@@ -115,3 +116,35 @@ def test_clients_fail_over_to_the_other_instance_within_5_s(cluster, webcam_fram
         assert resumed[0] - killed_at <= FAILOVER_S, f"client {index} resumed after {resumed[0] - killed_at:.1f} s"
         # the only failures allowed are the reconnect itself: no error replies
         assert {what for _, what in after} <= {"ok", "down"}, f"client {index}: {after}"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
+def test_live_page_shows_reconnecting_then_resumes(tmp_path, webcam_frame):
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    video = write_y4m(tmp_path / "face.y4m", webcam_frame)
+    with Cluster(instances=2) as fresh, playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(fresh.url + "/")
+            page.click("#toggle")
+            page.wait_for_function("window.moodlens.stats.answered >= 10", timeout=60_000)
+            # every status text the page shows from here on
+            page.evaluate(
+                """() => { window.statusSeen = [];
+                new MutationObserver(() => window.statusSeen.push(document.getElementById('status').textContent))
+                  .observe(document.getElementById('status'), {childList: true, characterData: true, subtree: true}); }"""
+            )
+            answered = page.evaluate("window.moodlens.stats.answered")
+            fresh.kill_instance(int(instance_behind(fresh.url).rpartition("-")[2]))
+            killed_at = time.monotonic()
+            page.wait_for_function(f"window.moodlens.stats.answered >= {answered + 10}", timeout=FAILOVER_S * 1000)
+            resumed_after = time.monotonic() - killed_at
+            seen = page.evaluate("window.statusSeen")
+        finally:
+            browser.close()
+    assert any("reconnecting" in text for text in seen), seen
+    assert resumed_after <= FAILOVER_S, resumed_after
