@@ -1,6 +1,7 @@
 """Flask test-client and Socket.IO test-client tests of the web layer, with the real pipeline."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ def test_healthz_reports_readiness_and_models(client):
     assert body["ready"] is True
     assert body["models"]["stream"]["detector"] == "blazeface-auto"
     assert body["models"]["stream"]["classifier"].endswith(".tflite")
+    assert body["instance"].endswith(f":{os.getpid()}")  # host:pid unless INSTANCE names it
 
 
 def test_analyze_multipart(client, grace_jpeg):

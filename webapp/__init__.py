@@ -10,6 +10,7 @@ import logging
 
 from flask import Flask, Request
 from flask_socketio import SocketIO
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from webapp import config as settings
@@ -77,12 +78,17 @@ def create_app(config: dict | None = None) -> Flask:
         # an abandoned session expires ~15 s after its handshake, not 45 s (Engine.IO's 25 + 20)
         ping_interval=10,
         ping_timeout=5,
+        message_queue=app.config["MESSAGE_QUEUE"],
     )
     # outermost first: bodies arrive in full and in time before Engine.IO or Flask reads them
     app.wsgi_app = SessionCap(app.wsgi_app, socketio.server, app.config["MAX_SESSIONS_PER_ADDRESS"])
     app.wsgi_app = BodyLimits(
         app.wsgi_app, max_body, body_deadline(app.config["ASYNC_MODE"], app.config["BODY_TIMEOUT_S"])
     )
+    if app.config["TRUSTED_PROXIES"]:  # outermost: every layer below sees the client's own address
+        app.wsgi_app = ProxyFix(
+            app.wsgi_app, x_for=app.config["TRUSTED_PROXIES"], x_proto=app.config["TRUSTED_PROXIES"]
+        )
     limit_repeats("engineio.server", "socketio.server", "webapp.events", "webapp.body_limits")
     return app
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from pathlib import Path
 
 from webapp.concurrency import ASYNC_MODES
@@ -50,6 +51,13 @@ def from_env() -> dict:
         "MAX_SESSIONS_PER_ADDRESS": _int("MAX_SESSIONS_PER_ADDRESS", 20),
         "FLIP_TTA": _bool("FLIP_TTA", True),
         "CORS_ALLOWED_ORIGINS": os.environ.get("CORS_ALLOWED_ORIGINS") or None,
+        # several instances behind a proxy share Socket.IO emits through it (e.g. redis://localhost:6379/0)
+        "MESSAGE_QUEUE": os.environ.get("MESSAGE_QUEUE") or None,
+        # proxies in front that set X-Forwarded-For (deploy/: nginx = 1); the client address, for
+        # per-address limits, is then taken from that header instead of the proxy's own address
+        "TRUSTED_PROXIES": _int("TRUSTED_PROXIES", 0),
+        # names this instance in /healthz, so a proxy's health checks and logs can tell instances apart
+        "INSTANCE": os.environ.get("INSTANCE") or f"{socket.gethostname()}:{os.getpid()}",
         # how the server runs concurrent clients; the entry point sets it (webapp.wsgi: eventlet)
         "ASYNC_MODE": "threading",
     }
@@ -68,6 +76,8 @@ def check(config: dict) -> None:
     for key in positive:
         if int(config[key]) <= 0:
             raise ValueError(f"{key} must be positive, got {config[key]}")
+    if int(config["TRUSTED_PROXIES"]) < 0:
+        raise ValueError(f"TRUSTED_PROXIES must be 0 or more, got {config['TRUSTED_PROXIES']}")
     if int(config["MAX_SESSIONS_PER_ADDRESS"]) < 0:
         raise ValueError(
             f"MAX_SESSIONS_PER_ADDRESS must be 0 (no cap) or more, got {config['MAX_SESSIONS_PER_ADDRESS']}"

@@ -56,12 +56,13 @@ def analyze():
 
 @blueprint.get("/healthz")
 def healthz():
-    """Readiness and the models in use."""
+    """Readiness, this instance's name and the models in use."""
     pipelines = current_app.extensions["pipelines"]
     return jsonify(
         {
             "status": "ok",
             "ready": True,
+            "instance": current_app.config["INSTANCE"],
             "emotions": list(EMOTIONS),
             "models": {kind: p.describe() for kind, p in pipelines.items()},
         }

