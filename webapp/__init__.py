@@ -10,8 +10,8 @@ import logging
 
 from flask import Flask, Request
 from flask_socketio import SocketIO
-from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import config as settings
 from webapp.body_limits import BodyLimits
