@@ -244,6 +244,27 @@ def test_session_cap_refuses_handshakes_over_the_limit():
     assert call(cap, polling)[0].startswith("200")  # an open session's own requests pass
 
 
+def test_behind_a_trusted_proxy_the_cap_counts_forwarded_clients(model_path):
+    """Behind nginx every client has the proxy's address; TRUSTED_PROXIES takes X-Forwarded-For instead."""
+    from werkzeug.test import Client
+
+    from webapp import create_app
+
+    def handshake(client, forwarded_for):
+        headers = {"X-Forwarded-For": forwarded_for}
+        return client.get(
+            "/socket.io/?EIO=4&transport=polling", headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"}
+        )
+
+    for proxies, second_client_status in ((1, 200), (0, 429)):
+        app = create_app({"TESTING": True, "MAX_SESSIONS_PER_ADDRESS": 1, "TRUSTED_PROXIES": proxies})
+        client = Client(app)
+        with handshake(client, "203.0.113.1") as first:
+            assert first.status_code == 200
+        with handshake(client, "203.0.113.2") as second:
+            assert second.status_code == second_client_status
+
+
 def test_repeat_limiter_logs_one_line_with_a_count():
     now = [0.0]
     limiter = RepeatLimiter(interval_s=10, clock=lambda: now[0])
