@@ -131,7 +131,7 @@ def test_live_page_shows_reconnecting_then_resumes(tmp_path, webcam_frame):
             page = browser.new_page()
             page.goto(fresh.url + "/")
             page.click("#toggle")
-            page.wait_for_function("window.moodlens.stats.answered >= 10", timeout=60_000)
+            page.wait_for_function("() => window.moodlens.stats.answered >= 10", timeout=60_000)
             # every status text the page shows from here on
             page.evaluate(
                 """() => { window.statusSeen = [];
@@ -141,7 +141,7 @@ def test_live_page_shows_reconnecting_then_resumes(tmp_path, webcam_frame):
             answered = page.evaluate("window.moodlens.stats.answered")
             fresh.kill_instance(int(instance_behind(fresh.url).rpartition("-")[2]))
             killed_at = time.monotonic()
-            page.wait_for_function(f"window.moodlens.stats.answered >= {answered + 10}", timeout=FAILOVER_S * 1000)
+            page.wait_for_function(f"() => window.moodlens.stats.answered >= {answered + 10}", timeout=FAILOVER_S * 1000)
             resumed_after = time.monotonic() - killed_at
             seen = page.evaluate("window.statusSeen")
         finally:
