@@ -141,7 +141,9 @@ def test_live_page_shows_reconnecting_then_resumes(tmp_path, webcam_frame):
             answered = page.evaluate("window.moodlens.stats.answered")
             fresh.kill_instance(int(instance_behind(fresh.url).rpartition("-")[2]))
             killed_at = time.monotonic()
-            page.wait_for_function(f"() => window.moodlens.stats.answered >= {answered + 10}", timeout=FAILOVER_S * 1000)
+            page.wait_for_function(
+                f"() => window.moodlens.stats.answered >= {answered + 10}", timeout=FAILOVER_S * 1000
+            )
             resumed_after = time.monotonic() - killed_at
             seen = page.evaluate("window.statusSeen")
         finally:
