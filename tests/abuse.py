@@ -29,61 +29,64 @@ def _loopback(url: str) -> tuple[str, int]:
     return parts.hostname, parts.port
 
 
-class HealthProbe:
-    """Polls /healthz every `interval` s in the background and keeps the latencies (ms)."""
+class _Sampler:
+    """Calls `sample()` every `interval` s on a background thread while the `with` block runs."""
 
-    def __init__(self, url: str, interval: float = 0.1):
-        self.url, self.interval = url, interval
-        self.latencies: list[float] = []
-        self.failures = 0
+    def __init__(self, interval: float):
+        self.interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def sample(self) -> None:
+        raise NotImplementedError
+
     def _run(self):
         while not self._stop.is_set():
-            start = time.perf_counter()
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=5) as reply:
-                    reply.read()
-                self.latencies.append((time.perf_counter() - start) * 1000)
-            except OSError:
-                self.failures += 1
+            self.sample()
             self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_):
+        self._stop.set()
+        self._thread.join()
+
+
+class HealthProbe(_Sampler):
+    """Polls /healthz every `interval` s in the background and keeps the latencies (ms)."""
+
+    def __init__(self, url: str, interval: float = 0.1):
+        super().__init__(interval)
+        self.url = url
+        self.latencies: list[float] = []
+        self.failures = 0
+
+    def sample(self) -> None:
+        start = time.perf_counter()
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=5) as reply:
+                reply.read()
+            self.latencies.append((time.perf_counter() - start) * 1000)
+        except OSError:
+            self.failures += 1
 
     @property
     def worst_ms(self) -> float:
         return max(self.latencies, default=float("inf")) if not self.failures else float("inf")
 
-    def __enter__(self):
-        self._thread.start()
-        return self
 
-    def __exit__(self, *_):
-        self._stop.set()
-        self._thread.join()
-
-
-class RssSampler:
+class RssSampler(_Sampler):
     """Samples a process's resident memory every `interval` s; `peak` is the highest seen (MB)."""
 
     def __init__(self, pid: int, interval: float = 0.02):
-        self.pid, self.interval = pid, interval
+        super().__init__(interval)
+        self.pid = pid
         self.peak = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mb(self.pid))
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_):
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        self.peak = max(self.peak, rss_mb(self.pid))
 
 
 def post(url: str, data: bytes, content_type: str = "image/png", timeout: float = 120) -> tuple[int, bytes, dict]:
