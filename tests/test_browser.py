@@ -201,3 +201,21 @@ def test_pages_work_under_the_csp_and_cannot_be_framed(page, live_server):
     frame = framing.frame_locator("#f")
     assert frame.locator("#toggle").count() == 0
     assert any("frame-ancestors" in text for text in refused), refused
+
+
+def test_live_timeline_draws_the_largest_face(page, live_server):
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("() => window.moodlens.timeline.points >= 15", timeout=60_000)
+    timeline = page.evaluate("() => ({...window.moodlens.timeline})")
+    assert timeline["faceId"] == page.evaluate("window.moodlens.stats.lastReply.faces[0].id")
+    # uPlot drew the 7 series on its canvas: count painted pixels, and one legend entry per emotion
+    painted = page.evaluate(
+        """() => { const c = document.querySelector('#timeline canvas');
+                   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                   let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+    )
+    assert painted > 500
+    assert page.locator("#timeline .u-legend .u-series").count() == 7  # one per emotion
+    assert "face #" in page.locator("#timeline-title").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "live-timeline.png"), full_page=True)
