@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -219,3 +220,56 @@ def test_live_timeline_draws_the_largest_face(page, live_server):
     assert page.locator("#timeline .u-legend .u-series").count() == 7  # one per emotion
     assert "face #" in page.locator("#timeline-title").inner_text()
     page.screenshot(path=str(ARTIFACTS / "live-timeline.png"), full_page=True)
+
+
+def test_recording_downloads_csv_and_json_and_summarises(page, live_server, tmp_path):
+    import csv
+    import json
+
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
+    page.click("#record")
+    page.wait_for_function("() => window.moodlens.recording.rows >= 20", timeout=60_000)
+    page.click("#record")
+    rows = page.evaluate("window.moodlens.recording.rows")
+    assert page.evaluate("window.moodlens.recording.capped") is None
+    with page.expect_download() as info:
+        page.click("#download-csv")
+    path = tmp_path / "recording.csv"
+    info.value.save_as(path)
+    assert info.value.suggested_filename.startswith("moodlens-") and path.suffix == ".csv"
+    with path.open(newline="") as f:
+        table = list(csv.reader(f))
+    emotions = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    header = ["t_ms", "face_id", "x", "y", "width", "height", "emotion", "score", *[f"p_{e}" for e in emotions]]
+    assert table[0] == header
+    assert len(table) - 1 == rows >= 20  # one face in view: one row per analysed frame
+    times = [int(row[0]) for row in table[1:]]
+    assert times == sorted(times) and times[-1] > 0
+    for row in table[1:]:
+        assert row[6] in emotions and 120 < float(row[2]) < 300
+        assert abs(sum(float(p) for p in row[8:]) - 1) < 0.01
+    with page.expect_download() as info:
+        page.click("#download-json")
+    body = json.loads(Path(info.value.path()).read_text())
+    assert len(body["rows"]) == rows and set(body["rows"][0]) == set(header)
+    # the summary: one stacked bar for the face, its parts adding up to the whole bar
+    assert page.locator("#summary").is_visible()
+    assert page.locator("#summary .summary-face").count() == 1
+    shares = page.evaluate("() => [...document.querySelectorAll('#summary .part')].map(p => parseFloat(p.style.width))")
+    assert abs(sum(shares) - 100) < 0.1
+    page.screenshot(path=str(ARTIFACTS / "live-recording.png"), full_page=True)
+
+
+def test_recording_stops_at_its_cap_and_says_so(page, live_server):
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
+    page.evaluate("() => { window.moodlens.recording.cap = { rows: 12, ms: 600000 }; }")
+    page.click("#record")
+    page.wait_for_function("() => window.moodlens.recording.capped === 'rows'", timeout=60_000)
+    assert page.evaluate("window.moodlens.recording.rows") == 12
+    assert "cap of 12 rows" in page.locator("#record-status").inner_text()
+    assert page.locator("#record").inner_text() == "Record"
+    assert page.locator("#download-csv").is_enabled()
