@@ -180,9 +180,38 @@ def test_live_page_boxes_several_faces(playwright, live_server, tmp_path):
         assert stats["errors"] == 0, stats["lastError"]
         faces = stats["lastReply"]["faces"]
         assert len(faces) >= 2 and len({face["id"] for face in faces}) == len(faces)
-        page.screenshot(path=str(ARTIFACTS / "live-six-faces.png"))
+        # the timeline follows the largest face until another box is clicked (on the mirrored overlay)
+        assert page.evaluate("window.moodlens.timeline.faceId") == faces[0]["id"]
+        target = faces[-1]
+        page.mouse.click(*_client_point(page, stats["lastReply"], target["box"], mirror=True))
+        page.wait_for_function(f"() => window.moodlens.timeline.faceId === {target['id']}", timeout=5_000)
+        page.wait_for_function("() => window.moodlens.timeline.points >= 5", timeout=30_000)
+        assert f"#{target['id']}" in page.locator("#bars-title").inner_text()
+        assert f"#{target['id']}" in page.locator("#timeline-title").inner_text()
+        # a recording of several faces: one row per face per frame, one summary bar per face
+        page.click("#record")
+        page.wait_for_function("() => window.moodlens.recording.rows >= 30", timeout=60_000)
+        page.click("#record")
+        assert page.locator("#summary .summary-face").count() >= 2
+        page.screenshot(path=str(ARTIFACTS / "live-six-faces.png"), full_page=True)
     finally:
         browser.close()
+
+
+def _client_point(page, reply, box, *, mirror):
+    """Where in the page the centre of `box` (image pixels) is drawn on the overlay (object-fit: contain)."""
+    rect = page.evaluate(
+        "() => { const c = document.getElementById('overlay'); const r = c.getBoundingClientRect();"
+        " return {left: r.left, top: r.top, width: r.width, height: r.height, cw: c.width, ch: c.height}; }"
+    )
+    scale = min(rect["width"] / rect["cw"], rect["height"] / rect["ch"])
+    x = (box["x"] + box["width"] / 2) * rect["cw"] / reply["width"]
+    y = (box["y"] + box["height"] / 2) * rect["ch"] / reply["height"]
+    if mirror:
+        x = rect["cw"] - x
+    left = rect["left"] + (rect["width"] - rect["cw"] * scale) / 2
+    top = rect["top"] + (rect["height"] - rect["ch"] * scale) / 2
+    return left + x * scale, top + y * scale
 
 
 def test_pages_work_under_the_csp_and_cannot_be_framed(page, live_server):
@@ -273,3 +302,22 @@ def test_recording_stops_at_its_cap_and_says_so(page, live_server):
     assert "cap of 12 rows" in page.locator("#record-status").inner_text()
     assert page.locator("#record").inner_text() == "Record"
     assert page.locator("#download-csv").is_enabled()
+
+
+def test_summary_weights_rows_by_time_and_skips_gaps(page, live_server):
+    page.goto(live_server + "/")
+    summary = page.evaluate(
+        """async () => {
+             const { summarize } = await import('/static/js/recorder.js');
+             const row = (t, id, emotion) => [t, id, 0, 0, 1, 1, emotion, 1];
+             // face 1: happy for 300 ms, then out of view for 5 s (counts as 1 s at most), then sad for 100 ms
+             const rows = [row(0, 1, 'happy'), row(100, 1, 'happy'), row(200, 1, 'happy'), row(300, 1, 'sad'),
+                           row(5300, 1, 'sad'), row(5400, 1, 'sad'), row(0, 2, 'fear')];
+             return summarize(rows, ['happy', 'sad', 'fear']);
+           }"""
+    )
+    assert [face["faceId"] for face in summary] == [1, 2]  # longest in view first
+    face = summary[0]
+    assert abs(face["seconds"] - 1.5) < 1e-9  # 3 x 100 ms happy, 1000 + 100 + 100 ms sad
+    assert abs(face["shares"]["happy"] - 0.2) < 1e-9 and abs(face["shares"]["sad"] - 0.8) < 1e-9
+    assert summary[1]["shares"]["fear"] == 1
