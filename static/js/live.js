@@ -1,10 +1,9 @@
 // Live page: camera -> JPEG frames over Socket.IO (one in flight) -> boxes on the overlay.
 import { cameraUnavailableReason, describeCameraError, listCameras, openCamera, stopStream } from "./camera.js";
 import { drawFaces, largestFace, renderBars } from "./overlay.js";
-import { DEFAULT_CAP, createRecorder, download } from "./recorder.js";
+import { createRecordingControls } from "./recording-controls.js";
 import { faceAt } from "./selection.js";
 import { connectFrames } from "./socket.js";
-import { renderSummary } from "./summary.js";
 import { createTimeline } from "./timeline.js";
 
 const app = document.getElementById("app");
@@ -23,13 +22,16 @@ const JPEG_QUALITY = 0.8;
 // Measurements, also read by the browser tests and the benchmark.
 const stats = { sent: 0, answered: 0, errors: 0, lastError: null, fps: 0, rtts: [], lastReply: null };
 const timeline = createTimeline(document.getElementById("timeline"), emotions);
-let recorder = createRecorder(emotions);
-let recordStart = 0;
-// the cap a new recording gets; tests lower it
-const recording = { cap: { ...DEFAULT_CAP }, rows: 0, capped: null };
-window.moodlens = { stats, timeline, recording };
-const recordButton = document.getElementById("record");
-const recordStatus = document.getElementById("record-status");
+const recording = createRecordingControls(emotions, {
+  record: document.getElementById("record"),
+  csv: document.getElementById("download-csv"),
+  json: document.getElementById("download-json"),
+  status: document.getElementById("record-status"),
+  summary: document.getElementById("summary"),
+  summaryFaces: document.getElementById("summary-faces"),
+});
+// recording.state.cap is the cap of the next recording: tests lower it
+window.moodlens = { stats, timeline, recording: recording.state };
 
 let stream = null;
 let frames = null;
@@ -80,7 +82,7 @@ async function start() {
   document.body.classList.add("streaming");
   toggle.textContent = "Stop";
   toggle.disabled = false;
-  recordButton.disabled = false;
+  recording.enable(true);
   scheduleNext();
 }
 
@@ -95,8 +97,7 @@ function stop() {
   renderBars(document.getElementById("bars"), emotions, null);
   document.body.classList.remove("streaming");
   toggle.textContent = "Start camera";
-  if (recorder.recording) stopRecording();
-  recordButton.disabled = true;
+  recording.enable(false);
   document.getElementById("fps").textContent = "– fps";
 }
 
@@ -183,7 +184,7 @@ function onReply(reply, rtt, capturedAt) {
     overlay.height = video.videoHeight;
   }
   timeline.push(reply, capturedAt);
-  if (recorder.recording) record(reply, capturedAt);
+  recording.add(reply, capturedAt);
   drawFaces(overlayCtx, reply, { mirror: mirror.checked, selectedId: timeline.faceId });
   showSelected(reply);
   const recent = stats.rtts.slice(-30).sort((a, b) => a - b);
@@ -196,65 +197,13 @@ function onReply(reply, rtt, capturedAt) {
 function showSelected(reply) {
   const face = reply.faces.find((f) => f.id === timeline.faceId) || null;
   const largest = largestFace(reply);
-  const title = !face ? "Largest face" : face === largest ? `Largest face (#${face.id})` : `Face #${face.id}`;
+  let title = "Largest face";
+  if (face) title = face === largest ? `Largest face (#${face.id})` : `Face #${face.id}`;
+  else if (timeline.faceId != null) title = `Face #${timeline.faceId} (out of view)`;
   document.getElementById("bars-title").textContent = title;
   document.getElementById("timeline-title").textContent = `Last 60 seconds: ${timeline.faceId == null ? "no face yet" : `face #${timeline.faceId}`}`;
   renderBars(document.getElementById("bars"), emotions, face && face.probabilities);
 }
-
-function startRecording() {
-  recorder = createRecorder(emotions, recording.cap);
-  recordStart = performance.now();
-  recorder.start(recordStart);
-  recording.rows = 0;
-  recording.capped = null;
-  recordButton.textContent = "Stop recording";
-  recordButton.classList.add("on");
-  document.getElementById("summary").hidden = true;
-  setDownloads(false);
-  recordStatus.textContent = "recording…";
-}
-
-function record(reply, capturedAt) {
-  const going = recorder.add(reply, capturedAt);
-  recording.rows = recorder.rows.length;
-  if (going) {
-    const seconds = Math.round((capturedAt - recordStart) / 1000);
-    recordStatus.textContent = `● ${seconds} s, ${recorder.rows.length} rows`;
-  } else stopRecording();
-}
-
-function stopRecording() {
-  recorder.stop();
-  recording.rows = recorder.rows.length;
-  recording.capped = recorder.capped;
-  recordButton.textContent = "Record";
-  recordButton.classList.remove("on");
-  const limit = recorder.capped === "rows" ? `${recording.cap.rows.toLocaleString("en")} rows` : duration(recording.cap.ms);
-  const capped = recorder.capped ? `Stopped: the recording reached its cap of ${limit}. ` : "";
-  recordStatus.textContent = `${capped}${recorder.rows.length} rows`;
-  setDownloads(recorder.rows.length > 0);
-  renderSummary(document.getElementById("summary-faces"), recorder.summary(), emotions);
-  document.getElementById("summary").hidden = false;
-}
-
-function duration(ms) {
-  return ms >= 60_000 ? `${Math.round(ms / 60_000)} min` : `${Math.round(ms / 1000)} s`;
-}
-
-function setDownloads(enabled) {
-  document.getElementById("download-csv").disabled = !enabled;
-  document.getElementById("download-json").disabled = !enabled;
-}
-
-function fileName(extension) {
-  const stamp = recorder.startedAt.toISOString().replace(/[:.]/g, "-").slice(0, 19);
-  return `moodlens-${stamp}.${extension}`;
-}
-
-recordButton.addEventListener("click", () => (recorder.recording ? stopRecording() : startRecording()));
-document.getElementById("download-csv").addEventListener("click", () => download(recorder.csv(), fileName("csv")));
-document.getElementById("download-json").addEventListener("click", () => download(recorder.json(), fileName("json")));
 
 overlay.addEventListener("click", (event) => {
   const face = faceAt(overlay, stats.lastReply, event.clientX, event.clientY, { mirror: mirror.checked });

@@ -5,6 +5,8 @@ import { colorOf, largestFace } from "./overlay.js";
 export const WINDOW_MS = 60_000;
 // a face unseen for longer than this is drawn with a break, not a straight line across the gap
 const GAP_MS = 1000;
+// a clicked face missed by the detector for up to this long stays selected
+const HOLD_MS = 2000;
 const HEIGHT = 180;
 const AXIS = { stroke: "#9a9ca5", grid: { stroke: "#2a2e36", width: 1 }, ticks: { stroke: "#2a2e36", width: 1 } };
 
@@ -48,10 +50,10 @@ export function createTimeline(container, emotions) {
       }
       lastT = tMs;
       forgetBefore(tMs - WINDOW_MS);
-      if (chosen != null && !history.has(chosen)) chosen = null;
-      const visible = new Set(reply.faces.map((face) => face.id));
-      // the clicked face while it is in view, else the largest; with no face in view the last one scrolls on
-      if (chosen != null && visible.has(chosen)) shown = chosen;
+      // the clicked face, through the odd frame where it is missed; once it is gone, the largest;
+      // with no face in view the last one scrolls on
+      if (chosen != null && !(tMs - lastSeen(chosen) <= HOLD_MS)) chosen = null;
+      if (chosen != null) shown = chosen;
       else if (reply.faces.length) shown = largestFace(reply).id;
       else if (!history.has(shown)) shown = null;
       draw(tMs);
@@ -72,6 +74,11 @@ export function createTimeline(container, emotions) {
       plot.setData(emptyData(emotions.length));
     },
   };
+
+  function lastSeen(faceId) {
+    const points = history.get(faceId);
+    return points ? points[points.length - 1].t : -Infinity;
+  }
 
   function forgetBefore(oldest) {
     for (const [id, points] of history) {
