@@ -291,17 +291,41 @@ def test_recording_downloads_csv_and_json_and_summarises(page, live_server, tmp_
     page.screenshot(path=str(ARTIFACTS / "live-recording.png"), full_page=True)
 
 
-def test_recording_stops_at_its_cap_and_says_so(page, live_server):
+@pytest.mark.parametrize(
+    ("cap", "reason", "message"),
+    [
+        ({"rows": 12, "ms": 600_000}, "rows", "cap of 12 rows"),
+        ({"rows": 100_000, "ms": 2000}, "duration", "cap of 2 s"),
+    ],
+)
+def test_recording_stops_at_its_cap_and_says_so(page, live_server, cap, reason, message):
     page.goto(live_server + "/")
     page.click("#toggle")
     page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
-    page.evaluate("() => { window.moodlens.recording.cap = { rows: 12, ms: 600000 }; }")
+    page.evaluate("(cap) => { window.moodlens.recording.cap = cap; }", cap)
     page.click("#record")
-    page.wait_for_function("() => window.moodlens.recording.capped === 'rows'", timeout=60_000)
-    assert page.evaluate("window.moodlens.recording.rows") == 12
-    assert "cap of 12 rows" in page.locator("#record-status").inner_text()
+    page.wait_for_function(f"() => window.moodlens.recording.capped === '{reason}'", timeout=60_000)
+    rows = page.evaluate("window.moodlens.recording.rows")
+    assert rows == 12 if reason == "rows" else 0 < rows < 100
+    assert message in page.locator("#record-status").inner_text()
     assert page.locator("#record").inner_text() == "Record"
-    assert page.locator("#download-csv").is_enabled()
+    assert page.locator("#download-csv").is_enabled() and page.locator("#summary").is_visible()
+    # the camera goes on; the capped recording does not grow
+    answered = page.evaluate("window.moodlens.stats.answered")
+    page.wait_for_function(f"() => window.moodlens.stats.answered > {answered + 5}", timeout=30_000)
+    assert page.evaluate("window.moodlens.recording.rows") == rows
+
+
+def test_stopping_the_camera_ends_the_recording(page, live_server):
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
+    page.click("#record")
+    page.wait_for_function("() => window.moodlens.recording.rows >= 5", timeout=60_000)
+    page.click("#toggle")
+    assert page.evaluate("window.moodlens.recording.recording") is False
+    assert page.locator("#record").is_disabled() and page.locator("#download-csv").is_enabled()
+    assert page.locator("#summary .summary-face").count() == 1
 
 
 def test_summary_weights_rows_by_time_and_skips_gaps(page, live_server):
