@@ -12,12 +12,12 @@ const AXIS = { stroke: "#9a9ca5", grid: { stroke: "#2a2e36", width: 1 }, ticks: 
 
 /**
  * A timeline in `container` for the probabilities of `emotions`.
- * Returns { push(reply, tMs), select(faceId), clear(), faceId, points }: push each analysis with the
+ * Returns { push(reply, tMs), select(faceId), clear(), faceId, points, draws }: push each analysis with the
  * time its frame was captured (performance.now() milliseconds).
  */
 export function createTimeline(container, emotions) {
   const history = new Map(); // face id -> [{ t, p: [probability per emotion] }], oldest first
-  let chosen = null; // the face the user clicked, kept while it is in the window
+  let chosen = null; // the face the user clicked, until it has been missed for HOLD_MS
   let shown = null; // the face on the chart
   let lastT = 0;
   const plot = new uPlot(
