@@ -182,7 +182,8 @@ def test_live_page_boxes_several_faces(playwright, live_server, tmp_path):
         assert len(faces) >= 2 and len({face["id"] for face in faces}) == len(faces)
         # the timeline follows the largest face until another box is clicked (on the mirrored overlay)
         assert page.evaluate("window.moodlens.timeline.faceId") == faces[0]["id"]
-        target = faces[-1]
+        # the second largest: the smallest faces are found in most frames, not all, and may be missed at the click
+        target = faces[1]
         page.mouse.click(*_client_point(page, stats["lastReply"], target["box"], mirror=True))
         page.wait_for_function(f"() => window.moodlens.timeline.faceId === {target['id']}", timeout=5_000)
         page.wait_for_function("() => window.moodlens.timeline.points >= 5", timeout=30_000)
