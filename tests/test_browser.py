@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -179,9 +180,39 @@ def test_live_page_boxes_several_faces(playwright, live_server, tmp_path):
         assert stats["errors"] == 0, stats["lastError"]
         faces = stats["lastReply"]["faces"]
         assert len(faces) >= 2 and len({face["id"] for face in faces}) == len(faces)
-        page.screenshot(path=str(ARTIFACTS / "live-six-faces.png"))
+        # the timeline follows the largest face until another box is clicked (on the mirrored overlay)
+        assert page.evaluate("window.moodlens.timeline.faceId") == faces[0]["id"]
+        # the second largest: the smallest faces are found in most frames, not all, and may be missed at the click
+        target = faces[1]
+        page.mouse.click(*_client_point(page, stats["lastReply"], target["box"], mirror=True))
+        page.wait_for_function(f"() => window.moodlens.timeline.faceId === {target['id']}", timeout=5_000)
+        page.wait_for_function("() => window.moodlens.timeline.points >= 5", timeout=30_000)
+        assert f"#{target['id']}" in page.locator("#bars-title").inner_text()
+        assert f"#{target['id']}" in page.locator("#timeline-title").inner_text()
+        # a recording of several faces: one row per face per frame, one summary bar per face
+        page.click("#record")
+        page.wait_for_function("() => window.moodlens.recording.rows >= 30", timeout=60_000)
+        page.click("#record")
+        assert page.locator("#summary .summary-face").count() >= 2
+        page.screenshot(path=str(ARTIFACTS / "live-six-faces.png"), full_page=True)
     finally:
         browser.close()
+
+
+def _client_point(page, reply, box, *, mirror):
+    """Where in the page the centre of `box` (image pixels) is drawn on the overlay (object-fit: contain)."""
+    rect = page.evaluate(
+        "() => { const c = document.getElementById('overlay'); const r = c.getBoundingClientRect();"
+        " return {left: r.left, top: r.top, width: r.width, height: r.height, cw: c.width, ch: c.height}; }"
+    )
+    scale = min(rect["width"] / rect["cw"], rect["height"] / rect["ch"])
+    x = (box["x"] + box["width"] / 2) * rect["cw"] / reply["width"]
+    y = (box["y"] + box["height"] / 2) * rect["ch"] / reply["height"]
+    if mirror:
+        x = rect["cw"] - x
+    left = rect["left"] + (rect["width"] - rect["cw"] * scale) / 2
+    top = rect["top"] + (rect["height"] - rect["ch"] * scale) / 2
+    return left + x * scale, top + y * scale
 
 
 def test_pages_work_under_the_csp_and_cannot_be_framed(page, live_server):
@@ -201,3 +232,117 @@ def test_pages_work_under_the_csp_and_cannot_be_framed(page, live_server):
     frame = framing.frame_locator("#f")
     assert frame.locator("#toggle").count() == 0
     assert any("frame-ancestors" in text for text in refused), refused
+
+
+def test_live_timeline_draws_the_largest_face(page, live_server):
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("() => window.moodlens.timeline.points >= 15", timeout=60_000)
+    timeline = page.evaluate("() => ({...window.moodlens.timeline})")
+    assert timeline["faceId"] == page.evaluate("window.moodlens.stats.lastReply.faces[0].id")
+    # uPlot drew the 7 series on its canvas: count painted pixels, and one legend entry per emotion
+    painted = page.evaluate(
+        """() => { const c = document.querySelector('#timeline canvas');
+                   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                   let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+    )
+    assert painted > 500
+    assert page.locator("#timeline .u-legend .u-series").count() == 7  # one per emotion
+    assert "face #" in page.locator("#timeline-title").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "live-timeline.png"), full_page=True)
+
+
+def test_recording_downloads_csv_and_json_and_summarises(page, live_server, tmp_path):
+    import csv
+    import json
+
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
+    page.click("#record")
+    page.wait_for_function("() => window.moodlens.recording.rows >= 20", timeout=60_000)
+    page.click("#record")
+    rows = page.evaluate("window.moodlens.recording.rows")
+    assert page.evaluate("window.moodlens.recording.capped") is None
+    with page.expect_download() as info:
+        page.click("#download-csv")
+    path = tmp_path / "recording.csv"
+    info.value.save_as(path)
+    assert info.value.suggested_filename.startswith("moodlens-") and path.suffix == ".csv"
+    with path.open(newline="") as f:
+        table = list(csv.reader(f))
+    emotions = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    header = ["t_ms", "face_id", "x", "y", "width", "height", "emotion", "score", *[f"p_{e}" for e in emotions]]
+    assert table[0] == header
+    assert len(table) - 1 == rows >= 20  # one face in view: one row per analysed frame
+    times = [int(row[0]) for row in table[1:]]
+    assert times == sorted(times) and times[-1] > 0
+    for row in table[1:]:
+        assert row[6] in emotions and 120 < float(row[2]) < 300
+        assert abs(sum(float(p) for p in row[8:]) - 1) < 0.01
+    with page.expect_download() as info:
+        page.click("#download-json")
+    body = json.loads(Path(info.value.path()).read_text())
+    assert len(body["rows"]) == rows and set(body["rows"][0]) == set(header)
+    # the summary: one stacked bar for the face, its parts adding up to the whole bar
+    assert page.locator("#summary").is_visible()
+    assert page.locator("#summary .summary-face").count() == 1
+    shares = page.evaluate("() => [...document.querySelectorAll('#summary .part')].map(p => parseFloat(p.style.width))")
+    assert abs(sum(shares) - 100) < 0.1
+    page.screenshot(path=str(ARTIFACTS / "live-recording.png"), full_page=True)
+
+
+@pytest.mark.parametrize(
+    ("cap", "reason", "message"),
+    [
+        ({"rows": 12, "ms": 600_000}, "rows", "cap of 12 rows"),
+        ({"rows": 100_000, "ms": 2000}, "duration", "cap of 2 s"),
+    ],
+)
+def test_recording_stops_at_its_cap_and_says_so(page, live_server, cap, reason, message):
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
+    page.evaluate("(cap) => { window.moodlens.recording.cap = cap; }", cap)
+    page.click("#record")
+    page.wait_for_function(f"() => window.moodlens.recording.capped === '{reason}'", timeout=60_000)
+    rows = page.evaluate("window.moodlens.recording.rows")
+    assert rows == 12 if reason == "rows" else 0 < rows < 100
+    assert message in page.locator("#record-status").inner_text()
+    assert page.locator("#record").inner_text() == "Record"
+    assert page.locator("#download-csv").is_enabled() and page.locator("#summary").is_visible()
+    # the camera goes on; the capped recording does not grow
+    answered = page.evaluate("window.moodlens.stats.answered")
+    page.wait_for_function(f"() => window.moodlens.stats.answered > {answered + 5}", timeout=30_000)
+    assert page.evaluate("window.moodlens.recording.rows") == rows
+
+
+def test_stopping_the_camera_ends_the_recording(page, live_server):
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
+    page.click("#record")
+    page.wait_for_function("() => window.moodlens.recording.rows >= 5", timeout=60_000)
+    page.click("#toggle")
+    assert page.evaluate("window.moodlens.recording.recording") is False
+    assert page.locator("#record").is_disabled() and page.locator("#download-csv").is_enabled()
+    assert page.locator("#summary .summary-face").count() == 1
+
+
+def test_summary_weights_rows_by_time_and_skips_gaps(page, live_server):
+    page.goto(live_server + "/")
+    summary = page.evaluate(
+        """async () => {
+             const { summarize } = await import('/static/js/recorder.js');
+             const row = (t, id, emotion) => [t, id, 0, 0, 1, 1, emotion, 1];
+             // face 1: happy for 300 ms, then out of view for 5 s (counts as 1 s at most), then sad for 100 ms
+             const rows = [row(0, 1, 'happy'), row(100, 1, 'happy'), row(200, 1, 'happy'), row(300, 1, 'sad'),
+                           row(5300, 1, 'sad'), row(5400, 1, 'sad'), row(0, 2, 'fear')];
+             return summarize(rows, ['happy', 'sad', 'fear']);
+           }"""
+    )
+    assert [face["faceId"] for face in summary] == [1, 2]  # longest in view first
+    face = summary[0]
+    assert abs(face["seconds"] - 1.5) < 1e-9  # 3 x 100 ms happy, 1000 + 100 + 100 ms sad
+    assert abs(face["shares"]["happy"] - 0.2) < 1e-9 and abs(face["shares"]["sad"] - 0.8) < 1e-9
+    assert summary[1]["shares"]["fear"] == 1

@@ -22,6 +22,14 @@ def test_pages_render_with_local_assets_only(client):
         assert script.status_code == 200
 
 
+def test_vendored_chart_library_is_served_locally(client):
+    html = client.get("/").get_data(as_text=True)
+    assert "/static/vendor/uplot/uPlot.min.css" in html
+    for path in ("uPlot.esm.js", "uPlot.min.css", "LICENSE"):
+        with client.get(f"/static/vendor/uplot/{path}") as asset:
+            assert asset.status_code == 200 and asset.content_length > 1000
+
+
 def test_healthz_reports_readiness_and_models(client):
     body = client.get("/healthz").get_json()
     assert body["ready"] is True

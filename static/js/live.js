@@ -1,7 +1,10 @@
 // Live page: camera -> JPEG frames over Socket.IO (one in flight) -> boxes on the overlay.
 import { cameraUnavailableReason, describeCameraError, listCameras, openCamera, stopStream } from "./camera.js";
 import { drawFaces, largestFace, renderBars } from "./overlay.js";
+import { createRecordingControls } from "./recording-controls.js";
+import { faceAt } from "./selection.js";
 import { connectFrames } from "./socket.js";
+import { createTimeline } from "./timeline.js";
 
 const app = document.getElementById("app");
 const emotions = JSON.parse(app.dataset.emotions);
@@ -18,7 +21,17 @@ const JPEG_QUALITY = 0.8;
 
 // Measurements, also read by the browser tests and the benchmark.
 const stats = { sent: 0, answered: 0, errors: 0, lastError: null, fps: 0, rtts: [], lastReply: null };
-window.moodlens = { stats };
+const timeline = createTimeline(document.getElementById("timeline"), emotions);
+const recording = createRecordingControls(emotions, {
+  record: document.getElementById("record"),
+  csv: document.getElementById("download-csv"),
+  json: document.getElementById("download-json"),
+  status: document.getElementById("record-status"),
+  summary: document.getElementById("summary"),
+  summaryFaces: document.getElementById("summary-faces"),
+});
+// recording.state.cap is the cap of the next recording: tests lower it
+window.moodlens = { stats, timeline, recording: recording.state };
 
 let stream = null;
 let frames = null;
@@ -41,7 +54,7 @@ function setStatus(text) {
 
 function applyMirror() {
   video.classList.toggle("mirrored", mirror.checked);
-  drawFaces(overlayCtx, stats.lastReply, { mirror: mirror.checked });
+  drawFaces(overlayCtx, stats.lastReply, { mirror: mirror.checked, selectedId: timeline.faceId });
 }
 
 async function start() {
@@ -64,10 +77,12 @@ async function start() {
   await fillCameraList();
   frames = frames || connectFrames((state) => setStatus(state === "connected" ? "" : "reconnecting…"));
   frames.reset();
+  timeline.clear(); // the server's tracker starts afresh, so face ids do too
   running = true;
   document.body.classList.add("streaming");
   toggle.textContent = "Stop";
   toggle.disabled = false;
+  recording.enable(true);
   scheduleNext();
 }
 
@@ -82,6 +97,7 @@ function stop() {
   renderBars(document.getElementById("bars"), emotions, null);
   document.body.classList.remove("streaming");
   toggle.textContent = "Start camera";
+  recording.enable(false);
   document.getElementById("fps").textContent = "– fps";
 }
 
@@ -141,7 +157,7 @@ async function sendFrame(encoded) {
       return;
     }
     // the round trip counts from capture: how far the boxes lag behind the camera
-    onReply(reply, performance.now() - capturedAt);
+    onReply(reply, performance.now() - capturedAt, capturedAt);
   } catch (error) {
     stats.errors += 1;
     stats.lastError = { code: "client", message: String(error.message || error) };
@@ -154,7 +170,7 @@ async function sendFrame(encoded) {
   }
 }
 
-function onReply(reply, rtt) {
+function onReply(reply, rtt, capturedAt) {
   const now = performance.now();
   stats.answered += 1;
   stats.rtts.push(rtt);
@@ -167,14 +183,35 @@ function onReply(reply, rtt) {
     overlay.width = video.videoWidth;
     overlay.height = video.videoHeight;
   }
-  drawFaces(overlayCtx, reply, { mirror: mirror.checked });
-  const face = largestFace(reply);
-  renderBars(document.getElementById("bars"), emotions, face && face.probabilities);
+  timeline.push(reply, capturedAt);
+  recording.add(reply, capturedAt);
+  drawFaces(overlayCtx, reply, { mirror: mirror.checked, selectedId: timeline.faceId });
+  showSelected(reply);
   const recent = stats.rtts.slice(-30).sort((a, b) => a - b);
   document.getElementById("fps").textContent = `${stats.fps} fps`;
   document.getElementById("latency").textContent = `${Math.round(recent[Math.floor(recent.length / 2)])} ms`;
   setStatus(reply.faces.length ? "" : "no face in view");
 }
+
+// The bars and the timeline follow the same face: the largest, or the one clicked.
+function showSelected(reply) {
+  const face = reply.faces.find((f) => f.id === timeline.faceId) || null;
+  const largest = largestFace(reply);
+  let title = "Largest face";
+  if (face) title = face === largest ? `Largest face (#${face.id})` : `Face #${face.id}`;
+  else if (timeline.faceId != null) title = `Face #${timeline.faceId} (out of view)`;
+  document.getElementById("bars-title").textContent = title;
+  document.getElementById("timeline-title").textContent = `Last 60 seconds: ${timeline.faceId == null ? "no face yet" : `face #${timeline.faceId}`}`;
+  renderBars(document.getElementById("bars"), emotions, face && face.probabilities);
+}
+
+overlay.addEventListener("click", (event) => {
+  const face = faceAt(overlay, stats.lastReply, event.clientX, event.clientY, { mirror: mirror.checked });
+  if (!face || face.id == null) return;
+  timeline.select(face.id);
+  drawFaces(overlayCtx, stats.lastReply, { mirror: mirror.checked, selectedId: timeline.faceId });
+  showSelected(stats.lastReply);
+});
 
 toggle.addEventListener("click", () => (running ? stop() : start()));
 mirror.addEventListener("change", applyMirror);

@@ -13,14 +13,15 @@ export function colorOf(emotion) {
 /**
  * Draw every face of `reply` on `ctx`, whose canvas has the frame's pixel size.
  * `mirror` flips boxes horizontally to match a mirrored video; text stays readable.
+ * The face with id `selectedId` (the one on the timeline) gets a thicker box.
  */
-export function drawFaces(ctx, reply, { mirror = false } = {}) {
+export function drawFaces(ctx, reply, { mirror = false, selectedId = null } = {}) {
   const { width, height } = ctx.canvas;
   ctx.clearRect(0, 0, width, height);
   if (!reply || !reply.faces) return;
   const sx = width / reply.width;
   const sy = height / reply.height;
-  const lineWidth = Math.max(2, Math.round(width / 320));
+  const baseWidth = Math.max(2, Math.round(width / 320));
   ctx.font = `${Math.max(14, Math.round(width / 40))}px system-ui, sans-serif`;
   ctx.textBaseline = "bottom";
   for (const face of reply.faces) {
@@ -29,6 +30,7 @@ export function drawFaces(ctx, reply, { mirror = false } = {}) {
     const x = mirror ? width - face.box.x * sx - w : face.box.x * sx;
     const y = face.box.y * sy;
     const color = colorOf(face.emotion);
+    const lineWidth = face.id != null && face.id === selectedId ? 2 * baseWidth : baseWidth;
     ctx.lineWidth = lineWidth;
     ctx.strokeStyle = color;
     ctx.strokeRect(x, y, w, h);

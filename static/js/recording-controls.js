@@ -1,0 +1,77 @@
+// The Record / Stop button, the downloads, the status line and the summary of a recording.
+import { DEFAULT_CAP, createRecorder, download } from "./recorder.js";
+import { renderSummary } from "./summary.js";
+
+/**
+ * Wire the recording controls: `elements` holds the record button, the CSV and JSON buttons, the status
+ * line, and the summary section with its container for the bars.
+ * Returns { state, add(reply, tMs), stop(), enable(on) }; `state.cap` is the cap the next recording gets.
+ */
+export function createRecordingControls(emotions, { record, csv, json, status, summary, summaryFaces }) {
+  const state = { cap: { ...DEFAULT_CAP }, rows: 0, capped: null, recording: false };
+  let recorder = createRecorder(emotions);
+  let startedAt = 0;
+
+  function start() {
+    recorder = createRecorder(emotions, state.cap);
+    startedAt = performance.now();
+    recorder.start(startedAt);
+    Object.assign(state, { rows: 0, capped: null, recording: true });
+    record.textContent = "Stop recording";
+    record.classList.add("on");
+    summary.hidden = true;
+    setDownloads(false);
+    status.textContent = "recording…";
+  }
+
+  function stop() {
+    if (!state.recording) return;
+    recorder.stop();
+    Object.assign(state, { rows: recorder.rows.length, capped: recorder.capped, recording: false });
+    record.textContent = "Record";
+    record.classList.remove("on");
+    const limit = recorder.capped === "rows" ? `${state.cap.rows.toLocaleString("en")} rows` : duration(state.cap.ms);
+    const capped = recorder.capped ? `Stopped: the recording reached its cap of ${limit}. ` : "";
+    status.textContent = `${capped}${recorder.rows.length} rows`;
+    setDownloads(recorder.rows.length > 0);
+    renderSummary(summaryFaces, recorder.summary(), emotions);
+    summary.hidden = false;
+  }
+
+  function add(reply, tMs) {
+    if (!recorder.recording) return;
+    const going = recorder.add(reply, tMs);
+    state.rows = recorder.rows.length;
+    if (!going) stop();
+    else status.textContent = `● ${Math.round((tMs - startedAt) / 1000)} s, ${recorder.rows.length} rows`;
+  }
+
+  function setDownloads(enabled) {
+    csv.disabled = !enabled;
+    json.disabled = !enabled;
+  }
+
+  function fileName(extension) {
+    const stamp = recorder.startedAt.toISOString().replace(/[:.]/g, "-").slice(0, 19);
+    return `moodlens-${stamp}.${extension}`;
+  }
+
+  record.addEventListener("click", () => (state.recording ? stop() : start()));
+  csv.addEventListener("click", () => download(recorder.csv(), fileName("csv")));
+  json.addEventListener("click", () => download(recorder.json(), fileName("json")));
+
+  return {
+    state,
+    add,
+    stop,
+    /** Recording needs frames: the button works only while the camera runs. */
+    enable(on) {
+      if (!on) stop();
+      record.disabled = !on;
+    },
+  };
+}
+
+function duration(ms) {
+  return ms >= 60_000 ? `${Math.round(ms / 60_000)} min` : `${Math.round(ms / 1000)} s`;
+}
