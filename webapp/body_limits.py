@@ -33,33 +33,43 @@ class BodyLimits:
             declared length over this is left to the app to refuse unread).
         deadline: `deadline()` returns a context manager that raises `BodyTimeout` when
             the body takes too long (see `webapp.concurrency.deadline`); None: no deadline.
+        per_path: larger limits for some paths (the video upload), {path: max_bytes}.
     """
 
-    def __init__(self, app, max_bytes: int, deadline: Callable[[], AbstractContextManager] | None = None):
+    def __init__(
+        self,
+        app,
+        max_bytes: int,
+        deadline: Callable[[], AbstractContextManager] | None = None,
+        per_path: dict[str, int] | None = None,
+    ):
         self.app = app
         self.max_bytes = max_bytes
         self.deadline = deadline or nullcontext
+        self.per_path = per_path or {}
 
     def __call__(self, environ, start_response):
+        max_bytes = self.per_path.get(environ.get("PATH_INFO", ""), self.max_bytes)
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         try:
             declared = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return _reply(start_response, 400, "bad_request", "Content-Length is not a number")
-        if (not chunked and declared <= 0) or declared > self.max_bytes:
+        if (not chunked and declared <= 0) or declared > max_bytes:
             return self.app(environ, start_response)  # no body, or one the app refuses unread (413)
         try:
             with self.deadline():
-                body = _read(environ["wsgi.input"], None if chunked else declared, self.max_bytes + 1)
+                body = _read(environ["wsgi.input"], None if chunked else declared, max_bytes + 1)
         except BodyTimeout:
             log.info("request body not received in time from %s; connection dropped", environ.get("REMOTE_ADDR"))
             return _reply(start_response, 408, "timeout", "the request body did not arrive in time")
         except (OSError, ValueError):
             return _reply(start_response, 400, "bad_request", "the request body could not be read")
-        if len(body) > self.max_bytes:
-            return _reply(start_response, 413, "too_large", f"the request body exceeds {self.max_bytes:,} bytes")
+        if len(body) > max_bytes:
+            return _reply(start_response, 413, "too_large", f"the request body exceeds {max_bytes:,} bytes")
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
+        del body  # the BytesIO shares its buffer: no second copy of a 200 MB video stays alive here
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         environ["wsgi.input_terminated"] = True
         return self.app(environ, start_response)
