@@ -64,7 +64,9 @@ def analyze():
         file = request.files.get("video")
         if file is None:
             return _bad("missing_video", "send the video as the multipart field 'video'")
-        source = file.stream  # InMemoryRequest's BytesIO: the upload is not copied again
+        # InMemoryRequest's BytesIO, not copied again; the request closes its files when it ends, so the
+        # job takes this one and leaves the request an empty one to close
+        source, file.stream = file.stream, io.BytesIO()
     else:
         source = io.BytesIO(request.get_data(cache=False))
     source.seek(0, io.SEEK_END)
