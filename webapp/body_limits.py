@@ -65,27 +65,32 @@ class BodyLimits:
             return _reply(start_response, 408, "timeout", "the request body did not arrive in time")
         except (OSError, ValueError):
             return _reply(start_response, 400, "bad_request", "the request body could not be read")
-        if len(body) > max_bytes:
+        size = body.seek(0, io.SEEK_END)
+        if size > max_bytes:
             return _reply(start_response, 413, "too_large", f"the request body exceeds {max_bytes:,} bytes")
-        environ["wsgi.input"] = io.BytesIO(body)
-        environ["CONTENT_LENGTH"] = str(len(body))
-        del body  # the BytesIO shares its buffer: no second copy of a 200 MB video stays alive here
+        body.seek(0)
+        environ["wsgi.input"] = body
+        environ["CONTENT_LENGTH"] = str(size)
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         environ["wsgi.input_terminated"] = True
         return self.app(environ, start_response)
 
 
-def _read(stream, length: int | None, cap: int) -> bytes:
-    """`length` bytes (or, chunked, up to `cap`) from `stream`, stopping early at end of input."""
+def _read(stream, length: int | None, cap: int) -> io.BytesIO:
+    """`length` bytes (or, chunked, up to `cap`) from `stream`, stopping early at end of input.
+
+    Written into one growing buffer: joining a list of chunks held the body twice at the
+    end, 400 MB for a 200 MB video.
+    """
     want = cap if length is None else length
-    parts, size = [], 0
+    body, size = io.BytesIO(), 0
     while size < want:
         part = stream.read(min(CHUNK, want - size))
         if not part:
             break
-        parts.append(part)
+        body.write(part)
         size += len(part)
-    return b"".join(parts)
+    return body
 
 
 def _reply(start_response, status: int, code: str, message: str):

@@ -6,6 +6,7 @@ import io
 import logging
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from webapp import socketio
 from webapp.concurrency import run_blocking
@@ -60,6 +61,8 @@ def analyze():
         return _bad("bad_parameter", f"format must be json or csv, got {reply_format!r}")
     if request.args.get("async", "0") not in ("0", "1"):
         return _bad("bad_parameter", "async must be 0 or 1")
+    if (request.content_length or 0) > request.max_content_length:
+        raise RequestEntityTooLarge()  # before the body is read; the raw body below is taken without Werkzeug
     if request.mimetype == "multipart/form-data":
         file = request.files.get("video")
         if file is None:
@@ -67,6 +70,8 @@ def analyze():
         # InMemoryRequest's BytesIO, not copied again; the request closes its files when it ends, so the
         # job takes this one and leaves the request an empty one to close
         source, file.stream = file.stream, io.BytesIO()
+    elif isinstance(request.environ["wsgi.input"], io.BytesIO):
+        source = request.environ["wsgi.input"]  # the body as BodyLimits buffered it: a copy would double it
     else:
         source = io.BytesIO(request.get_data(cache=False))
     source.seek(0, io.SEEK_END)
