@@ -80,9 +80,16 @@ def noisy_video(target_mb: float, fps: int = 30) -> bytes:
     return out.getvalue()
 
 
-def post(url: str, data: bytes, query: str = "") -> tuple[int, dict | bytes]:
+def post(url: str, data: bytes, query: str = "", multipart: bool = False) -> tuple[int, dict | bytes]:
+    content_type = "video/mp4"
+    if multipart:
+        boundary = "moodlens-bench-boundary"
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="v.mp4"\r\n'
+        head += "Content-Type: video/mp4\r\n\r\n"
+        data = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        content_type = f"multipart/form-data; boundary={boundary}"
     request = urllib.request.Request(
-        f"{url}/api/v1/analyze-video{query}", data=data, headers={"Content-Type": "video/mp4"}
+        f"{url}/api/v1/analyze-video{query}", data=data, headers={"Content-Type": content_type}
     )
     try:
         with urllib.request.urlopen(request, timeout=600) as reply:
@@ -93,27 +100,39 @@ def post(url: str, data: bytes, query: str = "") -> tuple[int, dict | bytes]:
 
 def memory(url: str, pid: int, upload_mb: float) -> None:
     data = noisy_video(upload_mb)
-    idle = rss_mb(pid)
-    peak, done = idle, threading.Event()
-
-    def watch():
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, rss_mb(pid))
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    start = time.perf_counter()
-    status, _ = post(url, data, "?fps=1")
-    elapsed = time.perf_counter() - start
-    done.set()
-    watcher.join()
     upload = len(data) / MB
     print(f"\n2. one {upload:.0f} MB upload (noise, MPEG-4), fps=1, worker RSS in MB\n")
-    print(row("status", "seconds", "idle", "peak", "peak - idle", "target (upload + 300)"))
-    print(row(*["---"] * 6))
-    print(row(status, f"{elapsed:.1f}", f"{idle:.0f}", f"{peak:.0f}", f"+{peak - idle:.0f}", f"+{upload + 300:.0f}"))
+    print(row("body", "status", "seconds", "idle", "peak", "peak - idle", "target (upload + 300)"))
+    print(row(*["---"] * 7))
+    for multipart in (False, True):
+        idle = rss_mb(pid)
+        peak, done = idle, threading.Event()
+
+        def watch(done=done):
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, rss_mb(pid))
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        start = time.perf_counter()
+        status, _ = post(url, data, "?fps=1", multipart)
+        elapsed = time.perf_counter() - start
+        done.set()
+        watcher.join()
+        name = "multipart" if multipart else "raw"
+        print(
+            row(
+                name,
+                status,
+                f"{elapsed:.1f}",
+                f"{idle:.0f}",
+                f"{peak:.0f}",
+                f"+{peak - idle:.0f}",
+                f"+{upload + 300:.0f}",
+            )
+        )
 
 
 def live_round_trips(url: str, seconds: float) -> list[float]:

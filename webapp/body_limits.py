@@ -71,6 +71,7 @@ class BodyLimits:
         body.seek(0)
         environ["wsgi.input"] = body
         environ["CONTENT_LENGTH"] = str(size)
+        del body  # the environ's reference only: a route may drop a large body once it has parsed it
         environ.pop("HTTP_TRANSFER_ENCODING", None)
         environ["wsgi.input_terminated"] = True
         return self.app(environ, start_response)

@@ -70,6 +70,7 @@ def analyze():
         # InMemoryRequest's BytesIO, not copied again; the request closes its files when it ends, so the
         # job takes this one and leaves the request an empty one to close
         source, file.stream = file.stream, io.BytesIO()
+        _drop_body()
     elif isinstance(request.environ["wsgi.input"], io.BytesIO):
         source = request.environ["wsgi.input"]  # the body as BodyLimits buffered it: a copy would double it
     else:
@@ -93,6 +94,13 @@ def analyze():
     if reply_format == "csv":
         return _csv(job)
     return jsonify(job.result.to_dict())
+
+
+def _drop_body() -> None:
+    """Let the parsed multipart body go: its video part is a copy, and two copies of a 200 MB upload
+    would double the memory a job holds. Werkzeug caches the input stream on the request."""
+    request.environ["wsgi.input"] = io.BytesIO()
+    request.__dict__.pop("stream", None)
 
 
 def _run(app, job: VideoJob, source, pipeline, fps: float, max_seconds: float) -> None:
