@@ -192,3 +192,36 @@ def test_video_error_codes_are_distinct():
     with pytest.raises(VideoError) as caught:
         analyze_video(io.BytesIO(b"\x1a\x45\xdf\xa3" + bytes(100)), None)
     assert caught.value.code == "corrupt_video"
+
+
+def test_body_limits_give_the_video_route_its_own_size_and_deadline():
+    from contextlib import contextmanager
+
+    from webapp.body_limits import BodyLimits
+
+    used = []
+
+    def deadline(name):
+        @contextmanager
+        def context():
+            used.append(name)
+            yield
+
+        return context
+
+    def echo(environ, start_response):
+        start_response("200 OK", [])
+        return [environ["wsgi.input"].read()]
+
+    limits = BodyLimits(echo, 100, deadline("default"), {"/api/v1/analyze-video": (1000, deadline("video"))})
+
+    def call(path, size):
+        seen = {}
+        environ = {"PATH_INFO": path, "CONTENT_LENGTH": str(size), "wsgi.input": io.BytesIO(b"v" * size)}
+        body = b"".join(limits(environ, lambda status, headers: seen.update(status=status)))
+        return seen["status"], len(body)
+
+    assert call("/api/v1/analyze-video", 900) == ("200 OK", 900) and used == ["video"]
+    assert call("/api/v1/analyze", 90) == ("200 OK", 90) and used == ["video", "default"]
+    # over the limit: passed on unread, for the app to refuse with its own message
+    assert call("/api/v1/analyze", 900)[0] == "200 OK" and used == ["video", "default"]

@@ -89,7 +89,12 @@ def create_app(config: dict | None = None) -> Flask:
         app.wsgi_app,
         max_body,
         body_deadline(app.config["ASYNC_MODE"], app.config["BODY_TIMEOUT_S"]),
-        {"/api/v1/analyze-video": app.config["MAX_VIDEO_MB"] * 1024 * 1024 + 4096},
+        {
+            "/api/v1/analyze-video": (
+                app.config["MAX_VIDEO_MB"] * 1024 * 1024 + 4096,
+                body_deadline(app.config["ASYNC_MODE"], app.config["VIDEO_BODY_TIMEOUT_S"]),
+            )
+        },
     )
     if app.config["TRUSTED_PROXIES"]:  # outermost: every layer below sees the client's own address
         app.wsgi_app = ProxyFix(

@@ -33,7 +33,7 @@ class BodyLimits:
             declared length over this is left to the app to refuse unread).
         deadline: `deadline()` returns a context manager that raises `BodyTimeout` when
             the body takes too long (see `webapp.concurrency.deadline`); None: no deadline.
-        per_path: larger limits for some paths (the video upload), {path: max_bytes}.
+        per_path: other limits for some paths (the video upload): {path: (max_bytes, deadline)}.
     """
 
     def __init__(
@@ -41,7 +41,7 @@ class BodyLimits:
         app,
         max_bytes: int,
         deadline: Callable[[], AbstractContextManager] | None = None,
-        per_path: dict[str, int] | None = None,
+        per_path: dict[str, tuple[int, Callable[[], AbstractContextManager] | None]] | None = None,
     ):
         self.app = app
         self.max_bytes = max_bytes
@@ -49,7 +49,8 @@ class BodyLimits:
         self.per_path = per_path or {}
 
     def __call__(self, environ, start_response):
-        max_bytes = self.per_path.get(environ.get("PATH_INFO", ""), self.max_bytes)
+        max_bytes, deadline = self.per_path.get(environ.get("PATH_INFO", ""), (self.max_bytes, self.deadline))
+        deadline = deadline or nullcontext
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         try:
             declared = int(environ.get("CONTENT_LENGTH") or 0)
@@ -58,7 +59,7 @@ class BodyLimits:
         if (not chunked and declared <= 0) or declared > max_bytes:
             return self.app(environ, start_response)  # no body, or one the app refuses unread (413)
         try:
-            with self.deadline():
+            with deadline():
                 body = _read(environ["wsgi.input"], None if chunked else declared, max_bytes + 1)
         except BodyTimeout:
             log.info("request body not received in time from %s; connection dropped", environ.get("REMOTE_ADDR"))
