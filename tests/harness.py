@@ -208,3 +208,54 @@ def stop_production_server(process: subprocess.Popen, grace: float = 10) -> None
         process.kill()
         process.wait(grace)
     process.log.close()
+
+
+def video_bytes(
+    rgb: np.ndarray,
+    seconds: float = 2.0,
+    fps: int = 30,
+    codec: str = "libx264",
+    container: str = "mp4",
+    size: tuple[int, int] = (640, 480),
+    audio: bool = False,
+) -> bytes:
+    """Encode a video in memory: `rgb` pasted into a `size` frame, drifting right by 1 px a frame.
+
+    `audio` adds a silent stereo track; `seconds=0` writes a file with a video stream and no frames.
+    """
+    import av
+
+    width, height = size
+    out = io.BytesIO()
+    with av.open(out, mode="w", format=container) as muxer:
+        stream = muxer.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        muxer.start_encoding()  # the headers, even when no frame follows
+        sound = muxer.add_stream("aac", rate=16000) if audio else None
+        scale = min(1.0, 0.9 * height / rgb.shape[0])
+        face = cv2.resize(rgb, None, fx=scale, fy=scale) if scale < 1 else rgb
+        for i in range(round(seconds * fps)):
+            canvas = np.full((height, width, 3), 90, np.uint8)
+            x = min(width - face.shape[1], 20 + i)
+            canvas[10 : 10 + face.shape[0], x : x + face.shape[1]] = face
+            muxer.mux(stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")))
+        muxer.mux(stream.encode())
+        if sound is not None:
+            muxer.mux(sound.encode())
+    return out.getvalue()
+
+
+def audio_only_bytes(seconds: float = 1.0) -> bytes:
+    """An MP4 with one AAC track of silence and no video."""
+    import av
+
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="mp4") as muxer:
+        stream = muxer.add_stream("aac", rate=16000)
+        samples = np.zeros((1, 1024), np.float32)
+        for i in range(int(seconds * 16000 / 1024)):
+            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, i * 1024
+            muxer.mux(stream.encode(frame))
+        muxer.mux(stream.encode())
+    return out.getvalue()

@@ -137,7 +137,7 @@ def test_state_lives_from_the_real_connect_to_the_real_disconnect(app):
 # --- headers and HTTP errors -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/", "/upload", "/healthz", "/api/v1/nope", "/static/js/live.js"])
+@pytest.mark.parametrize("path", ["/", "/upload", "/video", "/healthz", "/api/v1/nope", "/static/js/live.js"])
 def test_security_headers_everywhere(client, path):
     with client.get(path) as reply:
         csp = reply.headers["Content-Security-Policy"]
@@ -148,7 +148,7 @@ def test_security_headers_everywhere(client, path):
 
 
 def test_pages_have_no_inline_scripts_or_styles(client):
-    for path in ("/", "/upload"):
+    for path in ("/", "/upload", "/video"):
         html = client.get(path).get_data(as_text=True)
         assert "<style" not in html and " style=" not in html
         assert all("src=" in tag.split(">")[0] for tag in html.split("<script")[1:])

@@ -13,7 +13,7 @@ from tests.harness import jpeg_bytes, png_claiming
 
 
 def test_pages_render_with_local_assets_only(client):
-    for path in ("/", "/upload"):
+    for path in ("/", "/upload", "/video"):
         page = client.get(path)
         assert page.status_code == 200
         html = page.get_data(as_text=True)

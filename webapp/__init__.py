@@ -64,9 +64,12 @@ def create_app(config: dict | None = None) -> Flask:
         app.config, lock_factory(app.config["ASYNC_MODE"])
     )
 
-    from webapp import events, routes
+    from webapp import events, routes, video_routes
+    from webapp.video_jobs import VideoJobs
 
+    app.extensions["video_jobs"] = VideoJobs(app.config["MAX_VIDEO_JOBS"], lock_factory(app.config["ASYNC_MODE"])())
     app.register_blueprint(routes.blueprint)
+    app.register_blueprint(video_routes.blueprint)
     app.after_request(add_security_headers)
     events.register(socketio)
     max_body = max(app.config["MAX_FRAME_KB"] * 1024, app.config["MAX_CONTENT_LENGTH"]) + 4096
@@ -83,7 +86,15 @@ def create_app(config: dict | None = None) -> Flask:
     # outermost first: bodies arrive in full and in time before Engine.IO or Flask reads them
     app.wsgi_app = SessionCap(app.wsgi_app, socketio.server, app.config["MAX_SESSIONS_PER_ADDRESS"])
     app.wsgi_app = BodyLimits(
-        app.wsgi_app, max_body, body_deadline(app.config["ASYNC_MODE"], app.config["BODY_TIMEOUT_S"])
+        app.wsgi_app,
+        max_body,
+        body_deadline(app.config["ASYNC_MODE"], app.config["BODY_TIMEOUT_S"]),
+        {
+            "/api/v1/analyze-video": (
+                app.config["MAX_VIDEO_MB"] * 1024 * 1024 + 4096,
+                body_deadline(app.config["ASYNC_MODE"], app.config["VIDEO_BODY_TIMEOUT_S"]),
+            )
+        },
     )
     if app.config["TRUSTED_PROXIES"]:  # outermost: every layer below sees the client's own address
         app.wsgi_app = ProxyFix(
@@ -114,6 +125,8 @@ def _load_pipelines(config, new_lock) -> dict:
     pipelines = {
         "stream": build_pipeline(detector=config["DETECTOR"], padded_retry=False, **shared),
         "image": build_pipeline(detector=config["UPLOAD_DETECTOR"], **shared),
+        # video jobs get their own detector (and its lock), so a long job never queues the live frames behind it
+        "video": build_pipeline(detector=config["DETECTOR"], padded_retry=False, **shared),
     }
     log.info("pipelines ready: %s", {kind: p.describe() for kind, p in pipelines.items()})
     return pipelines

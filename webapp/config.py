@@ -39,6 +39,12 @@ def from_env() -> dict:
         "MAX_FRAME_KB": _int("MAX_FRAME_KB", 1024),
         "MAX_PIXELS": _int("MAX_PIXELS", 40_000_000),
         "MAX_FACES": _int("MAX_FACES", 10),
+        # video uploads (/api/v1/analyze-video): body size, declared or decoded length, jobs running at once
+        "MAX_VIDEO_MB": _int("MAX_VIDEO_MB", 200),
+        "MAX_VIDEO_SECONDS": _int("MAX_VIDEO_SECONDS", 600),
+        "MAX_VIDEO_JOBS": _int("MAX_VIDEO_JOBS", 1),
+        # a video body's deadline: 200 MB in 15 s would take 110 Mbit/s; 120 s takes 14
+        "VIDEO_BODY_TIMEOUT_S": _int("VIDEO_BODY_TIMEOUT_S", 120),
         "MAX_FPS_PER_CLIENT": _int("MAX_FPS_PER_CLIENT", 60),
         # width x height x channels x bytes per sample: a 311 KB PNG can declare 320 MB of 16-bit RGBA
         "MAX_DECODE_MB": _int("MAX_DECODE_MB", 100),
@@ -72,7 +78,8 @@ def check(config: dict) -> None:
     if config["ASYNC_MODE"] not in ASYNC_MODES:
         raise ValueError(f"ASYNC_MODE must be one of {', '.join(ASYNC_MODES)}, got {config['ASYNC_MODE']!r}")
     positive = ("MAX_UPLOAD_MB", "MAX_FRAME_KB", "MAX_PIXELS", "MAX_FACES", "MAX_FPS_PER_CLIENT", "MAX_DECODE_MB")
-    positive += ("HEAVY_DECODE_MB", "MAX_HEAVY_ANALYSES", "BODY_TIMEOUT_S")
+    positive += ("HEAVY_DECODE_MB", "MAX_HEAVY_ANALYSES", "BODY_TIMEOUT_S", "MAX_VIDEO_MB", "MAX_VIDEO_SECONDS")
+    positive += ("MAX_VIDEO_JOBS", "VIDEO_BODY_TIMEOUT_S")
     for key in positive:
         if int(config[key]) <= 0:
             raise ValueError(f"{key} must be positive, got {config[key]}")

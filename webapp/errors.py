@@ -15,6 +15,15 @@ def error_body(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
 
 
+# HTTP status for each VideoError code (and a job's internal_error); the rest are 400
+VIDEO_STATUS = {"not_a_video": 415, "unsupported_codec": 415, "too_long": 413, "internal_error": 500}
+
+
+def from_video_error(code: str, message: str) -> tuple[dict, int]:
+    """Body and HTTP status for a video that cannot be analysed."""
+    return error_body(code, message), VIDEO_STATUS.get(code, 400)
+
+
 def from_image_error(error: ImageError) -> tuple[dict, int]:
     """Body and HTTP status for an undecodable image."""
     return error_body(error.code, error.message), HTTP_STATUS.get(error.code, 400)

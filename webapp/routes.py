@@ -76,7 +76,7 @@ def http_error(error: HTTPException):
         code = {413: "too_large"}.get(error.code, error.name.lower().replace(" ", "_"))
         message = error.description
         if error.code == 413 and message == RequestEntityTooLarge.description:  # the body size, not a form limit
-            message = f"the upload exceeds {current_app.config['MAX_UPLOAD_MB']} MB"
+            message = f"the upload exceeds {(request.max_content_length or 0) // (1024 * 1024)} MB"
         reply = jsonify(error_body(code, message))
         # keep what the error adds beyond its HTML body, e.g. the Allow header of a 405
         for name, value in error.get_headers():

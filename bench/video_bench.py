@@ -1,0 +1,204 @@
+"""Video files (issue 10): analysis speed, memory for a large upload, and the live stream during a video job.
+
+    python -m bench.video_bench [--seconds 60] [--upload-mb 200] [--skip-server]
+
+1. Sampled 640x480 frames per second, decoding included, on a single-face H.264 video at 5 fps
+   (target >= 60, i.e. a 10-minute video in <= 50 s), in process with the served models.
+2. Worker memory while the production server (gunicorn + eventlet) analyses an upload of --upload-mb
+   (target: peak <= the upload + 300 MB over the idle worker).
+3. One live Socket.IO client at 30 fps while a video job runs on the same server: round trip p95
+   (target <= 60 ms), beside the same client with no video job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import statistics
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+from tests.harness import (
+    grace_hopper_rgb,
+    jpeg_bytes,
+    rss_mb,
+    start_production_server,
+    stop_production_server,
+    video_bytes,
+    webcam_frame,
+    worker_pid,
+)
+
+MB = 1024 * 1024
+
+
+def row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def throughput(seconds: float) -> None:
+    from webapp import config
+    from webapp.vision.pipeline import build_pipeline
+    from webapp.vision.video import analyze_video
+
+    settings = config.from_env()
+    pipeline = build_pipeline(settings["MODEL_PATH"], detector=settings["DETECTOR"], padded_retry=False)
+    data = video_bytes(grace_hopper_rgb(), seconds=seconds)
+    start = time.perf_counter()
+    result = analyze_video(io.BytesIO(data), pipeline, fps=5)
+    elapsed = time.perf_counter() - start
+    sampled = len(result.frames)
+    found = sum(1 for frame in result.frames if frame.faces)
+    rate = sampled / elapsed
+    print(f"\n1. {seconds:g} s single-face 640x480 H.264 (30 fps, {len(data) / MB:.1f} MB), sampled at 5 fps\n")
+    print(row("sampled frames", "with a face", "seconds", "sampled frames/s", "10-min video (s)", "target"))
+    print(row(*["---"] * 6))
+    print(row(sampled, found, f"{elapsed:.2f}", f"{rate:.1f}", f"{3000 / rate:.1f}", ">= 60 frames/s, <= 50 s"))
+
+
+def noisy_video(target_mb: float, fps: int = 30) -> bytes:
+    """An MPEG-4 MP4 of noise at the highest quality: about `target_mb`, fast to write, within the duration limit."""
+    import av
+
+    rng = np.random.default_rng(0)
+    noise = [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(8)]
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="mp4") as muxer:
+        stream = muxer.add_stream("mpeg4", rate=fps, options={"qscale": "1"})
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        i = 0
+        while out.tell() < target_mb * MB:
+            frame = av.VideoFrame.from_ndarray(noise[i % len(noise)], format="rgb24")
+            muxer.mux(stream.encode(frame))
+            i += 1
+        muxer.mux(stream.encode())
+    return out.getvalue()
+
+
+def post(url: str, data: bytes, query: str = "", multipart: bool = False) -> tuple[int, dict | bytes]:
+    content_type = "video/mp4"
+    if multipart:
+        boundary = "moodlens-bench-boundary"
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="video"; filename="v.mp4"\r\n'
+        head += "Content-Type: video/mp4\r\n\r\n"
+        data = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        content_type = f"multipart/form-data; boundary={boundary}"
+    request = urllib.request.Request(
+        f"{url}/api/v1/analyze-video{query}", data=data, headers={"Content-Type": content_type}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=600) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def memory(url: str, pid: int, upload_mb: float) -> None:
+    data = noisy_video(upload_mb)
+    upload = len(data) / MB
+    print(f"\n2. one {upload:.0f} MB upload (noise, MPEG-4), fps=1, worker RSS in MB\n")
+    print(row("body", "status", "seconds", "idle", "peak", "peak - idle", "target (upload + 300)"))
+    print(row(*["---"] * 7))
+    for multipart in (False, True):
+        idle = rss_mb(pid)
+        peak, done = idle, threading.Event()
+
+        def watch(done=done):
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, rss_mb(pid))
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        start = time.perf_counter()
+        status, _ = post(url, data, "?fps=1", multipart)
+        elapsed = time.perf_counter() - start
+        done.set()
+        watcher.join()
+        name = "multipart" if multipart else "raw"
+        print(
+            row(
+                name,
+                status,
+                f"{elapsed:.1f}",
+                f"{idle:.0f}",
+                f"{peak:.0f}",
+                f"+{peak - idle:.0f}",
+                f"+{upload + 300:.0f}",
+            )
+        )
+
+
+def live_round_trips(url: str, seconds: float) -> list[float]:
+    import socketio
+
+    frame = jpeg_bytes(webcam_frame())
+    client = socketio.SimpleClient()
+    client.connect(url, transports=["websocket"])
+    times = []
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sent = time.perf_counter()
+            reply = client.call("frame", frame, timeout=30)
+            times.append((time.perf_counter() - sent) * 1000)
+            assert "faces" in reply, reply
+            time.sleep(max(0.0, 1 / 30 - (time.perf_counter() - sent)))  # a camera's pace
+    finally:
+        client.disconnect()
+    return times
+
+
+def p95(values: list[float]) -> float:
+    return float(np.percentile(values, 95))
+
+
+def live_during_job(url: str, seconds: float) -> None:
+    alone = live_round_trips(url, 5)
+    data = video_bytes(grace_hopper_rgb(), seconds=seconds)
+    status, body = post(url, data, "?async=1")
+    assert status == 202, body
+    job = json.loads(body)["url"]
+    times = live_round_trips(url, 8)
+    with urllib.request.urlopen(url + job) as reply:
+        state = json.loads(reply.read())
+    print(f"\n3. one live client at 30 fps, round trip in ms; a {seconds:g} s video job running beside it\n")
+    print(row("", "frames", "median", "p95", "target p95"))
+    print(row(*["---"] * 5))
+    print(row("no video job", len(alone), f"{statistics.median(alone):.1f}", f"{p95(alone):.1f}", ""))
+    label = f"video job running (then {state['state']}, {state['progress']:.0%})"
+    print(row(label, len(times), f"{statistics.median(times):.1f}", f"{p95(times):.1f}", "<= 60"))
+    busy_status, _ = post(url, data[:1000])
+    print(f"\na second video while the first runs: HTTP {busy_status} (expected 503 busy)")
+    while state["state"] == "running":  # the memory test needs the slot
+        time.sleep(0.5)
+        with urllib.request.urlopen(url + job) as reply:
+            state = json.loads(reply.read())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60, help="length of the throughput video")
+    # just under MAX_VIDEO_MB (200): the last frame written may overshoot by a frame's size
+    parser.add_argument("--upload-mb", type=float, default=198, help="size of the memory test's upload")
+    parser.add_argument("--skip-server", action="store_true", help="only the in-process throughput")
+    args = parser.parse_args()
+    throughput(args.seconds)
+    if args.skip_server:
+        return
+    process, url = start_production_server(env={"BODY_TIMEOUT_S": "60"})
+    try:
+        live_during_job(url, 300)
+        memory(url, worker_pid(process), args.upload_mb)
+    finally:
+        stop_production_server(process)
+
+
+if __name__ == "__main__":
+    main()

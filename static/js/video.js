@@ -1,0 +1,220 @@
+// Video page: upload a video as a job, poll its progress (cancellable), then draw the emotion timeline.
+import { colorOf } from "./overlay.js";
+
+const app = document.getElementById("app");
+const emotions = JSON.parse(app.dataset.emotions);
+const maxBytes = Number(app.dataset.maxVideoMb) * 1024 * 1024;
+const form = document.getElementById("video-form");
+const input = document.getElementById("video-file");
+const fpsInput = document.getElementById("fps");
+const analyseButton = document.getElementById("analyze");
+const cancelButton = document.getElementById("cancel");
+const progress = document.getElementById("progress");
+const message = document.getElementById("message");
+const preview = document.getElementById("preview");
+const timeline = document.getElementById("timeline");
+const downloads = document.getElementById("downloads");
+const summaryTable = document.getElementById("summary");
+const POLL_MS = 300;
+const PAD = { left: 36, right: 8, top: 8, bottom: 22 };
+
+let jobUrl = null;
+let result = null;
+let previewUrl = null;
+
+function setBusy(busy) {
+  analyseButton.disabled = busy;
+  cancelButton.hidden = !busy;
+  progress.hidden = !busy;
+}
+
+function resetResult() {
+  for (const element of [preview, timeline, downloads, summaryTable]) element.hidden = true;
+  result = null;
+  if (previewUrl) URL.revokeObjectURL(previewUrl);
+  previewUrl = null;
+}
+
+async function analyse(file) {
+  resetResult();
+  if (!file) {
+    message.textContent = "Choose a video first.";
+    return;
+  }
+  if (file.size > maxBytes) {
+    message.textContent = `That file is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${app.dataset.maxVideoMb} MB.`;
+    return;
+  }
+  const body = new FormData();
+  body.append("video", file);
+  setBusy(true);
+  progress.removeAttribute("value"); // indeterminate while the upload travels
+  message.textContent = "Uploading…";
+  let reply;
+  try {
+    const url = `${app.dataset.analyzeUrl}?async=1&fps=${encodeURIComponent(fpsInput.value || "5")}`;
+    const response = await fetch(url, { method: "POST", body });
+    reply = await response.json();
+  } catch (error) {
+    setBusy(false);
+    message.textContent = `The server could not be reached (${error.message}).`;
+    return;
+  }
+  if (reply.error) {
+    setBusy(false);
+    message.textContent = reply.error.message;
+    return;
+  }
+  jobUrl = reply.url;
+  await poll(file);
+}
+
+async function poll(file) {
+  // polling rather than Socket.IO: the page needs no connection of its own, and a lost reply costs one interval
+  while (jobUrl) {
+    let job;
+    try {
+      job = await (await fetch(jobUrl)).json();
+    } catch (error) {
+      message.textContent = `Lost the server (${error.message}); retrying…`;
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS * 3));
+      continue;
+    }
+    if (job.error && !job.state) {
+      finish(job.error.message);
+      return;
+    }
+    progress.value = job.progress;
+    if (job.state === "running") {
+      message.textContent = `Analysing… ${Math.round(job.progress * 100)}%`;
+      await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+      continue;
+    }
+    if (job.state === "done") {
+      const csvUrl = `${jobUrl}?format=csv`;
+      finish("");
+      show(file, job.result, csvUrl);
+    } else if (job.state === "cancelled") {
+      finish("Cancelled.");
+    } else {
+      finish(job.error.message);
+    }
+    return;
+  }
+}
+
+function finish(text) {
+  jobUrl = null;
+  setBusy(false);
+  message.textContent = text;
+}
+
+function show(file, reply, csvUrl) {
+  result = reply;
+  previewUrl = URL.createObjectURL(file);
+  preview.src = previewUrl;
+  preview.hidden = false;
+  const withFaces = reply.summary.frames_with_faces;
+  message.textContent =
+    `${reply.frames.length} frames analysed (${reply.sampled_fps} per second of ${reply.duration_s.toFixed(1)} s), ` +
+    `${withFaces} with a face; mostly ${reply.summary.dominant ?? "no face"}.`;
+  const json = new Blob([JSON.stringify(reply, null, 1)], { type: "application/json" });
+  document.getElementById("download-json").href = URL.createObjectURL(json);
+  document.getElementById("download-csv").href = csvUrl;
+  downloads.hidden = false;
+  const rows = reply.summary.tracks.map((track) => {
+    const row = document.createElement("tr");
+    const cells = [String(track.id), `${track.first_t.toFixed(1)} s`, `${track.last_t.toFixed(1)} s`, String(track.frames), track.emotion];
+    row.replaceChildren(...cells.map((text) => Object.assign(document.createElement("td"), { textContent: text })));
+    row.children[4].style.color = colorOf(track.emotion);
+    return row;
+  });
+  summaryTable.tBodies[0].replaceChildren(...rows);
+  summaryTable.hidden = rows.length === 0;
+  timeline.hidden = false;
+  draw();
+}
+
+function xOf(t) {
+  const span = Math.max(result.duration_s, 1e-3);
+  return PAD.left + (t / span) * (timeline.width - PAD.left - PAD.right);
+}
+
+function yOf(p) {
+  return PAD.top + (1 - p) * (timeline.height - PAD.top - PAD.bottom);
+}
+
+// One line per emotion: the probability of the largest face in each sampled frame; gaps where no face was found.
+function draw() {
+  if (!result) return;
+  const ctx = timeline.getContext("2d");
+  ctx.clearRect(0, 0, timeline.width, timeline.height);
+  ctx.fillStyle = "#8a93a6";
+  ctx.font = "11px sans-serif";
+  ctx.fillText("100%", 2, yOf(1) + 9);
+  ctx.fillText("0", 2, yOf(0));
+  ctx.fillText(`${result.duration_s.toFixed(1)} s`, timeline.width - PAD.right - 40, timeline.height - 6);
+  for (const emotion of emotions) {
+    ctx.strokeStyle = colorOf(emotion);
+    ctx.lineWidth = 1.5;
+    ctx.beginPath();
+    let drawing = false;
+    for (const frame of result.frames) {
+      const face = frame.faces[0]; // the API lists faces largest first
+      if (!face) {
+        drawing = false;
+        continue;
+      }
+      const [x, y] = [xOf(frame.t), yOf(face.probabilities[emotion])];
+      if (drawing) ctx.lineTo(x, y);
+      else ctx.moveTo(x, y);
+      drawing = true;
+    }
+    ctx.stroke();
+  }
+  let legendX = PAD.left + 4;
+  for (const emotion of emotions) {
+    ctx.fillStyle = colorOf(emotion);
+    ctx.fillText(emotion, legendX, timeline.height - 6);
+    legendX += ctx.measureText(emotion).width + 12;
+  }
+  ctx.strokeStyle = "#ffffff";
+  ctx.beginPath();
+  ctx.moveTo(xOf(preview.currentTime || 0), yOf(1));
+  ctx.lineTo(xOf(preview.currentTime || 0), yOf(0));
+  ctx.stroke();
+}
+
+timeline.addEventListener("click", (event) => {
+  if (!result) return;
+  const bounds = timeline.getBoundingClientRect();
+  const x = ((event.clientX - bounds.left) / bounds.width) * timeline.width;
+  const fraction = Math.min(1, Math.max(0, (x - PAD.left) / (timeline.width - PAD.left - PAD.right)));
+  preview.currentTime = fraction * result.duration_s;
+  draw();
+});
+preview.addEventListener("timeupdate", draw);
+cancelButton.addEventListener("click", async () => {
+  if (!jobUrl) return;
+  cancelButton.disabled = true;
+  try {
+    await fetch(jobUrl, { method: "DELETE" });
+  } finally {
+    cancelButton.disabled = false;
+  }
+});
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  analyse(input.files[0]);
+});
+input.addEventListener("change", () => analyse(input.files[0]));
+form.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  form.classList.add("dragging");
+});
+form.addEventListener("dragleave", () => form.classList.remove("dragging"));
+form.addEventListener("drop", (event) => {
+  event.preventDefault();
+  form.classList.remove("dragging");
+  analyse(event.dataTransfer.files[0]);
+});

@@ -1,0 +1,112 @@
+"""Real headless Chromium on the video page: progress while the server works, cancel, then the timeline."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, video_bytes
+
+pytestmark = pytest.mark.browser
+ARTIFACTS = ROOT / "test-artifacts"
+
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium chromium-driver)", allow_module_level=True)
+playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install playwright)")
+
+
+@pytest.fixture(scope="module")
+def slow_app(app):
+    """The session's app with video frames slowed to 60 ms each, so progress can be seen."""
+    pipeline = app.extensions["pipelines"]["video"]
+    original = pipeline.analyze
+
+    def slow(rgb, *args):
+        time.sleep(0.06)
+        return original(rgb, *args)
+
+    pipeline.analyze = slow
+    yield app
+    del pipeline.analyze
+
+
+@pytest.fixture(scope="module")
+def server(slow_app):
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, slow_app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def face_video(tmp_path_factory, grace_rgb):
+    path = tmp_path_factory.mktemp("video") / "face.mp4"
+    path.write_bytes(video_bytes(grace_rgb, seconds=4.0))
+    return path
+
+
+@pytest.fixture()
+def page():
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        errors, violations = [], []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+        page.add_init_script(
+            "document.addEventListener('securitypolicyviolation', e => console.error("
+            "`Content Security Policy violation: ${e.violatedDirective} ${e.blockedURI}`));"
+        )
+        yield page
+        browser.close()
+    assert not errors, f"JavaScript errors: {errors}"
+    assert not violations, f"CSP violations: {violations}"
+
+
+def test_video_page_shows_progress_then_the_timeline(page, server, face_video):
+    page.goto(server + "/video")
+    page.fill("#fps", "10")
+    page.set_input_files("#video-file", str(face_video))
+    # 40 frames at >= 60 ms: several polls see the job part-way
+    page.wait_for_function(
+        "() => { const p = document.getElementById('progress'); return !p.hidden && p.value > 0 && p.value < 1; }",
+        timeout=30_000,
+    )
+    assert "Analysing" in page.text_content("#message")
+    page.wait_for_function("() => !document.getElementById('timeline').hidden", timeout=60_000)
+    assert page.is_hidden("#progress")
+    assert "40 frames analysed" in page.text_content("#message")
+    assert page.text_content("#summary tbody tr td:nth-child(4)") == "40"
+    assert page.get_attribute("#download-csv", "href").endswith("?format=csv")
+    page.wait_for_function("() => document.getElementById('preview').readyState >= 1", timeout=10_000)
+    box = page.locator("#timeline").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] / 2)
+    current = page.evaluate("() => document.getElementById('preview').currentTime")
+    assert 2.0 < current < 4.0  # three quarters of the chart's time axis, less its left margin
+    page.screenshot(path=str(ARTIFACTS / "video_page.png"), full_page=True)
+
+
+def test_video_page_cancels(page, server, face_video):
+    page.goto(server + "/video")
+    page.fill("#fps", "30")
+    page.set_input_files("#video-file", str(face_video))
+    page.wait_for_function("() => !document.getElementById('cancel').hidden", timeout=30_000)
+    page.wait_for_function("() => document.getElementById('progress').value > 0", timeout=30_000)
+    page.click("#cancel")
+    page.wait_for_function("() => document.getElementById('message').textContent === 'Cancelled.'", timeout=30_000)
+    assert page.is_hidden("#timeline") and page.is_hidden("#progress")
+
+
+def test_video_page_reports_a_bad_file(page, server, tmp_path):
+    bad = tmp_path / "notes.mp4"
+    bad.write_bytes(b"not a video" * 100)
+    page.goto(server + "/video")
+    page.set_input_files("#video-file", str(bad))
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('not a video')")
+    assert page.is_hidden("#progress") and page.is_hidden("#timeline")

@@ -1,0 +1,66 @@
+"""Video jobs on the Procfile's server (gunicorn + eventlet): off the event loop, capped, the live stream unharmed."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from tests.harness import jpeg_bytes, start_production_server, stop_production_server, video_bytes
+
+
+@pytest.fixture(scope="module")
+def server():
+    try:
+        process, url = start_production_server()
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield url
+    stop_production_server(process)
+
+
+def call(url: str, data: bytes | None = None, method: str | None = None):
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "video/mp4"}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, dict(reply.headers), json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
+def test_a_video_job_runs_beside_the_live_stream(server, grace_rgb, webcam_frame):
+    import socketio
+
+    status, _, job = call(server + "/api/v1/analyze-video?async=1&fps=10", video_bytes(grace_rgb, seconds=40))
+    assert status == 202, job
+    status, headers, busy = call(server + "/api/v1/analyze-video", video_bytes(grace_rgb, seconds=1))
+    assert status == 503 and busy["error"]["code"] == "busy" and int(headers["Retry-After"]) > 0
+
+    client = socketio.SimpleClient()
+    client.connect(server, transports=["websocket"])
+    frame, times, states = jpeg_bytes(webcam_frame), [], []
+    try:
+        end = time.monotonic() + 4
+        while time.monotonic() < end:
+            sent = time.perf_counter()
+            assert len(client.call("frame", frame, timeout=30)["faces"]) == 1
+            times.append(time.perf_counter() - sent)
+            states.append(call(server + job["url"])[2]["progress"])
+            time.sleep(max(0.0, 1 / 30 - (time.perf_counter() - sent)))
+    finally:
+        client.disconnect()
+    assert states[-1] > states[0]  # the job advanced while frames were answered
+    # the target is 60 ms on a quiet machine (bench.video_bench); this shared one gets slack
+    assert np.percentile(times, 95) < 0.25, f"p95 {np.percentile(times, 95) * 1000:.0f} ms"
+
+    assert call(server + job["url"], method="DELETE")[0] == 202
+    deadline = time.monotonic() + 30
+    while (state := call(server + job["url"])[2])["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert state["state"] in ("cancelled", "done")
+    status, _, reply = call(server + "/api/v1/analyze-video?fps=2", video_bytes(grace_rgb, seconds=1))
+    assert status == 200 and len(reply["frames"]) == 2

@@ -1,0 +1,153 @@
+"""The video page and API: upload -> job (bounded) -> analyze_video off the event loop -> JSON or CSV."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from webapp import socketio
+from webapp.concurrency import run_blocking
+from webapp.errors import error_body, from_video_error
+from webapp.video_jobs import VideoJob, VideoJobs
+from webapp.vision.budget import BusyError
+from webapp.vision.labels import EMOTIONS
+from webapp.vision.video import VideoError, analyze_video
+
+blueprint = Blueprint("video", __name__)
+log = logging.getLogger(__name__)
+MB = 1024 * 1024
+MAX_FPS = 30.0
+# seconds a client told "busy" should wait: a video job lasts seconds to a minute
+VIDEO_RETRY_AFTER_S = 5
+
+
+@blueprint.get("/video")
+def page():
+    """The video page."""
+    return render_template("video.html", emotions=EMOTIONS, max_video_mb=current_app.config["MAX_VIDEO_MB"])
+
+
+def _jobs() -> VideoJobs:
+    return current_app.extensions["video_jobs"]
+
+
+def _pipeline():
+    pipelines = current_app.extensions["pipelines"]
+    return pipelines.get("video") or pipelines["stream"]
+
+
+def _bad(code: str, message: str, status: int = 400, headers: dict | None = None):
+    return jsonify(error_body(code, message)), status, headers or {}
+
+
+@blueprint.post("/api/v1/analyze-video")
+def analyze():
+    """Analyse a video sent as multipart field `video` or as the raw body.
+
+    `?fps=` frames analysed per second (default 5), `?format=csv` a CSV reply, `?async=1` a job to poll (202).
+    """
+    request.max_content_length = current_app.config["MAX_VIDEO_MB"] * MB
+    try:
+        fps = float(request.args.get("fps", 5))
+    except ValueError:
+        fps = -1.0
+    if not 0 < fps <= MAX_FPS:
+        return _bad("bad_parameter", f"fps must be a number above 0 and at most {MAX_FPS:g}")
+    reply_format = request.args.get("format", "json")
+    if reply_format not in ("json", "csv"):
+        return _bad("bad_parameter", f"format must be json or csv, got {reply_format!r}")
+    if request.args.get("async", "0") not in ("0", "1"):
+        return _bad("bad_parameter", "async must be 0 or 1")
+    if (request.content_length or 0) > request.max_content_length:
+        raise RequestEntityTooLarge()  # before the body is read; the raw body below is taken without Werkzeug
+    if request.mimetype == "multipart/form-data":
+        file = request.files.get("video")
+        if file is None:
+            return _bad("missing_video", "send the video as the multipart field 'video'")
+        # InMemoryRequest's BytesIO, not copied again; the request closes its files when it ends, so the
+        # job takes this one and leaves the request an empty one to close
+        source, file.stream = file.stream, io.BytesIO()
+        _drop_body()
+    elif isinstance(request.environ["wsgi.input"], io.BytesIO):
+        source = request.environ["wsgi.input"]  # the body as BodyLimits buffered it: a copy would double it
+    else:
+        source = io.BytesIO(request.get_data(cache=False))
+    source.seek(0, io.SEEK_END)
+    if source.tell() == 0:
+        return _bad("empty", "the video is empty (0 bytes)")
+    source.seek(0)
+    try:
+        job = _jobs().start()
+    except BusyError as busy:
+        return _bad("busy", str(busy), 503, {"Retry-After": str(VIDEO_RETRY_AFTER_S)})
+    settings = (source, _pipeline(), fps, float(current_app.config["MAX_VIDEO_SECONDS"]))
+    if request.args.get("async") == "1":
+        socketio.start_background_task(_run, current_app._get_current_object(), job, *settings)
+        return jsonify({**job.to_dict(), "url": url_for("video.job", job_id=job.id)}), 202
+    _run(current_app._get_current_object(), job, *settings)
+    if job.error is not None:
+        body, status = from_video_error(*job.error)
+        return jsonify(body), status
+    if reply_format == "csv":
+        return _csv(job)
+    return jsonify(job.result.to_dict())
+
+
+def _drop_body() -> None:
+    """Let the parsed multipart body go: its video part is a copy, and two copies of a 200 MB upload
+    would double the memory a job holds. Werkzeug caches the input stream on the request."""
+    request.environ["wsgi.input"] = io.BytesIO()
+    request.__dict__.pop("stream", None)
+
+
+def _run(app, job: VideoJob, source, pipeline, fps: float, max_seconds: float) -> None:
+    """Analyse in a native thread under eventlet (decoding and inference would stall the event loop)."""
+
+    def progress(fraction: float) -> None:
+        job.progress = fraction
+
+    with app.app_context():
+        try:
+            result = run_blocking(
+                analyze_video, source, pipeline, fps, max_seconds, progress, lambda: job.cancel_requested
+            )
+            _jobs().finish(job, result=result)
+        except VideoError as error:
+            _jobs().finish(job, error=(error.code, error.message))
+        except Exception:
+            log.exception("video job %s failed", job.id)
+            _jobs().finish(job, error=("internal_error", "the server could not analyse this video"))
+
+
+def _csv(job: VideoJob) -> Response:
+    return Response(
+        job.result.to_csv(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="moodlens-{job.id}.csv"'},
+    )
+
+
+@blueprint.get("/api/v1/jobs/<job_id>")
+def job(job_id: str):
+    """A video job's state, progress and, once done, its result (`?format=csv`: the CSV)."""
+    found = _jobs().get(job_id)
+    if found is None:
+        return _bad("not_found", "no such job (finished jobs are forgotten after a while)", 404)
+    if request.args.get("format") == "csv":
+        if found.result is None:
+            return _bad("not_ready", f"the job is {found.state}", 409)
+        return _csv(found)
+    return jsonify(found.to_dict())
+
+
+@blueprint.delete("/api/v1/jobs/<job_id>")
+def cancel(job_id: str):
+    """Ask a running job to stop; it ends within one sampled frame."""
+    found = _jobs().get(job_id)
+    if found is None:
+        return _bad("not_found", "no such job", 404)
+    found.cancel_requested = True
+    return jsonify(found.to_dict()), 202
