@@ -74,6 +74,14 @@ def test_api_raw_body_and_webm(client, grace_rgb):
     assert len(reply.json["frames"]) == 5 and reply.json["frames"][0]["faces"]
 
 
+@pytest.mark.parametrize("container, mimetype", [("mov", "video/quicktime"), ("matroska", "video/x-matroska")])
+def test_api_mov_and_mkv(client, grace_rgb, container, mimetype):
+    data = video_bytes(grace_rgb, seconds=1.0, container=container)
+    reply = client.post("/api/v1/analyze-video", data=data, content_type=mimetype)
+    assert reply.status_code == 200, reply.json
+    assert len(reply.json["frames"]) == 5 and reply.json["frames"][0]["faces"]
+
+
 def test_api_csv(client, face_mp4):
     reply = client.post("/api/v1/analyze-video?format=csv", data=face_mp4, content_type="video/mp4")
     assert reply.status_code == 200 and reply.mimetype == "text/csv"
