@@ -31,6 +31,24 @@ def test_serving_imports_no_tensorflow():
     assert "HEAVY []" in result.stdout, result.stdout
 
 
+WITHOUT_PYAV = """
+import sys
+sys.modules["av"] = None  # as in an install from requirements-live.txt
+from webapp import create_app
+app = create_app({"ASYNC_MODE": "threading"})
+client = app.test_client()
+assert client.get("/video").status_code == 200
+reply = client.post("/api/v1/analyze-video", data=b"\\x00" * 100, headers={"Content-Type": "video/mp4"})
+print("VIDEO", reply.status_code, reply.get_json()["error"]["code"])
+"""
+
+
+def test_serving_without_pyav_answers_video_requests_with_501():
+    result = subprocess.run([sys.executable, "-c", WITHOUT_PYAV], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "VIDEO 501 video_unavailable" in result.stdout, result.stdout
+
+
 def test_blazeface_ships_with_its_licence():
     for variant in BLAZEFACE_VARIANTS:
         path = blazeface_model_path(variant)

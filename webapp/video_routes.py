@@ -14,7 +14,7 @@ from webapp.errors import error_body, from_video_error
 from webapp.video_jobs import VideoJob, VideoJobs
 from webapp.vision.budget import BusyError
 from webapp.vision.labels import EMOTIONS
-from webapp.vision.video import VideoError, analyze_video
+from webapp.vision.video import VideoError, analyze_video, available
 
 blueprint = Blueprint("video", __name__)
 log = logging.getLogger(__name__)
@@ -49,6 +49,10 @@ def analyze():
 
     `?fps=` frames analysed per second (default 5), `?format=csv` a CSV reply, `?async=1` a job to poll (202).
     """
+    if not available():
+        return _bad(
+            "video_unavailable", "this server was installed without PyAV (requirements-live.txt): no video files", 501
+        )
     request.max_content_length = current_app.config["MAX_VIDEO_MB"] * MB
     try:
         fps = float(request.args.get("fps", 5))

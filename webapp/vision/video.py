@@ -8,12 +8,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-
-import av
+from typing import TYPE_CHECKING
 
 from webapp.vision.labels import EMOTIONS
 from webapp.vision.tracker import FaceTracker
 from webapp.vision.types import FaceResult
+
+if TYPE_CHECKING:
+    import av
 
 # MP4 and MOV are one demuxer in FFmpeg, MKV and WebM another; anything else (AVI, GIF, a JPEG) is refused
 CONTAINERS = ("mov", "mp4", "matroska", "webm")
@@ -136,11 +138,23 @@ class VideoAnalysis:
         return out.getvalue()
 
 
+def available() -> bool:
+    """Whether PyAV can be imported: `requirements.txt` installs it, `requirements-live.txt` (live stream and
+    images only, for lean instances) does not."""
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _looks_like_video(head: bytes) -> bool:
     return head.startswith(_VIDEO_MAGIC) or head[4:8] in _ISO_BOXES
 
 
 def _open(source) -> av.container.InputContainer:
+    import av
+
     head = source.read(12)
     source.seek(0)
     try:
@@ -162,6 +176,8 @@ def probe(container: av.container.InputContainer, max_seconds: float) -> VideoIn
         VideoError: not_a_video (another container), no_video_stream (audio only),
             unsupported_codec, too_long (declared duration over `max_seconds`).
     """
+    import av
+
     names = container.format.name.split(",")
     if not any(name in CONTAINERS for name in names):
         raise VideoError("not_a_video", f"{container.format.long_name} is not a video container (MP4, WebM, MOV, MKV)")
@@ -192,6 +208,8 @@ def sampled_frames(container, stream, fps: float, max_seconds: float) -> Iterato
         VideoError: corrupt_video (undecodable data before any frame), too_long
             (frames past `max_seconds`: the container's duration can be missing or wrong).
     """
+    import av
+
     step, next_t, start, yielded = 1.0 / fps, 0.0, None, False
     try:
         for frame in container.decode(stream):
