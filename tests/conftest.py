@@ -87,3 +87,16 @@ def socket_client(app):
     yield client
     if client.is_connected():
         client.disconnect()
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The Procfile's server (gunicorn, one eventlet worker) on a loopback port, for one test module."""
+    from tests.harness import start_production_server, stop_production_server
+
+    try:
+        process, url = start_production_server()
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    yield url
+    stop_production_server(process)

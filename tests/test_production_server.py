@@ -8,20 +8,9 @@ import time
 import urllib.request
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from tests.harness import jpeg_bytes, start_production_server, stop_production_server
-
-
-@pytest.fixture(scope="module")
-def server():
-    try:
-        process, url = start_production_server()
-    except RuntimeError as error:
-        pytest.fail(str(error))
-    yield url
-    stop_production_server(process)
+from tests.harness import jpeg_bytes
 
 
 def post_image(url: str, data: bytes) -> tuple[int, bytes]:

@@ -8,19 +8,8 @@ import urllib.error
 import urllib.request
 
 import numpy as np
-import pytest
 
-from tests.harness import jpeg_bytes, start_production_server, stop_production_server, video_bytes
-
-
-@pytest.fixture(scope="module")
-def server():
-    try:
-        process, url = start_production_server()
-    except RuntimeError as error:
-        pytest.fail(str(error))
-    yield url
-    stop_production_server(process)
+from tests.harness import jpeg_bytes, video_bytes
 
 
 def call(url: str, data: bytes | None = None, method: str | None = None):

@@ -1,4 +1,5 @@
 // Upload page: send a still image to the JSON API, draw the faces, list probabilities.
+import { acceptFiles } from "./dropzone.js";
 import { colorOf, drawFaces } from "./overlay.js";
 
 const app = document.getElementById("app");
@@ -63,18 +64,4 @@ async function show(file, reply) {
   table.hidden = count === 0;
 }
 
-form.addEventListener("submit", (event) => {
-  event.preventDefault();
-  analyse(input.files[0]);
-});
-input.addEventListener("change", () => analyse(input.files[0]));
-form.addEventListener("dragover", (event) => {
-  event.preventDefault();
-  form.classList.add("dragging");
-});
-form.addEventListener("dragleave", () => form.classList.remove("dragging"));
-form.addEventListener("drop", (event) => {
-  event.preventDefault();
-  form.classList.remove("dragging");
-  analyse(event.dataTransfer.files[0]);
-});
+acceptFiles(form, input, analyse);

@@ -1,4 +1,5 @@
 // Video page: upload a video as a job, poll its progress (cancellable), then draw the emotion timeline.
+import { acceptFiles } from "./dropzone.js";
 import { colorOf } from "./overlay.js";
 
 const app = document.getElementById("app");
@@ -203,18 +204,4 @@ cancelButton.addEventListener("click", async () => {
     cancelButton.disabled = false;
   }
 });
-form.addEventListener("submit", (event) => {
-  event.preventDefault();
-  analyse(input.files[0]);
-});
-input.addEventListener("change", () => analyse(input.files[0]));
-form.addEventListener("dragover", (event) => {
-  event.preventDefault();
-  form.classList.add("dragging");
-});
-form.addEventListener("dragleave", () => form.classList.remove("dragging"));
-form.addEventListener("drop", (event) => {
-  event.preventDefault();
-  form.classList.remove("dragging");
-  analyse(event.dataTransfer.files[0]);
-});
+acceptFiles(form, input, analyse);
