@@ -3,6 +3,7 @@ a fake-camera video, Chromium flags, a production server. Tests (through conftes
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
@@ -10,9 +11,11 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -259,3 +262,31 @@ def audio_only_bytes(seconds: float = 1.0) -> bytes:
             muxer.mux(stream.encode(frame))
         muxer.mux(stream.encode())
     return out.getvalue()
+
+
+@contextlib.contextmanager
+def serve_in_thread(app) -> Iterator[str]:
+    """Serve a WSGI app on a free loopback port from a daemon thread (threaded Werkzeug, WebSocket capable)."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+
+
+def watch_page(page) -> tuple[list[str], list[str]]:
+    """Collect a Playwright page's JavaScript errors and CSP violations, for the test to assert empty at its end."""
+    errors, violations = [], []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    page.add_init_script(
+        "document.addEventListener('securitypolicyviolation', e => console.error("
+        "`Content Security Policy violation: ${e.violatedDirective} ${e.blockedURI}`));"
+    )
+    return errors, violations

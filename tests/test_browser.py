@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
 
-from tests.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, write_y4m
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, serve_in_thread, watch_page, write_y4m
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = ROOT / "test-artifacts"
@@ -20,13 +19,8 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright n
 
 @pytest.fixture(scope="module")
 def live_server(app):
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serve_in_thread(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -60,17 +54,8 @@ def browser(playwright, camera_video):
 def page(browser):
     context = browser.new_context(viewport={"width": 1100, "height": 760})
     page = context.new_page()
-    errors, violations = [], []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.on(
-        "console",
-        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
-    )
     # every page of every test runs under the server's CSP: a violation fails the test
-    page.add_init_script(
-        "document.addEventListener('securitypolicyviolation', e => console.error("
-        "`Content Security Policy violation: ${e.violatedDirective} ${e.blockedURI}`));"
-    )
+    errors, violations = watch_page(page)
     yield page
     context.close()
     assert not errors, f"JavaScript errors: {errors}"

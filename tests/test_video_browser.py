@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import threading
 import time
 
 import pytest
 
-from tests.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, video_bytes
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, serve_in_thread, video_bytes, watch_page
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = ROOT / "test-artifacts"
@@ -35,12 +34,8 @@ def slow_app(app):
 
 @pytest.fixture(scope="module")
 def server(slow_app):
-    from werkzeug.serving import make_server
-
-    server = make_server("127.0.0.1", 0, slow_app, threaded=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+    with serve_in_thread(slow_app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +51,7 @@ def page():
     with playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1100, "height": 900})
-        errors, violations = [], []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
-        page.add_init_script(
-            "document.addEventListener('securitypolicyviolation', e => console.error("
-            "`Content Security Policy violation: ${e.violatedDirective} ${e.blockedURI}`));"
-        )
+        errors, violations = watch_page(page)
         yield page
         browser.close()
     assert not errors, f"JavaScript errors: {errors}"
