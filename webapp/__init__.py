@@ -50,8 +50,8 @@ def create_app(config: dict | None = None) -> Flask:
     Args:
         config: overrides of the environment settings (tests and entry points pass
             these; ASYNC_MODE comes from the entry point). The key PIPELINES may hold
-            ready pipelines {"stream": ..., "image": ...}; otherwise they are loaded from
-            MODEL_PATH, DETECTOR and UPLOAD_DETECTOR.
+            ready pipelines {"stream": ..., "image": ..., "video": ... (optional: else the
+            stream's)}; otherwise they are loaded from MODEL_PATH, DETECTOR and UPLOAD_DETECTOR.
     """
     app = Flask(__name__, static_folder="../static", template_folder="../templates")
     app.request_class = InMemoryRequest
@@ -60,14 +60,13 @@ def create_app(config: dict | None = None) -> Flask:
     settings.check(app.config)
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_MB"] * 1024 * 1024
 
-    app.extensions["pipelines"] = app.config.get("PIPELINES") or _load_pipelines(
-        app.config, lock_factory(app.config["ASYNC_MODE"])
-    )
+    new_lock = lock_factory(app.config["ASYNC_MODE"])
+    app.extensions["pipelines"] = app.config.get("PIPELINES") or _load_pipelines(app.config, new_lock)
 
     from webapp import events, routes, video_routes
     from webapp.video_jobs import VideoJobs
 
-    app.extensions["video_jobs"] = VideoJobs(app.config["MAX_VIDEO_JOBS"], lock_factory(app.config["ASYNC_MODE"])())
+    app.extensions["video_jobs"] = VideoJobs(app.config["MAX_VIDEO_JOBS"], new_lock())
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(video_routes.blueprint)
     app.after_request(add_security_headers)
