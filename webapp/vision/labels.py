@@ -1,16 +1,37 @@
-"""The emotion classes, in FER-2013's label order (the index the model outputs)."""
+"""The emotion classes a model can output, in the order of its output units.
+
+Models trained on FER-2013's labels output its 7 classes; models trained on FER+ votes
+may add `contempt` as an eighth unit. A model file names its own classes (see
+`webapp.vision.layers.EmotionClasses` and `training.export`); files made before that
+are the 7 FER-2013 classes.
+"""
 
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NUM_CLASSES = len(EMOTIONS)
+# FER+ adds contempt after FER-2013's classes, so index i means the same emotion in both sets
+EMOTIONS_WITH_CONTEMPT: tuple[str, ...] = (*EMOTIONS, "contempt")
+CLASS_SETS: dict[int, tuple[str, ...]] = {7: EMOTIONS, 8: EMOTIONS_WITH_CONTEMPT}
 
 
-def index_of(emotion: str) -> int:
-    """Return the class index of an emotion name.
+def classes_for(count: int) -> tuple[str, ...]:
+    """The class list of a model with `count` outputs (7 or 8).
 
     Raises:
-        ValueError: if the name is not one of the 7 FER-2013 classes.
+        ValueError: for any other count.
     """
     try:
-        return EMOTIONS.index(emotion.lower())
+        return CLASS_SETS[count]
+    except KeyError:
+        raise ValueError(f"no class list for {count} classes; expected one of {', '.join(map(str, CLASS_SETS))}") from None
+
+
+def index_of(emotion: str, classes: tuple[str, ...] = EMOTIONS) -> int:
+    """Return the index of an emotion name in `classes`.
+
+    Raises:
+        ValueError: if the name is not one of `classes`.
+    """
+    try:
+        return classes.index(emotion.lower())
     except ValueError:
-        raise ValueError(f"unknown emotion {emotion!r}; expected one of {', '.join(EMOTIONS)}") from None
+        raise ValueError(f"unknown emotion {emotion!r}; expected one of {', '.join(classes)}") from None

@@ -49,6 +49,36 @@ class InferenceBlur(keras.layers.Layer):
         return {**super().get_config(), "sigma": self.sigma}
 
 
+@keras.saving.register_keras_serializable(package="moodlens")
+class EmotionClasses(keras.layers.Layer):
+    """Identity on the model's probabilities; its config names the class of each output unit.
+
+    The last layer of every model, so the `.keras` file says which emotions it outputs and
+    `training.export` can copy the list into the TFLite file's metadata.
+
+    Args:
+        classes: the emotion names, in output order.
+    """
+
+    def __init__(self, classes, **kwargs):
+        super().__init__(**kwargs)
+        self.classes = tuple(classes)
+
+    def call(self, inputs):
+        return inputs
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "classes": list(self.classes)}
+
+
+def model_classes(model: keras.Model) -> tuple[str, ...]:
+    """The classes `model` outputs: its `EmotionClasses` list, else FER-2013's 7 by output size."""
+    from webapp.vision.labels import classes_for
+
+    named = next((layer.classes for layer in model.layers if isinstance(layer, EmotionClasses)), None)
+    return named or classes_for(int(model.outputs[0].shape[-1]))
+
+
 def inference_blur_sigma(model: keras.Model) -> float:
     """The sigma of `model`'s `InferenceBlur` (0 when it is off or absent)."""
     return next((layer.sigma for layer in model.layers if isinstance(layer, InferenceBlur)), 0.0)
