@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from webapp.vision.labels import EMOTIONS, NUM_CLASSES, index_of
+from webapp.vision.labels import EMOTIONS, EMOTIONS_WITH_CONTEMPT, NUM_CLASSES, index_of
 from webapp.vision.preprocess import INPUT_SIZE, face_to_input, to_grayscale
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm"}
@@ -33,18 +33,32 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class FaceDataset:
-    """Faces as uint8 (N, 48, 48) with integer labels in `EMOTIONS` order."""
+    """Faces as uint8 (N, 48, 48) with integer labels in `EMOTIONS_WITH_CONTEMPT` order
+    (FER-2013's 7 classes, then contempt for folders that have it).
+
+    `keys` names each image for joining other labels to it (see `training.ferplus`):
+    `<emotion>/<file name>` for folders, `row:<n>` (the data row of the CSV, from 0) for `fer2013.csv`.
+    `votes`, once attached, holds FER+'s ten vote counts per image (NaN where FER+ has none).
+    """
 
     images: np.ndarray
     labels: np.ndarray
     source: str
+    keys: tuple[str, ...] | None = None
+    votes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def class_counts(self) -> np.ndarray:
-        """Number of images per class, in `EMOTIONS` order."""
+        """Number of images per class, in `EMOTIONS` order (8 entries when contempt is present)."""
         return np.bincount(self.labels, minlength=NUM_CLASSES)
+
+    def subset(self, selection: np.ndarray) -> FaceDataset:
+        """The images picked by a boolean mask or an index array, with their keys and votes."""
+        keys = tuple(np.asarray(self.keys, dtype=object)[selection]) if self.keys is not None else None
+        votes = self.votes[selection] if self.votes is not None else None
+        return replace(self, images=self.images[selection], labels=self.labels[selection], keys=keys, votes=votes)
 
 
 def load_split(path: str | os.PathLike, split: str) -> FaceDataset:
@@ -80,7 +94,7 @@ def load_split(path: str | os.PathLike, split: str) -> FaceDataset:
 
 def load_csv(path: str | os.PathLike, usage: str | None = None) -> FaceDataset:
     """Load the Kaggle `fer2013.csv` (columns emotion, pixels[, Usage]), keeping rows of `usage`."""
-    images, labels = [], []
+    images, labels, keys = [], [], []
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
@@ -89,6 +103,7 @@ def load_csv(path: str | os.PathLike, usage: str | None = None) -> FaceDataset:
         if usage is not None and "Usage" not in (reader.fieldnames or ()):
             raise DataError(f"{path}: no Usage column, cannot select the {usage} rows")
         for line, row in enumerate(reader, start=2):
+            key = f"row:{line - 2}"  # FER+ numbers fer2013.csv's data rows from 0
             if usage is not None and row["Usage"] != usage:
                 continue
             try:
@@ -102,21 +117,23 @@ def load_csv(path: str | os.PathLike, usage: str | None = None) -> FaceDataset:
                 raise DataError(f"{path}:{line}: {pixels.size} pixels, expected {INPUT_SIZE * INPUT_SIZE}")
             images.append(pixels.reshape(INPUT_SIZE, INPUT_SIZE))
             labels.append(label)
+            keys.append(key)
     if not images:
         raise DataError(f"{path}: no rows with Usage == {usage!r}")
-    return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), f"{path}[{usage}]")
+    return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), f"{path}[{usage}]", tuple(keys))
 
 
 def load_folder(path: str | os.PathLike) -> FaceDataset:
-    """Load a folder of `<emotion>/<image>` files; every subfolder must be a known emotion."""
+    """Load a folder of `<emotion>/<image>` files; every subfolder must be a known emotion
+    (FER-2013's 7, or contempt)."""
     path = Path(path)
     class_dirs = sorted(child for child in path.iterdir() if child.is_dir())
     if not class_dirs:
         raise DataError(f"{path}: no emotion folders ({', '.join(EMOTIONS)})")
-    images, labels = [], []
+    images, labels, keys = [], [], []
     for class_dir in class_dirs:
         try:
-            label = index_of(class_dir.name)
+            label = index_of(class_dir.name, EMOTIONS_WITH_CONTEMPT)
         except ValueError as error:
             raise DataError(f"{class_dir}: {error}") from None
         for file in sorted(class_dir.iterdir()):
@@ -124,9 +141,10 @@ def load_folder(path: str | os.PathLike) -> FaceDataset:
                 continue
             images.append(read_face(file))
             labels.append(label)
+            keys.append(f"{class_dir.name}/{file.name}")
     if not images:
         raise DataError(f"{path}: the emotion folders hold no images")
-    return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), str(path))
+    return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), str(path), tuple(keys))
 
 
 def read_face(file: str | os.PathLike) -> np.ndarray:
@@ -141,4 +159,4 @@ def read_face(file: str | os.PathLike) -> np.ndarray:
 
 def _is_class_folder(path: Path) -> bool:
     names = {child.name.lower() for child in path.iterdir() if child.is_dir()}
-    return bool(names) and names <= set(EMOTIONS)
+    return bool(names) and names <= set(EMOTIONS_WITH_CONTEMPT)

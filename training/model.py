@@ -1,7 +1,8 @@
 """Model builders: a compact CNN for CPUs (default) and the MobileNetV2 reference recipe.
 
 Both take the shared model input (48x48x1 float in [0, 1], see
-`webapp.vision.preprocess`) and output softmax probabilities over `EMOTIONS`. Every
+`webapp.vision.preprocess`) and output softmax probabilities over their classes (FER-2013's 7 `EMOTIONS`, or 8 with contempt),
+named by the `EmotionClasses` layer that ends every model. Every
 model starts with an `InferenceBlur` (identity while training): models trained on
 resampled images serve held-out faces with the softness augmentation gave training
 images (sigma > 0); models trained on sharp images leave it off (sigma 0).
@@ -10,11 +11,12 @@ images (sigma > 0); models trained on sharp images leave it off (sigma 0).
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from training.augment import AUGMENTATION_BLUR_SIGMA, blurs
-from webapp.vision.labels import NUM_CLASSES
-from webapp.vision.layers import InferenceBlur
+from webapp.vision.labels import EMOTIONS
+from webapp.vision.layers import EmotionClasses, InferenceBlur, model_classes
 from webapp.vision.preprocess import INPUT_SHAPE
 
 ARCHITECTURES = ("compact", "mobilenetv2")
@@ -27,6 +29,7 @@ def make_model(
     dropout: float = 0.4,
     weights: str | None = "imagenet",
     blur_sigma: float = 0.0,
+    classes: tuple[str, ...] = EMOTIONS,
 ) -> keras.Model:
     """Build an untrained classifier.
 
@@ -38,11 +41,12 @@ def make_model(
             weights cannot be downloaded) or None.
         blur_sigma: sigma of the model's `InferenceBlur`: `AUGMENTATION_BLUR_SIGMA` for a
             model that will train on resampled (softened) images, 0 for sharp ones.
+        classes: the emotions it outputs, in order (recorded in the model by `EmotionClasses`).
     """
     if arch == "compact":
-        return make_compact_cnn(width=width, dropout=dropout, blur_sigma=blur_sigma)
+        return make_compact_cnn(width=width, dropout=dropout, blur_sigma=blur_sigma, classes=classes)
     if arch == "mobilenetv2":
-        return make_mobilenetv2(dropout=dropout, weights=weights, blur_sigma=blur_sigma)
+        return make_mobilenetv2(dropout=dropout, weights=weights, blur_sigma=blur_sigma, classes=classes)
     raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
 
 
@@ -65,6 +69,32 @@ def with_blur_sigma(model: keras.Model, sigma: float) -> keras.Model:
     return copy
 
 
+def with_classes(model: keras.Model, classes: tuple[str, ...]) -> keras.Model:
+    """`model` with a classifier head for `classes`, keeping its features and the head's
+    weights for classes it already has. A class it lacks (contempt, for a FER-2013 model)
+    starts with zero weights and a bias giving it 1% of the probability."""
+    old_classes = model_classes(model)
+    if tuple(classes) == old_classes and isinstance(model.layers[-1], EmotionClasses):
+        return model
+    old_head = model.get_layer("emotion")
+    kernel, bias = old_head.get_weights()
+    new_kernel = np.zeros((kernel.shape[0], len(classes)), np.float32)
+    new_bias = np.full(len(classes), np.log(0.01) + np.log(np.exp(bias).sum()), np.float32)
+    for index, name in enumerate(classes):
+        if name in old_classes:
+            new_kernel[:, index], new_bias[index] = kernel[:, old_classes.index(name)], bias[old_classes.index(name)]
+    outputs = _head(old_head.input, classes)
+    copy = keras.Model(model.inputs, outputs, name=model.name)
+    copy.get_layer("emotion").set_weights([new_kernel, new_bias])
+    return copy
+
+
+def _head(features, classes: tuple[str, ...]):
+    """The softmax over `classes` and the layer that records their names."""
+    probabilities = layers.Dense(len(classes), activation="softmax", name="emotion")(features)
+    return EmotionClasses(classes, name="classes")(probabilities)
+
+
 def _face_input(blur_sigma: float):
     """The shared model input and the `InferenceBlur` every model starts with."""
     inputs = keras.Input(INPUT_SHAPE, name="face")
@@ -77,7 +107,9 @@ def _conv_bn_relu(x, filters: int):
     return layers.ReLU()(x)
 
 
-def make_compact_cnn(width: int = 32, dropout: float = 0.4, blur_sigma: float = 0.0) -> keras.Model:
+def make_compact_cnn(
+    width: int = 32, dropout: float = 0.4, blur_sigma: float = 0.0, classes: tuple[str, ...] = EMOTIONS
+) -> keras.Model:
     """A VGG-style CNN sized for CPU training (~35 M multiply-adds per face at width 32).
 
     A cheap full-resolution stem (1 -> width channels at 48x48) is pooled to 24x24, then
@@ -97,12 +129,15 @@ def make_compact_cnn(width: int = 32, dropout: float = 0.4, blur_sigma: float = 
             x = layers.MaxPooling2D()(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="emotion")(x)
-    return keras.Model(inputs, outputs, name=f"compact_cnn_w{width}")
+    return keras.Model(inputs, _head(x, classes), name=f"compact_cnn_w{width}")
 
 
 def make_mobilenetv2(
-    dropout: float = 0.2, weights: str | None = "imagenet", size: int = 224, blur_sigma: float = 0.0
+    dropout: float = 0.2,
+    weights: str | None = "imagenet",
+    size: int = 224,
+    blur_sigma: float = 0.0,
+    classes: tuple[str, ...] = EMOTIONS,
 ) -> keras.Model:
     """The reference recipe: MobileNetV2 (alpha 1.0) at 224x224, ImageNet transfer when reachable.
 
@@ -121,5 +156,4 @@ def make_mobilenetv2(
     x = backbone(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(dropout)(x)
-    outputs = layers.Dense(NUM_CLASSES, activation="softmax", name="emotion")(x)
-    return keras.Model(inputs, outputs, name="mobilenetv2")
+    return keras.Model(inputs, _head(x, classes), name="mobilenetv2")

@@ -1,6 +1,12 @@
-"""Train the emotion classifier on FER-2013.
+"""Train the emotion classifier on FER-2013, with FER-2013's labels or FER+'s votes.
 
     python -m training.train --data ../shared/datasets/fer2013 --epochs 30
+    python -m training.train --data ../shared/datasets/fer2013 --labels ferplus-votes --classes 8 --fer2013-weight 0.25
+
+--labels picks the targets: FER-2013's one label per image, FER+'s majority of ten
+annotators (ties left out), or FER+'s vote distribution (see `training.ferplus`); FER+
+labels are read from ferplus_votes.csv beside the data (or --votes). --classes 8 adds
+contempt, which only FER+ has.
 
 Each run writes to its own folder (default runs/<timestamp>): hparams.json,
 model_summary.txt, log.csv, best.keras (highest val accuracy), last.keras (for
@@ -22,9 +28,13 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from typing import NamedTuple
+
 import numpy as np
 
 from training.augment import AUGMENT_MODES
+from training.data import DataError
+from training.ferplus import LABEL_MODES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,6 +44,27 @@ def parse_args(argv=None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--data", help="fer2013.csv, or a folder with train/ and val/ (or test/) emotion folders")
+    parser.add_argument(
+        "--labels",
+        choices=LABEL_MODES,
+        default="fer2013",
+        help="targets: FER-2013's label, FER+'s majority vote, or FER+'s vote distribution",
+    )
+    parser.add_argument("--classes", type=int, choices=(7, 8), default=7, help="8 adds contempt (FER+ labels only)")
+    parser.add_argument(
+        "--fer2013-weight",
+        type=float,
+        default=0.0,
+        help="FER+ labels: share of each target given to the FER-2013 label (counters the votes' lean to neutral)",
+    )
+    parser.add_argument("--votes", default=None, help="FER+ vote table (default: ferplus_votes.csv beside --data)")
+    parser.add_argument(
+        "--logit-adjust",
+        type=float,
+        default=0.0,
+        metavar="TAU",
+        help="train on probabilities scaled by prior**TAU (logit-adjusted loss: rare classes gain at inference)",
+    )
     parser.add_argument("--arch", choices=("compact", "mobilenetv2"), default="compact")
     parser.add_argument("--width", type=int, default=32, help="compact CNN: channels of the first stage")
     parser.add_argument(
@@ -85,34 +116,81 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.data and not args.resume:
         parser.error("--data is required (unless --resume)")
+    if args.classes == 8 and args.labels == "fer2013":
+        parser.error("--classes 8 (contempt) needs FER+ labels: --labels ferplus-majority or ferplus-votes")
     return args
 
 
-def class_weights(counts: np.ndarray, mode: str) -> dict[int, float] | None:
-    """Per-class loss weights that counter FER-2013's imbalance (disgust is 1.5% of Training)."""
+def class_weights(counts: np.ndarray, mode: str) -> np.ndarray | None:
+    """Per-class loss weights that counter FER-2013's imbalance (disgust is 1.5% of Training).
+
+    `counts` may be fractional: the summed targets of soft labels."""
     if mode == "none":
         return None
     raw = counts.sum() / (len(counts) * np.maximum(counts, 1))
-    weights = np.sqrt(raw) if mode == "sqrt" else raw
-    return {index: float(weight) for index, weight in enumerate(weights)}
+    return np.sqrt(raw) if mode == "sqrt" else raw
 
 
-def make_datasets(args, train, val, weights):
-    """tf.data pipelines: shuffled, weighted, augmented batches for training; plain batches for val."""
+class LabeledFaces(NamedTuple):
+    """Faces and their target distributions over the model's classes."""
+
+    images: np.ndarray
+    targets: np.ndarray
+
+
+def labeled(dataset, args, fer2013_weight: float) -> LabeledFaces:
+    """`dataset`'s faces with the targets `args.labels` asks for (images without one are left out)."""
+    from training.ferplus import training_targets
+    from webapp.vision.labels import classes_for
+
+    selection, targets = training_targets(dataset, args.labels, classes_for(args.classes), fer2013_weight)
+    return LabeledFaces(dataset.images[selection], targets)
+
+
+def load_splits(args) -> tuple[LabeledFaces, LabeledFaces]:
+    """Train and val faces with their targets. Val is scored against FER+'s majority (ties
+    left out) when training on FER+ labels, so the best checkpoint is the best at consensus."""
+    from training.data import load_split
+    from training.ferplus import attach_votes, find_votes, read_votes
+
+    train, val = load_split(args.data, "train"), load_split(args.data, "val")
+    if args.labels == "fer2013":
+        return labeled(train, args, 0.0), labeled(val, args, 0.0)
+    votes_file = args.votes or find_votes(args.data)
+    if votes_file is None:
+        raise DataError(
+            f"--labels {args.labels} needs FER+ votes: no ferplus_votes.csv beside {args.data}; pass --votes"
+        )
+    table = read_votes(votes_file)
+    train, val = attach_votes(train, table), attach_votes(val, table)
+    val_args = argparse.Namespace(**{**vars(args), "labels": "ferplus-majority"})
+    return labeled(train, args, args.fer2013_weight), labeled(val, val_args, 0.0)
+
+
+def make_loss(args, prior: np.ndarray):
+    """Cross-entropy on soft or one-hot targets, logit-adjusted by `prior`**TAU when asked."""
     import keras
+
+    from training.losses import LogitAdjustedCrossEntropy
+
+    if not args.logit_adjust:
+        return keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing)
+    return LogitAdjustedCrossEntropy(prior, args.logit_adjust, label_smoothing=args.label_smoothing)
+
+
+def make_datasets(args, train: LabeledFaces, val: LabeledFaces, weights: np.ndarray | None):
+    """tf.data pipelines: shuffled, weighted, augmented batches for training; plain batches for val."""
     import tensorflow as tf
 
     from training.augment import make_augmenter
-    from webapp.vision.labels import NUM_CLASSES
     from webapp.vision.preprocess import to_model_input
 
-    x_train, y_train = to_model_input(train.images), keras.utils.to_categorical(train.labels, NUM_CLASSES)
-    tensors = (x_train, y_train)
+    tensors = (to_model_input(train.images), train.targets)
     if weights is not None:
-        tensors += (np.array([weights[label] for label in train.labels], dtype=np.float32),)
+        tensors += ((train.targets @ weights).astype(np.float32),)
     train_ds = (
         tf.data.Dataset.from_tensor_slices(tensors)
-        .shuffle(len(train), seed=args.seed, reshuffle_each_iteration=True)
+        .shuffle(len(train.images), seed=args.seed, reshuffle_each_iteration=True)
         .batch(args.batch_size)
     )
     if args.augment != "none":
@@ -120,9 +198,7 @@ def make_datasets(args, train, val, weights):
         train_ds = train_ds.map(
             lambda x, *rest: (augmenter(x, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE
         )
-    val_ds = tf.data.Dataset.from_tensor_slices(
-        (to_model_input(val.images), keras.utils.to_categorical(val.labels, NUM_CLASSES))
-    ).batch(256)
+    val_ds = tf.data.Dataset.from_tensor_slices((to_model_input(val.images), val.targets)).batch(256)
     return train_ds.prefetch(tf.data.AUTOTUNE), val_ds
 
 
@@ -135,17 +211,20 @@ def first_conv_filters(classifier) -> int:
 
 def build_model(args):
     """An untrained model for `args`, or the --init-from model with the blur this run's augmentation needs."""
-    from training.model import blur_sigma_for, make_model, with_blur_sigma
+    from training.model import blur_sigma_for, make_model, with_blur_sigma, with_classes
+    from webapp.vision.labels import classes_for
     from webapp.vision.layers import load_model
 
-    sigma = blur_sigma_for(args.augment)
+    sigma, classes = blur_sigma_for(args.augment), classes_for(args.classes)
     if args.init_from:
-        return with_blur_sigma(load_model(args.init_from), sigma)
-    return make_model(args.arch, width=args.width, dropout=args.dropout, blur_sigma=sigma)
+        return with_classes(with_blur_sigma(load_model(args.init_from), sigma), classes)
+    return make_model(args.arch, width=args.width, dropout=args.dropout, blur_sigma=sigma, classes=classes)
 
 
-def compile_model(model, args, steps_per_epoch: int) -> None:
-    """Attach AdamW on a warm-up + cosine schedule over `args.epochs`, the loss and the metrics."""
+def compile_model(model, args, steps_per_epoch: int, prior: np.ndarray) -> None:
+    """Attach AdamW on a warm-up + cosine schedule over `args.epochs`, the loss and the metrics.
+
+    `prior` is the share of each class in the training targets (for --logit-adjust)."""
     import keras
 
     from training.schedule import WarmupCosine
@@ -153,12 +232,12 @@ def compile_model(model, args, steps_per_epoch: int) -> None:
     schedule = WarmupCosine(args.lr, steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs))
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=args.label_smoothing),
+        loss=make_loss(args, prior),
         metrics=["accuracy"],
     )
 
 
-def resume_model(checkpoint: Path, args, steps_per_epoch: int):
+def resume_model(checkpoint: Path, args, steps_per_epoch: int, prior: np.ndarray):
     """The checkpoint's model and optimizer state, on a schedule re-fitted to `args.epochs`.
 
     A new epoch budget keeps the warm-up and stretches or shrinks the cosine to end at the
@@ -166,6 +245,7 @@ def resume_model(checkpoint: Path, args, steps_per_epoch: int):
     """
     import keras
 
+    import training.losses  # (registers the logit-adjusted loss a checkpoint may name)
     import training.schedule  # noqa: F401  (registers WarmupCosine, which the checkpoint's optimizer names)
     import webapp.vision.layers  # noqa: F401  (registers InferenceBlur)
 
@@ -175,7 +255,7 @@ def resume_model(checkpoint: Path, args, steps_per_epoch: int):
         raise ValueError(
             f"{checkpoint} holds no optimizer state (a finished run keeps only weights); fine-tune it with --init-from instead"
         )
-    compile_model(model, args, steps_per_epoch)
+    compile_model(model, args, steps_per_epoch, prior)
     model.optimizer.build(model.trainable_variables)
     if len(model.optimizer.variables) != len(state.variables):
         raise ValueError(f"{checkpoint}: its optimizer state does not match this run's optimizer")
@@ -229,7 +309,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.resume:
         run_dir = Path(args.resume)
-        saved = json.loads((run_dir / "hparams.json").read_text())
+        # runs recorded before an option existed ran with its default
+        saved = {**vars(parse_args(["--data", "-"])), **json.loads((run_dir / "hparams.json").read_text())}
         saved.update(resume=args.resume, threads=args.threads, xla=args.xla, epochs=args.epochs or saved["epochs"])
         args = argparse.Namespace(**saved)
         (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
@@ -241,31 +322,36 @@ def main(argv=None) -> int:
     import keras
     import tensorflow as tf
 
-    from training.data import DataError, load_split
-    from webapp.vision.labels import EMOTIONS
+    from training.data import DataError
+    from webapp.vision.labels import classes_for
 
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     keras.utils.set_random_seed(args.seed)
     try:
-        train, val = load_split(args.data, "train"), load_split(args.data, "val")
+        train, val = load_splits(args)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.limit:
-        order = np.random.default_rng(args.seed).permutation(len(train))[: args.limit]
-        train = type(train)(train.images[order], train.labels[order], train.source)
-    counts = train.class_counts()
+        order = np.random.default_rng(args.seed).permutation(len(train.images))[: args.limit]
+        train = LabeledFaces(train.images[order], train.targets[order])
+    classes = classes_for(args.classes)
+    counts = train.targets.sum(0)
+    prior = counts / counts.sum()
     weights = class_weights(counts, args.class_weights)
-    print(f"train: {len(train)} images from {train.source}; val: {len(val)} from {val.source}")
-    print("class counts: " + ", ".join(f"{name} {count}" for name, count in zip(EMOTIONS, counts, strict=True)))
-    if weights:
-        print("class weights: " + ", ".join(f"{name} {weights[i]:.2f}" for i, name in enumerate(EMOTIONS)))
+    print(f"labels: {args.labels}; train: {len(train.images)} images from {args.data}; val: {len(val.images)}")
+    print(
+        "target mass per class: "
+        + ", ".join(f"{name} {count:.0f}" for name, count in zip(classes, counts, strict=True))
+    )
+    if weights is not None:
+        print("class weights: " + ", ".join(f"{name} {w:.2f}" for name, w in zip(classes, weights, strict=True)))
 
     train_ds, val_ds = make_datasets(args, train, val, weights)
-    steps_per_epoch = int(np.ceil(len(train) / args.batch_size))
+    steps_per_epoch = int(np.ceil(len(train.images) / args.batch_size))
     if args.resume:
-        model = resume_model(run_dir / "last.keras", args, steps_per_epoch)
+        model = resume_model(run_dir / "last.keras", args, steps_per_epoch, prior)
         initial_epoch = json.loads((run_dir / "state.json").read_text())["epochs_done"]
     else:
         model = build_model(args)
@@ -273,7 +359,7 @@ def main(argv=None) -> int:
             args.arch, args.width = (
                 ("mobilenetv2", None) if "mobilenetv2" in model.name else ("compact", first_conv_filters(model))
             )
-        compile_model(model, args, steps_per_epoch)
+        compile_model(model, args, steps_per_epoch, prior)
         write_run_record(run_dir, args, model)
         initial_epoch = 0
     model.jit_compile = args.xla
@@ -285,7 +371,7 @@ def main(argv=None) -> int:
         epochs=args.epochs,
         initial_epoch=initial_epoch,
         shuffle=False,  # train_ds shuffles itself
-        callbacks=make_callbacks(run_dir, bool(args.resume), len(train)),
+        callbacks=make_callbacks(run_dir, bool(args.resume), len(train.images)),
         verbose=1 if sys.stdout.isatty() else 2,
     )
     print(f"run folder: {run_dir}")

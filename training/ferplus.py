@@ -1,0 +1,141 @@
+"""FER+ labels: ten annotators' votes per FER-2013 image, and the training targets made from them.
+
+`ferplus_votes.csv` (see ../shared/datasets/fer2013/README.md) has one row per image with
+the vote counts `neutral, happiness, surprise, sadness, anger, disgust, fear, contempt,
+unknown, NF`. Rows join to folder images by `<emotion>/<file name>` and to `fer2013.csv`
+rows by `fer2013_row`. Images whose votes are mostly `unknown` or `NF` (not a face) are
+unusable: they are left out of training and of FER+ scores, as are images FER+ dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from training.data import DataError, FaceDataset
+from webapp.vision.labels import EMOTIONS, EMOTIONS_WITH_CONTEMPT
+
+VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
+# the class each emotion column votes for, in EMOTIONS_WITH_CONTEMPT's names
+VOTED_CLASSES = ("neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt")
+VOTES_FILE = "ferplus_votes.csv"
+LABEL_MODES = ("fer2013", "ferplus-majority", "ferplus-votes")
+# a label is "clear" when at least this many of the ten annotators agree on it
+CLEAR_AGREEMENT = 7
+
+
+def read_votes(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The vote table as {key: ten counts}, keyed both by `<emotion>/<file name>` and by `row:<n>`.
+
+    Raises:
+        DataError: for a missing file or column, or a count that is not a whole number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"FER+ votes file {str(path)!r} not found")
+    table: dict[str, np.ndarray] = {}
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = {"file", "fer2013_row", *VOTE_COLUMNS} - set(reader.fieldnames or ())
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+        for line, row in enumerate(reader, start=2):
+            try:
+                counts = np.array([int(row[column]) for column in VOTE_COLUMNS], dtype=np.float32)
+            except (TypeError, ValueError):
+                raise DataError(f"{path}:{line}: vote counts must be whole numbers") from None
+            if (counts < 0).any():
+                raise DataError(f"{path}:{line}: negative vote count")
+            table["/".join(Path(row["file"]).parts[-2:])] = counts
+            if row["fer2013_row"]:
+                table[f"row:{int(row['fer2013_row'])}"] = counts
+    return table
+
+
+def find_votes(data: str | os.PathLike) -> Path | None:
+    """`ferplus_votes.csv` beside `fer2013.csv` or in the dataset folder (or its parent), if there is one."""
+    data = Path(data)
+    for folder in (data.parent, data) if data.is_file() else (data, data.parent):
+        if (folder / VOTES_FILE).is_file():
+            return folder / VOTES_FILE
+    return None
+
+
+def attach_votes(dataset: FaceDataset, table: dict[str, np.ndarray]) -> FaceDataset:
+    """`dataset` with `votes` (N, 10): each image's counts, NaN for images the table lacks."""
+    if dataset.keys is None:
+        raise DataError(f"{dataset.source}: images carry no keys to join FER+ votes to")
+    missing = np.full(len(VOTE_COLUMNS), np.nan, np.float32)
+    votes = np.stack([table.get(key, missing) for key in dataset.keys])
+    return FaceDataset(dataset.images, dataset.labels, dataset.source, dataset.keys, votes)
+
+
+def usable(votes: np.ndarray) -> np.ndarray:
+    """Images with a FER+ row whose emotion votes outnumber their `unknown` + `NF` votes."""
+    emotion_votes = np.nan_to_num(votes[:, :8]).sum(1)
+    other_votes = np.nan_to_num(votes[:, 8:]).sum(1)
+    return ~np.isnan(votes).any(1) & (emotion_votes > other_votes)
+
+
+def class_votes(votes: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
+    """Vote counts (N, len(classes)) in `classes` order; votes for a class not in `classes` are dropped."""
+    return np.nan_to_num(votes[:, [VOTED_CLASSES.index(name) for name in classes]])
+
+
+def majority(votes: np.ndarray, classes: tuple[str, ...] = EMOTIONS_WITH_CONTEMPT) -> np.ndarray:
+    """Index in `classes` of each image's most-voted class; -1 for ties and unusable images."""
+    counts = class_votes(votes, classes)
+    top = counts.max(1, keepdims=True)
+    unique_top = (counts == top).sum(1) == 1
+    return np.where(usable(votes) & unique_top & (top[:, 0] > 0), counts.argmax(1), -1)
+
+
+def clear_majority(votes: np.ndarray, classes: tuple[str, ...] = EMOTIONS_WITH_CONTEMPT) -> np.ndarray:
+    """Like `majority`, but -1 unless at least `CLEAR_AGREEMENT` of the annotators agree."""
+    labels = majority(votes, classes)
+    counts = class_votes(votes, classes)
+    agreed = counts[np.arange(len(labels)), np.maximum(labels, 0)] >= CLEAR_AGREEMENT
+    return np.where(agreed, labels, -1)
+
+
+def training_targets(
+    dataset: FaceDataset, mode: str, classes: tuple[str, ...], fer2013_weight: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which images to train on and their target distributions (M, len(classes)).
+
+    Args:
+        dataset: faces with FER-2013 labels, and `votes` for the FER+ modes.
+        mode: "fer2013" (one-hot FER-2013 label), "ferplus-majority" (one-hot vote majority,
+            ties left out) or "ferplus-votes" (the vote distribution over `classes`).
+        classes: the model's classes (7, or 8 with contempt).
+        fer2013_weight: FER+ modes: the share of the target given to the FER-2013 label. The
+            votes lean to neutral for any subtle expression; the original label keeps the
+            one annotator who saw an emotion in the face in the target.
+
+    Returns:
+        (selection, targets): a boolean mask over `dataset` and the rows' targets.
+    """
+    if mode not in LABEL_MODES:
+        raise ValueError(f"unknown label mode {mode!r}; expected one of {', '.join(LABEL_MODES)}")
+    if not 0 <= fer2013_weight <= 1:
+        raise ValueError(f"fer2013_weight must be in [0, 1], got {fer2013_weight}")
+    fer2013 = np.eye(len(classes), dtype=np.float32)[np.minimum(dataset.labels, len(classes) - 1)]
+    fer2013_known = dataset.labels < min(len(classes), len(EMOTIONS))
+    if mode == "fer2013":
+        return fer2013_known, fer2013[fer2013_known]
+    if dataset.votes is None:
+        raise DataError(f"--labels {mode} needs FER+ votes ({VOTES_FILE}) for {dataset.source}")
+    if mode == "ferplus-majority":
+        labels = majority(dataset.votes, classes)
+        selection = labels >= 0
+        consensus = np.eye(len(classes), dtype=np.float32)[np.maximum(labels, 0)]
+    else:
+        counts = class_votes(dataset.votes, classes)
+        selection = usable(dataset.votes) & (counts.sum(1) > 0)
+        consensus = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    targets = (1 - fer2013_weight) * consensus + fer2013_weight * fer2013
+    selection &= fer2013_known | (fer2013_weight == 0)
+    return selection, targets[selection].astype(np.float32)

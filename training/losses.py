@@ -1,0 +1,41 @@
+"""Losses for training on soft targets (FER+ vote distributions) and on imbalanced classes."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="moodlens")
+class LogitAdjustedCrossEntropy(keras.losses.Loss):
+    """Cross-entropy of targets against softmax(logits + TAU * log prior), from the model's probabilities.
+
+    Logit adjustment (Menon et al. 2021, "Long-tail learning via logit adjustment"): the
+    model is trained as if frequent classes had a head start of TAU * log prior, so what it
+    serves, softmax(logits), leans away from them by as much. With soft targets the prior is
+    the share of each class in the summed targets.
+
+    Args:
+        prior: share of each class in the training targets (sums to 1).
+        tau: strength; 0 is plain cross-entropy, 1 the Bayes-optimal shift for balanced error.
+        label_smoothing: as in `keras.losses.CategoricalCrossentropy`.
+    """
+
+    def __init__(
+        self, prior, tau: float = 1.0, label_smoothing: float = 0.0, name="logit_adjusted_cross_entropy", **kwargs
+    ):
+        super().__init__(name=name, **kwargs)
+        self.prior = [float(p) for p in prior]
+        self.tau = float(tau)
+        self.label_smoothing = float(label_smoothing)
+        self._shift = (self.tau * np.log(np.maximum(np.asarray(self.prior), 1e-6))).astype(np.float32)
+
+    def call(self, y_true, y_pred):
+        logits = ops.log(ops.maximum(y_pred, 1e-7)) + self._shift
+        return keras.losses.categorical_crossentropy(
+            y_true, logits, from_logits=True, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "prior": self.prior, "tau": self.tau, "label_smoothing": self.label_smoothing}
