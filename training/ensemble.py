@@ -28,10 +28,14 @@ def make_ensemble(members: list) -> keras.Model:
     import keras
     from keras import layers
 
+    from webapp.vision.layers import EmotionClasses, model_classes
     from webapp.vision.preprocess import INPUT_SHAPE
 
     if len(members) < 2:
         raise ValueError("an ensemble needs at least two members")
+    classes = {model_classes(member) for member in members}
+    if len(classes) > 1:
+        raise ValueError(f"the members output different classes: {' / '.join(', '.join(c) for c in classes)}")
     inputs = keras.Input(INPUT_SHAPE, name="face")
     outputs = []
     for index, member in enumerate(members):
@@ -39,7 +43,8 @@ def make_ensemble(members: list) -> keras.Model:
         copy = keras.Model(member.inputs[0], member.outputs[0], name=f"member_{index}_{member.name}")
         outputs.append(copy(inputs))
     mean = layers.Average(name="emotion")(outputs)
-    return keras.Model(inputs, mean, name=f"ensemble_of_{len(members)}")
+    named = EmotionClasses(classes.pop(), name="classes")(mean)
+    return keras.Model(inputs, named, name=f"ensemble_of_{len(members)}")
 
 
 def main(argv=None) -> int:

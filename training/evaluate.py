@@ -1,9 +1,14 @@
-"""Evaluate a model on FER-2013 or on any folder of `<emotion>/*.jpg` face crops.
+"""Evaluate a model on FER-2013 or on any folder of `<emotion>/*.jpg` face crops, against
+the folder's labels and, where FER+ votes exist for the faces, against the FER+ majority.
 
-    python -m training.evaluate --data ../shared/datasets/fer2013/val --model models/emotion_float16.tflite
+    python -m training.evaluate --data ../shared/datasets/fer2013/val --model models/emotion_int8.tflite
 
-Prints per-class accuracy, macro-F1 and the confusion matrix, writes the confusion
-matrix as a PNG, and prints `accuracy: 0.xxxx` on its last line.
+For each labeling it prints accuracy, per-class accuracy, macro-F1, the expected
+calibration error (10 bins) and the confusion matrix, and writes the matrix as a PNG.
+With votes it adds the faces at least 7 of 10 annotators agree show one non-neutral
+emotion, and how often the model says neutral against how often the majority does.
+The folder may hold any subset of the model's classes. The last line is
+`accuracy: 0.xxxx`, against the folder's labels.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -19,30 +25,95 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from training.data import DataError, FaceDataset, load_split
+from training.ferplus import attach_votes, clear_majority, find_votes, majority, read_votes
 from training.metrics import Report, format_report, save_confusion_png, score
+from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
+
+NEUTRAL = EMOTIONS_WITH_CONTEMPT.index("neutral")
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's scores on one dataset: against its folder labels, and against FER+ when the
+    faces have votes (the majority with ties left out; the clear non-neutral faces; and the
+    share of faces called neutral by the model and by the majority)."""
+
+    labels: Report
+    ferplus: Report | None = None
+    clear_non_neutral: Report | None = None
+    neutral_share: dict[str, float] | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return self.labels.accuracy
+
+    def to_dict(self) -> dict:
+        extra = {
+            "ferplus_majority": self.ferplus and self.ferplus.to_dict(),
+            "clear_non_neutral": self.clear_non_neutral and self.clear_non_neutral.to_dict(),
+            "neutral_share": self.neutral_share,
+        }
+        return {**self.labels.to_dict(), **{key: value for key, value in extra.items() if value is not None}}
+
+
+def predict_probabilities(classifier, dataset: FaceDataset, batch_size: int = 256) -> np.ndarray:
+    """Probabilities (N, classes) of an `EmotionClassifier` for every face in `dataset`."""
+    from tqdm import tqdm
+
+    batches = range(0, len(dataset), batch_size)
+    return np.concatenate(
+        [
+            classifier.predict_probabilities(dataset.images[start : start + batch_size])
+            for start in tqdm(batches, desc="evaluating", unit="batch", disable=None, leave=False)
+        ]
+    )
 
 
 def predict_labels(classifier, dataset: FaceDataset, batch_size: int = 256) -> np.ndarray:
     """Integer predictions of an `EmotionClassifier` for every face in `dataset`."""
-    from tqdm import tqdm
-
-    predictions = []
-    for start in tqdm(range(0, len(dataset), batch_size), desc="evaluating", unit="batch", disable=None, leave=False):
-        predictions.append(classifier.predict_probabilities(dataset.images[start : start + batch_size]).argmax(1))
-    return np.concatenate(predictions)
+    return predict_probabilities(classifier, dataset, batch_size).argmax(1)
 
 
-def evaluate(model_path: str, dataset: FaceDataset, flip_tta: bool = True) -> Report:
+def score_all(dataset: FaceDataset, probabilities: np.ndarray) -> Evaluation:
+    """Score probabilities (N, classes, in `EMOTIONS_WITH_CONTEMPT` order) on every labeling `dataset` has."""
+    predictions = probabilities.argmax(1)
+    labels = score(dataset.labels, predictions, probabilities)
+    if dataset.votes is None:
+        return Evaluation(labels)
+    consensus = majority(dataset.votes)
+    voted = consensus >= 0
+    if not voted.any():
+        return Evaluation(labels)
+    clear = clear_majority(dataset.votes)
+    clear = (clear >= 0) & (clear != NEUTRAL)
+    return Evaluation(
+        labels,
+        ferplus=score(consensus[voted], predictions[voted], probabilities[voted]),
+        clear_non_neutral=score(consensus[clear], predictions[clear], probabilities[clear]) if clear.any() else None,
+        neutral_share={
+            "model": round(float((predictions[voted] == NEUTRAL).mean()), 4),
+            "ferplus_majority": round(float((consensus[voted] == NEUTRAL).mean()), 4),
+        },
+    )
+
+
+def evaluate(model_path: str, dataset: FaceDataset, flip_tta: bool = True) -> Evaluation:
     """Score the model at `model_path` (.keras or .tflite) on `dataset`, as the server runs it."""
     from webapp.vision.classifier import EmotionClassifier
 
-    return score(dataset.labels, predict_labels(EmotionClassifier(model_path, flip_tta=flip_tta), dataset))
+    return score_all(dataset, predict_probabilities(EmotionClassifier(model_path, flip_tta=flip_tta), dataset))
+
+
+def with_votes(dataset: FaceDataset, data: str, votes: str | None) -> FaceDataset:
+    """`dataset` with FER+ votes from `votes`, or from ferplus_votes.csv beside `data` when there is one."""
+    votes_file = votes or find_votes(data)
+    return attach_votes(dataset, read_votes(votes_file)) if votes_file else dataset
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate",
-        description=__doc__.split("\n")[1],
+        description=__doc__.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
@@ -55,36 +126,48 @@ def main(argv=None) -> int:
         choices=("train", "val", "test"),
         help="split to use when --data is a CSV or a dataset root",
     )
+    parser.add_argument("--votes", help="FER+ vote table (default: ferplus_votes.csv beside --data, if any)")
     parser.add_argument("--no-tta", action="store_true", help="turn off horizontal-flip test-time augmentation")
     parser.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     parser.add_argument(
-        "--confusion-png", metavar="PNG", help="confusion matrix image (default: next to --json, or confusion.png)"
+        "--confusion-png",
+        metavar="PNG",
+        help="confusion matrix image (default: next to --json, or confusion.png); FER+'s gets a -ferplus suffix",
     )
     args = parser.parse_args(argv)
     try:
-        dataset = load_split(args.data, args.split)
+        dataset = with_votes(load_split(args.data, args.split), args.data, args.votes)
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if not Path(args.model).is_file():
         print(f"error: model file {args.model!r} not found", file=sys.stderr)
         return 2
-    report = evaluate(args.model, dataset, flip_tta=not args.no_tta)
-    png = args.confusion_png or (str(Path(args.json).with_suffix(".png")) if args.json else "confusion.png")
-    save_confusion_png(
-        report, png, title=f"{Path(args.model).name} on {Path(dataset.source).name}: accuracy {report.accuracy:.4f}"
-    )
-    if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {"model": args.model, "data": dataset.source, "flip_tta": not args.no_tta, **report.to_dict()}, indent=2
-            )
-            + "\n"
+    result = evaluate(args.model, dataset, flip_tta=not args.no_tta)
+    png = Path(args.confusion_png or (Path(args.json).with_suffix(".png") if args.json else "confusion.png"))
+    name = f"{Path(args.model).name} on {Path(dataset.source).name}"
+    save_confusion_png(result.labels, str(png), title=f"{name}, folder labels: accuracy {result.labels.accuracy:.4f}")
+    print(f"model: {args.model}\ndata: {dataset.source}\nflip TTA: {not args.no_tta}\n")
+    print(f"== against the folder's labels\n{format_report(result.labels)}\nconfusion matrix: {png}\n")
+    if result.ferplus is not None:
+        ferplus_png = png.with_name(f"{png.stem}-ferplus{png.suffix}")
+        save_confusion_png(
+            result.ferplus, str(ferplus_png), title=f"{name}, FER+ majority: accuracy {result.ferplus.accuracy:.4f}"
         )
-    print(f"model: {args.model}\ndata: {dataset.source}\nflip TTA: {not args.no_tta}")
-    print(format_report(report))
-    print(f"confusion matrix: {png}")
-    print(f"accuracy: {report.accuracy:.4f}")
+        print(
+            f"== against the FER+ majority (ties and mostly unknown/not-a-face left out)\n{format_report(result.ferplus)}"
+        )
+        print(f"confusion matrix: {ferplus_png}\n")
+        if result.clear_non_neutral is not None:
+            clear = result.clear_non_neutral
+            print(f"clear non-neutral faces (>= 7 of 10 agree): accuracy {clear.accuracy:.4f} of {clear.count}")
+        share = result.neutral_share
+        print(f"called neutral: model {share['model']:.4f}, FER+ majority {share['ferplus_majority']:.4f}")
+        print(f"FER+ majority accuracy: {result.ferplus.accuracy:.4f}")
+    if args.json:
+        record = {"model": args.model, "data": dataset.source, "flip_tta": not args.no_tta, **result.to_dict()}
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"accuracy: {result.labels.accuracy:.4f}")
     return 0
 
 

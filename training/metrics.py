@@ -6,26 +6,53 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from webapp.vision.labels import EMOTIONS, NUM_CLASSES
+from webapp.vision.labels import EMOTIONS, EMOTIONS_WITH_CONTEMPT
+
+CALIBRATION_BINS = 10
 
 
 @dataclass(frozen=True)
 class Report:
-    """Accuracy, per-class recall, macro-F1 and the confusion matrix (rows: truth)."""
+    """Accuracy, per-class recall, macro-F1, the confusion matrix (rows: truth, over `classes`)
+    and, when probabilities were given, the expected calibration error."""
 
     accuracy: float
     per_class_accuracy: dict[str, float]
     macro_f1: float
     confusion: list[list[int]]
     count: int
+    classes: tuple[str, ...] = EMOTIONS
+    ece: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def score(labels: np.ndarray, predictions: np.ndarray) -> Report:
-    """Compare integer labels with integer predictions."""
-    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """The gap between confidence and accuracy, averaged over equal-width confidence bins
+    weighted by the share of faces in each (Guo et al. 2017)."""
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    gap = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            gap += members.mean() * abs(confidence[members].mean() - correct[members].mean())
+    return float(gap)
+
+
+def score(labels: np.ndarray, predictions: np.ndarray, probabilities: np.ndarray | None = None) -> Report:
+    """Compare integer labels with integer predictions (indices in `EMOTIONS_WITH_CONTEMPT`).
+
+    The classes are FER-2013's 7, or 8 when labels or predictions include contempt. Given
+    the predicted probabilities (N, classes), the report includes the calibration error of
+    the top class's probability.
+    """
+    size = max(len(EMOTIONS), int(labels.max(initial=0)) + 1, int(predictions.max(initial=0)) + 1)
+    if probabilities is not None:
+        size = max(size, probabilities.shape[1])
+    classes = EMOTIONS_WITH_CONTEMPT[:size]
+    confusion = np.zeros((size, size), np.int64)
     np.add.at(confusion, (labels, predictions), 1)
     true_counts, predicted_counts, hits = confusion.sum(1), confusion.sum(0), np.diag(confusion)
     recall = hits / np.maximum(true_counts, 1)
@@ -34,26 +61,34 @@ def score(labels: np.ndarray, predictions: np.ndarray) -> Report:
     present = true_counts > 0
     return Report(
         accuracy=float(hits.sum() / max(1, len(labels))),
-        per_class_accuracy={
-            name: round(float(r), 4) for name, r, p in zip(EMOTIONS, recall, present, strict=True) if p
-        },
+        per_class_accuracy={name: round(float(r), 4) for name, r, p in zip(classes, recall, present, strict=True) if p},
         macro_f1=float(f1[present].mean()) if present.any() else 0.0,
         confusion=confusion.tolist(),
         count=len(labels),
+        classes=classes,
+        ece=None
+        if probabilities is None
+        else round(expected_calibration_error(probabilities.max(1), labels == predictions), 4),
     )
 
 
 def format_report(report: Report) -> str:
     """A plain-text table: per-class accuracy, then the confusion matrix."""
-    lines = [f"images: {report.count}   macro-F1: {report.macro_f1:.4f}", "", f"{'class':<10}{'accuracy':>9}"]
+    calibration = "" if report.ece is None else f"   ECE ({CALIBRATION_BINS} bins): {report.ece:.4f}"
+    lines = [
+        f"images: {report.count}   accuracy: {report.accuracy:.4f}   macro-F1: {report.macro_f1:.4f}{calibration}",
+        "",
+        f"{'class':<10}{'accuracy':>9}",
+    ]
     lines += [f"{name:<10}{acc:>9.4f}" for name, acc in report.per_class_accuracy.items()]
     lines += [
         "",
         "confusion (rows: truth, columns: predicted)",
-        " " * 10 + "".join(f"{name[:7]:>8}" for name in EMOTIONS),
+        " " * 10 + "".join(f"{name[:7]:>8}" for name in report.classes),
     ]
     lines += [
-        f"{name:<10}" + "".join(f"{n:>8}" for n in row) for name, row in zip(EMOTIONS, report.confusion, strict=True)
+        f"{name:<10}" + "".join(f"{n:>8}" for n in row)
+        for name, row in zip(report.classes, report.confusion, strict=True)
     ]
     return "\n".join(lines)
 
@@ -69,12 +104,13 @@ def save_confusion_png(report: Report, path: str, title: str = "") -> None:
     normalised = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=100)
     ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(NUM_CLASSES), EMOTIONS, rotation=45, ha="right")
-    ax.set_yticks(range(NUM_CLASSES), EMOTIONS)
+    size = len(report.classes)
+    ax.set_xticks(range(size), report.classes, rotation=45, ha="right")
+    ax.set_yticks(range(size), report.classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("truth")
-    for i in range(NUM_CLASSES):
-        for j in range(NUM_CLASSES):
+    for i in range(size):
+        for j in range(size):
             ax.text(
                 j,
                 i,

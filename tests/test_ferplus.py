@@ -1,0 +1,192 @@
+"""FER+ labels: the votes loader, training targets, the soft-label losses, both labelings in
+evaluate, and an 8-class run end to end, on small synthetic data made here."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from training import evaluate, train
+from training.data import DataError, FaceDataset, load_split
+from training.ferplus import (
+    VOTE_COLUMNS,
+    attach_votes,
+    clear_majority,
+    majority,
+    read_votes,
+    training_targets,
+    usable,
+)
+from webapp.vision.labels import EMOTIONS, EMOTIONS_WITH_CONTEMPT
+
+HEADER = "file,fer2013_row," + ",".join(VOTE_COLUMNS)
+#             neutral happy surprise sad anger disgust fear contempt unknown NF
+VOTES = {
+    "angry/a.png": (1, 0, 0, 1, 8, 0, 0, 0, 0, 0),  # clear anger
+    "angry/tie.png": (4, 0, 0, 0, 4, 0, 0, 0, 2, 0),  # neutral and anger tie
+    "happy/unknown.png": (1, 2, 0, 0, 0, 0, 0, 0, 7, 0),  # mostly unknown
+    "sad/nf.png": (0, 0, 0, 3, 0, 0, 0, 0, 1, 6),  # mostly not a face
+    "neutral/contempt.png": (3, 0, 0, 0, 0, 0, 0, 6, 1, 0),  # contempt majority
+    "fear/soft.png": (6, 0, 1, 0, 0, 0, 3, 0, 0, 0),  # neutral majority, FER-2013 says fear
+}
+
+
+def write_votes(path, votes=VOTES, rows=None):
+    rows = rows or {key: index for index, key in enumerate(votes)}
+    lines = [HEADER] + [f"val/{key},{rows[key]},{','.join(map(str, counts))}" for key, counts in votes.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def dataset(keys=(*VOTES, "happy/missing.png")) -> FaceDataset:
+    labels = np.array([EMOTIONS.index(key.split("/")[0]) for key in keys])
+    return FaceDataset(np.zeros((len(keys), 48, 48), np.uint8), labels, "synthetic", tuple(keys))
+
+
+def test_votes_join_by_file_and_missing_rows_are_nan(tmp_path):
+    data = attach_votes(dataset(), read_votes(write_votes(tmp_path / "votes.csv")))
+    assert data.votes.shape == (7, 10) and data.votes[0, 4] == 8
+    assert np.isnan(data.votes[-1]).all()  # FER+ has no row for it
+    assert usable(data.votes).tolist() == [True, True, False, False, True, True, False]
+
+
+def test_majority_leaves_out_ties_unknown_not_a_face_and_missing():
+    data = attach_votes(dataset(), read_votes_from(VOTES))
+    index = EMOTIONS_WITH_CONTEMPT.index
+    assert majority(data.votes).tolist() == [index("angry"), -1, -1, -1, index("contempt"), index("neutral"), -1]
+    # without contempt as a class its votes are dropped, and neutral wins that face
+    assert majority(data.votes, EMOTIONS)[4] == index("neutral")
+    assert clear_majority(data.votes).tolist() == [index("angry"), -1, -1, -1, -1, -1, -1]
+
+
+def read_votes_from(votes):
+    return {key: np.array(counts, np.float32) for key, counts in votes.items()}
+
+
+def test_targets_for_each_label_mode():
+    data = attach_votes(dataset(), read_votes_from(VOTES))
+    chosen, targets = training_targets(data, "fer2013", EMOTIONS)
+    assert chosen.all() and (targets.argmax(1) == data.labels).all()
+    chosen, targets = training_targets(data, "ferplus-majority", EMOTIONS_WITH_CONTEMPT)
+    assert chosen.tolist() == [True, False, False, False, True, True, False]
+    assert targets.argmax(1).tolist() == [0, 7, 6]
+    chosen, targets = training_targets(data, "ferplus-votes", EMOTIONS_WITH_CONTEMPT, fer2013_weight=0.5)
+    assert chosen.tolist() == [True, True, False, False, True, True, False]
+    assert np.allclose(targets.sum(1), 1)
+    # the tie: half neutral/anger votes (unknown dropped), half FER-2013's "angry"
+    assert targets[1, EMOTIONS.index("angry")] == pytest.approx(0.75)
+    # FER-2013's fear keeps half the target of a face most annotators called neutral
+    assert targets[3, EMOTIONS.index("fear")] == pytest.approx(0.5 + 0.5 * 0.3)
+
+
+def test_votes_without_a_table_and_bad_tables_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="needs FER\\+ votes"):
+        training_targets(dataset(), "ferplus-votes", EMOTIONS)
+    with pytest.raises(DataError, match="not found"):
+        read_votes(tmp_path / "none.csv")
+    (tmp_path / "short.csv").write_text("file,fer2013_row,neutral\nval/angry/a.png,0,3\n")
+    with pytest.raises(DataError, match="missing column"):
+        read_votes(tmp_path / "short.csv")
+    bad = dict(VOTES, **{"angry/a.png": (1, 0, 0, 1, "x", 0, 0, 0, 0, 0)})
+    with pytest.raises(DataError, match="whole numbers"):
+        read_votes(write_votes(tmp_path / "bad.csv", bad))
+
+
+def test_fer2013_csv_rows_join_by_row_number(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [
+        f"{EMOTIONS.index(key.split('/')[0])},{' '.join(map(str, rng.integers(0, 256, 2304)))},PublicTest"
+        for key in VOTES
+    ]
+    (tmp_path / "fer2013.csv").write_text("emotion,pixels,Usage\n" + "\n".join(rows) + "\n")
+    write_votes(tmp_path / "ferplus_votes.csv")
+    data = attach_votes(load_split(tmp_path / "fer2013.csv", "val"), read_votes(tmp_path / "ferplus_votes.csv"))
+    assert data.keys[0] == "row:0" and data.votes[0, 4] == 8 and not np.isnan(data.votes).any()
+
+
+def test_soft_label_losses_on_a_toy_batch():
+    import keras
+
+    from training.losses import LogitAdjustedCrossEntropy
+
+    targets = np.array([[0.7, 0.3, 0.0], [0.0, 0.5, 0.5]], np.float32)
+    probabilities = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]], np.float32)
+    by_hand = -(targets * np.log(probabilities)).sum(1).mean()
+    plain = keras.losses.CategoricalCrossentropy()(targets, probabilities)
+    assert float(plain) == pytest.approx(by_hand, rel=1e-5)
+    prior = np.array([0.5, 0.3, 0.2], np.float32)
+    assert float(LogitAdjustedCrossEntropy(prior, tau=0.0)(targets, probabilities)) == pytest.approx(by_hand, rel=1e-5)
+    adjusted = np.log(probabilities) + np.log(prior)
+    adjusted = np.exp(adjusted) / np.exp(adjusted).sum(1, keepdims=True)
+    expected = -(targets * np.log(adjusted)).sum(1).mean()
+    assert float(LogitAdjustedCrossEntropy(prior, tau=1.0)(targets, probabilities)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_score_all_reports_both_labelings():
+    data = attach_votes(dataset(), read_votes_from(VOTES))
+    probabilities = np.full((7, 8), 0.01, np.float32)
+    calls = ["angry", "neutral", "happy", "sad", "contempt", "fear", "happy"]
+    for row, name in enumerate(calls):
+        probabilities[row, EMOTIONS_WITH_CONTEMPT.index(name)] = 0.93
+    result = evaluate.score_all(data, probabilities)
+    assert result.labels.count == 7 and result.labels.accuracy == pytest.approx(5 / 7)  # FER-2013 labels
+    assert result.ferplus.count == 3 and result.ferplus.accuracy == pytest.approx(2 / 3)  # fear is neutral to FER+
+    assert result.ferplus.classes == EMOTIONS_WITH_CONTEMPT and result.ferplus.ece is not None
+    assert result.clear_non_neutral.count == 1 and result.clear_non_neutral.accuracy == 1.0
+    assert result.neutral_share == {"model": 0.0, "ferplus_majority": pytest.approx(0.3333, abs=1e-4)}
+
+
+@pytest.fixture(scope="module")
+def voted_data(tmp_path_factory):
+    """A tiny FER-2013 in folders with a FER+ vote table beside it, some of whose faces it calls contempt."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("ferplus") / "fer"
+    rng = np.random.default_rng(1)
+    votes = {}
+    for split, per_class in (("train", 4), ("val", 2)):
+        for label, emotion in enumerate(EMOTIONS):
+            (root / split / emotion).mkdir(parents=True)
+            for i in range(per_class):
+                cv2.imwrite(str(root / split / emotion / f"{i}.png"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
+                counts = np.zeros(10, int)
+                counts[(label + i) % 8] = 6  # every other face's majority is another class, contempt included
+                counts[rng.integers(0, 8)] += 4
+                votes[f"{split}/{emotion}/{i}.png"] = counts
+    lines = [HEADER] + [f"{key},{n},{','.join(map(str, c))}" for n, (key, c) in enumerate(votes.items())]
+    (root / "ferplus_votes.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_an_8_class_run_on_votes_trains_resumes_and_is_scored_on_both_labelings(voted_data, tmp_path, capsys):
+    from webapp.vision.layers import load_model, model_classes
+
+    common = ["--width", "8", "--batch-size", "8", "--runs-dir", str(tmp_path), "--name", "votes"]
+    options = ["--labels", "ferplus-votes", "--classes", "8", "--fer2013-weight", "0.3", "--logit-adjust", "0.5"]
+    assert train.main(["--data", str(voted_data), "--epochs", "1", *options, *common]) == 0
+    assert train.main(["--resume", str(tmp_path / "votes"), "--epochs", "2"]) == 0
+    model = load_model(tmp_path / "votes" / "last.keras")
+    assert model_classes(model) == EMOTIONS_WITH_CONTEMPT and model.outputs[0].shape[-1] == 8
+    hparams = json.loads((tmp_path / "votes" / "hparams.json").read_text())
+    assert hparams["labels"] == "ferplus-votes" and hparams["classes"] == 8 and hparams["epochs"] == 2
+
+    capsys.readouterr()
+    report = tmp_path / "eval.json"
+    model_file = str(tmp_path / "votes" / "last.keras")
+    assert evaluate.main(["--data", str(voted_data / "val"), "--model", model_file, "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "== against the folder's labels" in out and "== against the FER+ majority" in out
+    assert out.strip().splitlines()[-1].startswith("accuracy: ")
+    record = json.loads(report.read_text())
+    assert record["count"] == 14 and len(record["ferplus_majority"]["confusion"]) == 8
+    assert "contempt" in record["ferplus_majority"]["per_class_accuracy"]
+    assert 0 <= record["ece"] <= 1 and set(record["neutral_share"]) == {"model", "ferplus_majority"}
+    assert report.with_name("eval-ferplus.png").stat().st_size > 1000
+
+
+def test_contempt_needs_ferplus_labels(voted_data, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--data", str(voted_data), "--classes", "8", "--runs-dir", str(tmp_path)])
+    assert "needs FER+ labels" in capsys.readouterr().err
