@@ -22,7 +22,9 @@ def classes_for(count: int) -> tuple[str, ...]:
     try:
         return CLASS_SETS[count]
     except KeyError:
-        raise ValueError(f"no class list for {count} classes; expected one of {', '.join(map(str, CLASS_SETS))}") from None
+        raise ValueError(
+            f"no class list for {count} classes; expected one of {', '.join(map(str, CLASS_SETS))}"
+        ) from None
 
 
 def index_of(emotion: str, classes: tuple[str, ...] = EMOTIONS) -> int:
