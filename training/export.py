@@ -69,12 +69,13 @@ def with_classes(tflite: bytes, classes) -> bytes:
     model = fb.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
     if any(buffer.offset > 1 for buffer in model.buffers or ()):
         raise ValueError("models with buffers stored outside the flatbuffer (over 2 GB) are not supported")
-    buffer, entry = fb.BufferT(), fb.MetadataT()
-    buffer.data = np.frombuffer(json.dumps(list(classes)).encode(), np.uint8)
-    model.buffers.append(buffer)
-    entry.name, entry.buffer = CLASSES_METADATA, len(model.buffers) - 1
-    kept = [m for m in model.metadata or () if m.name not in (CLASSES_METADATA, CLASSES_METADATA.encode())]
-    model.metadata = [*kept, entry]
+    entry = next((m for m in model.metadata or () if m.name in (CLASSES_METADATA, CLASSES_METADATA.encode())), None)
+    if entry is None:
+        entry = fb.MetadataT()
+        entry.name, entry.buffer = CLASSES_METADATA, len(model.buffers)
+        model.buffers.append(fb.BufferT())
+        model.metadata = [*(model.metadata or ()), entry]
+    model.buffers[entry.buffer].data = np.frombuffer(json.dumps(list(classes)).encode(), np.uint8)
     builder = _AlignedBuilder(len(tflite) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
