@@ -74,6 +74,37 @@ def app(model_path):
     )
 
 
+@pytest.fixture(scope="session")
+def fer_plus_models(tmp_path_factory):
+    """A tiny untrained 8-class model (FER-2013's 7 and FER+'s contempt): `model.keras` and, written by
+    `training.export` with their class list, `emotion_float32.tflite` and `emotion_int8.tflite`."""
+    from tests.harness import tiny_emotion_model
+    from training import export
+    from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
+
+    folder = tmp_path_factory.mktemp("fer_plus")
+    tiny_emotion_model(8, EMOTIONS_WITH_CONTEMPT).save(folder / "model.keras")
+    argv = ["--model", str(folder / "model.keras"), "--out", str(folder), "--forms", "float32", "int8"]
+    assert export.main([*argv, "--calibration-size", "8", "--latency-repeats", "1"]) == 0
+    return folder
+
+
+@pytest.fixture(scope="session")
+def fer_plus_app(fer_plus_models):
+    """The app serving the tiny 8-class model (int8, as the shipped model is served)."""
+    from webapp import create_app
+
+    return create_app(
+        {
+            "TESTING": True,
+            "ASYNC_MODE": "threading",
+            "MODEL_PATH": str(fer_plus_models / "emotion_int8.tflite"),
+            "MAX_UPLOAD_MB": 2,
+            "MAX_FRAME_KB": 256,
+        }
+    )
+
+
 @pytest.fixture()
 def client(app):
     return app.test_client()

@@ -53,6 +53,20 @@ def grace_hopper_rgb() -> np.ndarray:
         return np.asarray(Image.open(handle).convert("RGB"))
 
 
+def tiny_emotion_model(outputs: int, classes: tuple[str, ...] | None = None, seed: int = 0):
+    """An untrained few-layer Keras model on the served 48x48x1 input: Dense(`outputs`, softmax, name "emotion"),
+    then, given `classes`, the `EmotionClasses` layer that names them (models made before it have none)."""
+    import keras
+
+    from webapp.vision.layers import EmotionClasses
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((48, 48, 1))
+    x = keras.layers.Conv2D(4, 3, strides=4, activation="relu")(inputs)
+    x = keras.layers.Dense(outputs, activation="softmax", name="emotion")(keras.layers.Flatten()(x))
+    return keras.Model(inputs, EmotionClasses(classes)(x) if classes else x)
+
+
 def jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
     """Encode an RGB array as JPEG."""
     buffer = io.BytesIO()

@@ -331,3 +331,26 @@ def test_summary_weights_rows_by_time_and_skips_gaps(page, live_server):
     assert abs(face["seconds"] - 1.5) < 1e-9  # 3 x 100 ms happy, 1000 + 100 + 100 ms sad
     assert abs(face["shares"]["happy"] - 0.2) < 1e-9 and abs(face["shares"]["sad"] - 0.8) < 1e-9
     assert summary[1]["shares"]["fear"] == 1
+
+
+def test_an_eight_class_model_gets_contempt_bars_series_and_columns(page, fer_plus_app):
+    """A FER+ model's eighth class reaches every per-emotion view, in its own colour."""
+    import matplotlib.cbook
+
+    with serve_in_thread(fer_plus_app) as url:
+        page.goto(url + "/")
+        page.click("#toggle")
+        page.wait_for_function("() => window.moodlens.timeline.points >= 3", timeout=60_000)
+        assert page.evaluate("window.moodlens.stats.errors") == 0
+        assert page.locator("#bars .bar").count() == 8
+        contempt = page.locator('#bars .bar[data-emotion="contempt"]')
+        assert contempt.locator(".fill").evaluate("e => e.style.background") == "rgb(18, 165, 148)"
+        assert contempt.locator(".value").inner_text().endswith("%")
+        assert page.locator("#timeline .u-legend .u-series").count() == 8
+        page.goto(url + "/upload")
+        page.set_input_files("#image", str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+        page.wait_for_function(
+            "() => document.getElementById('message').textContent.includes('1 face')", timeout=30_000
+        )
+        assert page.locator("#faces thead th").all_inner_texts()[-1] == "contempt"
+        assert page.locator("#faces tbody td").last.inner_text().endswith("%")

@@ -6,7 +6,8 @@ Writes emotion_float32.tflite, emotion_float16.tflite (float16 weights, computed
 float32: half the size) and emotion_int8.tflite (full-integer weights and
 activations, calibrated on training images, float input/output) and, given --data,
 checks each form's accuracy on the val split against the Keras model and writes
-export.json with the figures.
+export.json with the figures. Every file carries the model's class list (7 FER-2013 classes,
+or 8 with FER+'s contempt) in its metadata; see `with_classes`.
 """
 
 from __future__ import annotations
@@ -20,19 +21,23 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import flatbuffers
 import numpy as np
 
 from training.data import DataError, load_split
 from webapp.vision.preprocess import INPUT_SHAPE, to_model_input
 
 FORMS = ("float32", "float16", "int8")
+TENSOR_ALIGNMENT = 16
 
 
 def convert(model, form: str, calibration: np.ndarray | None = None) -> bytes:
-    """Convert a Keras model to TFLite bytes; `calibration` (uint8 faces) is needed for int8."""
+    """Convert a Keras model to TFLite bytes with its class list; `calibration` (uint8 faces) is needed for int8."""
     import tempfile
 
     import tensorflow as tf
+
+    from webapp.vision.layers import model_classes
 
     with tempfile.TemporaryDirectory() as saved_model:
         model.export(
@@ -42,7 +47,38 @@ def convert(model, form: str, calibration: np.ndarray | None = None) -> bytes:
             verbose=False,
         )
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        return _finish(converter, form, calibration)
+        return with_classes(_finish(converter, form, calibration), model_classes(model))
+
+
+class _AlignedBuilder(flatbuffers.Builder):
+    """Starts every vector on 16 bytes: the converter aligns tensor data so, and kernels may rely on it."""
+
+    def StartVector(self, elemSize, numElems, alignment):
+        return super().StartVector(elemSize, numElems, max(alignment, TENSOR_ALIGNMENT))
+
+
+def with_classes(tflite: bytes, classes) -> bytes:
+    """`tflite` with `classes` in its metadata: the entry `CLASSES_METADATA`, a UTF-8 JSON list.
+
+    The model is unpacked and packed again with the schema's object API; its tensors and
+    operators are unchanged. An earlier entry of that name is replaced.
+    """
+    from webapp.vision.litert import CLASSES_METADATA, schema
+
+    fb = schema()
+    model = fb.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
+    if any(buffer.offset > 1 for buffer in model.buffers or ()):
+        raise ValueError("models with buffers stored outside the flatbuffer (over 2 GB) are not supported")
+    entry = next((m for m in model.metadata or () if m.name in (CLASSES_METADATA, CLASSES_METADATA.encode())), None)
+    if entry is None:
+        entry = fb.MetadataT()
+        entry.name, entry.buffer = CLASSES_METADATA, len(model.buffers)
+        model.buffers.append(fb.BufferT())
+        model.metadata = [*(model.metadata or ()), entry]
+    model.buffers[entry.buffer].data = np.frombuffer(json.dumps(list(classes)).encode(), np.uint8)
+    builder = _AlignedBuilder(len(tflite) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _finish(converter, form: str, calibration: np.ndarray | None) -> bytes:

@@ -51,7 +51,8 @@ def create_app(config: dict | None = None) -> Flask:
         config: overrides of the environment settings (tests and entry points pass
             these; ASYNC_MODE comes from the entry point). The key PIPELINES may hold
             ready pipelines {"stream": ..., "image": ..., "video": ... (optional: else the
-            stream's)}; otherwise they are loaded from MODEL_PATH, DETECTOR and UPLOAD_DETECTOR.
+            stream's)}, like `EmotionPipeline` (the pages and /healthz read their `classes`);
+            otherwise they are loaded from MODEL_PATH, DETECTOR and UPLOAD_DETECTOR.
     """
     app = Flask(__name__, static_folder="../static", template_folder="../templates")
     app.request_class = InMemoryRequest

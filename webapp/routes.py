@@ -8,7 +8,6 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from webapp.concurrency import pipeline, run_blocking
 from webapp.errors import RETRY_AFTER_S, error_body, from_image_error
 from webapp.vision.imaging import ImageError
-from webapp.vision.labels import EMOTIONS
 
 blueprint = Blueprint("main", __name__)
 # ?faces=: "detect" finds the faces; "whole" takes the image as one face crop
@@ -18,13 +17,17 @@ FACES_MODES = ("detect", "whole")
 @blueprint.get("/")
 def live():
     """The webcam page."""
-    return render_template("live.html", emotions=EMOTIONS, max_frame_bytes=current_app.config["MAX_FRAME_KB"] * 1024)
+    return render_template(
+        "live.html", emotions=pipeline("stream").classes, max_frame_bytes=current_app.config["MAX_FRAME_KB"] * 1024
+    )
 
 
 @blueprint.get("/upload")
 def upload():
     """The still-image page."""
-    return render_template("upload.html", emotions=EMOTIONS, max_upload_mb=current_app.config["MAX_UPLOAD_MB"])
+    return render_template(
+        "upload.html", emotions=pipeline("image").classes, max_upload_mb=current_app.config["MAX_UPLOAD_MB"]
+    )
 
 
 @blueprint.post("/api/v1/analyze")
@@ -56,14 +59,14 @@ def analyze():
 
 @blueprint.get("/healthz")
 def healthz():
-    """Readiness, this instance's name and the models in use."""
+    """Readiness, this instance's name, the emotions the live stream answers with and the models in use."""
     pipelines = current_app.extensions["pipelines"]
     return jsonify(
         {
             "status": "ok",
             "ready": True,
             "instance": current_app.config["INSTANCE"],
-            "emotions": list(EMOTIONS),
+            "emotions": list(pipelines["stream"].classes),
             "models": {kind: p.describe() for kind, p in pipelines.items()},
         }
     )

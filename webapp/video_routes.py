@@ -13,7 +13,6 @@ from webapp.concurrency import run_blocking
 from webapp.errors import error_body, from_video_error
 from webapp.video_jobs import VideoJob, VideoJobs
 from webapp.vision.budget import BusyError
-from webapp.vision.labels import EMOTIONS
 from webapp.vision.video import VideoError, analyze_video, available
 
 blueprint = Blueprint("video", __name__)
@@ -27,7 +26,7 @@ VIDEO_RETRY_AFTER_S = 5
 @blueprint.get("/video")
 def page():
     """The video page."""
-    return render_template("video.html", emotions=EMOTIONS, max_video_mb=current_app.config["MAX_VIDEO_MB"])
+    return render_template("video.html", emotions=_pipeline().classes, max_video_mb=current_app.config["MAX_VIDEO_MB"])
 
 
 def _jobs() -> VideoJobs:

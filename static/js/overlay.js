@@ -1,8 +1,9 @@
 // Drawing detections: boxes with labels on a canvas, and probability bars.
 
+// One per class a model may output (webapp/vision/labels.py): contempt comes with FER+ models only.
 const COLORS = {
   angry: "#e5484d", disgust: "#8db600", fear: "#8e4ec6", happy: "#f5b400",
-  sad: "#3e63dd", surprise: "#f76b15", neutral: "#8b8d98",
+  sad: "#3e63dd", surprise: "#f76b15", neutral: "#8b8d98", contempt: "#12a594",
 };
 
 /** Colour used for an emotion everywhere in the UI. */

@@ -8,18 +8,20 @@ from pathlib import Path
 
 import numpy as np
 
-from webapp.vision.labels import EMOTIONS
-from webapp.vision.litert import load_interpreter
+from webapp.vision.labels import CLASS_SETS, classes_for
+from webapp.vision.litert import load_interpreter, read_classes
 from webapp.vision.preprocess import INPUT_SIZE, to_model_input
 from webapp.vision.types import Emotion
 
 
 class EmotionClassifier:
-    """Classify 48x48 uint8 grayscale faces into the 7 FER-2013 emotions.
+    """Classify 48x48 uint8 grayscale faces into the emotions the model outputs.
 
     Loads a TFLite model (the serving form, see `training.export`) or a Keras
     `.keras` model. Inference is guarded by a lock, so one instance can serve many
-    threads; the model is warmed up once at load.
+    threads; the model is warmed up once at load. `classes` names the model's outputs:
+    FER-2013's 7, or 8 with FER+'s contempt, as the model file says (files without a
+    class list: by their number of outputs).
 
     Args:
         model_path: `.tflite` or `.keras` file.
@@ -29,7 +31,8 @@ class EmotionClassifier:
 
     Raises:
         FileNotFoundError: the model file is missing.
-        ValueError: the model does not map 48x48x1 inputs to 7 classes.
+        ValueError: the model does not map 48x48x1 inputs to 7 or 8 classes, or its outputs
+            do not match the class list it names.
     """
 
     def __init__(self, model_path: str | os.PathLike, flip_tta: bool = True, threads: int | None = None, lock=None):
@@ -37,6 +40,7 @@ class EmotionClassifier:
         self.name = self.model_path.name
         self.flip_tta = flip_tta
         self._lock = lock or threading.Lock()
+        self.classes: tuple[str, ...] = ()
         if self.model_path.suffix == ".keras":
             self._predict_batch = self._load_keras()
         else:
@@ -46,10 +50,9 @@ class EmotionClassifier:
     def _load_tflite(self, threads):
         interpreter = load_interpreter(self.model_path, threads)
         inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-        if tuple(inp["shape"][1:]) != (INPUT_SIZE, INPUT_SIZE, 1) or out["shape"][-1] != len(EMOTIONS):
-            raise ValueError(
-                f"{self.model_path}: expected input (N, 48, 48, 1) and {len(EMOTIONS)} outputs, got {inp['shape']} -> {out['shape']}"
-            )
+        self.classes = self._checked_classes(
+            inp["shape"].tolist(), out["shape"].tolist(), read_classes(self.model_path)
+        )
         in_scale, in_zero = inp["quantization"]
         out_scale, out_zero = out["quantization"]
         batch = [int(inp["shape"][0])]
@@ -70,13 +73,28 @@ class EmotionClassifier:
 
     def _load_keras(self):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from webapp.vision.layers import load_model
+        from webapp.vision.layers import EmotionClasses, load_model
 
         model = load_model(self.model_path)
+        named = next((layer.classes for layer in model.layers if isinstance(layer, EmotionClasses)), None)
+        self.classes = self._checked_classes(list(model.inputs[0].shape), list(model.outputs[0].shape), named)
         return lambda x: np.asarray(model.predict_on_batch(x))
 
+    def _checked_classes(self, input_shape: list, output_shape: list, named) -> tuple[str, ...]:
+        """The model's class list (`named`, else by its number of outputs), checked against its shapes."""
+        outputs = output_shape[-1]
+        if input_shape[1:] != [INPUT_SIZE, INPUT_SIZE, 1] or outputs not in CLASS_SETS:
+            raise ValueError(
+                f"{self.model_path}: expected input (N, 48, 48, 1) and {' or '.join(map(str, CLASS_SETS))} outputs, "
+                f"got {input_shape} -> {output_shape}"
+            )
+        classes = tuple(named) if named else classes_for(outputs)
+        if len(classes) != outputs or len(set(classes)) != outputs:
+            raise ValueError(f"{self.model_path}: {outputs} outputs, but the file names the classes {list(classes)}")
+        return classes
+
     def predict_probabilities(self, faces: np.ndarray) -> np.ndarray:
-        """Class probabilities (N, 7) for uint8 faces (N, 48, 48)."""
+        """Class probabilities (N, len(classes)), in `classes` order, for uint8 faces (N, 48, 48)."""
         x = to_model_input(faces)
         if self.flip_tta:
             x = np.concatenate([x, x[:, :, ::-1]])
@@ -92,6 +110,6 @@ class EmotionClassifier:
         if len(faces) == 0:
             return []
         return [
-            Emotion.from_probabilities(dict(zip(EMOTIONS, map(float, row), strict=True)))
+            Emotion.from_probabilities(dict(zip(self.classes, map(float, row), strict=True)))
             for row in self.predict_probabilities(faces)
         ]

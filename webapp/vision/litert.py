@@ -2,12 +2,20 @@
 
 The serving install has no TensorFlow: 68 MB and 0.06 s to import and load against ~700 MB and 2-3 s.
 A training install that lacks LiteRT falls back to `tf.lite.Interpreter`, which runs the same files.
+
+A model file names its output classes in the flatbuffer's metadata: an entry named `CLASSES_METADATA`
+whose buffer is a UTF-8 JSON list (`training.export` writes it, `read_classes` reads it).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
+from pathlib import Path
+
+# Model.metadata entry that holds the class list, e.g. ["angry", ..., "neutral", "contempt"]
+CLASSES_METADATA = "moodlens_classes"
 
 
 def interpreter_class():
@@ -37,3 +45,39 @@ def load_interpreter(model_path: str | os.PathLike, threads: int | None = None):
         interpreter = interpreter(model_path=str(model_path), num_threads=threads or os.cpu_count())
     interpreter.allocate_tensors()
     return interpreter
+
+
+def schema():
+    """The TFLite flatbuffer schema's generated Python module: LiteRT's, or TensorFlow's when only TensorFlow is installed."""
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ModuleNotFoundError:
+        from tensorflow.lite.python import schema_py_generated
+    return schema_py_generated
+
+
+def read_classes(model_path: str | os.PathLike) -> tuple[str, ...] | None:
+    """The class list in a .tflite file's metadata, or None when the file has none (files made before it).
+
+    Raises:
+        ValueError: the entry is there but does not hold a JSON list of names.
+    """
+    data = Path(model_path).read_bytes()
+    model = schema().Model.GetRootAs(data, 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() != CLASSES_METADATA.encode():
+            continue
+        buffer = model.Buffers(entry.Buffer())
+        if buffer.Offset() > 1:  # a buffer stored after the flatbuffer (models over 2 GB)
+            raw = data[buffer.Offset() : buffer.Offset() + buffer.Size()]
+        else:
+            raw = b"" if buffer.DataIsNone() else buffer.DataAsNumpy().tobytes()
+        try:
+            classes = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            classes = None
+        if not (isinstance(classes, list) and classes and all(isinstance(name, str) for name in classes)):
+            raise ValueError(f"{model_path}: metadata {CLASSES_METADATA!r} is not a JSON list of class names")
+        return tuple(classes)
+    return None

@@ -22,7 +22,7 @@ class EmotionPipeline:
 
     Args:
         detector: object with `detect(rgb) -> list[FaceDetection]` and a `name`.
-        classifier: `EmotionClassifier` (or anything with `classify(faces)` and `name`).
+        classifier: `EmotionClassifier` (or anything with `classify(faces)`, `classes` and `name`).
         max_faces: classify at most this many faces, the largest first.
         max_pixels: decode limit used by `analyze_bytes` (when `limits` is not given).
         limits: what one image may cost to decode (`DecodeLimits`).
@@ -51,12 +51,18 @@ class EmotionPipeline:
         self.limits = limits or DecodeLimits(max_pixels=max_pixels)
         self.heavy_slots = heavy_slots
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The emotions the classifier outputs, in its order: every face's `probabilities` has these keys."""
+        return tuple(self.classifier.classes)
+
     def describe(self) -> dict:
-        """Names of the models in use, for /healthz."""
+        """Names of the models in use and the classifier's classes, for /healthz."""
         return {
             "detector": self.detector.name,
             "classifier": self.classifier.name,
             "flip_tta": getattr(self.classifier, "flip_tta", None),
+            "classes": list(self.classes),
         }
 
     def analyze_bytes(self, data: bytes, whole: bool = False) -> Analysis:

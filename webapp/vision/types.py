@@ -45,7 +45,7 @@ class FaceDetection:
 
 @dataclass(frozen=True)
 class Emotion:
-    """The classifier's answer for one face: top label, its probability, and all 7."""
+    """The classifier's answer for one face: top label, its probability, and one per class of the model (7 or 8)."""
 
     label: str
     score: float

@@ -63,6 +63,8 @@ class VideoAnalysis:
     sampled_fps: float
     frames: tuple[VideoFrame, ...]
     elapsed_s: float
+    # the classifier's classes: the summary's and the CSV's emotion columns
+    classes: tuple[str, ...] = EMOTIONS
 
     @property
     def duration_s(self) -> float:
@@ -97,7 +99,9 @@ class VideoAnalysis:
                 }
                 for t in tracks.values()
             ],
-            "emotions": {label: round(overall[label] / face_frames, 4) if face_frames else 0.0 for label in EMOTIONS},
+            "emotions": {
+                label: round(overall[label] / face_frames, 4) if face_frames else 0.0 for label in self.classes
+            },
             "dominant": overall.most_common(1)[0][0] if overall else None,
         }
 
@@ -117,10 +121,10 @@ class VideoAnalysis:
         """One row per face per sampled frame; a frame without faces is one row with only `t`."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["t", "id", "x", "y", "width", "height", "detection_score", "emotion", "score", *EMOTIONS])
+        writer.writerow(["t", "id", "x", "y", "width", "height", "detection_score", "emotion", "score", *self.classes])
         for frame in self.frames:
             if not frame.faces:
-                writer.writerow([round(frame.t, 3)] + [""] * (8 + len(EMOTIONS)))
+                writer.writerow([round(frame.t, 3)] + [""] * (8 + len(self.classes)))
             for face in frame.faces:
                 d = face.to_dict()
                 box = d["box"]
@@ -132,7 +136,7 @@ class VideoAnalysis:
                         d["detection_score"],
                         d["emotion"],
                         d["score"],
-                        *(d["probabilities"][e] for e in EMOTIONS),
+                        *(d["probabilities"][e] for e in self.classes),
                     ]
                 )
         return out.getvalue()
@@ -244,7 +248,7 @@ def analyze_video(
 
     Args:
         source: a seekable binary file object (e.g. `io.BytesIO`); nothing touches the disk.
-        pipeline: an `EmotionPipeline` (`analyze(rgb)`).
+        pipeline: an `EmotionPipeline` (`analyze(rgb)`, `classes`).
         fps: frames analysed per second of video.
         max_seconds: longest video accepted.
         progress: called with the fraction of the video done, after each sampled frame.
@@ -272,4 +276,4 @@ def analyze_video(
                 progress(min(1.0, t / info.duration_s))
     if not frames:
         raise VideoError("no_frames", "the video holds no decodable frame")
-    return VideoAnalysis(info, fps, tuple(frames), time.perf_counter() - started)
+    return VideoAnalysis(info, fps, tuple(frames), time.perf_counter() - started, pipeline.classes)
