@@ -1,17 +1,23 @@
-"""Where a training epoch's time goes: images/s of the input pipeline alone and of a training step alone.
+"""Where a training epoch's time goes: images/s of the input pipeline alone, of the training step
+alone, and of the two together, as `training.train` runs them.
 
-    python -m bench.train_speed [--batches 60] [--width 40]
+    python -m bench.train_speed [--batches 40] [--widths 32 40]
 
-The input pipeline is `training.train.make_datasets` (shuffle, batch, augment) drained
-without a model; the training step is `model.train_on_batch` on one batch already in
-memory, so neither waits for the other. An epoch takes about
-FER-2013's 28,709 images / min(pipeline, step) images/s, when the two overlap.
+- input pipeline: `training.train.make_datasets` (shuffle, batch, augment) drained with no model;
+- training step: `model.fit` on one batch already in memory, repeated, so it never waits for data;
+  at 2 threads (one run) and at 1 thread (`--threads 1`, as when two runs share the two cores);
+- together: `model.fit` on the real pipeline with full augmentation.
+
+s/epoch is FER-2013's 28,709 training images at that rate. Pause training runs first (or
+compare rows of one run only): the figures are throughputs of a shared CPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -23,12 +29,20 @@ from tests.harness import FER2013
 TRAIN_IMAGES = 28_709
 
 
+def train_args(**options):
+    from training.train import parse_args
+
+    flags = ["--data", "-", "--epochs", "30"]
+    for name, value in options.items():
+        flags += [f"--{name.replace('_', '-')}", str(value)]
+    return parse_args(flags)
+
+
 def pipeline_rate(train, augment: str, batches: int, batch_size: int) -> float:
     """Images per second that the tf.data pipeline alone delivers for `augment`."""
-    from training.train import make_datasets, parse_args
+    from training.train import make_datasets
 
-    args = parse_args(["--data", "-", "--augment", augment, "--batch-size", str(batch_size)])
-    train_ds, _ = make_datasets(args, train, train, None)
+    train_ds, _ = make_datasets(train_args(augment=augment, batch_size=batch_size), train, train, None)
     iterator = iter(train_ds)
     next(iterator)  # builds the pipeline and fills the shuffle buffer
     start = time.perf_counter()
@@ -37,56 +51,79 @@ def pipeline_rate(train, augment: str, batches: int, batch_size: int) -> float:
     return batches * batch_size / (time.perf_counter() - start)
 
 
-def step_rate(width: int, xla: bool, batches: int, batch_size: int, classes: int) -> float:
-    """Images per second of `train_on_batch` alone for the compact CNN of `width`."""
-    from training.model import make_model
-    from training.train import compile_model, parse_args
-    from webapp.vision.labels import classes_for
+def fit_rate(width: int, xla: bool, batches: int, batch_size: int, train=None) -> float:
+    """Images per second of `model.fit` for the compact CNN of `width`: on one in-memory batch
+    repeated (the step alone), or on the real fully augmented pipeline over `train`."""
+    import tensorflow as tf
 
-    args = parse_args(["--data", "-", "--batch-size", str(batch_size), "--epochs", "30"])
-    model = make_model("compact", width=width, classes=classes_for(classes))
-    compile_model(model, args, steps_per_epoch=450, prior=np.full(classes, 1 / classes))
+    from training.model import make_model
+    from training.train import compile_model, make_datasets
+    from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
+
+    args = train_args(batch_size=batch_size)
+    model = make_model("compact", width=width, classes=EMOTIONS_WITH_CONTEMPT)
+    compile_model(model, args, steps_per_epoch=450, prior=np.full(8, 1 / 8))
     model.jit_compile = xla
-    rng = np.random.default_rng(0)
-    x = rng.random((batch_size, 48, 48, 1), dtype=np.float32)
-    y = np.eye(classes, dtype=np.float32)[rng.integers(0, classes, batch_size)]
-    for _ in range(3):  # traces (and with XLA compiles) the step
-        model.train_on_batch(x, y)
+    if train is None:
+        rng = np.random.default_rng(0)
+        x = rng.random((batch_size, 48, 48, 1), dtype=np.float32)
+        y = np.eye(8, dtype=np.float32)[rng.integers(0, 8, batch_size)]
+        data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    else:
+        data = make_datasets(args, train, train, None)[0].repeat()
+    model.fit(data, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)  # traces (and with XLA compiles) the step
     start = time.perf_counter()
-    for _ in range(batches):
-        model.train_on_batch(x, y)
+    model.fit(data, steps_per_epoch=batches, epochs=1, verbose=0, shuffle=False)
     return batches * batch_size / (time.perf_counter() - start)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(FER2013))
-    parser.add_argument("--batches", type=int, default=60)
+    parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--widths", type=int, nargs="+", default=[32, 40])
+    parser.add_argument("--threads", type=int, default=0, help="intra-op threads (0: all cores)")
+    parser.add_argument("--step-only", action="store_true", help="only the training-step rows (used for --threads 1)")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
 
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+    threads = args.threads or os.cpu_count()
+
     from training.data import load_split
     from training.train import LabeledFaces
 
-    data = load_split(args.data, "train")
-    train = LabeledFaces(data.images, np.eye(7, dtype=np.float32)[data.labels])
-    print(
-        f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, batch {args.batch_size}, {args.batches} batches each"
-    )
-    header = f"{'stage':<42}{'images/s':>10}{'s/epoch':>9}"
-    print(header)
-    print("-" * len(header))
-    for augment in ("none", "sharp", "full"):
-        rate = pipeline_rate(train, augment, args.batches, args.batch_size)
-        print(f"{'input pipeline, augment ' + augment:<42}{rate:>10.0f}{TRAIN_IMAGES / rate:>9.0f}")
+    def row(name: str, rate: float) -> None:
+        print(f"{name:<52}{rate:>10.0f}{TRAIN_IMAGES / rate:>9.0f}", flush=True)
+
+    if not args.step_only:
+        print(
+            f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}, batch {args.batch_size}, {args.batches} batches"
+        )
+        header = f"{'stage':<52}{'images/s':>10}{'s/epoch':>9}"
+        print(f"{header}\n{'-' * len(header)}")
+        data = load_split(args.data, "train")
+        train = LabeledFaces(data.images, np.eye(8, dtype=np.float32)[data.labels])
+        for augment in ("none", "sharp", "full"):
+            row(
+                f"input pipeline alone, augment {augment}", pipeline_rate(train, augment, args.batches, args.batch_size)
+            )
+        for width in args.widths:
+            rate = fit_rate(width, True, args.batches, args.batch_size, train)
+            row(f"pipeline (full) + step, width {width}, XLA, {threads} threads", rate)
     for width in args.widths:
         for xla in (False, True):
-            rate = step_rate(width, xla, args.batches, args.batch_size, 8)
-            name = f"train step, width {width}" + (", XLA" if xla else "")
-            print(f"{name:<42}{rate:>10.0f}{TRAIN_IMAGES / rate:>9.0f}")
+            rate = fit_rate(width, xla, args.batches, args.batch_size)
+            row(f"training step alone, width {width}{', XLA' if xla else ''}, {threads} thread(s)", rate)
+    if not args.step_only and threads > 1:
+        # the thread count is fixed once TensorFlow starts: the 1-thread rows come from a second process
+        flags = ["--threads", "1", "--step-only", "--batches", str(args.batches), "--batch-size", str(args.batch_size)]
+        subprocess.run(
+            [sys.executable, "-m", "bench.train_speed", *flags, "--widths", *map(str, args.widths)], check=True
+        )
     return 0
 
 

@@ -17,6 +17,12 @@ from pathlib import Path
 
 from webapp.vision.labels import EMOTIONS
 
+LABELS = {
+    "fer2013": "FER-2013's label (one annotator per image)",
+    "ferplus-majority": "the FER+ majority of ten annotators (ties left out)",
+    "ferplus-votes": "the FER+ vote distribution of ten annotators (unknown and not-a-face votes dropped)",
+}
+
 
 def _read_run(path: Path) -> dict:
     """What the card needs from one training run: a run folder, or a checkpoint file in one."""
@@ -94,6 +100,7 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
             "balanced": ": each class's loss is weighted by N / (7 n_c).",
             "none": ": no weights; every image counts the same, which favours overall accuracy over rare-class recall.",
         }[weights],
+        _labels(hparams),
         _augmentation(hparams, served),
         f"- {'Best checkpoint' if is_best else 'Checkpoint used: the last'}, epoch {int(used['epoch']) + 1}"
         f" (`{run['checkpoint']}`; val accuracy {float(used['val_accuracy']):.4f} as logged in training: Keras, no TTA).",
@@ -103,6 +110,17 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
     if hparams.get("note"):
         lines.append(f"- History: {hparams['note']}.")
     return lines
+
+
+def _labels(hparams: dict) -> str:
+    """The targets bullet: which labels, which classes, and the loss adjustments."""
+    mode = hparams.get("labels", "fer2013")
+    line = f"- Targets `--labels {mode}`: {LABELS[mode]}, over {hparams.get('classes', 7)} classes"
+    if mode != "fer2013" and hparams.get("fer2013_weight"):
+        line += f"; {hparams['fer2013_weight']:g} of each target is FER-2013's label (`--fer2013-weight`)"
+    if hparams.get("logit_adjust"):
+        line += f"; logit-adjusted loss, tau {hparams['logit_adjust']:g}"
+    return line + "."
 
 
 def _kept(run: dict) -> str:
@@ -125,9 +143,17 @@ def _train_command(hparams: dict) -> str:
         )
     else:
         model = f"--arch {hparams['arch']} --width {hparams['width']}"
+    labels = ""
+    if hparams.get("labels", "fer2013") != "fer2013":
+        labels = (
+            f" --labels {hparams['labels']} --classes {hparams['classes']} --fer2013-weight {hparams['fer2013_weight']:g}"
+            f" --label-smoothing {hparams['label_smoothing']:g}"
+        )
+        if hparams.get("logit_adjust"):
+            labels += f" --logit-adjust {hparams['logit_adjust']:g}"
     return (
         f"python -m training.train --data {hparams['data']} {model} --epochs {hparams['epochs']}"
-        f" --class-weights {hparams['class_weights']} --seed {hparams['seed']} --name {hparams['name']}"
+        f" --class-weights {hparams['class_weights']}{labels} --seed {hparams['seed']} --name {hparams['name']}"
     )
 
 
@@ -140,6 +166,7 @@ def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
         for form, entry in forms.items()
         if form != "keras"
     )
+    classes = tuple(report.get("classes", EMOTIONS))
     params = sum(member["params"] for member in members)
     first = members[0]["hparams"]
     is_ensemble = len(members) > 1
@@ -155,13 +182,23 @@ def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
         "# Model card: Moodlens emotion classifier",
         "",
         f"Files: {files}. {architecture}; input 48x48x1 grayscale in [0, 1]"
-        " (`webapp/vision/preprocess.py`), output softmax over " + ", ".join(EMOTIONS) + ".",
+        " (`webapp/vision/preprocess.py`), output softmax over "
+        + ", ".join(classes)
+        + " (the list is in the model file).",
         "",
         "## Data",
         "",
         f"FER-2013 `train/` (the Training split, {members[0]['state']['train_images']:,} images) for training; `val/` (the PublicTest"
         f" split, {report['count']:,} images) for choosing the checkpoint and for every figure below. PrivateTest was not used.",
         "",
+    ]
+    if any(member["hparams"].get("labels", "fer2013") != "fer2013" for member in members):
+        lines += [
+            "FER+ (`ferplus_votes.csv`): ten annotators' votes for each of those images, from which the training targets"
+            " are made; images whose votes are mostly unknown or not-a-face, and images FER+ has no row for, are left out.",
+            "",
+        ]
+    lines += [
         "## Recipe",
         "",
     ]
@@ -190,30 +227,57 @@ def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
     lines += [
         "## Accuracy on FER-2013 val (PublicTest)",
         "",
-        f"Served form (`{served}`, flip TTA): **accuracy {report['accuracy']:.4f}**, macro-F1 {report['macro_f1']:.4f}.",
+        f"Served form (`{served}`, flip TTA), against FER-2013's labels: **accuracy {report['accuracy']:.4f}**,"
+        f" macro-F1 {report['macro_f1']:.4f}"
+        + (f", ECE {report['ece']:.3f}." if report.get("ece") is not None else "."),
+    ]
+    ferplus = report.get("ferplus_majority")
+    if ferplus:
+        clear, share = report["clear_non_neutral"], report["neutral_share"]
+        lines += [
+            f"Against the FER+ majority ({ferplus['count']:,} faces; ties left out): **accuracy {ferplus['accuracy']:.4f}**,"
+            f" macro-F1 {ferplus['macro_f1']:.4f}, ECE {ferplus['ece']:.3f}. On the {clear['count']:,} faces at least 7 of 10"
+            f" annotators agree show a non-neutral emotion: {clear['accuracy']:.4f}. Called neutral: {share['model']:.3f} of"
+            f" faces (the FER+ majority: {share['ferplus_majority']:.3f}).",
+        ]
+    lines += [
         "",
-        "| form | size | accuracy (flip TTA) | median ms per face (batch 1, TTA) |",
+        "| form | size | accuracy, FER-2013 labels (flip TTA) | median ms per face (batch 1, TTA) |",
         "|---|---|---|---|",
     ]
     lines += [
         f"| {form} | {entry['size_kb'] / 1024:.1f} MB | {entry.get('accuracy', float('nan')):.4f} | {entry['median_ms_per_face']:.2f} |"
         for form, entry in forms.items()
     ]
-    lines += ["", "| class | accuracy (recall) |", "|---|---|"]
-    lines += [f"| {name} | {acc:.3f} |" for name, acc in report["per_class_accuracy"].items()]
-    lines += [
-        "",
-        "Confusion matrix (rows: truth, columns: predicted):",
-        "",
-        "| | " + " | ".join(EMOTIONS) + " |",
-        "|---" * (len(EMOTIONS) + 1) + "|",
-    ]
-    lines += [
-        f"| **{name}** | " + " | ".join(str(n) for n in row) + " |"
-        for name, row in zip(EMOTIONS, report["confusion"], strict=True)
-    ]
-    lines += ["", "![confusion matrix](confusion_val.png)", ""]
-    return "\n".join(lines)
+    if ferplus:
+        lines += ["", "| class | recall, FER-2013 labels | recall, FER+ majority |", "|---|---|---|"]
+        lines += [
+            f"| {name} | {report['per_class_accuracy'].get(name, float('nan')):.3f} | {ferplus['per_class_accuracy'].get(name, float('nan')):.3f} |"
+            for name in classes
+        ]
+    else:
+        lines += ["", "| class | accuracy (recall) |", "|---|---|"]
+        lines += [f"| {name} | {acc:.3f} |" for name, acc in report["per_class_accuracy"].items()]
+    for title, scored, png in (
+        ("FER-2013 labels", report, "confusion_val.png"),
+        ("FER+ majority", ferplus, "confusion_val-ferplus.png"),
+    ):
+        if not scored:
+            continue
+        names = scored.get("classes", EMOTIONS)
+        lines += [
+            "",
+            f"Confusion matrix against {title} (rows: truth, columns: predicted):",
+            "",
+            "| | " + " | ".join(names) + " |",
+            "|---" * (len(names) + 1) + "|",
+        ]
+        lines += [
+            f"| **{name}** | " + " | ".join(str(n) for n in row) + " |"
+            for name, row in zip(names, scored["confusion"], strict=True)
+        ]
+        lines += ["", f"![confusion matrix, {title}]({png})"]
+    return "\n".join([*lines, ""])
 
 
 def main(argv=None) -> int:
