@@ -190,3 +190,47 @@ def test_contempt_needs_ferplus_labels(voted_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--data", str(voted_data), "--classes", "8", "--runs-dir", str(tmp_path)])
     assert "needs FER+ labels" in capsys.readouterr().err
+
+
+def test_calibration_bakes_one_temperature_into_the_softmax_heads(voted_data, tmp_path, capsys):
+    from training import calibrate, ensemble
+    from webapp.vision.layers import load_model
+
+    common = [
+        "--data",
+        str(voted_data),
+        "--epochs",
+        "1",
+        "--width",
+        "8",
+        "--batch-size",
+        "8",
+        "--runs-dir",
+        str(tmp_path),
+    ]
+    for seed in ("1", "2"):
+        assert train.main([*common, "--labels", "ferplus-votes", "--classes", "8", "--seed", seed, "--name", seed]) == 0
+    members = [str(tmp_path / seed / "last.keras") for seed in ("1", "2")]
+    assert ensemble.main(["--members", *members, "--out", str(tmp_path / "ensemble.keras")]) == 0
+    assert (
+        calibrate.main(
+            [
+                "--model",
+                str(tmp_path / "ensemble.keras"),
+                "--data",
+                str(voted_data),
+                "--out",
+                str(tmp_path / "cal.keras"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    temperature = float(out.split("temperature ")[1].split()[0])
+    assert "against the FER+ majority" in out and temperature in calibrate.TEMPERATURES
+
+    faces = np.random.default_rng(3).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    before = calibrate.head_probabilities(load_model(tmp_path / "ensemble.keras"), faces)
+    after = calibrate.head_probabilities(load_model(tmp_path / "cal.keras"), faces)
+    assert np.allclose(after.mean((0, 1)), calibrate.tempered(before, temperature), atol=1e-5)
+    assert (after.mean((0, 1)).argmax(1) >= 0).all() and np.allclose(after.sum(-1), 1, atol=1e-5)

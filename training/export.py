@@ -125,8 +125,7 @@ def main(argv=None) -> int:
     parser.add_argument("--latency-repeats", type=int, default=300, help="batch-1 calls timed per form")
     args = parser.parse_args(argv)
 
-    from training.evaluate import predict_labels
-    from training.metrics import score
+    from training.evaluate import predict_probabilities, score_all, with_votes
     from webapp.vision.classifier import EmotionClassifier
     from webapp.vision.layers import load_model
 
@@ -136,7 +135,7 @@ def main(argv=None) -> int:
     model = load_model(args.model)
     try:
         train = load_split(args.data, "train") if args.data else None
-        held_out = load_split(args.data, args.split) if args.data else None
+        held_out = with_votes(load_split(args.data, args.split), args.data, None) if args.data else None
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -157,7 +156,7 @@ def main(argv=None) -> int:
         path = out / f"emotion_{form}.tflite"
         path.write_bytes(convert(model, form, calibration))
         paths[form] = str(path)
-    print(f"{'form':<9}{'size KB':>9}{'accuracy':>10}{'vs keras':>10}{'ms/face':>9}")
+    print(f"{'form':<9}{'size KB':>9}{'accuracy':>10}{'vs keras':>10}{'FER+':>8}{'ms/face':>9}")
     for form, path in paths.items():
         classifier = EmotionClassifier(path)
         entry = {
@@ -166,12 +165,16 @@ def main(argv=None) -> int:
             "median_ms_per_face": round(median_latency_ms(classifier, args.latency_repeats), 3),
         }
         if held_out is not None:
-            entry["accuracy"] = round(score(held_out.labels, predict_labels(classifier, held_out)).accuracy, 4)
+            result = score_all(held_out, predict_probabilities(classifier, held_out))
+            entry["accuracy"] = round(result.accuracy, 4)
+            if result.ferplus is not None:
+                entry["ferplus_accuracy"] = round(result.ferplus.accuracy, 4)
         summary["forms"][form] = entry
         base = summary["forms"]["keras"].get("accuracy")
         delta = f"{entry['accuracy'] - base:+.4f}" if held_out is not None else "-"
         accuracy = f"{entry['accuracy']:.4f}" if held_out is not None else "-"
-        print(f"{form:<9}{entry['size_kb']:>9}{accuracy:>10}{delta:>10}{entry['median_ms_per_face']:>9}")
+        ferplus = f"{entry['ferplus_accuracy']:.4f}" if "ferplus_accuracy" in entry else "-"
+        print(f"{form:<9}{entry['size_kb']:>9}{accuracy:>10}{delta:>10}{ferplus:>8}{entry['median_ms_per_face']:>9}")
     if held_out is not None:
         summary["data"] = held_out.source
     (out / "export.json").write_text(json.dumps(summary, indent=2) + "\n")
