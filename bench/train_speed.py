@@ -27,6 +27,7 @@ import numpy as np
 from tests.harness import FER2013
 
 TRAIN_IMAGES = 28_709
+REPEATS = 3
 
 
 def train_args(**options):
@@ -72,9 +73,12 @@ def fit_rate(width: int, xla: bool, batches: int, batch_size: int, train=None) -
     else:
         data = make_datasets(args, train, train, None)[0].repeat()
     model.fit(data, steps_per_epoch=3, epochs=1, verbose=0, shuffle=False)  # traces (and with XLA compiles) the step
-    start = time.perf_counter()
-    model.fit(data, steps_per_epoch=batches, epochs=1, verbose=0, shuffle=False)
-    return batches * batch_size / (time.perf_counter() - start)
+    best = float("inf")
+    for _ in range(REPEATS):  # the best of several: other work on a shared CPU only ever slows a run
+        start = time.perf_counter()
+        model.fit(data, steps_per_epoch=batches, epochs=1, verbose=0, shuffle=False)
+        best = min(best, time.perf_counter() - start)
+    return batches * batch_size / best
 
 
 def main(argv=None) -> int:
