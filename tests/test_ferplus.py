@@ -212,25 +212,16 @@ def test_calibration_bakes_one_temperature_into_the_softmax_heads(voted_data, tm
         assert train.main([*common, "--labels", "ferplus-votes", "--classes", "8", "--seed", seed, "--name", seed]) == 0
     members = [str(tmp_path / seed / "last.keras") for seed in ("1", "2")]
     assert ensemble.main(["--members", *members, "--out", str(tmp_path / "ensemble.keras")]) == 0
-    assert (
-        calibrate.main(
-            [
-                "--model",
-                str(tmp_path / "ensemble.keras"),
-                "--data",
-                str(voted_data),
-                "--out",
-                str(tmp_path / "cal.keras"),
-            ]
-        )
-        == 0
-    )
+    model, calibrated = str(tmp_path / "ensemble.keras"), str(tmp_path / "cal.keras")
+    capsys.readouterr()
+    assert calibrate.main(["--model", model, "--data", str(voted_data), "--out", calibrated, "--match-neutral"]) == 0
     out = capsys.readouterr().out
     temperature = float(out.split("temperature ")[1].split()[0])
+    shift = float(out.split("neutral logit lowered by ")[1].split(":")[0])
     assert "against the FER+ majority" in out and temperature in calibrate.TEMPERATURES
 
     faces = np.random.default_rng(3).integers(0, 256, (5, 48, 48), dtype=np.uint8)
     before = calibrate.head_probabilities(load_model(tmp_path / "ensemble.keras"), faces)
     after = calibrate.head_probabilities(load_model(tmp_path / "cal.keras"), faces)
-    assert np.allclose(after.mean((0, 1)), calibrate.tempered(before, temperature), atol=1e-5)
+    assert np.allclose(after.mean((0, 1)), calibrate.tempered(before, temperature, shift), atol=1e-5)
     assert (after.mean((0, 1)).argmax(1) >= 0).all() and np.allclose(after.sum(-1), 1, atol=1e-5)

@@ -11,6 +11,10 @@ single model's ranking of classes. T minimises the negative log-likelihood of th
 the FER+ majority when the faces have votes, else the folder's labels. It is fitted on
 val, so the expected calibration error is also printed for each half of val with T
 fitted on the other half.
+
+--match-neutral also lowers every head's neutral logit, by the least amount that makes the
+model call no more faces of val neutral than the FER+ majority does: consensus training
+leans to neutral, and a user who frowns must not be told they look neutral.
 """
 
 from __future__ import annotations
@@ -26,8 +30,11 @@ import numpy as np
 
 from training.data import DataError, load_split
 from training.metrics import expected_calibration_error
+from webapp.vision.labels import EMOTIONS
 
 TEMPERATURES = np.round(np.arange(0.30, 2.001, 0.01), 2)
+NEUTRAL_SHIFTS = np.round(np.arange(0.0, 2.001, 0.02), 2)
+NEUTRAL = EMOTIONS.index("neutral")
 
 
 def softmax_heads(model) -> list:
@@ -51,10 +58,21 @@ def head_probabilities(model, images: np.ndarray) -> np.ndarray:
     )
 
 
-def tempered(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    """The served probabilities (N, classes) with every head's logits divided by `temperature`."""
-    scaled = np.exp(np.log(np.maximum(probabilities, 1e-12)) / temperature)
+def tempered(probabilities: np.ndarray, temperature: float, neutral_shift: float = 0.0) -> np.ndarray:
+    """The served probabilities (N, classes) with every head's logits divided by `temperature`
+    and its neutral logit lowered by `neutral_shift`."""
+    logits = np.log(np.maximum(probabilities, 1e-12)) / temperature
+    logits[..., NEUTRAL] -= neutral_shift
+    scaled = np.exp(logits - logits.max(-1, keepdims=True))
     return (scaled / scaled.sum(-1, keepdims=True)).mean((0, 1))
+
+
+def fit_neutral_shift(probabilities: np.ndarray, temperature: float, share: float) -> float:
+    """The smallest shift in `NEUTRAL_SHIFTS` after which at most `share` of the faces are called neutral."""
+    for shift in NEUTRAL_SHIFTS:
+        if (tempered(probabilities, temperature, shift).argmax(1) == NEUTRAL).mean() <= share:
+            return float(shift)
+    return float(NEUTRAL_SHIFTS[-1])
 
 
 def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
@@ -69,11 +87,14 @@ def ece(probabilities: np.ndarray, labels: np.ndarray, temperature: float) -> fl
     return expected_calibration_error(served.max(1), served.argmax(1) == labels)
 
 
-def bake(model, temperature: float) -> None:
-    """Divide each softmax head's kernel and bias by `temperature`: softmax(z / T), at no cost when served."""
+def bake(model, temperature: float, neutral_shift: float = 0.0) -> None:
+    """Divide each softmax head's kernel and bias by `temperature` and lower its neutral bias by
+    `neutral_shift`: softmax(z / T - shift), at no cost when served."""
     for _, head in softmax_heads(model):
         kernel, bias = head.get_weights()
-        head.set_weights([kernel / temperature, bias / temperature])
+        bias = bias / temperature
+        bias[NEUTRAL] -= neutral_shift
+        head.set_weights([kernel / temperature, bias])
 
 
 def main(argv=None) -> int:
@@ -82,6 +103,11 @@ def main(argv=None) -> int:
     parser.add_argument("--data", required=True, help="dataset (CSV or folder) whose val split fits the temperature")
     parser.add_argument("--out", required=True, help="where to write the calibrated .keras model")
     parser.add_argument("--votes", help="FER+ vote table (default: ferplus_votes.csv beside --data)")
+    parser.add_argument(
+        "--match-neutral",
+        action="store_true",
+        help="also lower the neutral logit until the model calls neutral no more faces of val than the FER+ majority does",
+    )
     args = parser.parse_args(argv)
 
     from training.evaluate import with_votes
@@ -115,7 +141,22 @@ def main(argv=None) -> int:
             f"  fitted on one half (T {t:.2f}), ECE on the other: {ece(probabilities[:, :, check], labels[check], 1.0):.4f}"
             f" before, {ece(probabilities[:, :, check], labels[check], t):.4f} after"
         )
-    bake(model, temperature)
+    shift = 0.0
+    if args.match_neutral:
+        if val.votes is None:
+            print("error: --match-neutral needs FER+ votes", file=sys.stderr)
+            return 2
+        share = float((labels == NEUTRAL).mean())
+        before = float((tempered(probabilities, temperature).argmax(1) == NEUTRAL).mean())
+        shift = fit_neutral_shift(probabilities, temperature, share)
+        after = float((tempered(probabilities, temperature, shift).argmax(1) == NEUTRAL).mean())
+        served = tempered(probabilities, temperature, shift)
+        print(
+            f"neutral: called on {before:.4f} of faces, the FER+ majority {share:.4f}; neutral logit lowered by"
+            f" {shift:.2f}: {after:.4f}; FER+ majority accuracy {(served.argmax(1) == labels).mean():.4f}"
+            f" (was {(tempered(probabilities, temperature).argmax(1) == labels).mean():.4f})"
+        )
+    bake(model, temperature, shift)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
     print(f"wrote {args.out}")
