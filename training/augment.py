@@ -46,3 +46,28 @@ def make_augmenter(seed: int = 0, mode: str = "full") -> keras.Sequential:
 def blurs(mode: str) -> bool:
     """Whether augmentation `mode` softens images (so the model needs an InferenceBlur)."""
     return mode == "full"
+
+
+def make_mixup(alpha: float, seed: int = 0):
+    """A tf.data map that blends each image, target (and sample weight) of a batch with those of
+    another image of the batch (mixup, Zhang et al. 2018), with a weight drawn from Beta(alpha, alpha).
+
+    Blending two faces pixel by pixel is a regulariser, not a face a camera would see: it keeps a
+    fine-tune on labels the model already fits closely from memorising them.
+    """
+    import tensorflow as tf
+
+    def mix(x, y, *weights):
+        size = tf.shape(x)[0]
+        first = tf.random.gamma([size], alpha, seed=seed)
+        lam = first / (first + tf.random.gamma([size], alpha, seed=seed + 1))
+        lam = tf.maximum(lam, 1 - lam)  # each image keeps most of itself
+        partner = tf.random.shuffle(tf.range(size), seed=seed)
+
+        def blend(tensor):
+            share = tf.reshape(lam, [-1] + [1] * (len(tensor.shape) - 1))
+            return share * tensor + (1 - share) * tf.gather(tensor, partner)
+
+        return tuple(blend(tensor) for tensor in (x, y, *weights))
+
+    return mix

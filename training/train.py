@@ -92,6 +92,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="full: flip/rotate/zoom/shift/contrast (softens images: the model gets an InferenceBlur); sharp: flip/whole-pixel shift/contrast; none",
     )
     parser.add_argument(
+        "--mixup",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="blend each image and its target with another of the batch, weight ~ Beta(ALPHA, ALPHA); 0: off",
+    )
+    parser.add_argument(
         "--init-from",
         default=None,
         metavar="MODEL",
@@ -198,6 +205,10 @@ def make_datasets(args, train: LabeledFaces, val: LabeledFaces, weights: np.ndar
         train_ds = train_ds.map(
             lambda x, *rest: (augmenter(x, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE
         )
+    if args.mixup:
+        from training.augment import make_mixup
+
+        train_ds = train_ds.map(make_mixup(args.mixup, args.seed), num_parallel_calls=tf.data.AUTOTUNE)
     val_ds = tf.data.Dataset.from_tensor_slices((to_model_input(val.images), val.targets)).batch(256)
     return train_ds.prefetch(tf.data.AUTOTUNE), val_ds
 
