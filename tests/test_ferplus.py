@@ -124,6 +124,23 @@ def test_soft_label_losses_on_a_toy_batch():
     assert float(LogitAdjustedCrossEntropy(prior, tau=1.0)(targets, probabilities)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_mixup_blends_images_targets_and_weights_alike():
+    import tensorflow as tf
+
+    from training.augment import make_mixup
+
+    faces = np.stack([np.full((48, 48, 1), i, np.float32) for i in range(8)])
+    targets, weights = np.eye(8, dtype=np.float32), np.arange(8, dtype=np.float32)
+    batch = tf.data.Dataset.from_tensors((faces, targets, weights)).map(make_mixup(0.4, seed=3))
+    x, y, w = (tensor.numpy() for tensor in next(iter(batch)))
+    assert np.allclose(y.sum(1), 1) and (y.max(1) >= 0.5).all()  # each face keeps most of its own target
+    own = y[np.arange(8), np.arange(8)]
+    partner = y.argsort(1)[:, -2]
+    mixed = own < 1
+    assert np.allclose(x[:, 0, 0, 0][mixed], (own * np.arange(8) + (1 - own) * partner)[mixed], atol=1e-4)
+    assert np.allclose(w, x[:, 0, 0, 0], atol=1e-4)  # the weights blend with the same shares
+
+
 def test_score_all_reports_both_labelings():
     data = attach_votes(dataset(), read_votes_from(VOTES))
     probabilities = np.full((7, 8), 0.01, np.float32)
@@ -165,6 +182,7 @@ def test_an_8_class_run_on_votes_trains_resumes_and_is_scored_on_both_labelings(
 
     common = ["--width", "8", "--batch-size", "8", "--runs-dir", str(tmp_path), "--name", "votes"]
     options = ["--labels", "ferplus-votes", "--classes", "8", "--fer2013-weight", "0.3", "--logit-adjust", "0.5"]
+    options += ["--mixup", "0.4"]
     assert train.main(["--data", str(voted_data), "--epochs", "1", *options, *common]) == 0
     assert train.main(["--resume", str(tmp_path / "votes"), "--epochs", "2"]) == 0
     model = load_model(tmp_path / "votes" / "last.keras")
