@@ -20,6 +20,7 @@ leans to neutral, and a user who frowns must not be told they look neutral.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -159,6 +160,18 @@ def main(argv=None) -> int:
     bake(model, temperature, shift)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
+    if args.json:
+        record = {
+            "model": args.model,
+            "out": args.out,
+            "data": args.data,
+            "against": against,
+            "temperature": temperature,
+            "neutral_shift": shift,
+            "ece_before": round(ece(probabilities, labels, 1.0), 4),
+            "ece_after": round(ece(probabilities, labels, temperature), 4),
+        }
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 

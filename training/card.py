@@ -103,7 +103,9 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
         _labels(hparams),
         _augmentation(hparams, served),
         f"- {'Best checkpoint' if is_best else 'Checkpoint used: the last'}, epoch {int(used['epoch']) + 1}"
-        f" (`{run['checkpoint']}`; val accuracy {float(used['val_accuracy']):.4f} as logged in training: Keras, no TTA).",
+        f" (`{run['checkpoint']}`; val accuracy {float(used['val_accuracy']):.4f}"
+        + (" against the FER+ majority" if hparams.get("labels", "fer2013") != "fer2013" else "")
+        + " as logged in training: Keras, no TTA).",
         f"- Training time on the 2-core CPU: {sum(seconds) / 3600:.2f} h, {sorted(seconds)[len(seconds) // 2]:.0f} s per epoch (median; the machine was shared with other work).",
         _kept(run),
     ]
@@ -157,7 +159,7 @@ def _train_command(hparams: dict) -> str:
     )
 
 
-def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
+def render(runs: list[Path], export: dict, report: dict, served: str, calibration: dict | None = None) -> str:
     """The card as Markdown; more than one run means the served model is their ensemble."""
     members = [_read_run(run) for run in runs]
     forms = export["forms"]
@@ -222,6 +224,25 @@ def render(runs: list[Path], export: dict, report: dict, served: str) -> str:
             + " ".join(f"runs/{member['name']}/{member['checkpoint']}" for member in members)
             + f" --out {source}"
         )
+    if calibration:
+        calibrated = f"{source.removesuffix('.keras')}-calibrated.keras"
+        neutral = " --match-neutral" if calibration["neutral_shift"] else ""
+        commands.append(
+            f"python -m training.calibrate --model {source} --data {first['data']} --out {calibrated}{neutral}"
+        )
+        source = calibrated
+        lines += [
+            f"Calibrated (`training.calibrate`, fitted on val against {calibration['against']}): every softmax head's logits"
+            f" divided by {calibration['temperature']:.2f}"
+            + (
+                f" and its neutral logit lowered by {calibration['neutral_shift']:.2f}, so the model calls no more"
+                " faces of val neutral than the FER+ majority does"
+                if calibration["neutral_shift"]
+                else ""
+            )
+            + f"; ECE {calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after (temperature alone).",
+            "",
+        ]
     commands.append(f"python -m training.export --model {source} --out models --data {first['data']}")
     lines += ["Reproduce:", "", "```", *commands, "```", ""]
     lines += [
@@ -291,10 +312,14 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--report", required=True, help="JSON from `python -m training.evaluate --json` on val")
     parser.add_argument("--extra", help="Markdown file appended to the card (measurements made elsewhere)")
+    parser.add_argument(
+        "--calibration", help="JSON from `python -m training.calibrate --json`, if the model was calibrated"
+    )
     args = parser.parse_args(argv)
     models = Path(args.models)
     export, report = json.loads((models / "export.json").read_text()), json.loads(Path(args.report).read_text())
-    card = render([Path(run) for run in args.run], export, report, served=Path(report["model"]).name)
+    calibration = json.loads(Path(args.calibration).read_text()) if args.calibration else None
+    card = render([Path(run) for run in args.run], export, report, Path(report["model"]).name, calibration)
     if args.extra:
         card += "\n" + Path(args.extra).read_text()
     (models / "README.md").write_text(card)
