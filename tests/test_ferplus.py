@@ -203,6 +203,18 @@ def test_an_8_class_run_on_votes_trains_resumes_and_is_scored_on_both_labelings(
     assert 0 <= record["ece"] <= 1 and set(record["neutral_share"]) == {"model", "ferplus_majority"}
     assert report.with_name("eval-ferplus.png").stat().st_size > 1000
 
+    # a folder holding only some of the model's classes, contempt among them, and no votes
+    import shutil
+
+    subset = tmp_path / "subset"
+    shutil.copytree(voted_data / "val" / "happy", subset / "happy")
+    shutil.copytree(voted_data / "val" / "sad", subset / "contempt")
+    assert evaluate.main(["--data", str(subset), "--model", model_file, "--json", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "FER+ majority" not in out and out.strip().splitlines()[-1].startswith("accuracy: ")
+    record = json.loads(report.read_text())
+    assert record["count"] == 4 and set(record["per_class_accuracy"]) == {"happy", "contempt"}
+
 
 def test_contempt_needs_ferplus_labels(voted_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
