@@ -244,11 +244,28 @@ def test_calibration_bakes_one_temperature_into_the_softmax_heads(voted_data, tm
     assert ensemble.main(["--members", *members, "--out", str(tmp_path / "ensemble.keras")]) == 0
     model, calibrated = str(tmp_path / "ensemble.keras"), str(tmp_path / "cal.keras")
     capsys.readouterr()
-    assert calibrate.main(["--model", model, "--data", str(voted_data), "--out", calibrated, "--match-neutral"]) == 0
+    assert (
+        calibrate.main(
+            [
+                "--model",
+                model,
+                "--data",
+                str(voted_data),
+                "--out",
+                calibrated,
+                "--match-neutral",
+                "--json",
+                str(tmp_path / "cal.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     temperature = float(out.split("temperature ")[1].split()[0])
     shift = float(out.split("neutral logit lowered by ")[1].split(":")[0])
     assert "against the FER+ majority" in out and temperature in calibrate.TEMPERATURES
+    record = json.loads((tmp_path / "cal.json").read_text())
+    assert record["temperature"] == temperature and record["neutral_shift"] == shift
 
     faces = np.random.default_rng(3).integers(0, 256, (5, 48, 48), dtype=np.uint8)
     before = calibrate.head_probabilities(load_model(tmp_path / "ensemble.keras"), faces)

@@ -109,6 +109,7 @@ def main(argv=None) -> int:
         action="store_true",
         help="also lower the neutral logit until the model calls neutral no more faces of val than the FER+ majority does",
     )
+    parser.add_argument("--json", metavar="OUT", help="also write the fitted values as JSON (for training.card)")
     args = parser.parse_args(argv)
 
     from training.evaluate import with_votes
@@ -160,6 +161,18 @@ def main(argv=None) -> int:
     bake(model, temperature, shift)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
+    if args.json:
+        record = {
+            "model": args.model,
+            "out": args.out,
+            "data": args.data,
+            "against": against,
+            "temperature": temperature,
+            "neutral_shift": shift,
+            "ece_before": round(ece(probabilities, labels, 1.0), 4),
+            "ece_after": round(ece(probabilities, labels, temperature), 4),
+        }
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     if args.json:
         record = {
             "model": args.model,
