@@ -101,7 +101,12 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
             "none": ": no weights; every image counts the same, which favours overall accuracy over rare-class recall.",
         }[weights],
         _labels(hparams),
-        _augmentation(hparams, served),
+        _augmentation(hparams, served)
+        + (
+            f" Mixup (`--mixup {hparams['mixup']:g}`): each image and its target blended with another's of the batch."
+            if hparams.get("mixup")
+            else ""
+        ),
         f"- {'Best checkpoint' if is_best else 'Checkpoint used: the last'}, epoch {int(used['epoch']) + 1}"
         f" (`{run['checkpoint']}`; val accuracy {float(used['val_accuracy']):.4f}"
         + (" against the FER+ majority" if hparams.get("labels", "fer2013") != "fer2013" else "")
@@ -123,6 +128,12 @@ def _labels(hparams: dict) -> str:
     if hparams.get("logit_adjust"):
         line += f"; logit-adjusted loss, tau {hparams['logit_adjust']:g}"
     return line + "."
+
+
+def _recall(report: dict, name: str) -> str:
+    """A class's recall in a report, or a dash where the labels have no face of that class."""
+    recall = report["per_class_accuracy"].get(name)
+    return "-" if recall is None else f"{recall:.3f}"
 
 
 def _kept(run: dict) -> str:
@@ -153,6 +164,8 @@ def _train_command(hparams: dict) -> str:
         )
         if hparams.get("logit_adjust"):
             labels += f" --logit-adjust {hparams['logit_adjust']:g}"
+    if hparams.get("mixup"):
+        labels += f" --mixup {hparams['mixup']:g}"
     return (
         f"python -m training.train --data {hparams['data']} {model} --epochs {hparams['epochs']}"
         f" --class-weights {hparams['class_weights']}{labels} --seed {hparams['seed']} --name {hparams['name']}"
@@ -273,10 +286,7 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
     ]
     if ferplus:
         lines += ["", "| class | recall, FER-2013 labels | recall, FER+ majority |", "|---|---|---|"]
-        lines += [
-            f"| {name} | {report['per_class_accuracy'].get(name, float('nan')):.3f} | {ferplus['per_class_accuracy'].get(name, float('nan')):.3f} |"
-            for name in classes
-        ]
+        lines += [f"| {name} | {_recall(report, name)} | {_recall(ferplus, name)} |" for name in classes]
     else:
         lines += ["", "| class | accuracy (recall) |", "|---|---|"]
         lines += [f"| {name} | {acc:.3f} |" for name, acc in report["per_class_accuracy"].items()]
