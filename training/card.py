@@ -256,7 +256,8 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
             + f"; ECE {calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after (temperature alone).",
             "",
         ]
-    commands.append(f"python -m training.export --model {source} --out models --data {first['data']}")
+    written = " ".join(form for form in forms if form != "keras")
+    commands.append(f"python -m training.export --model {source} --out models --data {first['data']} --forms {written}")
     lines += ["Reproduce:", "", "```", *commands, "```", ""]
     lines += [
         "## Accuracy on FER-2013 val (PublicTest)",
