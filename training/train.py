@@ -118,7 +118,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--xla",
         action="store_true",
-        help="compile the train step with XLA (about 20%% faster on this CPU; Keras turns it off on CPUs by default)",
+        help="compile the train step with XLA (slower with TensorFlow 2.21 on the 2-core dev CPU: see bench.train_speed)",
     )
     args = parser.parse_args(argv)
     if not args.data and not args.resume:
