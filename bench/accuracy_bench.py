@@ -73,7 +73,7 @@ def main(argv=None) -> int:
         print(
             f"{name:<40}{result.labels.accuracy:>8.4f}{result.labels.macro_f1:>7.3f}"
             + (
-                f"{plus.accuracy:>8.4f}{plus.macro_f1:>7.3f}{result.clear_non_neutral.accuracy:>7.3f}"
+                f"{plus.accuracy:>8.4f}{plus.macro_f1:>7.3f}{result.clear_non_neutral.accuracy if result.clear_non_neutral else float('nan'):>7.3f}"
                 f"{result.neutral_share['model']:>8.3f}{plus.ece:>7.3f}"
                 if plus
                 else " " * 37

@@ -22,12 +22,18 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from webapp.config import DEFAULT_MODEL
+from webapp.vision.labels import EMOTIONS
+from webapp.vision.litert import read_classes
+
 ROOT = Path(__file__).resolve().parent.parent
 # the data kept beside the repository (never in it) and Debian's Chromium; both can be moved
 SHARED = Path(os.environ.get("MOODLENS_SHARED", ROOT.parent / "shared"))
 FER2013 = SHARED / "datasets" / "fer2013"
 FACES_IN_SCENES = SHARED / "datasets" / "faces-in-scenes"
 CHROMIUM = os.environ.get("MOODLENS_CHROMIUM", "/usr/bin/chromium")
+# the classes the shipped model outputs, read from its file (8 with contempt since the FER+ model)
+SHIPPED_CLASSES: tuple[str, ...] = tuple(read_classes(DEFAULT_MODEL) or EMOTIONS)
 CHROMIUM_ARGS = [
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",

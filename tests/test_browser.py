@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, serve_in_thread, watch_page, write_y4m
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, SHIPPED_CLASSES, serve_in_thread, watch_page, write_y4m
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = ROOT / "test-artifacts"
@@ -79,7 +79,7 @@ def test_live_page_boxes_the_face_and_draws_the_overlay(page, live_server):
                    let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
     )
     assert painted > 1000  # box outline and label drawn
-    assert page.locator("#bars .bar").count() == 7
+    assert page.locator("#bars .bar").count() == len(SHIPPED_CLASSES)
     assert page.locator("#fps").inner_text().endswith("fps") and page.locator("#fps").inner_text() != "– fps"
     page.screenshot(path=str(ARTIFACTS / "live.png"))
 
@@ -225,14 +225,14 @@ def test_live_timeline_draws_the_largest_face(page, live_server):
     page.wait_for_function("() => window.moodlens.timeline.points >= 15", timeout=60_000)
     timeline = page.evaluate("() => ({...window.moodlens.timeline})")
     assert timeline["faceId"] == page.evaluate("window.moodlens.stats.lastReply.faces[0].id")
-    # uPlot drew the 7 series on its canvas: count painted pixels, and one legend entry per emotion
+    # uPlot drew one series per class on its canvas: count painted pixels, and one legend entry per emotion
     painted = page.evaluate(
         """() => { const c = document.querySelector('#timeline canvas');
                    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
                    let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
     )
     assert painted > 500
-    assert page.locator("#timeline .u-legend .u-series").count() == 7  # one per emotion
+    assert page.locator("#timeline .u-legend .u-series").count() == len(SHIPPED_CLASSES)  # one per emotion
     assert "face #" in page.locator("#timeline-title").inner_text()
     page.screenshot(path=str(ARTIFACTS / "live-timeline.png"), full_page=True)
 
@@ -256,14 +256,13 @@ def test_recording_downloads_csv_and_json_and_summarises(page, live_server, tmp_
     assert info.value.suggested_filename.startswith("moodlens-") and path.suffix == ".csv"
     with path.open(newline="") as f:
         table = list(csv.reader(f))
-    emotions = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
-    header = ["t_ms", "face_id", "x", "y", "width", "height", "emotion", "score", *[f"p_{e}" for e in emotions]]
+    header = ["t_ms", "face_id", "x", "y", "width", "height", "emotion", "score", *[f"p_{e}" for e in SHIPPED_CLASSES]]
     assert table[0] == header
     assert len(table) - 1 == rows >= 20  # one face in view: one row per analysed frame
     times = [int(row[0]) for row in table[1:]]
     assert times == sorted(times) and times[-1] > 0
     for row in table[1:]:
-        assert row[6] in emotions and 120 < float(row[2]) < 300
+        assert row[6] in SHIPPED_CLASSES and 120 < float(row[2]) < 300
         assert abs(sum(float(p) for p in row[8:]) - 1) < 0.01
     with page.expect_download() as info:
         page.click("#download-json")

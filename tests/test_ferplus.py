@@ -267,6 +267,15 @@ def test_calibration_bakes_one_temperature_into_the_softmax_heads(voted_data, tm
     record = json.loads((tmp_path / "cal.json").read_text())
     assert record["temperature"] == temperature and record["neutral_shift"] == shift
 
+    # a 7-class model is calibrated against the majority over its own classes (no contempt)
+    seven = ["--labels", "ferplus-votes", "--classes", "7", "--name", "seven"]
+    assert train.main([*common, *seven]) == 0
+    out7 = str(tmp_path / "seven.keras")
+    assert (
+        calibrate.main(["--model", str(tmp_path / "seven" / "last.keras"), "--data", str(voted_data), "--out", out7])
+        == 0
+    )
+
     faces = np.random.default_rng(3).integers(0, 256, (5, 48, 48), dtype=np.uint8)
     before = calibrate.head_probabilities(load_model(tmp_path / "ensemble.keras"), faces)
     after = calibrate.head_probabilities(load_model(tmp_path / "cal.keras"), faces)

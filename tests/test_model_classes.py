@@ -8,12 +8,13 @@ import io
 import json
 import re
 from html import unescape
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.harness import jpeg_bytes, tiny_emotion_model, video_bytes
-from training.export import with_classes
+from training.export import with_class_metadata
 from webapp.vision.classifier import EmotionClassifier
 from webapp.vision.labels import EMOTIONS, EMOTIONS_WITH_CONTEMPT
 from webapp.vision.litert import read_classes
@@ -58,13 +59,13 @@ def test_export_writes_the_class_list_into_every_form(fer_plus_models):
 
 def test_the_class_list_changes_no_answer(plain_eight, tmp_path):
     named = tmp_path / "named8.tflite"
-    named.write_bytes(with_classes(plain_eight.read_bytes(), EMOTIONS_WITH_CONTEMPT))
+    named.write_bytes(with_class_metadata(plain_eight.read_bytes(), EMOTIONS_WITH_CONTEMPT))
     assert read_classes(plain_eight) is None and read_classes(named) == EMOTIONS_WITH_CONTEMPT
     faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
     before, after = (EmotionClassifier(path, threads=1).predict_probabilities(faces) for path in (plain_eight, named))
     np.testing.assert_array_equal(before, after)
     # written twice, the list is replaced, not duplicated
-    again = with_classes(named.read_bytes(), EMOTIONS_WITH_CONTEMPT)
+    again = with_class_metadata(named.read_bytes(), EMOTIONS_WITH_CONTEMPT)
     assert again.count(b'"contempt"') == 1
 
 
@@ -77,15 +78,16 @@ def test_files_without_a_class_list_are_named_by_their_outputs(plain_eight, tmp_
         classifier = EmotionClassifier(path)
         assert classifier.classes == EMOTIONS
         assert list(classifier.classify(np.zeros((1, 48, 48), np.uint8))[0].probabilities) == list(EMOTIONS)
-    assert read_classes(model_path) is None and EmotionClassifier(model_path).classes == EMOTIONS  # the shipped model
+    previous = Path(model_path).parent / "fer2013" / "emotion_int8.tflite"  # shipped before class lists existed
+    assert read_classes(previous) is None and EmotionClassifier(previous).classes == EMOTIONS
 
 
 def test_a_class_list_that_does_not_fit_the_outputs_is_refused(plain_eight, tmp_path):
     path = tmp_path / "wrong.tflite"
-    path.write_bytes(with_classes(plain_eight.read_bytes(), EMOTIONS))
+    path.write_bytes(with_class_metadata(plain_eight.read_bytes(), EMOTIONS))
     with pytest.raises(ValueError, match="8 outputs, but the file names the classes"):
         EmotionClassifier(path)
-    path.write_bytes(with_classes(plain_eight.read_bytes(), range(8)))
+    path.write_bytes(with_class_metadata(plain_eight.read_bytes(), range(8)))
     with pytest.raises(ValueError, match="not a JSON list of class names"):
         read_classes(path)
 
@@ -126,10 +128,10 @@ def test_healthz_and_the_pages_list_the_eight_classes(fer_plus_app):
     assert "<th>contempt</th>" in client.get("/upload").get_data(as_text=True)
 
 
-def test_the_shipped_model_keeps_seven_classes(client):
-    assert client.get("/healthz").json["emotions"] == list(EMOTIONS)
-    html = client.get("/").get_data(as_text=True)
-    assert page_emotions(html) == list(EMOTIONS) and "contempt" not in html
+def test_the_shipped_model_names_its_eight_classes(client, model_path):
+    assert read_classes(model_path) == EMOTIONS_WITH_CONTEMPT
+    assert client.get("/healthz").json["emotions"] == list(EMOTIONS_WITH_CONTEMPT)
+    assert page_emotions(client.get("/").get_data(as_text=True)) == list(EMOTIONS_WITH_CONTEMPT)
 
 
 def test_the_video_api_follows_the_model(fer_plus_app, grace_rgb):

@@ -30,19 +30,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from training.data import DataError, load_split
+from training.ferplus import NEUTRAL
 from training.metrics import expected_calibration_error
-from webapp.vision.labels import EMOTIONS
 
 TEMPERATURES = np.round(np.arange(0.30, 2.001, 0.01), 2)
 NEUTRAL_SHIFTS = np.round(np.arange(0.0, 2.001, 0.02), 2)
-NEUTRAL = EMOTIONS.index("neutral")
 
 
 def softmax_heads(model) -> list:
     """(sub-model, its softmax Dense layer) for the model, or for each member of an ensemble."""
     import keras
 
-    members = [layer for layer in model.layers if isinstance(layer, keras.Model)] or [model]
+    # an ensemble averages its members' softmax outputs in a layer named "emotion" (training.ensemble)
+    is_ensemble = isinstance(model.get_layer("emotion"), keras.layers.Average)
+    members = [layer for layer in model.layers if isinstance(layer, keras.Model)] if is_ensemble else [model]
     return [(member, member.get_layer("emotion")) for member in members]
 
 
@@ -83,8 +84,9 @@ def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(TEMPERATURES[int(np.argmin(losses))])
 
 
-def ece(probabilities: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    served = tempered(probabilities, temperature)
+def ece(probabilities: np.ndarray, labels: np.ndarray, temperature: float, neutral_shift: float = 0.0) -> float:
+    """The expected calibration error (10 bins) of the served probabilities against `labels`."""
+    served = tempered(probabilities, temperature, neutral_shift)
     return expected_calibration_error(served.max(1), served.argmax(1) == labels)
 
 
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
 
     from training.evaluate import with_votes
     from training.ferplus import majority
-    from webapp.vision.layers import load_model
+    from webapp.vision.layers import load_model, model_classes
 
     if not Path(args.model).is_file():
         print(f"error: model file {args.model!r} not found", file=sys.stderr)
@@ -124,11 +126,11 @@ def main(argv=None) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    labels, against = val.labels, "the folder's labels"
-    if val.votes is not None:
-        labels, against = majority(val.votes), "the FER+ majority"
-    known = labels >= 0
     model = load_model(args.model)
+    labels, against = val.labels, "the folder's labels"
+    if val.votes is not None:  # over the model's own classes: a 7-class model is not asked for contempt
+        labels, against = majority(val.votes, model_classes(model)), "the FER+ majority"
+    known = labels >= 0
     probabilities = head_probabilities(model, val.images[known])
     labels = labels[known]
     temperature = fit_temperature(probabilities, labels)
@@ -170,19 +172,7 @@ def main(argv=None) -> int:
             "temperature": temperature,
             "neutral_shift": shift,
             "ece_before": round(ece(probabilities, labels, 1.0), 4),
-            "ece_after": round(ece(probabilities, labels, temperature), 4),
-        }
-        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
-    if args.json:
-        record = {
-            "model": args.model,
-            "out": args.out,
-            "data": args.data,
-            "against": against,
-            "temperature": temperature,
-            "neutral_shift": shift,
-            "ece_before": round(ece(probabilities, labels, 1.0), 4),
-            "ece_after": round(ece(probabilities, labels, temperature), 4),
+            "ece_after": round(ece(probabilities, labels, temperature, shift), 4),
         }
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {args.out}")

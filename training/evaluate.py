@@ -25,11 +25,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from training.data import DataError, FaceDataset, load_split
-from training.ferplus import attach_votes, clear_majority, find_votes, majority, read_votes
+from training.ferplus import NEUTRAL, attach_votes, clear_majority, find_votes, majority, read_votes
 from training.metrics import Report, format_report, save_confusion_png, score
 from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
-
-NEUTRAL = EMOTIONS_WITH_CONTEMPT.index("neutral")
 
 
 @dataclass(frozen=True)
@@ -57,21 +55,22 @@ class Evaluation:
 
 
 def predict_probabilities(classifier, dataset: FaceDataset, batch_size: int = 256) -> np.ndarray:
-    """Probabilities (N, classes) of an `EmotionClassifier` for every face in `dataset`."""
+    """Probabilities (N, classes) of an `EmotionClassifier` for every face in `dataset`, with the
+    columns in `EMOTIONS_WITH_CONTEMPT` order (the order labels are scored in), whatever the file's."""
     from tqdm import tqdm
 
+    classes = tuple(classifier.classes)
+    canonical = EMOTIONS_WITH_CONTEMPT[: len(classes)]
+    if set(classes) != set(canonical):
+        raise ValueError(f"the model's classes {', '.join(classes)} are not {', '.join(canonical)}")
     batches = range(0, len(dataset), batch_size)
-    return np.concatenate(
+    probabilities = np.concatenate(
         [
             classifier.predict_probabilities(dataset.images[start : start + batch_size])
             for start in tqdm(batches, desc="evaluating", unit="batch", disable=None, leave=False)
         ]
     )
-
-
-def predict_labels(classifier, dataset: FaceDataset, batch_size: int = 256) -> np.ndarray:
-    """Integer predictions of an `EmotionClassifier` for every face in `dataset`."""
-    return predict_probabilities(classifier, dataset, batch_size).argmax(1)
+    return probabilities[:, [classes.index(name) for name in canonical]]
 
 
 def score_all(dataset: FaceDataset, probabilities: np.ndarray) -> Evaluation:

@@ -7,7 +7,7 @@ float32: half the size) and emotion_int8.tflite (full-integer weights and
 activations, calibrated on training images, float input/output) and, given --data,
 checks each form's accuracy on the val split against the Keras model and writes
 export.json with the figures. Every file carries the model's class list (7 FER-2013 classes,
-or 8 with FER+'s contempt) in its metadata; see `with_classes`.
+or 8 with FER+'s contempt) in its metadata; see `with_class_metadata`.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def convert(model, form: str, calibration: np.ndarray | None = None) -> bytes:
             verbose=False,
         )
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        return with_classes(_finish(converter, form, calibration), model_classes(model))
+        return with_class_metadata(_finish(converter, form, calibration), model_classes(model))
 
 
 class _AlignedBuilder(flatbuffers.Builder):
@@ -57,7 +57,7 @@ class _AlignedBuilder(flatbuffers.Builder):
         return super().StartVector(elemSize, numElems, max(alignment, TENSOR_ALIGNMENT))
 
 
-def with_classes(tflite: bytes, classes) -> bytes:
+def with_class_metadata(tflite: bytes, classes) -> bytes:
     """`tflite` with `classes` in its metadata: the entry `CLASSES_METADATA`, a UTF-8 JSON list.
 
     The model is unpacked and packed again with the schema's object API; its tensors and

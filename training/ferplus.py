@@ -3,7 +3,9 @@
 `ferplus_votes.csv` (see ../shared/datasets/fer2013/README.md) has one row per image with
 the vote counts `neutral, happiness, surprise, sadness, anger, disgust, fear, contempt,
 unknown, NF`. Rows join to folder images by `<emotion>/<file name>` and to `fer2013.csv`
-rows by `fer2013_row`. Images whose votes are mostly `unknown` or `NF` (not a face) are
+rows by `fer2013_row`. FER-2013 holds some images several times; the table gives all copies of one
+image the votes of one row, so joined by row number (the CSV layout) the other copies have no votes and
+are left out (about 1,200 images, 4%), while joined by file (the folder layout) every copy has them. Images whose votes are mostly `unknown` or `NF` (not a face) are
 unusable: they are left out of training and of FER+ scores, as are images FER+ dropped.
 """
 
@@ -25,6 +27,7 @@ VOTES_FILE = "ferplus_votes.csv"
 LABEL_MODES = ("fer2013", "ferplus-majority", "ferplus-votes")
 # a label is "clear" when at least this many of the ten annotators agree on it
 CLEAR_AGREEMENT = 7
+NEUTRAL = EMOTIONS_WITH_CONTEMPT.index("neutral")
 
 
 def read_votes(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -98,7 +101,7 @@ def clear_majority(votes: np.ndarray, classes: tuple[str, ...] = EMOTIONS_WITH_C
     labels = majority(votes, classes)
     counts = class_votes(votes, classes)
     agreed = counts[np.arange(len(labels)), np.maximum(labels, 0)] >= CLEAR_AGREEMENT
-    return np.where(agreed, labels, -1)
+    return np.where(agreed & (labels >= 0), labels, -1)
 
 
 def training_targets(

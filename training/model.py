@@ -72,7 +72,8 @@ def with_blur_sigma(model: keras.Model, sigma: float) -> keras.Model:
 def with_classes(model: keras.Model, classes: tuple[str, ...]) -> keras.Model:
     """`model` with a classifier head for `classes`, keeping its features and the head's
     weights for classes it already has. A class it lacks (contempt, for a FER-2013 model)
-    starts with zero weights and a bias giving it 1% of the probability."""
+    starts with zero weights and a bias of log(0.01) plus the log-sum-exp of the old biases: a
+    small share, about 1% where the other classes' features add nothing."""
     old_classes = model_classes(model)
     if tuple(classes) == old_classes and isinstance(model.layers[-1], EmotionClasses):
         return model
