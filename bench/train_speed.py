@@ -116,8 +116,9 @@ def main(argv=None) -> int:
                 f"input pipeline alone, augment {augment}", pipeline_rate(train, augment, args.batches, args.batch_size)
             )
         for width in args.widths:
-            rate = fit_rate(width, True, args.batches, args.batch_size, train)
-            row(f"pipeline (full) + step, width {width}, XLA, {threads} threads", rate)
+            for xla in (False, True):
+                rate = fit_rate(width, xla, args.batches, args.batch_size, train)
+                row(f"pipeline (full) + step, width {width}{', XLA' if xla else ''}, {threads} threads", rate)
     for width in args.widths:
         for xla in (False, True):
             rate = fit_rate(width, xla, args.batches, args.batch_size)

@@ -81,7 +81,9 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
     """Markdown bullets for one run's recipe, time and served checkpoint, after those of the run it was fine-tuned from."""
     lines = []
     if run["parent"]:
-        lines += [f"Trained as `{run['parent']['name']}`:", "", *_recipe(run["parent"], served=False)]
+        if not run["parent"]["parent"]:  # the lineage's first run, named once
+            lines += [f"Trained as `{run['parent']['name']}`:", ""]
+        lines += [*_recipe(run["parent"], served=False)]
         lines += [
             "",
             f"then fine-tuned from `{run['hparams']['init_from']}` as `{run['name']}` (a fresh optimizer and schedule):",
