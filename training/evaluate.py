@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from training.data import DataError, FaceDataset, load_split
-from training.ferplus import NEUTRAL, attach_votes, clear_majority, find_votes, majority, read_votes
+from training.ferplus import NEUTRAL, attach_votes, clear_majority, majority, votes_table
 from training.metrics import Report, format_report, save_confusion_png, score
 from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
 
@@ -105,8 +105,8 @@ def evaluate(model_path: str, dataset: FaceDataset, flip_tta: bool = True) -> Ev
 
 def with_votes(dataset: FaceDataset, data: str, votes: str | None) -> FaceDataset:
     """`dataset` with FER+ votes from `votes`, or from ferplus_votes.csv beside `data` when there is one."""
-    votes_file = votes or find_votes(data)
-    return attach_votes(dataset, read_votes(votes_file)) if votes_file else dataset
+    table = votes_table(data, votes)
+    return attach_votes(dataset, table) if table is not None else dataset
 
 
 def main(argv=None) -> int:

@@ -67,6 +67,12 @@ def find_votes(data: str | os.PathLike) -> Path | None:
     return None
 
 
+def votes_table(data: str | os.PathLike, votes: str | os.PathLike | None = None) -> dict[str, np.ndarray] | None:
+    """The vote table from `votes`, or from ferplus_votes.csv beside `data`; None when there is neither."""
+    votes_file = votes or find_votes(data)
+    return read_votes(votes_file) if votes_file else None
+
+
 def attach_votes(dataset: FaceDataset, table: dict[str, np.ndarray]) -> FaceDataset:
     """`dataset` with `votes` (N, 10): each image's counts, NaN for images the table lacks."""
     if dataset.keys is None:

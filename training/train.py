@@ -158,17 +158,16 @@ def load_splits(args) -> tuple[LabeledFaces, LabeledFaces]:
     """Train and val faces with their targets. Val is scored against FER+'s majority (ties
     left out) when training on FER+ labels, so the best checkpoint is the best at consensus."""
     from training.data import load_split
-    from training.ferplus import attach_votes, find_votes, read_votes
+    from training.ferplus import attach_votes, votes_table
 
     train, val = load_split(args.data, "train"), load_split(args.data, "val")
     if args.labels == "fer2013":
         return labeled(train, args, 0.0), labeled(val, args, 0.0)
-    votes_file = args.votes or find_votes(args.data)
-    if votes_file is None:
+    table = votes_table(args.data, args.votes)
+    if table is None:
         raise DataError(
             f"--labels {args.labels} needs FER+ votes: no ferplus_votes.csv beside {args.data}; pass --votes"
         )
-    table = read_votes(votes_file)
     train, val = attach_votes(train, table), attach_votes(val, table)
     val_args = argparse.Namespace(**{**vars(args), "labels": "ferplus-majority"})
     return labeled(train, args, args.fer2013_weight), labeled(val, val_args, 0.0)

@@ -73,10 +73,10 @@ class EmotionClassifier:
 
     def _load_keras(self):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from webapp.vision.layers import EmotionClasses, load_model
+        from webapp.vision.layers import load_model, named_classes
 
         model = load_model(self.model_path)
-        named = next((layer.classes for layer in model.layers if isinstance(layer, EmotionClasses)), None)
+        named = named_classes(model)
         self.classes = self._checked_classes(list(model.inputs[0].shape), list(model.outputs[0].shape), named)
         return lambda x: np.asarray(model.predict_on_batch(x))
 

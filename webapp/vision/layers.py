@@ -71,12 +71,16 @@ class EmotionClasses(keras.layers.Layer):
         return {**super().get_config(), "classes": list(self.classes)}
 
 
+def named_classes(model: keras.Model) -> tuple[str, ...] | None:
+    """The list in `model`'s `EmotionClasses` layer, or None for a model made before it."""
+    return next((layer.classes for layer in model.layers if isinstance(layer, EmotionClasses)), None)
+
+
 def model_classes(model: keras.Model) -> tuple[str, ...]:
     """The classes `model` outputs: its `EmotionClasses` list, else FER-2013's 7 by output size."""
     from webapp.vision.labels import classes_for
 
-    named = next((layer.classes for layer in model.layers if isinstance(layer, EmotionClasses)), None)
-    return named or classes_for(int(model.outputs[0].shape[-1]))
+    return named_classes(model) or classes_for(int(model.outputs[0].shape[-1]))
 
 
 def inference_blur_sigma(model: keras.Model) -> float:
