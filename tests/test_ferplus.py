@@ -281,3 +281,74 @@ def test_calibration_bakes_one_temperature_into_the_softmax_heads(voted_data, tm
     after = calibrate.head_probabilities(load_model(tmp_path / "cal.keras"), faces)
     assert np.allclose(after.mean((0, 1)), calibrate.tempered(before, temperature, shift), atol=1e-5)
     assert (after.mean((0, 1)).argmax(1) >= 0).all() and np.allclose(after.sum(-1), 1, atol=1e-5)
+
+
+def test_blend_mixes_labels_and_teacher():
+    from training.distill import blend
+
+    targets = np.array([[1.0, 0.0], [0.5, 0.5]], np.float32)
+    teacher = np.array([[0.0, 1.0], [0.9, 0.1]], np.float32)
+    np.testing.assert_allclose(blend(targets, teacher, 0.25), [[0.75, 0.25], [0.6, 0.4]], rtol=1e-6)
+    np.testing.assert_array_equal(blend(targets, teacher, 0.0), targets)
+    with pytest.raises(ValueError, match="teacher_weight"):
+        blend(targets, teacher, 1.5)
+
+
+def test_a_student_distils_its_teacher_whose_columns_are_matched_by_name(voted_data, tmp_path, capsys):
+    from training.distill import teacher_probabilities
+    from training.model import make_model
+    from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
+
+    # a teacher whose file lists the 8 classes in another order
+    reordered = tuple(reversed(EMOTIONS_WITH_CONTEMPT))
+    teacher = make_model(width=8, classes=reordered)
+    teacher.save(tmp_path / "teacher.keras")
+    faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    probabilities = teacher_probabilities(str(tmp_path / "teacher.keras"), faces, EMOTIONS_WITH_CONTEMPT)
+    from webapp.vision.classifier import EmotionClassifier
+
+    raw = EmotionClassifier(tmp_path / "teacher.keras").predict_probabilities(faces)
+    np.testing.assert_allclose(probabilities, raw[:, ::-1], rtol=1e-5)
+
+    common = ["--data", str(voted_data), "--epochs", "1", "--width", "8", "--batch-size", "8"]
+    common += ["--runs-dir", str(tmp_path), "--labels", "ferplus-votes", "--classes", "8"]
+    teacher_file = str(tmp_path / "teacher.keras")
+    assert train.main([*common, "--teacher", teacher_file, "--teacher-weight", "0.5", "--name", "student"]) == 0
+    assert "teacher" in capsys.readouterr().out
+    assert json.loads((tmp_path / "student" / "hparams.json").read_text())["teacher"] == teacher_file
+    assert train.main(["--resume", str(tmp_path / "student"), "--epochs", "2"]) == 0
+
+    # a 7-class teacher cannot teach an 8-class student
+    make_model(width=8).save(tmp_path / "seven.keras")
+    assert train.main([*common, "--teacher", str(tmp_path / "seven.keras"), "--name", "refused"]) == 2
+    assert "the student is trained on" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main([*common, "--teacher", teacher_file, "--teacher-weight", "2"])
+
+
+def test_choose_ranks_every_calibrated_combination_on_val(voted_data, tmp_path, capsys):
+    from training import choose
+    from training.calibrate import TEMPERATURES
+    from training.model import make_model
+    from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
+
+    members = []
+    for index in range(3):
+        path = tmp_path / f"m{index}.keras"
+        make_model(width=8, classes=EMOTIONS_WITH_CONTEMPT).save(path)
+        members.append(str(path))
+    report = tmp_path / "choose.json"
+    args = ["--members", *members, "--data", str(voted_data), "--max-members", "2", "--match-neutral"]
+    assert choose.main([*args, "--json", str(report)]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].split()[:3] == ["FER+", "FER2013", "clear"] and len(table) == 1 + 6  # 3 singles, 3 pairs
+    rows = json.loads(report.read_text())
+    ranked = [row["ferplus_majority"]["accuracy"] for row in rows]
+    assert ranked == sorted(ranked, reverse=True) and {len(row["members"]) for row in rows} == {1, 2}
+    assert all(row["temperature"] in TEMPERATURES and row["neutral_shift"] >= 0 for row in rows)
+    assert all(row["neutral_share"]["model"] <= row["neutral_share"]["ferplus_majority"] for row in rows if row["neutral_shift"] < 2)
+
+    assert choose.main(["--members", str(tmp_path / "absent.keras"), "--data", str(voted_data)]) == 2
+    make_model(width=8).save(tmp_path / "seven.keras")
+    assert choose.main(["--members", members[0], str(tmp_path / "seven.keras"), "--data", str(voted_data)]) == 2
+    assert "different numbers of classes" in capsys.readouterr().err

@@ -65,6 +65,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="TAU",
         help="train on probabilities scaled by prior**TAU (logit-adjusted loss: rare classes gain at inference)",
     )
+    parser.add_argument(
+        "--teacher",
+        default=None,
+        metavar="MODEL",
+        help="distil: blend this trained model's probabilities (flip TTA, unaugmented faces) into the training targets",
+    )
+    parser.add_argument(
+        "--teacher-weight", type=float, default=0.5, help="with --teacher: share of each target taken from the teacher"
+    )
     parser.add_argument("--arch", choices=("compact", "mobilenetv2"), default="compact")
     parser.add_argument("--width", type=int, default=32, help="compact CNN: channels of the first stage")
     parser.add_argument(
@@ -123,6 +132,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.data and not args.resume:
         parser.error("--data is required (unless --resume)")
+    if args.teacher and not 0 <= args.teacher_weight <= 1:
+        parser.error("--teacher-weight must be in [0, 1]")
     if args.classes == 8 and args.labels == "fer2013":
         parser.error("--classes 8 (contempt) needs FER+ labels: --labels ferplus-majority or ferplus-votes")
     return args
@@ -171,6 +182,19 @@ def load_splits(args) -> tuple[LabeledFaces, LabeledFaces]:
     train, val = attach_votes(train, table), attach_votes(val, table)
     val_args = argparse.Namespace(**{**vars(args), "labels": "ferplus-majority"})
     return labeled(train, args, args.fer2013_weight), labeled(val, val_args, 0.0)
+
+
+def with_teacher(train: LabeledFaces, args) -> LabeledFaces:
+    """`train` with `args.teacher_weight` of each target from `args.teacher` (unchanged without one)."""
+    from training.distill import blend, teacher_probabilities
+    from webapp.vision.labels import classes_for
+
+    if not args.teacher:
+        return train
+    teacher = teacher_probabilities(args.teacher, train.images, classes_for(args.classes))
+    agreement = (teacher.argmax(1) == train.targets.argmax(1)).mean()
+    print(f"teacher {args.teacher}: agrees with the labels' top class on {agreement:.3f} of train")
+    return LabeledFaces(train.images, blend(train.targets, teacher, args.teacher_weight))
 
 
 def make_loss(args, prior: np.ndarray):
@@ -346,6 +370,11 @@ def main(argv=None) -> int:
     if args.limit:
         order = np.random.default_rng(args.seed).permutation(len(train.images))[: args.limit]
         train = LabeledFaces(train.images[order], train.targets[order])
+    try:
+        train = with_teacher(train, args)
+    except (OSError, ValueError) as error:
+        print(f"error: --teacher: {error}", file=sys.stderr)
+        return 2
     classes = classes_for(args.classes)
     counts = train.targets.sum(0)
     prior = counts / counts.sum()

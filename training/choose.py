@@ -1,0 +1,142 @@
+"""Choose ensemble members on val: every combination of up to --max-members trained models,
+each calibrated as `training.calibrate` would calibrate it, ranked on the FER+ majority.
+
+    python -m training.choose --members runs/a/best.keras runs/b/best.keras runs/c/best.keras --data ../shared/datasets/fer2013 --max-members 2 --match-neutral
+
+Each member runs once over val and its mirror image; a combination averages its members'
+softmax heads with one temperature (and, with --match-neutral, the neutral shift) fitted
+for it, exactly as the calibrated ensemble will be served with flip TTA. The table shows
+both labelings, the clear faces and the neutral share, best FER+ first (the folder's labels
+when val has no votes). Choosing on val is what the issue asks; a held-out check needs data
+kept apart. The member count is the latency budget: see `bench.accuracy_bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from training.calibrate import fit_neutral_shift, fit_temperature, head_probabilities, tempered
+from training.data import DataError, FaceDataset, load_split
+from training.evaluate import Evaluation, score_all, with_votes
+from training.ferplus import NEUTRAL, majority
+from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One combination of members, calibrated, and its scores on val."""
+
+    members: tuple[str, ...]
+    temperature: float
+    neutral_shift: float
+    evaluation: Evaluation
+
+    @property
+    def rank_accuracy(self) -> float:
+        return (self.evaluation.ferplus or self.evaluation.labels).accuracy
+
+
+def member_heads(path: str, val: FaceDataset) -> np.ndarray:
+    """The model's heads' probabilities (heads, views, N, classes), columns in canonical class order."""
+    from webapp.vision.layers import load_model, model_classes
+
+    model = load_model(path)
+    classes = model_classes(model)
+    order = [classes.index(name) for name in EMOTIONS_WITH_CONTEMPT[: len(classes)]]
+    return head_probabilities(model, val.images)[..., order]
+
+
+def calibrated(members: tuple[str, ...], heads: np.ndarray, val: FaceDataset, match_neutral: bool) -> Candidate:
+    """`members` (whose stacked heads are `heads`) with the temperature and neutral shift fitted on val."""
+    labels = majority(val.votes, EMOTIONS_WITH_CONTEMPT[: heads.shape[-1]]) if val.votes is not None else val.labels
+    known = labels >= 0
+    temperature = fit_temperature(heads[:, :, known], labels[known])
+    shift = 0.0
+    if match_neutral:
+        share = float((labels[known] == NEUTRAL).mean())
+        shift = fit_neutral_shift(heads[:, :, known], temperature, share)
+    return Candidate(members, temperature, shift, score_all(val, tempered(heads, temperature, shift)))
+
+
+def rank(heads_by_member: dict[str, np.ndarray], val: FaceDataset, max_members: int, match_neutral: bool) -> list:
+    """Every combination of 1..`max_members` members, calibrated and scored, best first."""
+    candidates = [
+        calibrated(combo, np.concatenate([heads_by_member[m] for m in combo]), val, match_neutral)
+        for size in range(1, max_members + 1)
+        for combo in itertools.combinations(heads_by_member, size)
+    ]
+    return sorted(candidates, key=lambda c: -c.rank_accuracy)
+
+
+def format_table(candidates: list[Candidate]) -> str:
+    lines = [f"{'FER+':>7}{'FER2013':>9}{'clear':>7}{'neutral':>9}{'ECE':>7}{'T':>6}{'shift':>7}  members"]
+    for c in candidates:
+        e = c.evaluation
+        ferplus = f"{e.ferplus.accuracy:.4f}" if e.ferplus else "-"
+        clear = f"{e.clear_non_neutral.accuracy:.4f}" if e.clear_non_neutral else "-"
+        neutral = f"{e.neutral_share['model']:.3f}" if e.neutral_share else "-"
+        ece = (e.ferplus or e.labels).ece
+        lines.append(
+            f"{ferplus:>7}{e.accuracy:>9.4f}{clear:>7}{neutral:>9}{ece:>7.3f}{c.temperature:>6.2f}"
+            f"{c.neutral_shift:>7.2f}  {' + '.join(c.members)}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.choose",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--members", nargs="+", required=True, help="trained .keras models that output the same classes")
+    parser.add_argument("--data", required=True, help="dataset (CSV or folder) whose val split scores them")
+    parser.add_argument("--votes", help="FER+ vote table (default: ferplus_votes.csv beside --data)")
+    parser.add_argument("--max-members", type=int, default=2, help="largest combination tried")
+    parser.add_argument("--match-neutral", action="store_true", help="calibrate each with training.calibrate --match-neutral")
+    parser.add_argument("--top", type=int, default=15, help="rows printed")
+    parser.add_argument("--json", metavar="OUT", help="also write every row as JSON")
+    args = parser.parse_args(argv)
+
+    missing = [path for path in args.members if not Path(path).is_file()]
+    if missing:
+        print(f"error: model file(s) not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if args.max_members < 1:
+        print("error: --max-members must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        val = with_votes(load_split(args.data, "val"), args.data, args.votes)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.match_neutral and val.votes is None:
+        print("error: --match-neutral needs FER+ votes", file=sys.stderr)
+        return 2
+    heads = {path: member_heads(path, val) for path in dict.fromkeys(args.members)}
+    if len({h.shape[-1] for h in heads.values()}) > 1:
+        print("error: the members output different numbers of classes", file=sys.stderr)
+        return 2
+    candidates = rank(heads, val, args.max_members, args.match_neutral)
+    print(format_table(candidates[: args.top]))
+    if args.json:
+        rows = [
+            {"members": c.members, "temperature": c.temperature, "neutral_shift": c.neutral_shift, **c.evaluation.to_dict()}
+            for c in candidates
+        ]
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
