@@ -346,7 +346,11 @@ def test_choose_ranks_every_calibrated_combination_on_val(voted_data, tmp_path, 
     ranked = [row["ferplus_majority"]["accuracy"] for row in rows]
     assert ranked == sorted(ranked, reverse=True) and {len(row["members"]) for row in rows} == {1, 2}
     assert all(row["temperature"] in TEMPERATURES and row["neutral_shift"] >= 0 for row in rows)
-    assert all(row["neutral_share"]["model"] <= row["neutral_share"]["ferplus_majority"] for row in rows if row["neutral_shift"] < 2)
+    assert all(
+        row["neutral_share"]["model"] <= row["neutral_share"]["ferplus_majority"]
+        for row in rows
+        if row["neutral_shift"] < 2
+    )
 
     assert choose.main(["--members", str(tmp_path / "absent.keras"), "--data", str(voted_data)]) == 2
     make_model(width=8).save(tmp_path / "seven.keras")

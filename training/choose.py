@@ -99,11 +99,15 @@ def main(argv=None) -> int:
         description=__doc__.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--members", nargs="+", required=True, help="trained .keras models that output the same classes")
+    parser.add_argument(
+        "--members", nargs="+", required=True, help="trained .keras models that output the same classes"
+    )
     parser.add_argument("--data", required=True, help="dataset (CSV or folder) whose val split scores them")
     parser.add_argument("--votes", help="FER+ vote table (default: ferplus_votes.csv beside --data)")
     parser.add_argument("--max-members", type=int, default=2, help="largest combination tried")
-    parser.add_argument("--match-neutral", action="store_true", help="calibrate each with training.calibrate --match-neutral")
+    parser.add_argument(
+        "--match-neutral", action="store_true", help="calibrate each with training.calibrate --match-neutral"
+    )
     parser.add_argument("--top", type=int, default=15, help="rows printed")
     parser.add_argument("--json", metavar="OUT", help="also write every row as JSON")
     args = parser.parse_args(argv)
@@ -131,7 +135,12 @@ def main(argv=None) -> int:
     print(format_table(candidates[: args.top]))
     if args.json:
         rows = [
-            {"members": c.members, "temperature": c.temperature, "neutral_shift": c.neutral_shift, **c.evaluation.to_dict()}
+            {
+                "members": c.members,
+                "temperature": c.temperature,
+                "neutral_shift": c.neutral_shift,
+                **c.evaluation.to_dict(),
+            }
             for c in candidates
         ]
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
