@@ -8,7 +8,8 @@ All classifiers see the same 3,589 faces through the same evaluation code
 `FER+` against the FER+ majority (ties and mostly unknown/not-a-face left out); `clear`
 on faces at least 7 of 10 annotators agree show a non-neutral emotion; `neutral` the share
 of FER+-scored faces called neutral (the majority's own share is printed above the table);
-`ECE` the calibration error against FER+ (10 bins).
+`ECE` the calibration error against FER+ (10 bins); `@80%` how often FER+'s majority agrees
+with the answers given at 80% confidence or more, and `share` how many faces get one.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
         f"data: {data.source} ({len(data)} faces); latency: batch 1, median of {args.repeats}, {os.cpu_count()} CPU cores"
     )
     header = (
-        f"{'classifier':<40}{'FER2013':>8}{'F1':>7}{'FER+':>8}{'F1':>7}{'clear':>7}{'neutral':>8}{'ECE':>7}{'classes':>8}"
+        f"{'classifier':<40}{'FER2013':>8}{'F1':>7}{'FER+':>8}{'F1':>7}{'clear':>7}{'neutral':>8}{'ECE':>7}{'@80%':>7}{'share':>7}{'classes':>8}"
         f"{'ms/face':>9}"
     )
     print(header)
@@ -75,8 +76,9 @@ def main(argv=None) -> int:
             + (
                 f"{plus.accuracy:>8.4f}{plus.macro_f1:>7.3f}{result.clear_non_neutral.accuracy if result.clear_non_neutral else float('nan'):>7.3f}"
                 f"{result.neutral_share['model']:>8.3f}{plus.ece:>7.3f}"
+                f"{plus.confident_accuracy or float('nan'):>7.3f}{plus.confident_share:>7.3f}"
                 if plus
-                else " " * 37
+                else " " * 51
             )
             + f"{len(classifier.classes):>8}{ms:>9.3f}"
         )

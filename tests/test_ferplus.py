@@ -153,6 +153,20 @@ def test_score_all_reports_both_labelings():
     assert result.ferplus.classes == EMOTIONS_WITH_CONTEMPT and result.ferplus.ece is not None
     assert result.clear_non_neutral.count == 1 and result.clear_non_neutral.accuracy == 1.0
     assert result.neutral_share == {"model": 0.0, "ferplus_majority": pytest.approx(0.3333, abs=1e-4)}
+    # every answer here is given at 93%: all count as confident
+    assert result.ferplus.confident_share == 1.0 and result.ferplus.confident_accuracy == pytest.approx(2 / 3, abs=1e-4)
+
+
+def test_confident_answers_are_counted_apart():
+    from training.metrics import score
+
+    labels, predictions = np.array([0, 1, 2, 3]), np.array([0, 1, 0, 0])
+    probabilities = np.full((4, 7), 0.02)
+    probabilities[np.arange(4), predictions] = [0.9, 0.85, 0.5, 0.95]
+    report = score(labels, predictions, probabilities)
+    assert report.confident_share == 0.75 and report.confident_accuracy == pytest.approx(2 / 3, abs=1e-4)
+    assert score(labels, predictions).confident_share is None
+    assert score(labels, predictions, np.full((4, 7), 1 / 7)).confident_accuracy is None  # no confident answer
 
 
 @pytest.fixture(scope="module")

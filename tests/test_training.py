@@ -341,6 +341,7 @@ def test_shipped_model_on_fer2013_val_against_both_labelings(fer2013, model_path
     share = record["neutral_share"]
     assert share["model"] <= share["ferplus_majority"] + 0.005
     assert record["ferplus_majority"]["ece"] <= 0.05
+    assert record["ferplus_majority"]["confident_accuracy"] >= 0.94  # issue 14: answers at >= 80% stay right
 
 
 @pytest.mark.slow
