@@ -275,7 +275,13 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
             f"Against the FER+ majority ({ferplus['count']:,} faces; ties left out): **accuracy {ferplus['accuracy']:.4f}**,"
             f" macro-F1 {ferplus['macro_f1']:.4f}, ECE {ferplus['ece']:.3f}. On the {clear['count']:,} faces at least 7 of 10"
             f" annotators agree show a non-neutral emotion: {clear['accuracy']:.4f}. Called neutral: {share['model']:.3f} of"
-            f" faces (the FER+ majority: {share['ferplus_majority']:.3f}).",
+            f" faces (the FER+ majority: {share['ferplus_majority']:.3f})."
+            + (
+                f" Answers given at 80% confidence or more ({ferplus['confident_share']:.1%} of faces) agree with the"
+                f" majority {ferplus['confident_accuracy']:.1%} of the time."
+                if ferplus.get("confident_accuracy") is not None
+                else ""
+            ),
         ]
     lines += [
         "",
