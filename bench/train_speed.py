@@ -110,7 +110,7 @@ def main(argv=None) -> int:
         header = f"{'stage':<52}{'images/s':>10}{'s/epoch':>9}"
         print(f"{header}\n{'-' * len(header)}")
         data = load_split(args.data, "train")
-        train = LabeledFaces(data.images, np.eye(8, dtype=np.float32)[data.labels])
+        train = LabeledFaces(data.images, np.eye(8, dtype=np.float32)[data.labels], data.keys)
         for augment in ("none", "sharp", "full"):
             row(
                 f"input pipeline alone, augment {augment}", pipeline_rate(train, augment, args.batches, args.batch_size)

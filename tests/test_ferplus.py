@@ -330,7 +330,23 @@ def test_a_student_distils_its_teacher_whose_columns_are_matched_by_name(voted_d
     assert train.main([*common, "--teacher", teacher_file, "--teacher-weight", "0.5", "--name", "student"]) == 0
     assert "teacher" in capsys.readouterr().out
     assert json.loads((tmp_path / "student" / "hparams.json").read_text())["teacher"] == teacher_file
+    (tmp_path / "teacher.keras").unlink()  # the run keeps its teacher's probabilities: resume needs no teacher
     assert train.main(["--resume", str(tmp_path / "student"), "--epochs", "2"]) == 0
+
+    # a student trained again from the saved probabilities sees the same targets
+    from training.distill import load_teacher
+
+    saved = tmp_path / "student" / "teacher.npz"
+    train_faces = load_split(str(voted_data), "train")
+    kept = load_teacher(saved, train_faces.keys[:5], EMOTIONS_WITH_CONTEMPT)
+    assert kept.shape == (5, 8) and np.allclose(kept.sum(1), 1, atol=1e-2)
+    assert train.main([*common, "--teacher", str(saved), "--name", "again"]) == 0
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "again" / "teacher.npz")["probabilities"], np.load(saved)["probabilities"]
+    )
+    with pytest.raises(ValueError, match="no probabilities for 1 images"):
+        load_teacher(saved, ["angry/absent.png"], EMOTIONS_WITH_CONTEMPT)
+    teacher.save(tmp_path / "teacher.keras")
 
     # a 7-class teacher cannot teach an 8-class student
     make_model(width=8).save(tmp_path / "seven.keras")

@@ -3,12 +3,19 @@
 A student trained on a blend of the labels and its teacher's probabilities learns the
 teacher's view of every face, including the classes the teacher finds likely but the
 labels leave out, which can carry part of an ensemble's gain into one smaller model.
-The teacher runs once over the unaugmented faces, with flip TTA as the server runs it.
+The teacher runs once over the unaugmented faces, with flip TTA as the server runs it, and
+its probabilities are kept in the run folder (`TEACHER_FILE`, keyed by image): a resumed run
+reads them back, and `--teacher` accepts that file in place of the model, so a student can be
+trained again without its teacher's weights.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+TEACHER_FILE = "teacher.npz"
 
 
 def teacher_probabilities(teacher_path: str, images: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
@@ -41,3 +48,35 @@ def blend(targets: np.ndarray, teacher: np.ndarray, teacher_weight: float) -> np
     if not 0 <= teacher_weight <= 1:
         raise ValueError(f"teacher_weight must be in [0, 1], got {teacher_weight}")
     return ((1 - teacher_weight) * targets + teacher_weight * teacher).astype(np.float32)
+
+
+def save_teacher(path: Path, keys, probabilities: np.ndarray, classes: tuple[str, ...], source: str) -> None:
+    """Keep a teacher's probabilities (float16, a few hundred KB for FER-2013) with the images' keys."""
+    np.savez_compressed(
+        path,
+        keys=np.asarray(keys, dtype=str),
+        probabilities=probabilities.astype(np.float16),
+        classes=np.asarray(classes, dtype=str),
+        source=np.asarray(source),
+    )
+
+
+def load_teacher(path, keys, classes: tuple[str, ...]) -> np.ndarray:
+    """The saved teacher's probabilities for the images named by `keys`, columns in `classes` order.
+
+    Raises:
+        ValueError: the file lacks one of the images or one of the classes.
+    """
+    with np.load(path) as saved:
+        saved_keys, saved_classes = saved["keys"].tolist(), saved["classes"].tolist()
+        probabilities = saved["probabilities"].astype(np.float32)
+    if set(saved_classes) != set(classes):
+        raise ValueError(
+            f"the teacher {path} outputs {', '.join(saved_classes)}; the student is trained on {', '.join(classes)}"
+        )
+    row = {key: index for index, key in enumerate(saved_keys)}
+    missing = [key for key in keys if key not in row]
+    if missing:
+        raise ValueError(f"the teacher {path} has no probabilities for {len(missing)} images (e.g. {missing[0]})")
+    columns = [saved_classes.index(name) for name in classes]
+    return probabilities[[row[key] for key in keys]][:, columns]

@@ -150,10 +150,11 @@ def class_weights(counts: np.ndarray, mode: str) -> np.ndarray | None:
 
 
 class LabeledFaces(NamedTuple):
-    """Faces and their target distributions over the model's classes."""
+    """Faces, their target distributions over the model's classes, and their keys (see `FaceDataset`)."""
 
     images: np.ndarray
     targets: np.ndarray
+    keys: tuple[str, ...]
 
 
 def labeled(dataset, args, fer2013_weight: float) -> LabeledFaces:
@@ -162,7 +163,8 @@ def labeled(dataset, args, fer2013_weight: float) -> LabeledFaces:
     from webapp.vision.labels import classes_for
 
     selection, targets = training_targets(dataset, args.labels, classes_for(args.classes), fer2013_weight)
-    return LabeledFaces(dataset.images[selection], targets)
+    kept = dataset.subset(selection)
+    return LabeledFaces(kept.images, targets, kept.keys)
 
 
 def load_splits(args) -> tuple[LabeledFaces, LabeledFaces]:
@@ -184,17 +186,26 @@ def load_splits(args) -> tuple[LabeledFaces, LabeledFaces]:
     return labeled(train, args, args.fer2013_weight), labeled(val, val_args, 0.0)
 
 
-def with_teacher(train: LabeledFaces, args) -> LabeledFaces:
-    """`train` with `args.teacher_weight` of each target from `args.teacher` (unchanged without one)."""
-    from training.distill import blend, teacher_probabilities
+def with_teacher(train: LabeledFaces, args, run_dir: Path) -> LabeledFaces:
+    """`train` with `args.teacher_weight` of each target from the teacher (unchanged without one).
+
+    The teacher is a model, run once here, or its saved probabilities (`distill.TEACHER_FILE`);
+    either way they are saved in `run_dir`, where a resumed run finds them."""
+    from training.distill import TEACHER_FILE, blend, load_teacher, save_teacher, teacher_probabilities
     from webapp.vision.labels import classes_for
 
     if not args.teacher:
         return train
-    teacher = teacher_probabilities(args.teacher, train.images, classes_for(args.classes))
+    classes, saved = classes_for(args.classes), run_dir / TEACHER_FILE
+    if saved.exists() or args.teacher.endswith(".npz"):
+        teacher = load_teacher(saved if saved.exists() else args.teacher, train.keys, classes)
+    else:
+        teacher = teacher_probabilities(args.teacher, train.images, classes)
+    if not saved.exists():
+        save_teacher(saved, train.keys, teacher, classes, args.teacher)
     agreement = (teacher.argmax(1) == train.targets.argmax(1)).mean()
     print(f"teacher {args.teacher}: agrees with the labels' top class on {agreement:.3f} of train")
-    return LabeledFaces(train.images, blend(train.targets, teacher, args.teacher_weight))
+    return LabeledFaces(train.images, blend(train.targets, teacher, args.teacher_weight), train.keys)
 
 
 def make_loss(args, prior: np.ndarray):
@@ -369,9 +380,9 @@ def main(argv=None) -> int:
         return 2
     if args.limit:
         order = np.random.default_rng(args.seed).permutation(len(train.images))[: args.limit]
-        train = LabeledFaces(train.images[order], train.targets[order])
+        train = LabeledFaces(train.images[order], train.targets[order], tuple(np.asarray(train.keys)[order]))
     try:
-        train = with_teacher(train, args)
+        train = with_teacher(train, args, run_dir)
     except (OSError, ValueError) as error:
         print(f"error: --teacher: {error}", file=sys.stderr)
         return 2
