@@ -102,7 +102,7 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
             "balanced": ": each class's loss is weighted by N / (7 n_c).",
             "none": ": no weights; every image counts the same, which favours overall accuracy over rare-class recall.",
         }[weights],
-        _labels(hparams),
+        _labels(hparams) + _teacher(run),
         _augmentation(hparams, served)
         + (
             f" Mixup (`--mixup {hparams['mixup']:g}`): each image and its target blended with another's of the batch."
@@ -132,6 +132,18 @@ def _labels(hparams: dict) -> str:
     return line + "."
 
 
+def _teacher(run: dict) -> str:
+    """What the run distilled, if it had a teacher; the teacher's probabilities are kept with the run."""
+    hparams = run["hparams"]
+    if not hparams.get("teacher"):
+        return ""
+    return (
+        f" Distilled: {hparams['teacher_weight']:g} of each target is the probability that `{hparams['teacher']}`"
+        f" (an ensemble of earlier runs, flip TTA) gives the unaugmented face (`--teacher`); those probabilities are kept"
+        f" in `{run['dir'] / 'teacher.npz'}`, so the run can be repeated without the teacher's weights."
+    )
+
+
 def _recall(report: dict, name: str) -> str:
     """A class's recall in a report, or a dash where the labels have no face of that class."""
     recall = report["per_class_accuracy"].get(name)
@@ -149,8 +161,9 @@ def _kept(run: dict) -> str:
     return line + "."
 
 
-def _train_command(hparams: dict) -> str:
+def _train_command(run: dict) -> str:
     """The `training.train` command line that sets a run's non-default choices."""
+    hparams = run["hparams"]
     if hparams.get("init_from"):
         model = (
             f"--init-from {hparams['init_from']} --augment {hparams['augment']}"
@@ -168,6 +181,8 @@ def _train_command(hparams: dict) -> str:
             labels += f" --logit-adjust {hparams['logit_adjust']:g}"
     if hparams.get("mixup"):
         labels += f" --mixup {hparams['mixup']:g}"
+    if hparams.get("teacher"):
+        labels += f" --teacher {run['dir'] / 'teacher.npz'} --teacher-weight {hparams['teacher_weight']:g}"
     return (
         f"python -m training.train --data {hparams['data']} {model} --epochs {hparams['epochs']}"
         f" --class-weights {hparams['class_weights']}{labels} --seed {hparams['seed']} --name {hparams['name']}"
@@ -224,8 +239,7 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
             lines += [f"### Member `{member['name']}`", ""]
         lines += [*_recipe(member), ""]
     commands = [
-        _train_command(stage["hparams"])
-        + ("  # then resumed: see its History line" if stage["hparams"].get("note") else "")
+        _train_command(stage) + ("  # then resumed: see its History line" if stage["hparams"].get("note") else "")
         for member in members
         for stage in _lineage(member)
     ]
