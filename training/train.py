@@ -113,6 +113,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="MODEL",
         help="fine-tune this trained .keras model (its architecture, width and dropout; an InferenceBlur is kept only for --augment full)",
     )
+    parser.add_argument(
+        "--widen",
+        type=int,
+        default=0,
+        metavar="WIDTH",
+        help="with --init-from a compact CNN: widen it to WIDTH first-stage channels, computing the same function (training.widen)",
+    )
     parser.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke tests)")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run folders")
@@ -134,6 +141,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--data is required (unless --resume)")
     if args.teacher and not 0 <= args.teacher_weight <= 1:
         parser.error("--teacher-weight must be in [0, 1]")
+    if args.widen and not args.init_from:
+        parser.error("--widen needs --init-from (a new model takes --width)")
     if args.classes == 8 and args.labels == "fer2013":
         parser.error("--classes 8 (contempt) needs FER+ labels: --labels ferplus-majority or ferplus-votes")
     return args
@@ -262,7 +271,12 @@ def build_model(args):
 
     sigma, classes = blur_sigma_for(args.augment), classes_for(args.classes)
     if args.init_from:
-        return with_classes(with_blur_sigma(load_model(args.init_from), sigma), classes)
+        model = with_classes(with_blur_sigma(load_model(args.init_from), sigma), classes)
+        if args.widen:
+            from training.widen import widen
+
+            model = widen(model, args.widen, seed=args.seed)
+        return model
     return make_model(args.arch, width=args.width, dropout=args.dropout, blur_sigma=sigma, classes=classes)
 
 
