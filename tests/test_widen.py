@@ -37,3 +37,11 @@ def test_a_widened_model_computes_what_the_original_computes():
     assert not np.allclose(noisy.get_weights()[0], wide.get_weights()[0])
     with pytest.raises(ValueError, match="narrow"):
         widen(model, 4)
+
+
+def test_widen_needs_a_model_to_widen(tmp_path, capsys):
+    from training import train
+
+    with pytest.raises(SystemExit):
+        train.main(["--data", str(tmp_path), "--widen", "64"])
+    assert "--widen needs --init-from" in capsys.readouterr().err

@@ -86,7 +86,12 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
         lines += [*_recipe(run["parent"], served=False)]
         lines += [
             "",
-            f"then fine-tuned from `{run['hparams']['init_from']}` as `{run['name']}` (a fresh optimizer and schedule):",
+            f"then fine-tuned from `{run['hparams']['init_from']}` as `{run['name']}` (a fresh optimizer and schedule"
+            + (
+                f"; first widened to width {run['hparams']['widen']}, computing the same function, by `--widen`):"
+                if run["hparams"].get("widen")
+                else "):"
+            ),
             "",
         ]
     hparams, seconds = run["hparams"], run["state"]["epoch_seconds"]
@@ -169,6 +174,8 @@ def _train_command(run: dict) -> str:
             f"--init-from {hparams['init_from']} --augment {hparams['augment']}"
             f" --lr {hparams['lr']:g} --warmup-epochs {hparams['warmup_epochs']:g}"
         )
+        if hparams.get("widen"):
+            model += f" --widen {hparams['widen']}"
     else:
         model = f"--arch {hparams['arch']} --width {hparams['width']}"
     labels = ""
