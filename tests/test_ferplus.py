@@ -196,13 +196,14 @@ def test_an_8_class_run_on_votes_trains_resumes_and_is_scored_on_both_labelings(
 
     common = ["--width", "8", "--batch-size", "8", "--runs-dir", str(tmp_path), "--name", "votes"]
     options = ["--labels", "ferplus-votes", "--classes", "8", "--fer2013-weight", "0.3", "--logit-adjust", "0.5"]
-    options += ["--mixup", "0.4"]
+    options += ["--mixup", "0.4", "--ema", "0.9"]
     assert train.main(["--data", str(voted_data), "--epochs", "1", *options, *common]) == 0
     assert train.main(["--resume", str(tmp_path / "votes"), "--epochs", "2"]) == 0
     model = load_model(tmp_path / "votes" / "last.keras")
     assert model_classes(model) == EMOTIONS_WITH_CONTEMPT and model.outputs[0].shape[-1] == 8
     hparams = json.loads((tmp_path / "votes" / "hparams.json").read_text())
     assert hparams["labels"] == "ferplus-votes" and hparams["classes"] == 8 and hparams["epochs"] == 2
+    assert hparams["ema"] == 0.9
 
     capsys.readouterr()
     report = tmp_path / "eval.json"

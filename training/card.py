@@ -100,7 +100,12 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
     used = run["best"] if is_best else run["last"]
     lines += [
         f"- {hparams['epochs']} epochs, batch {hparams['batch_size']}, AdamW (peak lr {hparams['lr']}, weight decay {hparams['weight_decay']}),"
-        f" {hparams['warmup_epochs']:g} warm-up epoch then cosine decay; label smoothing {hparams['label_smoothing']}; dropout {hparams['dropout']}; seed {hparams['seed']}.",
+        f" {hparams['warmup_epochs']:g} warm-up epoch then cosine decay; label smoothing {hparams['label_smoothing']}; dropout {hparams['dropout']}; seed {hparams['seed']}"
+        + (
+            f"; validated and saved as an exponential moving average of the weights (`--ema {hparams['ema']:g}`)."
+            if hparams.get("ema")
+            else "."
+        ),
         f"- Class imbalance: `--class-weights {weights}`"
         + {
             "sqrt": ": each class's loss is weighted by (N / (7 n_c)) ** 0.5, a softened inverse frequency.",
@@ -188,6 +193,8 @@ def _train_command(run: dict) -> str:
             labels += f" --logit-adjust {hparams['logit_adjust']:g}"
     if hparams.get("mixup"):
         labels += f" --mixup {hparams['mixup']:g}"
+    if hparams.get("ema"):
+        labels += f" --ema {hparams['ema']:g}"
     if hparams.get("teacher"):
         labels += f" --teacher {run['dir'] / 'teacher.npz'} --teacher-weight {hparams['teacher_weight']:g}"
     return (

@@ -89,6 +89,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--dropout", type=float, default=0.4)
     parser.add_argument(
+        "--ema",
+        type=float,
+        default=0.0,
+        metavar="MOMENTUM",
+        help="validate and save an exponential moving average of the weights (e.g. 0.999); 0: off",
+    )
+    parser.add_argument(
         "--class-weights",
         choices=("none", "sqrt", "balanced"),
         default="sqrt",
@@ -290,7 +297,12 @@ def compile_model(model, args, steps_per_epoch: int, prior: np.ndarray) -> None:
 
     schedule = WarmupCosine(args.lr, steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs))
     model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay),
+        optimizer=keras.optimizers.AdamW(
+            schedule,
+            weight_decay=args.weight_decay,
+            use_ema=bool(args.ema),
+            ema_momentum=args.ema or 0.99,
+        ),
         loss=make_loss(args, prior),
         metrics=["accuracy"],
     )
@@ -330,8 +342,11 @@ def write_run_record(run_dir: Path, args, model) -> None:
         model.summary(print_fn=lambda line, **_: handle.write(line + "\n"), expand_nested=True)
 
 
-def make_callbacks(run_dir: Path, resume: bool, train_images: int) -> list:
-    """CSV log, best and last checkpoints, and state.json (epochs done, seconds per epoch)."""
+def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = False) -> list:
+    """CSV log, best and last checkpoints, and state.json (epochs done, seconds per epoch).
+
+    With `ema`, the averaged weights are swapped in for validation and the checkpoints; a
+    resumed run continues training from them (the raw weights are not kept)."""
     import csv
 
     import keras
@@ -356,7 +371,9 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int) -> list:
         # the restarted best-checkpoint callback must know the best accuracy so far
         with open(run_dir / "log.csv") as handle:
             best.best = max((float(row["val_accuracy"]) for row in csv.DictReader(handle)), default=best.best)
+    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []
     return [
+        *swap,
         keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resume),
         best,
         keras.callbacks.ModelCheckpoint(str(run_dir / "last.keras")),
@@ -435,7 +452,7 @@ def main(argv=None) -> int:
         epochs=args.epochs,
         initial_epoch=initial_epoch,
         shuffle=False,  # train_ds shuffles itself
-        callbacks=make_callbacks(run_dir, bool(args.resume), len(train.images)),
+        callbacks=make_callbacks(run_dir, bool(args.resume), len(train.images), bool(args.ema)),
         verbose=1 if sys.stdout.isatty() else 2,
     )
     print(f"run folder: {run_dir}")
