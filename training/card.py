@@ -148,8 +148,9 @@ def _teacher(run: dict) -> str:
     if not hparams.get("teacher"):
         return ""
     return (
-        f" Distilled: {hparams['teacher_weight']:g} of each target is the probability that `{hparams['teacher']}`"
-        f" (an ensemble of earlier runs, flip TTA) gives the unaugmented face (`--teacher`); those probabilities are kept"
+        f" Distilled: each target is {1 - hparams['teacher_weight']:g} that label target and {hparams['teacher_weight']:g}"
+        f" the probabilities `{hparams['teacher']}` (a model or ensemble, flip TTA) gives the unaugmented face"
+        f" (`--teacher`); those probabilities are kept"
         f" in `{run['dir'] / 'teacher.npz'}`, so the run can be repeated without the teacher's weights."
     )
 
