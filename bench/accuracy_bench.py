@@ -76,7 +76,7 @@ def main(argv=None) -> int:
             + (
                 f"{plus.accuracy:>8.4f}{plus.macro_f1:>7.3f}{result.clear_non_neutral.accuracy if result.clear_non_neutral else float('nan'):>7.3f}"
                 f"{result.neutral_share['model']:>8.3f}{plus.ece:>7.3f}"
-                f"{plus.confident_accuracy or float('nan'):>7.3f}{plus.confident_share:>7.3f}"
+                f"{float('nan') if plus.confident_accuracy is None else plus.confident_accuracy:>7.3f}{plus.confident_share:>7.3f}"
                 if plus
                 else " " * 51
             )

@@ -45,3 +45,17 @@ def test_widen_needs_a_model_to_widen(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--data", str(tmp_path), "--widen", "64"])
     assert "--widen needs --init-from" in capsys.readouterr().err
+
+
+def test_only_compact_cnns_widen_and_ema_must_be_below_one(tmp_path, capsys):
+    import keras
+
+    from training import train
+
+    inputs = keras.Input((48, 48, 1))
+    other = keras.Model(inputs, keras.layers.Dense(8, name="emotion")(keras.layers.Flatten()(inputs)), name="other")
+    with pytest.raises(ValueError, match="needs a compact CNN"):
+        widen(other, 16)
+    with pytest.raises(SystemExit):
+        train.main(["--data", str(tmp_path), "--ema", "1"])
+    assert "--ema must be in [0, 1)" in capsys.readouterr().err

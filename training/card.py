@@ -88,7 +88,8 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
             "",
             f"then fine-tuned from `{run['hparams']['init_from']}` as `{run['name']}` (a fresh optimizer and schedule"
             + (
-                f"; first widened to width {run['hparams']['widen']}, computing the same function, by `--widen`):"
+                f"; first widened to width {run['hparams']['widen']} by `--widen`, computing the same function but for"
+                " a little noise on the copied channels):"
                 if run["hparams"].get("widen")
                 else "):"
             ),

@@ -40,7 +40,9 @@ def teacher_probabilities(teacher_path: str, images: np.ndarray, classes: tuple[
             for start in tqdm(batches, desc="teacher", unit="batch", disable=None, leave=False)
         ]
     )
-    return probabilities[:, [teacher.classes.index(name) for name in classes]].astype(np.float32)
+    ordered = probabilities[:, [teacher.classes.index(name) for name in classes]]
+    # rounded as `save_teacher` keeps them, so a run repeated from the file sees the same targets
+    return ordered.astype(np.float16).astype(np.float32)
 
 
 def blend(targets: np.ndarray, teacher: np.ndarray, teacher_weight: float) -> np.ndarray:
@@ -68,8 +70,11 @@ def load_teacher(path, keys, classes: tuple[str, ...]) -> np.ndarray:
         ValueError: the file lacks one of the images or one of the classes.
     """
     with np.load(path) as saved:
-        saved_keys, saved_classes = saved["keys"].tolist(), saved["classes"].tolist()
-        probabilities = saved["probabilities"].astype(np.float32)
+        try:
+            saved_keys, saved_classes = saved["keys"].tolist(), saved["classes"].tolist()
+            probabilities = saved["probabilities"].astype(np.float32)
+        except KeyError as error:
+            raise ValueError(f"{path} is not a teacher file (no {error} array)") from None
     if set(saved_classes) != set(classes):
         raise ValueError(
             f"the teacher {path} outputs {', '.join(saved_classes)}; the student is trained on {', '.join(classes)}"

@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -148,6 +149,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--data is required (unless --resume)")
     if args.teacher and not 0 <= args.teacher_weight <= 1:
         parser.error("--teacher-weight must be in [0, 1]")
+    if not 0 <= args.ema < 1:
+        parser.error("--ema must be in [0, 1): the share of the average kept at each step")
     if args.widen and not args.init_from:
         parser.error("--widen needs --init-from (a new model takes --width)")
     if args.classes == 8 and args.labels == "fer2013":
@@ -332,6 +335,15 @@ def resume_model(checkpoint: Path, args, steps_per_epoch: int, prior: np.ndarray
         raise ValueError(f"{checkpoint}: its optimizer state does not match this run's optimizer")
     for variable, saved in zip(model.optimizer.variables, state.variables, strict=True):
         variable.assign(saved)
+    if args.ema:
+        # the checkpoint was saved with the averaged weights swapped into the model (SwapEMAWeights)
+        # and the raw ones in the optimizer's average slots: swap back, as an uninterrupted run has them
+        for weights, average in zip(
+            model.trainable_variables, model.optimizer._model_variables_moving_average, strict=True
+        ):
+            raw = keras.ops.convert_to_numpy(average)
+            average.assign(weights)
+            weights.assign(raw)
     return model
 
 
@@ -345,8 +357,8 @@ def write_run_record(run_dir: Path, args, model) -> None:
 def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = False) -> list:
     """CSV log, best and last checkpoints, and state.json (epochs done, seconds per epoch).
 
-    With `ema`, the averaged weights are swapped in for validation and the checkpoints; a
-    resumed run continues training from them (the raw weights are not kept)."""
+    With `ema`, the averaged weights are swapped in for validation and the checkpoints (the raw
+    ones wait in the optimizer's average slots, where `resume_model` finds them)."""
     import csv
 
     import keras
@@ -414,7 +426,7 @@ def main(argv=None) -> int:
         train = LabeledFaces(train.images[order], train.targets[order], tuple(np.asarray(train.keys)[order]))
     try:
         train = with_teacher(train, args, run_dir)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
         print(f"error: --teacher: {error}", file=sys.stderr)
         return 2
     classes = classes_for(args.classes)
@@ -435,7 +447,11 @@ def main(argv=None) -> int:
         model = resume_model(run_dir / "last.keras", args, steps_per_epoch, prior)
         initial_epoch = json.loads((run_dir / "state.json").read_text())["epochs_done"]
     else:
-        model = build_model(args)
+        try:
+            model = build_model(args)
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         if args.init_from:  # the run's record names the architecture it fine-tunes
             args.arch, args.width = (
                 ("mobilenetv2", None) if "mobilenetv2" in model.name else ("compact", first_conv_filters(model))

@@ -44,6 +44,8 @@ def widen(model, width: int, noise: float = 0.01, seed: int = 0):
     rng = np.random.default_rng(seed)
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not convs or not model.name.startswith("compact_cnn"):
+        raise ValueError(f"--widen needs a compact CNN; {model.name} is not one")
     blur = next(layer for layer in model.layers if isinstance(layer, InferenceBlur))
     dropout = next(layer for layer in model.layers if isinstance(layer, keras.layers.Dropout))
     if width < convs[0].filters:
