@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     results = {}
     for name, make in candidates:
         classifier = make()
-        result = score_all(data, predict_probabilities(classifier, data))
+        result = score_all(data, predict_probabilities(classifier, data.images))
         ms = median_latency_ms(classifier, args.repeats)
         results[name] = (result, ms)
         plus = result.ferplus

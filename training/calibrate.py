@@ -77,6 +77,17 @@ def fit_neutral_shift(probabilities: np.ndarray, temperature: float, share: floa
     return float(NEUTRAL_SHIFTS[-1])
 
 
+def calibration_labels(val, classes: tuple[str, ...]) -> tuple[np.ndarray, str]:
+    """What a model over `classes` is calibrated against on `val`, and its name: the FER+ majority
+    over those classes (a 7-class model is not asked for contempt) when val has votes, else the
+    folder's labels. -1 marks faces without one (ties)."""
+    from training.ferplus import majority
+
+    if val.votes is None:
+        return val.labels, "the folder's labels"
+    return majority(val.votes, classes), "the FER+ majority"
+
+
 def fit_temperature(probabilities: np.ndarray, labels: np.ndarray) -> float:
     """The temperature in `TEMPERATURES` with the lowest negative log-likelihood of `labels`."""
     rows = np.arange(len(labels))
@@ -115,7 +126,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from training.evaluate import with_votes
-    from training.ferplus import majority
     from webapp.vision.layers import load_model, model_classes
 
     if not Path(args.model).is_file():
@@ -127,9 +137,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     model = load_model(args.model)
-    labels, against = val.labels, "the folder's labels"
-    if val.votes is not None:  # over the model's own classes: a 7-class model is not asked for contempt
-        labels, against = majority(val.votes, model_classes(model)), "the FER+ majority"
+    labels, against = calibration_labels(val, model_classes(model))
     known = labels >= 0
     probabilities = head_probabilities(model, val.images[known])
     labels = labels[known]

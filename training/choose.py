@@ -25,10 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from training.calibrate import fit_neutral_shift, fit_temperature, head_probabilities, tempered
+from training.calibrate import calibration_labels, fit_neutral_shift, fit_temperature, head_probabilities, tempered
 from training.data import DataError, FaceDataset, load_split
 from training.evaluate import Evaluation, score_all, with_votes
-from training.ferplus import NEUTRAL, majority
+from training.ferplus import NEUTRAL
 from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
 
 
@@ -56,9 +56,11 @@ def member_heads(path: str, val: FaceDataset) -> np.ndarray:
     return head_probabilities(model, val.images)[..., order]
 
 
-def calibrated(members: tuple[str, ...], heads: np.ndarray, val: FaceDataset, match_neutral: bool) -> Candidate:
-    """`members` (whose stacked heads are `heads`) with the temperature and neutral shift fitted on val."""
-    labels = majority(val.votes, EMOTIONS_WITH_CONTEMPT[: heads.shape[-1]]) if val.votes is not None else val.labels
+def calibrated(
+    members: tuple[str, ...], heads: np.ndarray, val: FaceDataset, labels: np.ndarray, match_neutral: bool
+) -> Candidate:
+    """`members` (whose stacked heads are `heads`) with the temperature and neutral shift fitted
+    on val against `labels` (`calibrate.calibration_labels`)."""
     known = labels >= 0
     temperature = fit_temperature(heads[:, :, known], labels[known])
     shift = 0.0
@@ -70,8 +72,10 @@ def calibrated(members: tuple[str, ...], heads: np.ndarray, val: FaceDataset, ma
 
 def rank(heads_by_member: dict[str, np.ndarray], val: FaceDataset, max_members: int, match_neutral: bool) -> list:
     """Every combination of 1..`max_members` members, calibrated and scored, best first."""
+    classes = EMOTIONS_WITH_CONTEMPT[: next(iter(heads_by_member.values())).shape[-1]]
+    labels, _ = calibration_labels(val, classes)
     candidates = [
-        calibrated(combo, np.concatenate([heads_by_member[m] for m in combo]), val, match_neutral)
+        calibrated(combo, np.concatenate([heads_by_member[m] for m in combo]), val, labels, match_neutral)
         for size in range(1, max_members + 1)
         for combo in itertools.combinations(heads_by_member, size)
     ]

@@ -24,25 +24,24 @@ def teacher_probabilities(teacher_path: str, images: np.ndarray, classes: tuple[
     Raises:
         ValueError: the teacher does not output exactly `classes` (in any order).
     """
-    from tqdm import tqdm
-
+    from training.evaluate import predict_probabilities
     from webapp.vision.classifier import EmotionClassifier
+    from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
 
     teacher = EmotionClassifier(teacher_path, flip_tta=True)
-    if set(teacher.classes) != set(classes):
-        raise ValueError(
-            f"the teacher {teacher_path} outputs {', '.join(teacher.classes)}; the student is trained on {', '.join(classes)}"
-        )
-    batches = range(0, len(images), 256)
-    probabilities = np.concatenate(
-        [
-            teacher.predict_probabilities(images[start : start + 256])
-            for start in tqdm(batches, desc="teacher", unit="batch", disable=None, leave=False)
-        ]
-    )
-    ordered = probabilities[:, [teacher.classes.index(name) for name in classes]]
+    _check_classes(teacher_path, teacher.classes, classes)
+    canonical = EMOTIONS_WITH_CONTEMPT[: len(classes)]  # predict_probabilities' column order
+    ordered = predict_probabilities(teacher, images)[:, [canonical.index(name) for name in classes]]
     # rounded as `save_teacher` keeps them, so a run repeated from the file sees the same targets
     return ordered.astype(np.float16).astype(np.float32)
+
+
+def _check_classes(teacher, teacher_classes, classes: tuple[str, ...]) -> None:
+    """Raise ValueError unless the teacher outputs exactly the student's classes (in any order)."""
+    if set(teacher_classes) != set(classes):
+        raise ValueError(
+            f"the teacher {teacher} outputs {', '.join(teacher_classes)}; the student is trained on {', '.join(classes)}"
+        )
 
 
 def blend(targets: np.ndarray, teacher: np.ndarray, teacher_weight: float) -> np.ndarray:
@@ -75,10 +74,7 @@ def load_teacher(path, keys, classes: tuple[str, ...]) -> np.ndarray:
             probabilities = saved["probabilities"].astype(np.float32)
         except KeyError as error:
             raise ValueError(f"{path} is not a teacher file (no {error} array)") from None
-    if set(saved_classes) != set(classes):
-        raise ValueError(
-            f"the teacher {path} outputs {', '.join(saved_classes)}; the student is trained on {', '.join(classes)}"
-        )
+    _check_classes(path, saved_classes, classes)
     row = {key: index for index, key in enumerate(saved_keys)}
     missing = [key for key in keys if key not in row]
     if missing:

@@ -54,8 +54,8 @@ class Evaluation:
         return {**self.labels.to_dict(), **{key: value for key, value in extra.items() if value is not None}}
 
 
-def predict_probabilities(classifier, dataset: FaceDataset, batch_size: int = 256) -> np.ndarray:
-    """Probabilities (N, classes) of an `EmotionClassifier` for every face in `dataset`, with the
+def predict_probabilities(classifier, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Probabilities (N, classes) of an `EmotionClassifier` for uint8 faces (N, 48, 48), with the
     columns in `EMOTIONS_WITH_CONTEMPT` order (the order labels are scored in), whatever the file's."""
     from tqdm import tqdm
 
@@ -63,10 +63,10 @@ def predict_probabilities(classifier, dataset: FaceDataset, batch_size: int = 25
     canonical = EMOTIONS_WITH_CONTEMPT[: len(classes)]
     if set(classes) != set(canonical):
         raise ValueError(f"the model's classes {', '.join(classes)} are not {', '.join(canonical)}")
-    batches = range(0, len(dataset), batch_size)
+    batches = range(0, len(images), batch_size)
     probabilities = np.concatenate(
         [
-            classifier.predict_probabilities(dataset.images[start : start + batch_size])
+            classifier.predict_probabilities(images[start : start + batch_size])
             for start in tqdm(batches, desc="evaluating", unit="batch", disable=None, leave=False)
         ]
     )
@@ -100,7 +100,7 @@ def evaluate(model_path: str, dataset: FaceDataset, flip_tta: bool = True) -> Ev
     """Score the model at `model_path` (.keras or .tflite) on `dataset`, as the server runs it."""
     from webapp.vision.classifier import EmotionClassifier
 
-    return score_all(dataset, predict_probabilities(EmotionClassifier(model_path, flip_tta=flip_tta), dataset))
+    return score_all(dataset, predict_probabilities(EmotionClassifier(model_path, flip_tta=flip_tta), dataset.images))
 
 
 def with_votes(dataset: FaceDataset, data: str, votes: str | None) -> FaceDataset:

@@ -165,7 +165,7 @@ def main(argv=None) -> int:
             "median_ms_per_face": round(median_latency_ms(classifier, args.latency_repeats), 3),
         }
         if held_out is not None:
-            result = score_all(held_out, predict_probabilities(classifier, held_out))
+            result = score_all(held_out, predict_probabilities(classifier, held_out.images))
             entry["accuracy"] = round(result.accuracy, 4)
             if result.ferplus is not None:
                 entry["ferplus_accuracy"] = round(result.ferplus.accuracy, 4)
