@@ -131,3 +131,29 @@ def server():
         pytest.fail(str(error))
     yield url
     stop_production_server(process)
+
+
+@pytest.fixture(scope="session")
+def voted_data(tmp_path_factory):
+    """A tiny FER-2013 in folders with a FER+ vote table beside it, some of whose faces it calls contempt."""
+    import cv2
+
+    from training.ferplus import VOTE_COLUMNS
+    from webapp.vision.labels import EMOTIONS
+
+    header = "file,fer2013_row," + ",".join(VOTE_COLUMNS)
+    root = tmp_path_factory.mktemp("ferplus") / "fer"
+    rng = np.random.default_rng(1)
+    votes = {}
+    for split, per_class in (("train", 4), ("val", 2)):
+        for label, emotion in enumerate(EMOTIONS):
+            (root / split / emotion).mkdir(parents=True)
+            for i in range(per_class):
+                cv2.imwrite(str(root / split / emotion / f"{i}.png"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
+                counts = np.zeros(10, int)
+                counts[(label + i) % 8] = 6  # every other face's majority is another class, contempt included
+                counts[rng.integers(0, 8)] += 4
+                votes[f"{split}/{emotion}/{i}.png"] = counts
+    lines = [header] + [f"{key},{n},{','.join(map(str, c))}" for n, (key, c) in enumerate(votes.items())]
+    (root / "ferplus_votes.csv").write_text("\n".join(lines) + "\n")
+    return root

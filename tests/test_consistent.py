@@ -1,0 +1,90 @@
+"""`training.consistent`: several models trained at once, as students of teachers that see the
+same augmented view, on the TensorFlow backend (the same code runs on JAX on a GPU)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from training import consistent
+
+
+def test_mixup_blends_images_and_targets_alike_and_only_while_training():
+    layer = consistent.make_mixup_layer(0.4, seed=3)
+    images = np.arange(4, dtype=np.float32).reshape(4, 1, 1, 1) * np.ones((4, 2, 2, 1), np.float32)
+    targets = np.eye(4, dtype=np.float32)
+    mixed_images, mixed_targets = (np.asarray(t) for t in layer([images, targets], training=True))
+    # each image's blend of image indices is its target's blend of classes
+    np.testing.assert_allclose(mixed_images[:, 0, 0, 0], mixed_targets @ np.arange(4), rtol=1e-5)
+    assert (mixed_targets.max(1) >= 0.5 - 1e-6).all()  # each keeps most of itself
+    np.testing.assert_allclose(mixed_targets.sum(1), 1, rtol=1e-5)
+    same_images, same_targets = layer([images, targets], training=False)
+    np.testing.assert_array_equal(np.asarray(same_images), images)
+    np.testing.assert_array_equal(np.asarray(same_targets), targets)
+
+
+def test_teacher_targets_blend_the_mean_of_mirrored_views_with_the_labels():
+    import keras
+
+    from training.model import make_model
+
+    teachers = [make_model(width=4, classes=("a", "b")), make_model(width=4, classes=("a", "b"))]
+    images = np.random.default_rng(0).random((3, 48, 48, 1)).astype(np.float32)
+    labels = np.array([[1, 0], [0, 1], [0.5, 0.5]], np.float32)
+    blended = np.asarray(consistent.make_teacher_layer(teachers, 0.7)([images, labels]))
+    views = [teacher.predict(view, verbose=0) for teacher in teachers for view in (images, images[:, :, ::-1])]
+    np.testing.assert_allclose(blended, 0.7 * np.mean(views, 0) + 0.3 * labels, atol=1e-5)
+    assert isinstance(consistent.mean_prediction(teachers, images), type(keras.ops.convert_to_tensor(images)))
+
+
+def test_epoch_schedule_warms_up_then_decays_to_zero():
+    args = consistent.parse_args(["--data", "-", "--out", "-", "--widths", "8", "--epochs", "10", "--lr", "1.0"])
+    args.warmup_epochs = 2
+    schedule = consistent.make_epoch_schedule(args, started=0.0)
+    rates = [schedule.rate(epoch) for epoch in range(10)]
+    assert rates[0] < rates[1] < rates[2] == pytest.approx(1.0)
+    assert all(later <= earlier for earlier, later in zip(rates[2:], rates[3:], strict=False))
+    assert rates[-1] < 0.05
+    args.time_budget, args.warmup_epochs = 60, 1
+    with pytest.raises(ValueError, match="warmup-epochs"):
+        consistent.make_epoch_schedule(args, started=0.0)
+
+
+def test_teachers_then_students_on_the_same_views(voted_data, tmp_path, capsys):
+    from training.distill import load_teacher
+    from training.evaluate import main as evaluate
+    from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
+    from webapp.vision.layers import load_model, model_classes
+
+    common = ["--data", str(voted_data), "--batch-size", "8", "--warmup-epochs", "1"]
+    assert consistent.main([*common, "--out", str(tmp_path / "t"), "--widths", "4", "8", "--epochs", "2"]) == 0
+    record = json.loads((tmp_path / "t" / "run.json").read_text())
+    assert record["args"]["epochs"] == 2 and set(record["val_ferplus"]) == {"0:w4-s0", "1:w8-s1", "mean"}
+    teachers = [str(tmp_path / "t" / name) for name in ("w4-s0.keras", "w8-s1.keras")]
+
+    student_args = ["--out", str(tmp_path / "s"), "--widths", "4", "--teachers", *teachers, "--mixup", "0.3"]
+    student_args += ["--save-teacher", "--time-budget", "1", "--warmup-epochs", "2", "--seed", "5"]
+    assert consistent.main([*common[:-2], *student_args]) == 0
+    out = capsys.readouterr().out
+    assert "epochs fit in the budget" in out and "teachers:" in out
+    record = json.loads((tmp_path / "s" / "run.json").read_text())
+    assert record["args"]["epochs"] == 2  # the budget is spent: the shortest run, two epochs
+    assert set(record["teachers_val_ferplus"]) == {"0:w4-s0", "1:w8-s1", "mean"}
+
+    student = load_model(tmp_path / "s" / "w4-s5.keras")
+    assert model_classes(student) == EMOTIONS_WITH_CONTEMPT
+    keys = [f"{emotion}/{i}.png" for emotion in ("angry", "happy") for i in range(4)]
+    saved = load_teacher(tmp_path / "s" / "teacher.npz", keys, EMOTIONS_WITH_CONTEMPT)
+    assert saved.shape == (8, 8) and np.allclose(saved.sum(1), 1, atol=1e-2)
+    assert evaluate(["--data", str(voted_data / "val"), "--model", str(tmp_path / "s" / "w4-s5.keras")]) == 0
+
+
+def test_bad_options_and_data_are_clear_errors(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        consistent.parse_args(["--data", "x", "--out", "y", "--widths", "8", "--teacher-weight", "1.5"])
+    with pytest.raises(SystemExit):
+        consistent.parse_args(["--data", "x", "--out", "y", "--widths", "8", "--save-teacher"])
+    assert consistent.main(["--data", str(tmp_path / "absent"), "--out", str(tmp_path), "--widths", "4"]) == 2
+    assert "does not exist" in capsys.readouterr().err

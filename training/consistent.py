@@ -1,0 +1,343 @@
+"""Train several compact CNNs at once, optionally as students of teachers that see the same view.
+
+    python -m training.consistent --data ../shared/datasets/fer2013 --out runs/teachers --widths 96 96 --epochs 60
+    python -m training.consistent --data ../shared/datasets/fer2013 --out runs/students --widths 40 40 \\
+        --teachers runs/teachers/w96-s0.keras runs/teachers/w96-s1.keras --teacher-weight 0.7 --epochs 120
+
+`training.train` feeds one model from a TensorFlow input pipeline; this trainer keeps the
+data in numpy arrays and does everything else inside one Keras model, so it runs on any
+Keras backend: TensorFlow on a CPU (slowly), JAX or PyTorch on a GPU (`KERAS_BACKEND=jax`).
+That one model augments a batch (`training.augment`, then mixup), runs the teachers on the
+augmented batch, and feeds the same batch to every model being trained.
+
+Teachers matter here because they see the augmented face: a distilled target for a shifted,
+rotated or blended face is the teacher's reading of that face, not the label of the original
+(function matching, Beyer et al. 2022, "Knowledge distillation: a good teacher is patient and
+consistent"). `training.distill` gives a student the teacher's reading of the unaugmented
+faces instead, computed once, which is all a CPU can afford.
+
+Each model is saved as `<out>/w<width>-s<seed>.keras` (models train with seeds --seed,
+--seed + 1, ...), with `run.json` recording the options, the epochs and their time, and val
+accuracy against the FER+ majority when val is there. `--time-budget SECONDS` picks the number
+of epochs that fits: it times a few steps first. `--save-teacher` also writes the ensemble's
+probabilities for the training faces as `<out>/teacher.npz`, which `training.train --teacher`
+accepts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+from training.augment import AUGMENT_MODES
+from training.data import DataError
+from training.ferplus import LABEL_MODES
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="fer2013.csv, or a folder with train/ (and val/) emotion folders")
+    parser.add_argument("--votes", default=None, help="FER+ vote table (default: ferplus_votes.csv beside --data)")
+    parser.add_argument("--out", required=True, help="folder for the trained models and run.json")
+    parser.add_argument("--widths", type=int, nargs="+", required=True, help="one compact CNN per width")
+    parser.add_argument("--teachers", nargs="*", default=[], help="trained models whose mean output is distilled")
+    parser.add_argument("--teacher-weight", type=float, default=0.7, help="share of each target from the teachers")
+    parser.add_argument("--labels", choices=LABEL_MODES, default="ferplus-votes")
+    parser.add_argument("--classes", type=int, choices=(7, 8), default=8)
+    parser.add_argument("--fer2013-weight", type=float, default=0.2, help="FER+ labels: share of FER-2013's label")
+    parser.add_argument("--augment", choices=AUGMENT_MODES, default="full")
+    parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="mixup with Beta(ALPHA, ALPHA)")
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--time-budget", type=float, default=0, metavar="SECONDS", help="pick --epochs to fit")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, warm-up then cosine)")
+    parser.add_argument("--warmup-epochs", type=float, default=3.0)
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--dropout", type=float, default=0.4)
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke tests)")
+    parser.add_argument("--save-teacher", action="store_true", help="write the teachers' train probabilities")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if not 0 <= args.teacher_weight <= 1:
+        parser.error("--teacher-weight must be in [0, 1]")
+    if args.save_teacher and not args.teachers:
+        parser.error("--save-teacher needs --teachers")
+    return args
+
+
+def load_faces(args):
+    """Train faces with their targets, and val faces with FER+ majority labels (or None without val/votes)."""
+    from training.data import load_split
+    from training.ferplus import attach_votes, majority, votes_table
+    from training.train import labeled
+    from webapp.vision.labels import classes_for
+
+    train = load_split(args.data, "train")
+    table = votes_table(args.data, args.votes) if args.labels != "fer2013" else None
+    if args.labels != "fer2013" and table is None:
+        raise DataError(f"--labels {args.labels} needs FER+ votes: no ferplus_votes.csv beside {args.data}")
+    train = labeled(attach_votes(train, table) if table else train, args, args.fer2013_weight)
+    if args.limit:
+        order = np.random.default_rng(args.seed).permutation(len(train.images))[: args.limit]
+        train = type(train)(train.images[order], train.targets[order], tuple(np.asarray(train.keys)[order]))
+    try:
+        val = load_split(args.data, "val")
+    except DataError:
+        return train, None
+    if table is None:
+        return train, None
+    labels = majority(attach_votes(val, table).votes, classes_for(args.classes))
+    return train, (val.images[labels >= 0], labels[labels >= 0])
+
+
+def make_mixup_layer(alpha: float, seed: int):
+    """A layer blending each (image, target) of a training batch with another of the batch; identity otherwise."""
+    import keras
+    from keras import ops
+
+    class Mixup(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.seed_generator = keras.random.SeedGenerator(seed)
+
+        def call(self, inputs, training=None):
+            images, targets = inputs
+            if not training or not alpha:
+                return images, targets
+            size = ops.shape(images)[0]
+            lam = keras.random.beta((size,), alpha, alpha, seed=self.seed_generator)
+            lam = ops.maximum(lam, 1 - lam)  # each image keeps most of itself
+            partner = keras.random.shuffle(ops.arange(size), seed=self.seed_generator)
+
+            def blend(tensor):
+                share = ops.reshape(lam, (-1,) + (1,) * (len(tensor.shape) - 1))
+                return share * tensor + (1 - share) * ops.take(tensor, partner, axis=0)
+
+            return blend(images), blend(targets)
+
+    return Mixup(name="mixup")
+
+
+def mean_prediction(models, images):
+    """The models' mean probabilities, each averaged over the image and its mirror (as served)."""
+    from keras import ops
+
+    mirrored = ops.flip(images, axis=2)
+    outputs = [model(view, training=False) for model in models for view in (images, mirrored)]
+    return ops.stop_gradient(ops.mean(ops.stack(outputs), axis=0))
+
+
+def make_teacher_layer(teachers, weight: float):
+    """A layer turning (augmented images, label targets) into the targets blended with the
+    teachers' reading of those images. The teachers are its frozen sublayers, so every
+    backend passes their weights to the training step like the students'."""
+    import keras
+
+    class TeacherTargets(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.teachers = list(teachers)
+
+        def call(self, inputs):
+            images, targets = inputs
+            return weight * mean_prediction(self.teachers, images) + (1 - weight) * targets
+
+    return TeacherTargets(name="teacher_targets")
+
+
+def build_trainer(students, teachers, args, classes: int):
+    """One Keras model over (images, targets) whose i-th output is student i's probabilities
+    next to the target it is trained towards: the batch is augmented (and mixed) once for all."""
+    import keras
+    from keras import layers
+
+    from training.augment import make_augmenter
+    from webapp.vision.preprocess import INPUT_SHAPE
+
+    images = keras.Input(INPUT_SHAPE, name="images")
+    targets = keras.Input((classes,), name="targets")
+    x = make_augmenter(args.seed, args.augment)(images) if args.augment != "none" else images
+    x, y = make_mixup_layer(args.mixup, args.seed)([x, targets])
+    if teachers:
+        y = make_teacher_layer(teachers, args.teacher_weight)([x, y])
+    outputs = [layers.Concatenate(name=f"student_{i}")([student(x), y]) for i, student in enumerate(students)]
+    return keras.Model([images, targets], outputs, name="trainer")
+
+
+def student_loss(classes: int):
+    """Cross-entropy of a trainer output: the student's probabilities, then its target."""
+    from keras import ops
+
+    def loss(_, output):
+        probabilities, target = output[:, :classes], output[:, classes:]
+        return -ops.sum(target * ops.log(ops.clip(probabilities, 1e-7, 1.0)), axis=-1)
+
+    return loss
+
+
+def compile_trainer(trainer, args, classes: int) -> None:
+    """AdamW with a learning rate that `EpochSchedule` sets each epoch: one compile serves a run
+    whose length is decided while it trains."""
+    import keras
+
+    optimizer = keras.optimizers.AdamW(learning_rate=0.0, weight_decay=args.weight_decay)
+    trainer.compile(optimizer=optimizer, loss=[student_loss(classes)] * len(trainer.outputs))
+
+
+def make_epoch_schedule(args, started: float):
+    """A callback setting each epoch's learning rate: a linear warm-up over `args.warmup_epochs`,
+    then a cosine to 0 at the last epoch. With `args.time_budget`, the last epoch is the one that
+    fits in the budget, judged from the second epoch (the first one also compiles)."""
+    import math
+
+    import keras
+
+    class EpochSchedule(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs = None if args.time_budget else args.epochs
+            self.epoch_started = 0.0
+
+        def rate(self, epoch: int) -> float:
+            if epoch < args.warmup_epochs:
+                return args.lr * (epoch + 1) / (args.warmup_epochs + 1)
+            progress = (epoch - args.warmup_epochs) / max(1, (self.epochs or epoch + 2) - args.warmup_epochs)
+            return 0.5 * args.lr * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch_started = time.perf_counter()
+            self.model.optimizer.learning_rate = self.rate(epoch)
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.epochs is None and epoch == 1:
+                seconds = time.perf_counter() - self.epoch_started
+                left = args.time_budget - (time.perf_counter() - started)
+                self.epochs = max(2, 2 + int(left / seconds))
+                print(f"{seconds:.1f} s per epoch: {self.epochs} epochs fit in the budget", flush=True)
+            if self.epochs is not None and epoch + 1 >= self.epochs:
+                self.model.stop_training = True
+
+    if args.time_budget and args.warmup_epochs < 2:
+        raise ValueError("--time-budget needs --warmup-epochs >= 2: the length is decided after epoch 2")
+    return EpochSchedule()
+
+
+def val_accuracy(models, val) -> dict[str, float]:
+    """FER+ majority accuracy on val of each model and of their mean, with flip TTA."""
+    images, labels = val
+    from webapp.vision.preprocess import to_model_input
+
+    x = to_model_input(images)
+
+    def predict(model):
+        return (
+            model.predict(x, batch_size=512, verbose=0) + model.predict(x[:, :, ::-1], batch_size=512, verbose=0)
+        ) / 2
+
+    probabilities = [predict(model) for model in models]
+    scores = {
+        f"{index}:{model.name}": float((p.argmax(1) == labels).mean())
+        for index, (model, p) in enumerate(zip(models, probabilities, strict=True))
+    }
+    if len(models) > 1:
+        scores["mean"] = float((np.mean(probabilities, 0).argmax(1) == labels).mean())
+    return scores
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    import keras
+
+    from training.model import blur_sigma_for, make_model
+    from webapp.vision.labels import classes_for
+    from webapp.vision.layers import load_model
+    from webapp.vision.preprocess import to_model_input
+
+    keras.utils.set_random_seed(args.seed)
+    try:
+        train, val = load_faces(args)
+    except DataError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    classes = classes_for(args.classes)
+    teachers = [load_model(path) for path in args.teachers]
+    for teacher in teachers:
+        teacher.trainable = False
+    students = []
+    for index, width in enumerate(args.widths):
+        keras.utils.set_random_seed(args.seed + index)
+        student = make_model(
+            "compact", width=width, dropout=args.dropout, blur_sigma=blur_sigma_for(args.augment), classes=classes
+        )
+        students.append(keras.Model(student.input, student.output, name=f"w{width}-s{args.seed + index}"))
+    trainer = build_trainer(students, teachers, args, len(classes))
+    inputs = [to_model_input(train.images), train.targets.astype(np.float32)]
+    print(
+        f"keras {keras.__version__} on {keras.backend.backend()}; train: {len(train.images)} faces; "
+        f"models: {', '.join(s.name for s in students)}; teachers: {len(teachers)}",
+        flush=True,
+    )
+    compile_trainer(trainer, args, len(classes))
+    schedule = make_epoch_schedule(args, started)
+    fit_started = time.perf_counter()
+    dummy = [np.zeros((len(train.images), 1), np.float32)] * len(students)
+    history = trainer.fit(
+        inputs,
+        dummy,
+        batch_size=args.batch_size,
+        epochs=10_000 if args.time_budget else args.epochs,
+        shuffle=True,
+        callbacks=[schedule],
+        verbose=2,
+    )
+    args.epochs = len(history.history["loss"])
+    fit_seconds = time.perf_counter() - fit_started
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for student in students:
+        student.save(out / f"{student.name}.keras")
+    record = {
+        "args": vars(args),
+        "backend": keras.backend.backend(),
+        "fit_seconds": round(fit_seconds, 1),
+        "final_loss": float(history.history["loss"][-1]),
+        "val_ferplus": val_accuracy(students, val) if val is not None else None,
+    }
+    if teachers and val is not None:
+        record["teachers_val_ferplus"] = val_accuracy(teachers, val)
+    if args.save_teacher:
+        from training.distill import save_teacher
+
+        x = to_model_input(train.images)
+        probabilities = np.asarray(keras.ops.convert_to_numpy(_batched_mean(teachers, x)))
+        save_teacher(out / "teacher.npz", train.keys, probabilities, classes, " ".join(args.teachers))
+    (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps({key: record[key] for key in ("fit_seconds", "final_loss", "val_ferplus")}), flush=True)
+    if "teachers_val_ferplus" in record:
+        print(f"teachers: {json.dumps(record['teachers_val_ferplus'])}")
+    return 0
+
+
+def _batched_mean(models, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    import keras
+
+    return np.concatenate(
+        [
+            keras.ops.convert_to_numpy(mean_prediction(models, x[start : start + batch_size]))
+            for start in range(0, len(x), batch_size)
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
