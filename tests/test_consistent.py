@@ -45,7 +45,7 @@ def test_epoch_schedule_warms_up_then_decays_to_zero():
     schedule = consistent.make_epoch_schedule(args, started=0.0)
     rates = [schedule.rate(epoch) for epoch in range(10)]
     assert rates[0] < rates[1] < rates[2] == pytest.approx(1.0)
-    assert all(later <= earlier for earlier, later in zip(rates[2:], rates[3:], strict=False))
+    assert (np.diff(rates[2:]) <= 0).all()
     assert rates[-1] < 0.05
     args.time_budget, args.warmup_epochs = 60, 1
     with pytest.raises(ValueError, match="warmup-epochs"):
@@ -78,7 +78,31 @@ def test_teachers_then_students_on_the_same_views(voted_data, tmp_path, capsys):
     keys = [f"{emotion}/{i}.png" for emotion in ("angry", "happy") for i in range(4)]
     saved = load_teacher(tmp_path / "s" / "teacher.npz", keys, EMOTIONS_WITH_CONTEMPT)
     assert saved.shape == (8, 8) and np.allclose(saved.sum(1), 1, atol=1e-2)
-    assert evaluate(["--data", str(voted_data / "val"), "--model", str(tmp_path / "s" / "w4-s5.keras")]) == 0
+    student_file = str(tmp_path / "s" / "w4-s5.keras")
+    png = str(tmp_path / "confusion.png")
+    assert evaluate(["--data", str(voted_data / "val"), "--model", student_file, "--confusion-png", png]) == 0
+
+
+def test_trained_models_are_fine_tuned_with_a_head_for_the_run_classes(voted_data, tmp_path):
+    from training.model import make_model
+    from webapp.vision.labels import EMOTIONS, EMOTIONS_WITH_CONTEMPT
+    from webapp.vision.layers import load_model, model_classes
+
+    (tmp_path / "old").mkdir()
+    make_model(width=4, classes=EMOTIONS).save(tmp_path / "old" / "best.keras")
+    args = [
+        "--data",
+        str(voted_data),
+        "--out",
+        str(tmp_path / "ft"),
+        "--init-from",
+        str(tmp_path / "old" / "best.keras"),
+    ]
+    assert consistent.main([*args, "--epochs", "1", "--batch-size", "8", "--augment", "sharp"]) == 0
+    tuned = load_model(tmp_path / "ft" / "old-best.keras")
+    assert model_classes(tuned) == EMOTIONS_WITH_CONTEMPT
+    with pytest.raises(SystemExit):  # new models or trained ones, not both
+        consistent.parse_args([*args, "--widths", "8"])
 
 
 def test_bad_options_and_data_are_clear_errors(tmp_path, capsys):

@@ -47,7 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, help="fer2013.csv, or a folder with train/ (and val/) emotion folders")
     parser.add_argument("--votes", default=None, help="FER+ vote table (default: ferplus_votes.csv beside --data)")
     parser.add_argument("--out", required=True, help="folder for the trained models and run.json")
-    parser.add_argument("--widths", type=int, nargs="+", required=True, help="one compact CNN per width")
+    models = parser.add_mutually_exclusive_group(required=True)
+    models.add_argument("--widths", type=int, nargs="+", help="train one new compact CNN per width")
+    models.add_argument("--init-from", nargs="+", metavar="MODEL", help="fine-tune these trained models instead")
     parser.add_argument("--teachers", nargs="*", default=[], help="trained models whose mean output is distilled")
     parser.add_argument("--teacher-weight", type=float, default=0.7, help="share of each target from the teachers")
     parser.add_argument("--labels", choices=LABEL_MODES, default="ferplus-votes")
@@ -164,7 +166,16 @@ def build_trainer(students, teachers, args, classes: int):
 
     images = keras.Input(INPUT_SHAPE, name="images")
     targets = keras.Input((classes,), name="targets")
-    x = make_augmenter(args.seed, args.augment)(images) if args.augment != "none" else images
+    x = images
+    if args.augment != "none":
+        augmenter = make_augmenter(args.seed, args.augment)
+        if keras.backend.backend() == "jax":
+            # Keras marks RandomTranslation and RandomZoom as not compilable (TensorFlow's XLA cannot
+            # compile their transform) and then runs the whole training step op by op: 765 ms a step
+            # on an H200. JAX compiles them; the JAX test checks the step is compiled.
+            for layer in augmenter.layers:
+                layer.supports_jit = True
+        x = augmenter(images)
     x, y = make_mixup_layer(args.mixup, args.seed)([x, targets])
     if teachers:
         y = make_teacher_layer(teachers, args.teacher_weight)([x, y])
@@ -252,12 +263,33 @@ def val_accuracy(models, val) -> dict[str, float]:
     return scores
 
 
+def make_students(args, classes: tuple[str, ...]) -> list:
+    """The models to train: new compact CNNs (`args.widths`, seeded `args.seed`, +1, ...), or the
+    `args.init_from` models with the blur this run's augmentation needs and a head for `classes`.
+    Each is named as its file will be: `w<width>-s<seed>`, or `<folder>-<file>` of the original."""
+    import keras
+
+    from training.model import blur_sigma_for, make_model, with_blur_sigma, with_classes
+    from webapp.vision.layers import load_model
+
+    sigma = blur_sigma_for(args.augment)
+    if args.init_from:
+        models = [with_classes(with_blur_sigma(load_model(path), sigma), classes) for path in args.init_from]
+        names = [f"{Path(path).parent.name}-{Path(path).stem}" for path in args.init_from]
+    else:
+        models, names = [], []
+        for index, width in enumerate(args.widths):
+            keras.utils.set_random_seed(args.seed + index)
+            models.append(make_model("compact", width=width, dropout=args.dropout, blur_sigma=sigma, classes=classes))
+            names.append(f"w{width}-s{args.seed + index}")
+    return [keras.Model(model.input, model.output, name=name) for model, name in zip(models, names, strict=True)]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     import keras
 
-    from training.model import blur_sigma_for, make_model
     from webapp.vision.labels import classes_for
     from webapp.vision.layers import load_model
     from webapp.vision.preprocess import to_model_input
@@ -272,13 +304,7 @@ def main(argv=None) -> int:
     teachers = [load_model(path) for path in args.teachers]
     for teacher in teachers:
         teacher.trainable = False
-    students = []
-    for index, width in enumerate(args.widths):
-        keras.utils.set_random_seed(args.seed + index)
-        student = make_model(
-            "compact", width=width, dropout=args.dropout, blur_sigma=blur_sigma_for(args.augment), classes=classes
-        )
-        students.append(keras.Model(student.input, student.output, name=f"w{width}-s{args.seed + index}"))
+    students = make_students(args, classes)
     trainer = build_trainer(students, teachers, args, len(classes))
     inputs = [to_model_input(train.images), train.targets.astype(np.float32)]
     print(

@@ -1,0 +1,56 @@
+"""`training.transport`: the data and the models travel to and from a GPU machine unchanged."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from training import transport
+
+
+def test_data_pack_unpacks_to_the_same_files_and_votes(voted_data, tmp_path):
+    (tmp_path / "pack").mkdir()
+    count = transport.pack_data(voted_data, tmp_path / "pack" / "faces.npz", {"val": 5})
+    originals = sorted(p.relative_to(voted_data) for p in voted_data.rglob("*.png"))
+    assert count == len([p for p in originals if p.parts[0] == "train"]) + 5
+    assert transport.main(["unpack-data", str(tmp_path / "pack" / "faces.npz"), str(tmp_path / "out")]) == 0
+    unpacked = sorted(p.relative_to(tmp_path / "out") for p in (tmp_path / "out").rglob("*.png"))
+    assert len([p for p in unpacked if p.parts[0] == "val"]) == 5 and set(unpacked) <= set(originals)
+    for name in unpacked:
+        assert (tmp_path / "out" / name).read_bytes() == (voted_data / name).read_bytes()
+    votes = "ferplus_votes.csv"
+    assert (tmp_path / "out" / votes).read_text() == (voted_data / votes).read_text()
+
+
+def test_a_pack_cannot_write_outside_its_folder(tmp_path):
+    names = np.frombuffer(b"train/happy/0.png\n../../escape.png", np.uint8)
+    np.savez(tmp_path / "evil.npz", blob=np.zeros(4, np.uint8), offsets=np.array([0, 2, 4]), names=names)
+    with pytest.raises(ValueError, match="not a path inside"):
+        transport.unpack_data(tmp_path / "evil.npz", tmp_path / "out")
+    assert not (tmp_path / "escape.png").exists()
+    assert transport.main(["pack-data", str(tmp_path / "empty"), str(tmp_path / "x.npz")]) == 2
+
+
+def test_models_travel_as_float16_and_come_back_whole(tmp_path):
+    from training.augment import AUGMENTATION_BLUR_SIGMA
+    from training.model import make_model
+    from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
+    from webapp.vision.layers import load_model, model_classes
+
+    (tmp_path / "trained").mkdir()
+    (tmp_path / "back").mkdir()
+    original = make_model(width=8, blur_sigma=AUGMENTATION_BLUR_SIGMA, classes=EMOTIONS_WITH_CONTEMPT)
+    original.save(tmp_path / "trained" / "w8-s0.keras")
+    assert transport.pack_models(tmp_path / "trained", tmp_path / "back") == ["w8-s0"]
+    np.savez(tmp_path / "back" / "teacher.npz", probabilities=np.zeros((1, 8)))  # skipped: not a model
+    assert transport.unpack_models(tmp_path / "back", tmp_path / "here") == [tmp_path / "here" / "w8-s0.keras"]
+    rebuilt = load_model(tmp_path / "here" / "w8-s0.keras")
+    assert model_classes(rebuilt) == EMOTIONS_WITH_CONTEMPT and rebuilt.name == "w8-s0"
+    faces = np.random.default_rng(0).random((4, 48, 48, 1)).astype(np.float32)
+    np.testing.assert_allclose(rebuilt.predict(faces, verbose=0), original.predict(faces, verbose=0), atol=2e-3)
+
+
+def test_gpu_run_script_parses():
+    assert subprocess.run(["bash", "-n", "training/gpu_run.sh"]).returncode == 0
