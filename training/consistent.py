@@ -18,8 +18,9 @@ faces instead, computed once, which is all a CPU can afford.
 
 Each model is saved as `<out>/w<width>-s<seed>.keras` (models train with seeds --seed,
 --seed + 1, ...), with `run.json` recording the options, the epochs and their time, and val
-accuracy against the FER+ majority when val is there. `--time-budget SECONDS` picks the number
-of epochs that fits: it times a few steps first. `--save-teacher` also writes the ensemble's
+accuracy against the FER+ majority when val is there. `--time-budget SECONDS` replaces --epochs
+with the number of epochs that fits in that many seconds from the start, judged by the second epoch
+(the first also compiles); the learning rate warms up meanwhile, so the schedule is set in time. `--save-teacher` also writes the ensemble's
 probabilities for the training faces as `<out>/teacher.npz`, which `training.train --teacher`
 accepts.
 """
