@@ -39,17 +39,57 @@ def test_teacher_targets_blend_the_mean_of_mirrored_views_with_the_labels():
     assert isinstance(consistent.mean_prediction(teachers, images), type(keras.ops.convert_to_tensor(images)))
 
 
-def test_epoch_schedule_warms_up_then_decays_to_zero():
-    args = consistent.parse_args(["--data", "-", "--out", "-", "--widths", "8", "--epochs", "10", "--lr", "1.0"])
-    args.warmup_epochs = 2
-    schedule = consistent.make_epoch_schedule(args, started=0.0)
+def test_epoch_schedule_warms_up_then_decays_to_near_zero():
+    base = ["--data", "-", "--out", "-", "--widths", "8", "--lr", "1.0", "--warmup-epochs", "2"]
+    schedule = consistent.make_epoch_schedule(consistent.parse_args([*base, "--epochs", "10"]), started=0.0)
     rates = [schedule.rate(epoch) for epoch in range(10)]
-    assert rates[0] < rates[1] < rates[2] == pytest.approx(1.0)
-    assert (np.diff(rates[2:]) <= 0).all()
-    assert rates[-1] < 0.05
-    args.time_budget, args.warmup_epochs = 60, 1
-    with pytest.raises(ValueError, match="warmup-epochs"):
-        consistent.make_epoch_schedule(args, started=0.0)
+    assert rates[0] < rates[1] < rates[2] and rates[2] > 0.95
+    assert (np.diff(rates[2:]) < 0).all() and rates[-1] < 0.05
+    short = consistent.make_epoch_schedule(consistent.parse_args([*base, "--epochs", "2"]), started=0.0)
+    assert short.rate(1) <= 0.5  # too short for its warm-up: half the peak, not the peak
+    with pytest.raises(SystemExit):  # the length is decided after epoch 2, so warm-up must cover it
+        consistent.parse_args([*base[:-1], "1", "--time-budget", "60"])
+    with pytest.raises(SystemExit):
+        consistent.parse_args([*base, "--time-budget", "0"])
+
+
+def test_time_budget_keeps_the_epochs_that_end_within_it(monkeypatch):
+    import keras
+
+    args = consistent.parse_args(["--data", "-", "--out", "-", "--widths", "8", "--time-budget", "100"])
+    args.reserve = 10
+    clock = iter([15.0, 20.0, 20.0])  # epoch 1 starts at 15 s and takes 5 s: 100 - 10 - 20 = 70 s are left
+    monkeypatch.setattr(consistent.time, "perf_counter", lambda: next(clock))
+    schedule = consistent.make_epoch_schedule(args, started=0.0)
+    schedule.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    schedule.model.compile(optimizer=keras.optimizers.AdamW(learning_rate=0.0), loss="mse")
+    schedule.on_epoch_begin(1)
+    schedule.on_epoch_end(1)
+    assert schedule.epochs == 2 + 70 // 5
+    assert not schedule.model.stop_training
+    schedule.on_epoch_end(schedule.epochs - 1)
+    assert schedule.model.stop_training
+
+
+def test_a_training_step_moves_the_students_and_leaves_the_teachers_alone():
+    from training.model import make_model
+
+    classes = tuple("abcdefgh")
+    args = consistent.parse_args(["--data", "-", "--out", "-", "--widths", "4", "--mixup", "0.4"])
+    students = [make_model(width=4, classes=classes)]
+    teachers = [make_model(width=4, classes=classes)]
+    teacher_weights = [w.copy() for w in teachers[0].get_weights()]  # BatchNorm statistics included
+    student_weights = [w.copy() for w in students[0].get_weights()]
+    trainer = consistent.build_trainer(students, teachers, args, len(classes))
+    consistent.compile_trainer(trainer, args, len(classes))
+    trainer.optimizer.learning_rate = 1e-2
+    rng = np.random.default_rng(0)
+    images = rng.random((16, 48, 48, 1)).astype(np.float32)
+    targets = np.eye(8, dtype=np.float32)[rng.integers(0, 8, 16)]
+    trainer.fit([images, targets], [np.zeros((16, 1), np.float32)], batch_size=8, epochs=1, verbose=0)
+    for before, after in zip(teacher_weights, teachers[0].get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
+    assert any(not np.array_equal(a, b) for a, b in zip(student_weights, students[0].get_weights(), strict=True))
 
 
 def test_teachers_then_students_on_the_same_views(voted_data, tmp_path, capsys):
@@ -103,6 +143,8 @@ def test_trained_models_are_fine_tuned_with_a_head_for_the_run_classes(voted_dat
     assert model_classes(tuned) == EMOTIONS_WITH_CONTEMPT
     with pytest.raises(SystemExit):  # new models or trained ones, not both
         consistent.parse_args([*args, "--widths", "8"])
+    with pytest.raises(SystemExit):  # two models that would be saved under one name
+        consistent.parse_args([*args, str(tmp_path / "old" / "best.keras")])
 
 
 def test_bad_options_and_data_are_clear_errors(tmp_path, capsys):
@@ -112,3 +154,14 @@ def test_bad_options_and_data_are_clear_errors(tmp_path, capsys):
         consistent.parse_args(["--data", "x", "--out", "y", "--widths", "8", "--save-teacher"])
     assert consistent.main(["--data", str(tmp_path / "absent"), "--out", str(tmp_path), "--widths", "4"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        consistent.parse_args(["--data", "x", "--out", "y", "--widths", "8", "--labels", "fer2013"])
+
+
+def test_a_teacher_with_other_classes_is_refused(voted_data, tmp_path, capsys):
+    from training.model import make_model
+
+    make_model(width=4).save(tmp_path / "seven.keras")  # FER-2013's 7 classes; the run trains 8
+    args = ["--data", str(voted_data), "--out", str(tmp_path / "s"), "--widths", "4"]
+    assert consistent.main([*args, "--teachers", str(tmp_path / "seven.keras")]) == 2
+    assert "this run trains" in capsys.readouterr().err

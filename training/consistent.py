@@ -19,8 +19,9 @@ faces instead, computed once, which is all a CPU can afford.
 Each model is saved as `<out>/w<width>-s<seed>.keras` (models train with seeds --seed,
 --seed + 1, ...), with `run.json` recording the options, the epochs and their time, and val
 accuracy against the FER+ majority when val is there. `--time-budget SECONDS` replaces --epochs
-with the number of epochs that fits in that many seconds from the start, judged by the second epoch
-(the first also compiles); the learning rate warms up meanwhile, so the schedule is set in time. `--save-teacher` also writes the ensemble's
+with the number of epochs that end within that many seconds from the start, less `--reserve` for
+saving and scoring, judged by the second epoch (the first also compiles); the learning rate warms
+up meanwhile, so the schedule is set in time. `--save-teacher` also writes the ensemble's
 probabilities for the training faces as `<out>/teacher.npz`, which `training.train --teacher`
 accepts.
 """
@@ -59,10 +60,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--augment", choices=AUGMENT_MODES, default="full")
     parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA", help="mixup with Beta(ALPHA, ALPHA)")
     parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--time-budget", type=float, default=0, metavar="SECONDS", help="pick --epochs to fit")
+    parser.add_argument(
+        "--time-budget", type=float, default=None, metavar="SECONDS", help="replace --epochs with what fits"
+    )
+    parser.add_argument(
+        "--reserve", type=float, default=30, metavar="SECONDS", help="of the budget, kept for the work after training"
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (AdamW, warm-up then cosine)")
-    parser.add_argument("--warmup-epochs", type=float, default=3.0)
+    parser.add_argument("--warmup-epochs", type=int, default=3, help="the rate is set once per epoch")
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--dropout", type=float, default=0.4)
     parser.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke tests)")
@@ -73,6 +79,15 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--teacher-weight must be in [0, 1]")
     if args.save_teacher and not args.teachers:
         parser.error("--save-teacher needs --teachers")
+    if args.classes == 8 and args.labels == "fer2013":
+        parser.error("--classes 8 (contempt) needs FER+ labels: --labels ferplus-majority or ferplus-votes")
+    if args.time_budget is not None and args.warmup_epochs < 2:
+        parser.error("--time-budget needs --warmup-epochs >= 2: the run's length is decided after its second epoch")
+    if args.time_budget is not None and args.time_budget <= 0:
+        parser.error("--time-budget must be positive")
+    names = [student_name(path) for path in args.init_from or []]
+    if len(set(names)) != len(names):
+        parser.error(f"--init-from: two models would be saved under one name ({', '.join(names)})")
     return args
 
 
@@ -148,6 +163,8 @@ def make_teacher_layer(teachers, weight: float):
         def __init__(self, **kwargs):
             super().__init__(**kwargs)
             self.teachers = list(teachers)
+            for teacher in self.teachers:
+                teacher.trainable = False  # also keeps AdamW's weight decay off them
 
         def call(self, inputs):
             images, targets = inputs
@@ -171,13 +188,13 @@ def build_trainer(students, teachers, args, classes: int):
     if args.augment != "none":
         augmenter = make_augmenter(args.seed, args.augment)
         if keras.backend.backend() == "jax":
-            # Keras marks RandomTranslation and RandomZoom as not compilable (TensorFlow's XLA cannot
-            # compile their transform) and then runs the whole training step op by op: 765 ms a step
-            # on an H200. JAX compiles them; the JAX test checks the step is compiled.
+            # Keras marks RandomRotation, RandomZoom and RandomTranslation as not compilable (for
+            # TensorFlow's XLA) and then runs the whole training step op by op: 765 ms a step on an
+            # H200. JAX compiles them: 367 -> 103 ms a step for a width-8 model on this CPU.
             for layer in augmenter.layers:
                 layer.supports_jit = True
         x = augmenter(images)
-    x, y = make_mixup_layer(args.mixup, args.seed)([x, targets])
+    x, y = make_mixup_layer(args.mixup, args.seed + 5)([x, targets])
     if teachers:
         y = make_teacher_layer(teachers, args.teacher_weight)([x, y])
     outputs = [layers.Concatenate(name=f"student_{i}")([student(x), y]) for i, student in enumerate(students)]
@@ -206,8 +223,9 @@ def compile_trainer(trainer, args, classes: int) -> None:
 
 def make_epoch_schedule(args, started: float):
     """A callback setting each epoch's learning rate: a linear warm-up over `args.warmup_epochs`,
-    then a cosine to 0 at the last epoch. With `args.time_budget`, the last epoch is the one that
-    fits in the budget, judged from the second epoch (the first one also compiles)."""
+    then a cosine whose middle-of-epoch value it takes, so the last epoch runs near 0. With
+    `args.time_budget`, the last epoch is the last that ends within the budget (less
+    `args.reserve`) from `started`, judged by the second epoch (the first one also compiles)."""
     import math
 
     import keras
@@ -215,14 +233,16 @@ def make_epoch_schedule(args, started: float):
     class EpochSchedule(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.epochs = None if args.time_budget else args.epochs
+            self.epochs = None if args.time_budget is not None else args.epochs
             self.epoch_started = 0.0
 
         def rate(self, epoch: int) -> float:
-            if epoch < args.warmup_epochs:
-                return args.lr * (epoch + 1) / (args.warmup_epochs + 1)
-            progress = (epoch - args.warmup_epochs) / max(1, (self.epochs or epoch + 2) - args.warmup_epochs)
-            return 0.5 * args.lr * (1 + math.cos(math.pi * min(1.0, progress)))
+            # a run too short for its warm-up warms up in all but its last epoch
+            warmup = args.warmup_epochs if self.epochs is None else min(args.warmup_epochs, self.epochs - 1)
+            if epoch < warmup:
+                return args.lr * (epoch + 1) / (warmup + 1)
+            decay_epochs = (self.epochs or epoch + 2) - warmup
+            return 0.5 * args.lr * (1 + math.cos(math.pi * min(1.0, (epoch - warmup + 0.5) / decay_epochs)))
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch_started = time.perf_counter()
@@ -231,14 +251,12 @@ def make_epoch_schedule(args, started: float):
         def on_epoch_end(self, epoch, logs=None):
             if self.epochs is None and epoch == 1:
                 seconds = time.perf_counter() - self.epoch_started
-                left = args.time_budget - (time.perf_counter() - started)
+                left = args.time_budget - args.reserve - (time.perf_counter() - started)
                 self.epochs = max(2, 2 + int(left / seconds))
                 print(f"{seconds:.1f} s per epoch: {self.epochs} epochs fit in the budget", flush=True)
             if self.epochs is not None and epoch + 1 >= self.epochs:
                 self.model.stop_training = True
 
-    if args.time_budget and args.warmup_epochs < 2:
-        raise ValueError("--time-budget needs --warmup-epochs >= 2: the length is decided after epoch 2")
     return EpochSchedule()
 
 
@@ -264,6 +282,11 @@ def val_accuracy(models, val) -> dict[str, float]:
     return scores
 
 
+def student_name(path) -> str:
+    """The name a fine-tuned model is saved under: `<folder>-<file>` of the original."""
+    return f"{Path(path).parent.name}-{Path(path).stem}"
+
+
 def make_students(args, classes: tuple[str, ...]) -> list:
     """The models to train: new compact CNNs (`args.widths`, seeded `args.seed`, +1, ...), or the
     `args.init_from` models with the blur this run's augmentation needs and a head for `classes`.
@@ -276,7 +299,7 @@ def make_students(args, classes: tuple[str, ...]) -> list:
     sigma = blur_sigma_for(args.augment)
     if args.init_from:
         models = [with_classes(with_blur_sigma(load_model(path), sigma), classes) for path in args.init_from]
-        names = [f"{Path(path).parent.name}-{Path(path).stem}" for path in args.init_from]
+        names = [student_name(path) for path in args.init_from]
     else:
         models, names = [], []
         for index, width in enumerate(args.widths):
@@ -286,13 +309,35 @@ def make_students(args, classes: tuple[str, ...]) -> list:
     return [keras.Model(model.input, model.output, name=name) for model, name in zip(models, names, strict=True)]
 
 
+def load_teachers(paths, classes: tuple[str, ...]) -> list:
+    """The teacher models, each checked to output `classes` in that order (their columns are
+    averaged and blended with the targets as they stand)."""
+    from webapp.vision.layers import load_model, model_classes
+
+    teachers = [load_model(path) for path in paths]
+    for path, teacher in zip(paths, teachers, strict=True):
+        if model_classes(teacher) != tuple(classes):
+            raise ValueError(
+                f"{path} outputs {', '.join(model_classes(teacher))}; this run trains {', '.join(classes)}"
+            )
+    return teachers
+
+
+def batched_mean_prediction(models, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """`mean_prediction` over `x` in batches, as numpy (for the teachers' `teacher.npz`)."""
+    import keras
+
+    batches = range(0, len(x), batch_size)
+    return np.concatenate([keras.ops.convert_to_numpy(mean_prediction(models, x[i : i + batch_size])) for i in batches])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
     import keras
 
+    from training.model import blur_sigma_for, with_blur_sigma
     from webapp.vision.labels import classes_for
-    from webapp.vision.layers import load_model
     from webapp.vision.preprocess import to_model_input
 
     keras.utils.set_random_seed(args.seed)
@@ -302,11 +347,15 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     classes = classes_for(args.classes)
-    teachers = [load_model(path) for path in args.teachers]
-    for teacher in teachers:
-        teacher.trainable = False
+    try:
+        teachers = load_teachers(args.teachers, classes)
+    except (OSError, ValueError) as error:
+        print(f"error: --teachers: {error}", file=sys.stderr)
+        return 2
     students = make_students(args, classes)
-    trainer = build_trainer(students, teachers, args, len(classes))
+    # the augmented faces are already as soft as the teachers' training faces: no second blur
+    sigma = blur_sigma_for(args.augment)
+    trainer = build_trainer(students, [with_blur_sigma(t, 0.0) if sigma else t for t in teachers], args, len(classes))
     inputs = [to_model_input(train.images), train.targets.astype(np.float32)]
     print(
         f"keras {keras.__version__} on {keras.backend.backend()}; train: {len(train.images)} faces; "
@@ -321,7 +370,7 @@ def main(argv=None) -> int:
         inputs,
         dummy,
         batch_size=args.batch_size,
-        epochs=10_000 if args.time_budget else args.epochs,
+        epochs=10_000 if args.time_budget is not None else args.epochs,
         shuffle=True,
         callbacks=[schedule],
         verbose=2,
@@ -346,24 +395,13 @@ def main(argv=None) -> int:
         from training.distill import save_teacher
 
         x = to_model_input(train.images)
-        probabilities = np.asarray(keras.ops.convert_to_numpy(_batched_mean(teachers, x)))
+        probabilities = batched_mean_prediction(teachers, x)
         save_teacher(out / "teacher.npz", train.keys, probabilities, classes, " ".join(args.teachers))
     (out / "run.json").write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps({key: record[key] for key in ("fit_seconds", "final_loss", "val_ferplus")}), flush=True)
     if "teachers_val_ferplus" in record:
         print(f"teachers: {json.dumps(record['teachers_val_ferplus'])}")
     return 0
-
-
-def _batched_mean(models, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    import keras
-
-    return np.concatenate(
-        [
-            keras.ops.convert_to_numpy(mean_prediction(models, x[start : start + batch_size]))
-            for start in range(0, len(x), batch_size)
-        ]
-    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 VOTES_FILE = "ferplus_votes.csv"
+MAX_RETURNED_FILE = 16 * 2**20
 
 
 def pack_data(folder: Path, pack: Path, limit_per_split: dict[str, int] | None = None, seed: int = 0) -> int:
@@ -57,9 +58,10 @@ def unpack_data(pack: Path, folder: Path) -> int:
     packed = np.load(pack)
     blob, offsets = packed["blob"], packed["offsets"]
     names = packed["names"].tobytes().decode().split("\n")
+    outside = [name for name in names if ".." in Path(name).parts or Path(name).is_absolute()]
+    if outside:
+        raise ValueError(f"{pack}: {outside[0]!r} is not a path inside the dataset")
     for index, name in enumerate(names):
-        if ".." in Path(name).parts or Path(name).is_absolute():
-            raise ValueError(f"{pack}: {name!r} is not a path inside the dataset")
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(blob[offsets[index] : offsets[index + 1]].tobytes())
@@ -70,16 +72,29 @@ def unpack_data(pack: Path, folder: Path) -> int:
 
 def pack_models(folder: Path, out: Path) -> list[str]:
     """Each compact CNN in `folder` as `<name>.npz`: its weights in float16 and its recipe."""
+    from training.model import make_compact_cnn
     from training.train import first_conv_filters
-    from webapp.vision.layers import load_model, model_classes
+    from webapp.vision.layers import inference_blur_sigma, load_model, model_classes
 
     packed = []
     for path in sorted(folder.glob("*.keras")):
         model = load_model(path)
-        blur = next(layer.sigma for layer in model.layers if layer.__class__.__name__ == "InferenceBlur")
-        recipe = {"width": first_conv_filters(model), "classes": list(model_classes(model)), "blur_sigma": blur}
+        try:
+            width = first_conv_filters(model)
+        except StopIteration:
+            raise ValueError(f"{path} is not a compact CNN: it has no convolution") from None
+        recipe = {
+            "width": width,
+            "classes": list(model_classes(model)),
+            "blur_sigma": inference_blur_sigma(model),
+        }
+        rebuilt = make_compact_cnn(recipe["width"], blur_sigma=recipe["blur_sigma"], classes=model_classes(model))
+        if [w.shape for w in rebuilt.get_weights()] != [w.shape for w in model.get_weights()]:
+            raise ValueError(f"{path} is not a compact CNN: it could not be rebuilt from its weights")
         weights = {f"w{index}": weight.astype(np.float16) for index, weight in enumerate(model.get_weights())}
         np.savez(out / f"{path.stem}.npz", recipe=np.frombuffer(json.dumps(recipe).encode(), np.uint8), **weights)
+        if (out / f"{path.stem}.npz").stat().st_size > MAX_RETURNED_FILE:
+            print(f"warning: {path.stem}.npz is over 16 MiB: the GPU machine will not send it back", file=sys.stderr)
         packed.append(path.stem)
     return packed
 
