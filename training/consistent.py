@@ -104,8 +104,7 @@ def load_faces(args):
         raise DataError(f"--labels {args.labels} needs FER+ votes: no ferplus_votes.csv beside {args.data}")
     train = labeled(attach_votes(train, table) if table else train, args, args.fer2013_weight)
     if args.limit:
-        order = np.random.default_rng(args.seed).permutation(len(train.images))[: args.limit]
-        train = type(train)(train.images[order], train.targets[order], tuple(np.asarray(train.keys)[order]))
+        train = train.sample(args.limit, args.seed)
     try:
         val = load_split(args.data, "val")
     except DataError:

@@ -175,6 +175,11 @@ class LabeledFaces(NamedTuple):
     targets: np.ndarray
     keys: tuple[str, ...]
 
+    def sample(self, count: int, seed: int) -> LabeledFaces:
+        """`count` faces drawn at random (for --limit smoke runs)."""
+        order = np.random.default_rng(seed).permutation(len(self.images))[:count]
+        return LabeledFaces(self.images[order], self.targets[order], tuple(np.asarray(self.keys)[order]))
+
 
 def labeled(dataset, args, fer2013_weight: float) -> LabeledFaces:
     """`dataset`'s faces with the targets `args.labels` asks for (images without one are left out)."""
@@ -422,8 +427,7 @@ def main(argv=None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.limit:
-        order = np.random.default_rng(args.seed).permutation(len(train.images))[: args.limit]
-        train = LabeledFaces(train.images[order], train.targets[order], tuple(np.asarray(train.keys)[order]))
+        train = train.sample(args.limit, args.seed)
     try:
         train = with_teacher(train, args, run_dir)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
