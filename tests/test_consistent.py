@@ -165,3 +165,26 @@ def test_a_teacher_with_other_classes_is_refused(voted_data, tmp_path, capsys):
     args = ["--data", str(voted_data), "--out", str(tmp_path / "s"), "--widths", "4"]
     assert consistent.main([*args, "--teachers", str(tmp_path / "seven.keras")]) == 2
     assert "this run trains" in capsys.readouterr().err
+
+
+def test_val_is_the_ferplus_majority_and_optional(voted_data, tmp_path):
+    import shutil
+
+    from training.data import load_split
+    from training.ferplus import attach_votes, majority, votes_table
+    from webapp.vision.labels import classes_for
+
+    args = consistent.parse_args(["--data", str(voted_data), "--out", "unused", "--widths", "4"])
+    train, (images, labels) = consistent.load_faces(args)
+    val = attach_votes(load_split(voted_data, "val"), votes_table(voted_data))
+    expected = majority(val.votes, classes_for(8))
+    assert len(train.images) == 7 * 4 and 0 < len(labels) <= len(expected)
+    np.testing.assert_array_equal(labels, expected[expected >= 0])
+    assert len(images) == len(labels)
+    # the GPU machine may carry train only: training goes on, unscored
+    train_only = tmp_path / "fer"
+    shutil.copytree(voted_data / "train", train_only / "train")
+    shutil.copy(voted_data / "ferplus_votes.csv", train_only)
+    args = consistent.parse_args(["--data", str(train_only), "--out", "unused", "--widths", "4"])
+    train, val = consistent.load_faces(args)
+    assert len(train.images) == 7 * 4 and val is None

@@ -92,27 +92,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def load_faces(args):
-    """Train faces with their targets, and val faces with FER+ majority labels (or None without val/votes)."""
-    from training.data import load_split
-    from training.ferplus import attach_votes, majority, votes_table
-    from training.train import labeled
-    from webapp.vision.labels import classes_for
+    """Train faces with their targets, and val faces with FER+ majority labels (None when
+    training on FER-2013 labels or without a val split: the GPU machine may carry only train)."""
+    from training.train import load_splits
 
-    train = load_split(args.data, "train")
-    table = votes_table(args.data, args.votes) if args.labels != "fer2013" else None
-    if args.labels != "fer2013" and table is None:
-        raise DataError(f"--labels {args.labels} needs FER+ votes: no ferplus_votes.csv beside {args.data}")
-    train = labeled(attach_votes(train, table) if table else train, args, args.fer2013_weight)
+    train, val = load_splits(args, require_val=False)
     if args.limit:
         train = train.sample(args.limit, args.seed)
-    try:
-        val = load_split(args.data, "val")
-    except DataError:
+    if val is None or args.labels == "fer2013":
         return train, None
-    if table is None:
-        return train, None
-    labels = majority(attach_votes(val, table).votes, classes_for(args.classes))
-    return train, (val.images[labels >= 0], labels[labels >= 0])
+    return train, (val.images, val.targets.argmax(1))
 
 
 def make_mixup_layer(alpha: float, seed: int):

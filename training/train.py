@@ -191,23 +191,31 @@ def labeled(dataset, args, fer2013_weight: float) -> LabeledFaces:
     return LabeledFaces(kept.images, targets, kept.keys)
 
 
-def load_splits(args) -> tuple[LabeledFaces, LabeledFaces]:
+def load_splits(args, require_val: bool = True) -> tuple[LabeledFaces, LabeledFaces | None]:
     """Train and val faces with their targets. Val is scored against FER+'s majority (ties
-    left out) when training on FER+ labels, so the best checkpoint is the best at consensus."""
+    left out) when training on FER+ labels, so the best checkpoint is the best at consensus.
+    Without `require_val`, a data folder with no val split gives None for it."""
     from training.data import load_split
     from training.ferplus import attach_votes, votes_table
 
-    train, val = load_split(args.data, "train"), load_split(args.data, "val")
+    train = load_split(args.data, "train")
+    try:
+        val = load_split(args.data, "val")
+    except DataError:
+        if require_val:
+            raise
+        val = None
     if args.labels == "fer2013":
-        return labeled(train, args, 0.0), labeled(val, args, 0.0)
+        return labeled(train, args, 0.0), labeled(val, args, 0.0) if val is not None else None
     table = votes_table(args.data, args.votes)
     if table is None:
         raise DataError(
             f"--labels {args.labels} needs FER+ votes: no ferplus_votes.csv beside {args.data}; pass --votes"
         )
-    train, val = attach_votes(train, table), attach_votes(val, table)
-    val_args = argparse.Namespace(**{**vars(args), "labels": "ferplus-majority"})
-    return labeled(train, args, args.fer2013_weight), labeled(val, val_args, 0.0)
+    if val is not None:
+        val_args = argparse.Namespace(**{**vars(args), "labels": "ferplus-majority"})
+        val = labeled(attach_votes(val, table), val_args, 0.0)
+    return labeled(attach_votes(train, table), args, args.fer2013_weight), val
 
 
 def with_teacher(train: LabeledFaces, args, run_dir: Path) -> LabeledFaces:
