@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from training import consistent
+from training.data import DataError
 
 
 def test_mixup_blends_images_and_targets_alike_and_only_while_training():
@@ -170,21 +171,35 @@ def test_a_teacher_with_other_classes_is_refused(voted_data, tmp_path, capsys):
 def test_val_is_the_ferplus_majority_and_optional(voted_data, tmp_path):
     import shutil
 
+    import cv2
+
     from training.data import load_split
     from training.ferplus import attach_votes, majority, votes_table
     from webapp.vision.labels import classes_for
 
-    args = consistent.parse_args(["--data", str(voted_data), "--out", "unused", "--widths", "4"])
+    data = tmp_path / "fer"
+    shutil.copytree(voted_data, data)
+    rows = (data / "ferplus_votes.csv").read_text()
+    # a tie and a face most annotators called unknown or not a face: neither is scored
+    for name, votes in (("tie", "5,5,0,0,0,0,0,0,0,0"), ("unknown", "1,0,0,0,0,0,0,0,6,3")):
+        cv2.imwrite(str(data / "val" / "happy" / f"{name}.png"), np.full((48, 48), 128, np.uint8))
+        rows += f"val/happy/{name}.png,9999,{votes}\n"
+    (data / "ferplus_votes.csv").write_text(rows)
+    args = consistent.parse_args(["--data", str(data), "--out", "unused", "--widths", "4"])
     train, (images, labels) = consistent.load_faces(args)
-    val = attach_votes(load_split(voted_data, "val"), votes_table(voted_data))
+    val = attach_votes(load_split(data, "val"), votes_table(data))
     expected = majority(val.votes, classes_for(8))
-    assert len(train.images) == 7 * 4 and 0 < len(labels) <= len(expected)
+    assert len(train.images) == 7 * 4 and (expected == -1).sum() == 2
     np.testing.assert_array_equal(labels, expected[expected >= 0])
-    assert len(images) == len(labels)
+    np.testing.assert_array_equal(images, val.images[expected >= 0])
+    fer2013 = ["--data", str(data), "--out", "unused", "--widths", "4", "--labels", "fer2013", "--classes", "7"]
+    assert consistent.load_faces(consistent.parse_args(fer2013))[1] is None  # scored on FER+ only
     # the GPU machine may carry train only: training goes on, unscored
-    train_only = tmp_path / "fer"
-    shutil.copytree(voted_data / "train", train_only / "train")
-    shutil.copy(voted_data / "ferplus_votes.csv", train_only)
-    args = consistent.parse_args(["--data", str(train_only), "--out", "unused", "--widths", "4"])
+    shutil.rmtree(data / "val")
     train, val = consistent.load_faces(args)
     assert len(train.images) == 7 * 4 and val is None
+    # an unreadable val split is still an error
+    (data / "val" / "happy").mkdir(parents=True)
+    (data / "val" / "happy" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(DataError):
+        consistent.load_faces(args)

@@ -22,6 +22,10 @@ def test_data_pack_unpacks_to_the_same_files_and_votes(voted_data, tmp_path):
         assert (tmp_path / "out" / name).read_bytes() == (voted_data / name).read_bytes()
     votes = "ferplus_votes.csv"
     assert (tmp_path / "out" / votes).read_text() == (voted_data / votes).read_text()
+    # --val 0 packs train only (the trainer then runs unscored)
+    assert transport.main(["pack-data", str(voted_data), str(tmp_path / "pack" / "train.npz"), "--val", "0"]) == 0
+    assert transport.main(["unpack-data", str(tmp_path / "pack" / "train.npz"), str(tmp_path / "train")]) == 0
+    assert {p.name for p in (tmp_path / "train").iterdir() if p.is_dir()} == {"train"}
 
 
 def test_a_pack_cannot_write_outside_its_folder(tmp_path):

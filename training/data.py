@@ -92,6 +92,15 @@ def load_split(path: str | os.PathLike, split: str) -> FaceDataset:
     )
 
 
+def has_split(path: str | os.PathLike, split: str) -> bool:
+    """Whether `path` can hold `split`: a CSV or a folder of `<emotion>/` folders always can (their
+    rows or the folder itself are read); a dataset folder only with a folder for it."""
+    path = Path(path)
+    if not path.is_dir() or _is_class_folder(path):
+        return path.exists()
+    return any(child.is_dir() and child.name.lower() in FOLDER_ALIASES[split] for child in path.iterdir())
+
+
 def load_csv(path: str | os.PathLike, usage: str | None = None) -> FaceDataset:
     """Load the Kaggle `fer2013.csv` (columns emotion, pixels[, Usage]), keeping rows of `usage`."""
     images, labels, keys = [], [], []

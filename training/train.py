@@ -195,16 +195,12 @@ def load_splits(args, require_val: bool = True) -> tuple[LabeledFaces, LabeledFa
     """Train and val faces with their targets. Val is scored against FER+'s majority (ties
     left out) when training on FER+ labels, so the best checkpoint is the best at consensus.
     Without `require_val`, a data folder with no val split gives None for it."""
-    from training.data import load_split
+    from training.data import has_split, load_split
     from training.ferplus import attach_votes, votes_table
 
     train = load_split(args.data, "train")
-    try:
-        val = load_split(args.data, "val")
-    except DataError:
-        if require_val:
-            raise
-        val = None
+    # only an absent split is optional: an unreadable one is still an error
+    val = load_split(args.data, "val") if require_val or has_split(args.data, "val") else None
     if args.labels == "fer2013":
         return labeled(train, args, 0.0), labeled(val, args, 0.0) if val is not None else None
     table = votes_table(args.data, args.votes)

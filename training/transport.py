@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "pack-data":
-            count = pack_data(args.folder, args.pack, {"val": args.val} if args.val else None)
+            count = pack_data(args.folder, args.pack, {"val": args.val} if args.val is not None else None)
             print(f"packed {count} files into {args.pack} ({args.pack.stat().st_size / 2**20:.1f} MiB)")
         elif args.command == "unpack-data":
             print(f"unpacked {unpack_data(args.source, args.out)} files into {args.out}")
