@@ -82,10 +82,9 @@ def load_split(path: str | os.PathLike, split: str) -> FaceDataset:
         return load_csv(path, CSV_USAGE[split])
     if _is_class_folder(path):
         return load_folder(path)
-    for name in FOLDER_ALIASES[split]:
-        for child in path.iterdir():
-            if child.is_dir() and child.name.lower() == name:
-                return load_folder(child)
+    folder = _split_folder(path, split)
+    if folder is not None:
+        return load_folder(folder)
     raise DataError(
         f"{str(path)!r} has no folder for split {split!r} (looked for {', '.join(FOLDER_ALIASES[split])}) "
         f"and no emotion folders ({', '.join(EMOTIONS)})"
@@ -98,7 +97,16 @@ def has_split(path: str | os.PathLike, split: str) -> bool:
     path = Path(path)
     if not path.is_dir() or _is_class_folder(path):
         return path.exists()
-    return any(child.is_dir() and child.name.lower() in FOLDER_ALIASES[split] for child in path.iterdir())
+    return _split_folder(path, split) is not None
+
+
+def _split_folder(path: Path, split: str) -> Path | None:
+    """The folder of a dataset folder holding `split`, by its first alias present; None if none is."""
+    for name in FOLDER_ALIASES[split]:
+        for child in path.iterdir():
+            if child.is_dir() and child.name.lower() == name:
+                return child
+    return None
 
 
 def load_csv(path: str | os.PathLike, usage: str | None = None) -> FaceDataset:

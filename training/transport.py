@@ -70,9 +70,15 @@ def unpack_data(pack: Path, folder: Path) -> int:
     return len(names)
 
 
+def model_from_recipe(recipe: dict):
+    """A fresh compact CNN as a packed model's recipe describes it (packing checks that one exists)."""
+    from training.model import make_compact_cnn
+
+    return make_compact_cnn(recipe["width"], blur_sigma=recipe["blur_sigma"], classes=tuple(recipe["classes"]))
+
+
 def pack_models(folder: Path, out: Path) -> list[str]:
     """Each compact CNN in `folder` as `<name>.npz`: its weights in float16 and its recipe."""
-    from training.model import make_compact_cnn
     from training.train import first_conv_filters
     from webapp.vision.layers import inference_blur_sigma, load_model, model_classes
 
@@ -88,7 +94,7 @@ def pack_models(folder: Path, out: Path) -> list[str]:
             "classes": list(model_classes(model)),
             "blur_sigma": inference_blur_sigma(model),
         }
-        rebuilt = make_compact_cnn(recipe["width"], blur_sigma=recipe["blur_sigma"], classes=model_classes(model))
+        rebuilt = model_from_recipe(recipe)
         if [w.shape for w in rebuilt.get_weights()] != [w.shape for w in model.get_weights()]:
             raise ValueError(f"{path} is not a compact CNN: it could not be rebuilt from its weights")
         weights = {f"w{index}": weight.astype(np.float16) for index, weight in enumerate(model.get_weights())}
@@ -103,8 +109,6 @@ def unpack_models(folder: Path, out: Path) -> list[Path]:
     """Rebuild every model packed in `folder` (see `pack_models`) as `<out>/<name>.keras`."""
     import keras
 
-    from training.model import make_compact_cnn
-
     out.mkdir(parents=True, exist_ok=True)
     saved = []
     for path in sorted(folder.glob("*.npz")):
@@ -112,7 +116,7 @@ def unpack_models(folder: Path, out: Path) -> list[Path]:
         if "recipe" not in packed:
             continue  # not a model (teacher probabilities travel as .npz too)
         recipe = json.loads(packed["recipe"].tobytes())
-        model = make_compact_cnn(recipe["width"], blur_sigma=recipe["blur_sigma"], classes=tuple(recipe["classes"]))
+        model = model_from_recipe(recipe)
         model.set_weights([packed[f"w{index}"].astype(np.float32) for index in range(len(model.get_weights()))])
         model = keras.Model(model.input, model.output, name=path.stem)
         model.save(out / f"{path.stem}.keras")
