@@ -364,6 +364,18 @@ def test_choose_ranks_every_calibrated_combination_on_val(voted_data, tmp_path, 
         if row["neutral_shift"] < 2
     )
 
+    assert all(row["flip_tta"] and row["passes"] == 2 * len(row["members"]) for row in rows)
+
+    # --tta both adds each combination without the mirror image, at half the passes
+    assert choose.main([*args, "--tta", "both", "--json", str(report)]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].split()[-3:] == ["TTA", "passes", "members"] and len(table) == 1 + 12
+    rows = json.loads(report.read_text())
+    forms = {(tuple(row["members"]), row["flip_tta"]): row["passes"] for row in rows}
+    assert len(forms) == 12 and all(passes == len(m) * (2 if flip else 1) for (m, flip), passes in forms.items())
+    with pytest.raises(SystemExit):
+        choose.main([*args, "--tta", "sideways"])
+
     assert choose.main(["--members", str(tmp_path / "absent.keras"), "--data", str(voted_data)]) == 2
     make_model(width=8).save(tmp_path / "seven.keras")
     assert choose.main(["--members", members[0], str(tmp_path / "seven.keras"), "--data", str(voted_data)]) == 2

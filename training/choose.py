@@ -8,7 +8,12 @@ softmax heads with one temperature (and, with --match-neutral, the neutral shift
 for it, exactly as the calibrated ensemble will be served with flip TTA. The table shows
 both labelings, the clear faces and the neutral share, best FER+ first (the folder's labels
 when val has no votes). Choosing on val is what the issue asks; a held-out check needs data
-kept apart. The member count is the latency budget: see `bench.accuracy_bench`.
+kept apart.
+
+The cost per face is the number of forward passes: members, times two with flip TTA. So
+`--tta both` also scores every combination without the mirror image, which answers whether a
+latency budget is better spent on more members or on the flip (`bench.accuracy_bench` turns
+passes into milliseconds).
 """
 
 from __future__ import annotations
@@ -37,9 +42,15 @@ class Candidate:
     """One combination of members, calibrated, and its scores on val."""
 
     members: tuple[str, ...]
+    flip_tta: bool
     temperature: float
     neutral_shift: float
     evaluation: Evaluation
+
+    @property
+    def passes(self) -> int:
+        """Forward passes per face when served: the cost that --tta trades against members."""
+        return len(self.members) * (2 if self.flip_tta else 1)
 
     @property
     def rank_accuracy(self) -> float:
@@ -57,33 +68,55 @@ def member_heads(path: str, val: FaceDataset) -> np.ndarray:
 
 
 def calibrated(
-    members: tuple[str, ...], heads: np.ndarray, val: FaceDataset, labels: np.ndarray, match_neutral: bool
+    members: tuple[str, ...],
+    heads: np.ndarray,
+    val: FaceDataset,
+    labels: np.ndarray,
+    match_neutral: bool,
+    flip_tta: bool = True,
 ) -> Candidate:
     """`members` (whose stacked heads are `heads`) with the temperature and neutral shift fitted
-    on val against `labels` (`calibrate.calibration_labels`)."""
+    on val against `labels` (`calibrate.calibration_labels`); without `flip_tta`, on the faces
+    alone, not their mirror images."""
+    if not flip_tta:
+        heads = heads[:, :1]
     known = labels >= 0
     temperature = fit_temperature(heads[:, :, known], labels[known])
     shift = 0.0
     if match_neutral:
         share = float((labels[known] == NEUTRAL).mean())
         shift = fit_neutral_shift(heads[:, :, known], temperature, share)
-    return Candidate(members, temperature, shift, score_all(val, tempered(heads, temperature, shift)))
+    return Candidate(members, flip_tta, temperature, shift, score_all(val, tempered(heads, temperature, shift)))
 
 
-def rank(heads_by_member: dict[str, np.ndarray], val: FaceDataset, max_members: int, match_neutral: bool) -> list:
-    """Every combination of 1..`max_members` members, calibrated and scored, best first."""
+TTA_CHOICES = {"flip": (True,), "none": (False,), "both": (True, False)}
+
+
+def rank(
+    heads_by_member: dict[str, np.ndarray],
+    val: FaceDataset,
+    max_members: int,
+    match_neutral: bool,
+    tta: str = "flip",
+) -> list:
+    """Every combination of 1..`max_members` members, calibrated and scored with each of the
+    `tta` forms (`TTA_CHOICES`), best first."""
     classes = EMOTIONS_WITH_CONTEMPT[: next(iter(heads_by_member.values())).shape[-1]]
     labels, _ = calibration_labels(val, classes)
     candidates = [
-        calibrated(combo, np.concatenate([heads_by_member[m] for m in combo]), val, labels, match_neutral)
+        calibrated(combo, np.concatenate([heads_by_member[m] for m in combo]), val, labels, match_neutral, flip)
         for size in range(1, max_members + 1)
         for combo in itertools.combinations(heads_by_member, size)
+        for flip in TTA_CHOICES[tta]
     ]
     return sorted(candidates, key=lambda c: -c.rank_accuracy)
 
 
 def format_table(candidates: list[Candidate]) -> str:
-    lines = [f"{'FER+':>7}{'FER2013':>9}{'clear':>7}{'neutral':>9}{'ECE':>7}{'T':>6}{'shift':>7}  members"]
+    lines = [
+        f"{'FER+':>7}{'FER2013':>9}{'clear':>7}{'neutral':>9}{'ECE':>7}{'T':>6}{'shift':>7}{'TTA':>6}{'passes':>8}"
+        "  members"
+    ]
     for c in candidates:
         e = c.evaluation
         ferplus = f"{e.ferplus.accuracy:.4f}" if e.ferplus else "-"
@@ -92,7 +125,7 @@ def format_table(candidates: list[Candidate]) -> str:
         ece = (e.ferplus or e.labels).ece
         lines.append(
             f"{ferplus:>7}{e.accuracy:>9.4f}{clear:>7}{neutral:>9}{ece:>7.3f}{c.temperature:>6.2f}"
-            f"{c.neutral_shift:>7.2f}  {' + '.join(c.members)}"
+            f"{c.neutral_shift:>7.2f}{'flip' if c.flip_tta else 'none':>6}{c.passes:>8}  {' + '.join(c.members)}"
         )
     return "\n".join(lines)
 
@@ -111,6 +144,12 @@ def main(argv=None) -> int:
     parser.add_argument("--max-members", type=int, default=2, help="largest combination tried")
     parser.add_argument(
         "--match-neutral", action="store_true", help="calibrate each with training.calibrate --match-neutral"
+    )
+    parser.add_argument(
+        "--tta",
+        choices=sorted(TTA_CHOICES),
+        default="flip",
+        help="score each combination with flip TTA (as served), without it, or both ways",
     )
     parser.add_argument("--top", type=int, default=15, help="rows printed")
     parser.add_argument("--json", metavar="OUT", help="also write every row as JSON")
@@ -135,12 +174,14 @@ def main(argv=None) -> int:
     if len({h.shape[-1] for h in heads.values()}) > 1:
         print("error: the members output different numbers of classes", file=sys.stderr)
         return 2
-    candidates = rank(heads, val, args.max_members, args.match_neutral)
+    candidates = rank(heads, val, args.max_members, args.match_neutral, args.tta)
     print(format_table(candidates[: args.top]))
     if args.json:
         rows = [
             {
                 "members": c.members,
+                "flip_tta": c.flip_tta,
+                "passes": c.passes,
                 "temperature": c.temperature,
                 "neutral_shift": c.neutral_shift,
                 **c.evaluation.to_dict(),
