@@ -376,6 +376,24 @@ def test_choose_ranks_every_calibrated_combination_on_val(voted_data, tmp_path, 
     with pytest.raises(SystemExit):
         choose.main([*args, "--tta", "sideways"])
 
+    # without the flip, the mirror image's view plays no part; an ensemble member counts its networks
+    from training.calibrate import calibration_labels
+    from training.ensemble import make_ensemble
+    from training.evaluate import with_votes
+    from webapp.vision.layers import load_model
+
+    val = with_votes(load_split(str(voted_data), "val"), str(voted_data), None)
+    labels, _ = calibration_labels(val, EMOTIONS_WITH_CONTEMPT)
+    heads = choose.member_heads(members[0], val)
+    scrambled = heads.copy()
+    scrambled[:, 1] = np.random.default_rng(0).dirichlet(np.ones(8), size=scrambled.shape[2])
+    plain, other = (choose.calibrated(("m",), h, val, labels, True, flip_tta=False) for h in (heads, scrambled))
+    assert plain.evaluation.to_dict() == other.evaluation.to_dict() and plain.temperature == other.temperature
+    assert choose.calibrated(("m",), scrambled, val, labels, True).evaluation.to_dict() != plain.evaluation.to_dict()
+    make_ensemble([load_model(path) for path in members[:2]]).save(tmp_path / "pair.keras")
+    pair = choose.member_heads(str(tmp_path / "pair.keras"), val)
+    assert choose.calibrated(("pair",), pair, val, labels, True).passes == 4
+
     assert choose.main(["--members", str(tmp_path / "absent.keras"), "--data", str(voted_data)]) == 2
     make_model(width=8).save(tmp_path / "seven.keras")
     assert choose.main(["--members", members[0], str(tmp_path / "seven.keras"), "--data", str(voted_data)]) == 2

@@ -42,6 +42,7 @@ class Candidate:
     """One combination of members, calibrated, and its scores on val."""
 
     members: tuple[str, ...]
+    networks: int
     flip_tta: bool
     temperature: float
     neutral_shift: float
@@ -49,8 +50,9 @@ class Candidate:
 
     @property
     def passes(self) -> int:
-        """Forward passes per face when served: the cost that --tta trades against members."""
-        return len(self.members) * (2 if self.flip_tta else 1)
+        """Forward passes per face when served: the cost that --tta trades against members. A
+        member that is itself an ensemble counts each of its networks."""
+        return self.networks * (2 if self.flip_tta else 1)
 
     @property
     def rank_accuracy(self) -> float:
@@ -86,7 +88,9 @@ def calibrated(
     if match_neutral:
         share = float((labels[known] == NEUTRAL).mean())
         shift = fit_neutral_shift(heads[:, :, known], temperature, share)
-    return Candidate(members, flip_tta, temperature, shift, score_all(val, tempered(heads, temperature, shift)))
+    return Candidate(
+        members, len(heads), flip_tta, temperature, shift, score_all(val, tempered(heads, temperature, shift))
+    )
 
 
 TTA_CHOICES = {"flip": (True,), "none": (False,), "both": (True, False)}
