@@ -184,6 +184,17 @@ def test_inference_blur_matches_cv2_at_inference_and_is_off_while_training(tmp_p
         InferenceBlur(-1)
 
 
+def test_stem_convs_add_full_resolution_convolutions_before_the_first_pooling():
+    from training.model import make_compact_cnn, stem_conv_count
+
+    plain, deep_stem = make_compact_cnn(width=8), make_compact_cnn(width=8, stem_convs=2)
+    assert (stem_conv_count(plain), stem_conv_count(deep_stem)) == (1, 2)
+    assert plain.name == "compact_cnn_w8" and deep_stem.name == "compact_cnn_w8_s2"
+    assert deep_stem.count_params() - plain.count_params() == 3 * 3 * 8 * 8 + 4 * 8  # one conv and its batch norm
+    with pytest.raises(ValueError, match="at least one stem"):
+        make_compact_cnn(width=8, stem_convs=0)
+
+
 def test_with_blur_sigma_keeps_the_weights_and_changes_only_the_blur():
     import numpy as np
 
@@ -320,6 +331,9 @@ def test_train_cli_help_and_bad_data(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         train.main(["--help"])
     assert exit_.value.code == 0
+    with pytest.raises(SystemExit):
+        train.main(["--data", str(tmp_path), "--stem-convs", "0"])
+    assert "--stem-convs must be at least 1" in capsys.readouterr().err
     assert train.main(["--data", str(tmp_path / "missing"), "--runs-dir", str(tmp_path)]) == 2
 
 

@@ -38,7 +38,8 @@ def test_a_pack_cannot_write_outside_its_folder(tmp_path):
     assert transport.main(["pack-data", str(tmp_path / "empty"), str(tmp_path / "x.npz")]) == 2
 
 
-def test_models_travel_as_float16_and_come_back_whole(tmp_path):
+@pytest.mark.parametrize("stem_convs", [1, 2])
+def test_models_travel_as_float16_and_come_back_whole(tmp_path, stem_convs):
     from training.augment import AUGMENTATION_BLUR_SIGMA
     from training.model import make_model
     from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
@@ -46,7 +47,9 @@ def test_models_travel_as_float16_and_come_back_whole(tmp_path):
 
     (tmp_path / "trained").mkdir()
     (tmp_path / "back").mkdir()
-    original = make_model(width=8, blur_sigma=AUGMENTATION_BLUR_SIGMA, classes=EMOTIONS_WITH_CONTEMPT)
+    original = make_model(
+        width=8, blur_sigma=AUGMENTATION_BLUR_SIGMA, classes=EMOTIONS_WITH_CONTEMPT, stem_convs=stem_convs
+    )
     rng = np.random.default_rng(0)  # trained-looking weights: BatchNorm statistics away from 0 and 1
     original.set_weights([rng.uniform(0.5, 1.5, w.shape).astype(np.float32) for w in original.get_weights()])
     original.save(tmp_path / "trained" / "w8-s0.keras")

@@ -21,8 +21,11 @@ def test_split_fractions_share_each_old_channel_among_its_copies():
         channel_map(8, 4, rng)
 
 
-def test_a_widened_model_computes_what_the_original_computes():
-    model = make_compact_cnn(width=8, blur_sigma=0.7, classes=EMOTIONS_WITH_CONTEMPT)
+@pytest.mark.parametrize("stem_convs", [1, 2])
+def test_a_widened_model_computes_what_the_original_computes(stem_convs):
+    from training.model import stem_conv_count
+
+    model = make_compact_cnn(width=8, blur_sigma=0.7, classes=EMOTIONS_WITH_CONTEMPT, stem_convs=stem_convs)
     rng = np.random.default_rng(1)
     # batch norm with non-trivial statistics, as after training
     for layer in model.layers:
@@ -31,6 +34,7 @@ def test_a_widened_model_computes_what_the_original_computes():
     faces = rng.random((6, 48, 48, 1), dtype=np.float32)
     wide = widen(model, 12, noise=0.0)
     assert wide.count_params() > model.count_params() and model_classes(wide) == EMOTIONS_WITH_CONTEMPT
+    assert stem_conv_count(wide) == stem_convs
     assert next(layer for layer in wide.layers if isinstance(layer, InferenceBlur)).get_config()["sigma"] == 0.7
     np.testing.assert_allclose(wide.predict(faces, verbose=0), model.predict(faces, verbose=0), atol=1e-5)
     noisy = widen(model, 12, noise=0.01)

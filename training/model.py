@@ -30,6 +30,7 @@ def make_model(
     weights: str | None = "imagenet",
     blur_sigma: float = 0.0,
     classes: tuple[str, ...] = EMOTIONS,
+    stem_convs: int = 1,
 ) -> keras.Model:
     """Build an untrained classifier.
 
@@ -42,9 +43,12 @@ def make_model(
         blur_sigma: sigma of the model's `InferenceBlur`: `AUGMENTATION_BLUR_SIGMA` for a
             model that will train on resampled (softened) images, 0 for sharp ones.
         classes: the emotions it outputs, in order (recorded in the model by `EmotionClasses`).
+        stem_convs: the compact CNN's convolutions at full resolution (`make_compact_cnn`).
     """
     if arch == "compact":
-        return make_compact_cnn(width=width, dropout=dropout, blur_sigma=blur_sigma, classes=classes)
+        return make_compact_cnn(
+            width=width, dropout=dropout, blur_sigma=blur_sigma, classes=classes, stem_convs=stem_convs
+        )
     if arch == "mobilenetv2":
         return make_mobilenetv2(dropout=dropout, weights=weights, blur_sigma=blur_sigma, classes=classes)
     raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}")
@@ -109,7 +113,11 @@ def _conv_bn_relu(x, filters: int):
 
 
 def make_compact_cnn(
-    width: int = 32, dropout: float = 0.4, blur_sigma: float = 0.0, classes: tuple[str, ...] = EMOTIONS
+    width: int = 32,
+    dropout: float = 0.4,
+    blur_sigma: float = 0.0,
+    classes: tuple[str, ...] = EMOTIONS,
+    stem_convs: int = 1,
 ) -> keras.Model:
     """A VGG-style CNN sized for CPU training (~35 M multiply-adds per face at width 32).
 
@@ -118,9 +126,16 @@ def make_compact_cnn(
     width, 2w, 4w and 8w channels: capacity grows where the pixels are few, which keeps
     an epoch of FER-2013 near two minutes on two CPU cores. Global average pooling and
     dropout feed the softmax head.
+
+    `stem_convs` > 1 stacks more width-channel convolutions in the stem, before the first
+    pooling: at width 32, a second one costs as much to train as widening to 40, spent on
+    the 48x48 detail (eyelids, mouth corners) that pooling discards.
     """
+    if stem_convs < 1:
+        raise ValueError(f"the compact CNN needs at least one stem convolution, not {stem_convs}")
     inputs, x = _face_input(blur_sigma)
-    x = _conv_bn_relu(x, width)
+    for _ in range(stem_convs):
+        x = _conv_bn_relu(x, width)
     x = layers.MaxPooling2D()(x)
     for stage in range(4):
         filters = width * 2**stage
@@ -130,7 +145,18 @@ def make_compact_cnn(
             x = layers.MaxPooling2D()(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(dropout)(x)
-    return keras.Model(inputs, _head(x, classes), name=f"compact_cnn_w{width}")
+    name = f"compact_cnn_w{width}" + (f"_s{stem_convs}" if stem_convs > 1 else "")
+    return keras.Model(inputs, _head(x, classes), name=name)
+
+
+def stem_conv_count(model: keras.Model) -> int:
+    """A compact CNN's `stem_convs`: its convolutions before the first pooling."""
+    count = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.MaxPooling2D):
+            return count
+        count += isinstance(layer, layers.Conv2D)
+    raise ValueError(f"{model.name} is not a compact CNN: it has no pooling")
 
 
 def make_mobilenetv2(

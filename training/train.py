@@ -78,6 +78,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--arch", choices=("compact", "mobilenetv2"), default="compact")
     parser.add_argument("--width", type=int, default=32, help="compact CNN: channels of the first stage")
     parser.add_argument(
+        "--stem-convs",
+        type=int,
+        default=1,
+        help="compact CNN: convolutions at full 48x48 resolution, before the first pooling",
+    )
+    parser.add_argument(
         "--epochs",
         type=int,
         default=None,
@@ -151,6 +157,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--teacher-weight must be in [0, 1]")
     if not 0 <= args.ema < 1:
         parser.error("--ema must be in [0, 1): the share of the average kept at each step")
+    if args.stem_convs < 1:
+        parser.error("--stem-convs must be at least 1")
     if args.widen and not args.init_from:
         parser.error("--widen needs --init-from (a new model takes --width)")
     if args.classes == 8 and args.labels == "fer2013":
@@ -296,7 +304,9 @@ def build_model(args):
 
             model = widen(model, args.widen, seed=args.seed)
         return model
-    return make_model(args.arch, width=args.width, dropout=args.dropout, blur_sigma=sigma, classes=classes)
+    return make_model(
+        args.arch, width=args.width, dropout=args.dropout, blur_sigma=sigma, classes=classes, stem_convs=args.stem_convs
+    )
 
 
 def compile_model(model, args, steps_per_epoch: int, prior: np.ndarray) -> None:
@@ -461,8 +471,12 @@ def main(argv=None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         if args.init_from:  # the run's record names the architecture it fine-tunes
-            args.arch, args.width = (
-                ("mobilenetv2", None) if "mobilenetv2" in model.name else ("compact", first_conv_filters(model))
+            from training.model import stem_conv_count
+
+            args.arch, args.width, args.stem_convs = (
+                ("mobilenetv2", None, None)
+                if "mobilenetv2" in model.name
+                else ("compact", first_conv_filters(model), stem_conv_count(model))
             )
         compile_model(model, args, steps_per_epoch, prior)
         write_run_record(run_dir, args, model)

@@ -74,11 +74,17 @@ def model_from_recipe(recipe: dict):
     """A fresh compact CNN as a packed model's recipe describes it (packing checks that one exists)."""
     from training.model import make_compact_cnn
 
-    return make_compact_cnn(recipe["width"], blur_sigma=recipe["blur_sigma"], classes=tuple(recipe["classes"]))
+    return make_compact_cnn(
+        recipe["width"],
+        blur_sigma=recipe["blur_sigma"],
+        classes=tuple(recipe["classes"]),
+        stem_convs=recipe.get("stem_convs", 1),  # packs made before the option had one
+    )
 
 
 def pack_models(folder: Path, out: Path) -> list[str]:
     """Each compact CNN in `folder` as `<name>.npz`: its weights in float16 and its recipe."""
+    from training.model import stem_conv_count
     from training.train import first_conv_filters
     from webapp.vision.layers import inference_blur_sigma, load_model, model_classes
 
@@ -86,11 +92,12 @@ def pack_models(folder: Path, out: Path) -> list[str]:
     for path in sorted(folder.glob("*.keras")):
         model = load_model(path)
         try:
-            width = first_conv_filters(model)
-        except StopIteration:
-            raise ValueError(f"{path} is not a compact CNN: it has no convolution") from None
+            width, stem_convs = first_conv_filters(model), stem_conv_count(model)
+        except (StopIteration, ValueError):
+            raise ValueError(f"{path} is not a compact CNN: it has no convolution or no pooling") from None
         recipe = {
             "width": width,
+            "stem_convs": stem_convs,
             "classes": list(model_classes(model)),
             "blur_sigma": inference_blur_sigma(model),
         }

@@ -38,7 +38,7 @@ def widen(model, width: int, noise: float = 0.01, seed: int = 0):
     """
     import keras
 
-    from training.model import make_compact_cnn
+    from training.model import make_compact_cnn, stem_conv_count
     from webapp.vision.layers import InferenceBlur, model_classes
 
     rng = np.random.default_rng(seed)
@@ -50,7 +50,9 @@ def widen(model, width: int, noise: float = 0.01, seed: int = 0):
     dropout = next(layer for layer in model.layers if isinstance(layer, keras.layers.Dropout))
     if width < convs[0].filters:
         raise ValueError(f"cannot narrow a width-{convs[0].filters} model to {width}")
-    wide = make_compact_cnn(width, dropout.rate, blur.get_config()["sigma"], model_classes(model))
+    wide = make_compact_cnn(
+        width, dropout.rate, blur.get_config()["sigma"], model_classes(model), stem_convs=stem_conv_count(model)
+    )
     wide_convs = [layer for layer in wide.layers if isinstance(layer, keras.layers.Conv2D)]
     wide_norms = [layer for layer in wide.layers if isinstance(layer, keras.layers.BatchNormalization)]
     if len(convs) != len(wide_convs) or len(norms) != len(wide_norms):
