@@ -96,6 +96,7 @@ def test_a_training_step_moves_the_students_and_leaves_the_teachers_alone():
 def test_teachers_then_students_on_the_same_views(voted_data, tmp_path, capsys):
     from training.distill import load_teacher
     from training.evaluate import main as evaluate
+    from training.model import stem_conv_count
     from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
     from webapp.vision.layers import load_model, model_classes
 
@@ -106,7 +107,7 @@ def test_teachers_then_students_on_the_same_views(voted_data, tmp_path, capsys):
     teachers = [str(tmp_path / "t" / name) for name in ("w4-s0.keras", "w8-s1.keras")]
 
     student_args = ["--out", str(tmp_path / "s"), "--widths", "4", "--teachers", *teachers, "--mixup", "0.3"]
-    student_args += ["--save-teacher", "--time-budget", "1", "--warmup-epochs", "2", "--seed", "5"]
+    student_args += ["--save-teacher", "--time-budget", "1", "--warmup-epochs", "2", "--seed", "5", "--stem-convs", "2"]
     assert consistent.main([*common[:-2], *student_args]) == 0
     out = capsys.readouterr().out
     assert "epochs fit in the budget" in out and "teachers:" in out
@@ -115,7 +116,7 @@ def test_teachers_then_students_on_the_same_views(voted_data, tmp_path, capsys):
     assert set(record["teachers_val_ferplus"]) == {"0:w4-s0", "1:w8-s1", "mean"}
 
     student = load_model(tmp_path / "s" / "w4-s5.keras")
-    assert model_classes(student) == EMOTIONS_WITH_CONTEMPT
+    assert model_classes(student) == EMOTIONS_WITH_CONTEMPT and stem_conv_count(student) == 2
     keys = [f"{emotion}/{i}.png" for emotion in ("angry", "happy") for i in range(4)]
     saved = load_teacher(tmp_path / "s" / "teacher.npz", keys, EMOTIONS_WITH_CONTEMPT)
     assert saved.shape == (8, 8) and np.allclose(saved.sum(1), 1, atol=1e-2)
@@ -155,6 +156,8 @@ def test_bad_options_and_data_are_clear_errors(tmp_path, capsys):
         consistent.parse_args(["--data", "x", "--out", "y", "--widths", "8", "--save-teacher"])
     assert consistent.main(["--data", str(tmp_path / "absent"), "--out", str(tmp_path), "--widths", "4"]) == 2
     assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        consistent.parse_args(["--data", "x", "--out", "y", "--widths", "8", "--stem-convs", "0"])
     with pytest.raises(SystemExit):
         consistent.parse_args(["--data", "x", "--out", "y", "--widths", "8", "--labels", "fer2013"])
 

@@ -52,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     models = parser.add_mutually_exclusive_group(required=True)
     models.add_argument("--widths", type=int, nargs="+", help="train one new compact CNN per width")
     models.add_argument("--init-from", nargs="+", metavar="MODEL", help="fine-tune these trained models instead")
+    parser.add_argument(
+        "--stem-convs", type=int, default=1, help="new compact CNNs: convolutions at 48x48, before the first pooling"
+    )
     parser.add_argument("--teachers", nargs="*", default=[], help="trained models whose mean output is distilled")
     parser.add_argument("--teacher-weight", type=float, default=0.7, help="share of each target from the teachers")
     parser.add_argument("--labels", choices=LABEL_MODES, default="ferplus-votes")
@@ -77,6 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 0 <= args.teacher_weight <= 1:
         parser.error("--teacher-weight must be in [0, 1]")
+    if args.stem_convs < 1:
+        parser.error("--stem-convs must be at least 1")
     if args.save_teacher and not args.teachers:
         parser.error("--save-teacher needs --teachers")
     if args.classes == 8 and args.labels == "fer2013":
@@ -292,7 +297,16 @@ def make_students(args, classes: tuple[str, ...]) -> list:
         models, names = [], []
         for index, width in enumerate(args.widths):
             keras.utils.set_random_seed(args.seed + index)
-            models.append(make_model("compact", width=width, dropout=args.dropout, blur_sigma=sigma, classes=classes))
+            models.append(
+                make_model(
+                    "compact",
+                    width=width,
+                    dropout=args.dropout,
+                    blur_sigma=sigma,
+                    classes=classes,
+                    stem_convs=args.stem_convs,
+                )
+            )
             names.append(f"w{width}-s{args.seed + index}")
     return [keras.Model(model.input, model.output, name=name) for model, name in zip(models, names, strict=True)]
 
