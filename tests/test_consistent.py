@@ -115,12 +115,12 @@ def test_teachers_then_students_on_the_same_views(voted_data, tmp_path, capsys):
     assert record["args"]["epochs"] == 2  # the budget is spent: the shortest run, two epochs
     assert set(record["teachers_val_ferplus"]) == {"0:w4-s0", "1:w8-s1", "mean"}
 
-    student = load_model(tmp_path / "s" / "w4-s5.keras")
+    student = load_model(tmp_path / "s" / "w4-stem2-s5.keras")
     assert model_classes(student) == EMOTIONS_WITH_CONTEMPT and stem_conv_count(student) == 2
     keys = [f"{emotion}/{i}.png" for emotion in ("angry", "happy") for i in range(4)]
     saved = load_teacher(tmp_path / "s" / "teacher.npz", keys, EMOTIONS_WITH_CONTEMPT)
     assert saved.shape == (8, 8) and np.allclose(saved.sum(1), 1, atol=1e-2)
-    student_file = str(tmp_path / "s" / "w4-s5.keras")
+    student_file = str(tmp_path / "s" / "w4-stem2-s5.keras")
     png = str(tmp_path / "confusion.png")
     assert evaluate(["--data", str(voted_data / "val"), "--model", student_file, "--confusion-png", png]) == 0
 
@@ -158,6 +158,8 @@ def test_bad_options_and_data_are_clear_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         consistent.parse_args(["--data", "x", "--out", "y", "--widths", "8", "--stem-convs", "0"])
+    with pytest.raises(SystemExit):
+        consistent.parse_args(["--data", "x", "--out", "y", "--init-from", "m.keras", "--stem-convs", "2"])
     with pytest.raises(SystemExit):
         consistent.parse_args(["--data", "x", "--out", "y", "--widths", "8", "--labels", "fer2013"])
 

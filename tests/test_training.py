@@ -40,6 +40,8 @@ def trained_run(tmp_path_factory):
                 "2",
                 "--width",
                 "8",
+                "--stem-convs",
+                "2",
                 "--batch-size",
                 "8",
                 "--runs-dir",
@@ -61,6 +63,7 @@ def test_run_folder_holds_everything_needed_to_explain_the_result(trained_run):
         assert (run / name).is_file(), name
     hparams = json.loads((run / "hparams.json").read_text())
     assert hparams["width"] == 8 and hparams["seed"] == 1337 and hparams["epochs"] == 3
+    assert hparams["stem_convs"] == 2
     with open(run / "log.csv") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2"]  # resumed, not restarted
     assert json.loads((run / "state.json").read_text())["epochs_done"] == 3
@@ -131,6 +134,7 @@ def test_model_card_is_written_from_the_run_files(trained_run, exported, capsys)
         assert f"**accuracy {accuracy:.4f}**" in text and "`emotion_float16.tflite` (served by default)" in text
         assert ("An ensemble of 2" in text) == (len(runs) == 2)
         assert "python -m training.train --data" in text and "--epochs 3" in text
+        assert "--width 8 --stem-convs 2" in text and "(width 8, 2 stem convs)" in text
         assert f"- Kept: `{run / 'best.keras'}`, `{run / 'last.keras'}`." in text
 
 
@@ -193,6 +197,11 @@ def test_stem_convs_add_full_resolution_convolutions_before_the_first_pooling():
     assert deep_stem.count_params() - plain.count_params() == 3 * 3 * 8 * 8 + 4 * 8  # one conv and its batch norm
     with pytest.raises(ValueError, match="at least one stem"):
         make_compact_cnn(width=8, stem_convs=0)
+    import keras
+
+    inputs = keras.Input((48, 48, 1))
+    with pytest.raises(ValueError, match="no pooling"):
+        stem_conv_count(keras.Model(inputs, keras.layers.Conv2D(2, 3)(inputs)))
 
 
 def test_with_blur_sigma_keeps_the_weights_and_changes_only_the_blur():
@@ -259,6 +268,7 @@ def test_fine_tune_on_sharp_faces_from_a_trained_model(trained_run, exported, tm
     tuned = tmp_path / "tuned"
     hparams = json.loads((tuned / "hparams.json").read_text())
     assert hparams["width"] == 8 and hparams["augment"] == "sharp" and hparams["init_from"] == str(run / "best.keras")
+    assert hparams["stem_convs"] == 2  # read from the model it fine-tunes
     assert (
         inference_blur_sigma(load_model(run / "best.keras")) > 0
         and inference_blur_sigma(load_model(tuned / "best.keras")) == 0
@@ -334,6 +344,9 @@ def test_train_cli_help_and_bad_data(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--data", str(tmp_path), "--stem-convs", "0"])
     assert "--stem-convs must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.main(["--data", str(tmp_path), "--init-from", "m.keras", "--stem-convs", "2"])
+    assert "a fine-tune keeps its model's stem" in capsys.readouterr().err
     assert train.main(["--data", str(tmp_path / "missing"), "--runs-dir", str(tmp_path)]) == 2
 
 

@@ -63,6 +63,12 @@ def test_models_travel_as_float16_and_come_back_whole(tmp_path, stem_convs):
     for kept, packed in zip(rebuilt.get_weights(), original.get_weights(), strict=True):
         np.testing.assert_allclose(kept, packed, rtol=1e-3)  # float16: three significant digits
 
+    # packs made before --stem-convs existed have no stem in their recipe: one conv
+    recipe = {"width": 8, "classes": list(EMOTIONS_WITH_CONTEMPT), "blur_sigma": 0.0}
+    assert [w.shape for w in transport.model_from_recipe(recipe).get_weights()] == [
+        w.shape for w in make_model(width=8, classes=EMOTIONS_WITH_CONTEMPT).get_weights()
+    ]
+
     # a model that is not a compact CNN cannot be rebuilt there: refused before the GPU time is spent
     import keras
 

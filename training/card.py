@@ -173,6 +173,12 @@ def _kept(run: dict) -> str:
     return line + "."
 
 
+def _shape(hparams: dict) -> str:
+    """A compact CNN's size as the card names it: its width, and its stem when that is deeper than one conv."""
+    stem = hparams.get("stem_convs") or 1
+    return f"width {hparams['width']}" + (f", {stem} stem convs" if stem > 1 else "")
+
+
 def _train_command(run: dict) -> str:
     """The `training.train` command line that sets a run's non-default choices."""
     hparams = run["hparams"]
@@ -185,6 +191,8 @@ def _train_command(run: dict) -> str:
             model += f" --widen {hparams['widen']}"
     else:
         model = f"--arch {hparams['arch']} --width {hparams['width']}"
+        if (hparams.get("stem_convs") or 1) > 1:
+            model += f" --stem-convs {hparams['stem_convs']}"
     labels = ""
     if hparams.get("labels", "fer2013") != "fer2013":
         labels = (
@@ -219,11 +227,11 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
     first = members[0]["hparams"]
     is_ensemble = len(members) > 1
     if not is_ensemble:
-        architecture = f"Architecture `{first['arch']}` (width {first['width']}), {params:,} parameters"
+        architecture = f"Architecture `{first['arch']}` ({_shape(first)}), {params:,} parameters"
     else:
-        widths = ", ".join(str(width) for width in sorted({member["hparams"]["width"] for member in members}))
+        widths = ", ".join(sorted({_shape(member["hparams"]) for member in members}))
         architecture = (
-            f"An ensemble of {len(members)} `{first['arch']}` CNNs (width {widths}) whose softmax outputs"
+            f"An ensemble of {len(members)} `{first['arch']}` CNNs ({widths}) whose softmax outputs"
             f" are averaged inside the one model file (`python -m training.ensemble`), {params:,} parameters in all"
         )
     lines = [

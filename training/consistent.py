@@ -82,6 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--teacher-weight must be in [0, 1]")
     if args.stem_convs < 1:
         parser.error("--stem-convs must be at least 1")
+    if args.stem_convs != 1 and args.init_from:
+        parser.error("--stem-convs shapes new students (a fine-tune keeps its model's stem)")
     if args.save_teacher and not args.teachers:
         parser.error("--save-teacher needs --teachers")
     if args.classes == 8 and args.labels == "fer2013":
@@ -283,7 +285,8 @@ def student_name(path) -> str:
 def make_students(args, classes: tuple[str, ...]) -> list:
     """The models to train: new compact CNNs (`args.widths`, seeded `args.seed`, +1, ...), or the
     `args.init_from` models with the blur this run's augmentation needs and a head for `classes`.
-    Each is named as its file will be: `w<width>-s<seed>`, or `<folder>-<file>` of the original."""
+    Each is named as its file will be: `w<width>-s<seed>` (`w<width>-stem<n>-s<seed>` with a deeper
+    stem), or `<folder>-<file>` of the original."""
     import keras
 
     from training.model import blur_sigma_for, make_model, with_blur_sigma, with_classes
@@ -307,7 +310,8 @@ def make_students(args, classes: tuple[str, ...]) -> list:
                     stem_convs=args.stem_convs,
                 )
             )
-            names.append(f"w{width}-s{args.seed + index}")
+            stem = f"-stem{args.stem_convs}" if args.stem_convs > 1 else ""
+            names.append(f"w{width}{stem}-s{args.seed + index}")
     return [keras.Model(model.input, model.output, name=name) for model, name in zip(models, names, strict=True)]
 
 

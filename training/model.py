@@ -119,7 +119,7 @@ def make_compact_cnn(
     classes: tuple[str, ...] = EMOTIONS,
     stem_convs: int = 1,
 ) -> keras.Model:
-    """A VGG-style CNN sized for CPU training (~35 M multiply-adds per face at width 32).
+    """A VGG-style CNN sized for CPU training (~35 M multiply-adds per face at width 32, one stem conv).
 
     A cheap full-resolution stem (1 -> width channels at 48x48) is pooled to 24x24, then
     four stages of two 3x3 conv+BN+ReLU layers run at 24, 12, 6 and 3 pixels with

@@ -159,6 +159,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--ema must be in [0, 1): the share of the average kept at each step")
     if args.stem_convs < 1:
         parser.error("--stem-convs must be at least 1")
+    if args.stem_convs != 1 and (args.init_from or args.arch != "compact"):
+        parser.error("--stem-convs shapes a new compact CNN (a fine-tune keeps its model's stem)")
     if args.widen and not args.init_from:
         parser.error("--widen needs --init-from (a new model takes --width)")
     if args.classes == 8 and args.labels == "fer2013":
