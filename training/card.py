@@ -229,7 +229,11 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
     if not is_ensemble:
         architecture = f"Architecture `{first['arch']}` ({_shape(first)}), {params:,} parameters"
     else:
-        widths = ", ".join(sorted({_shape(member["hparams"]) for member in members}))
+        shapes = sorted({(member["hparams"]["width"], member["hparams"].get("stem_convs") or 1) for member in members})
+        if all(stem == 1 for _, stem in shapes):
+            widths = "width " + ", ".join(str(width) for width, _ in shapes)
+        else:
+            widths = "; ".join(_shape({"width": width, "stem_convs": stem}) for width, stem in shapes)
         architecture = (
             f"An ensemble of {len(members)} `{first['arch']}` CNNs ({widths}) whose softmax outputs"
             f" are averaged inside the one model file (`python -m training.ensemble`), {params:,} parameters in all"
