@@ -173,10 +173,14 @@ def _kept(run: dict) -> str:
     return line + "."
 
 
-def _shape(hparams: dict) -> str:
+def _stem_convs(hparams: dict) -> int:
+    """A run's stem convolutions: records from before --stem-convs have none, MobileNetV2 fine-tunes None."""
+    return hparams.get("stem_convs") or 1
+
+
+def _shape(width: int, stem_convs: int) -> str:
     """A compact CNN's size as the card names it: its width, and its stem when that is deeper than one conv."""
-    stem = hparams.get("stem_convs") or 1
-    return f"width {hparams['width']}" + (f", {stem} stem convs" if stem > 1 else "")
+    return f"width {width}" + (f", {stem_convs} stem convs" if stem_convs > 1 else "")
 
 
 def _train_command(run: dict) -> str:
@@ -191,8 +195,8 @@ def _train_command(run: dict) -> str:
             model += f" --widen {hparams['widen']}"
     else:
         model = f"--arch {hparams['arch']} --width {hparams['width']}"
-        if (hparams.get("stem_convs") or 1) > 1:
-            model += f" --stem-convs {hparams['stem_convs']}"
+        if _stem_convs(hparams) > 1:
+            model += f" --stem-convs {_stem_convs(hparams)}"
     labels = ""
     if hparams.get("labels", "fer2013") != "fer2013":
         labels = (
@@ -227,13 +231,15 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
     first = members[0]["hparams"]
     is_ensemble = len(members) > 1
     if not is_ensemble:
-        architecture = f"Architecture `{first['arch']}` ({_shape(first)}), {params:,} parameters"
+        architecture = (
+            f"Architecture `{first['arch']}` ({_shape(first['width'], _stem_convs(first))}), {params:,} parameters"
+        )
     else:
-        shapes = sorted({(member["hparams"]["width"], member["hparams"].get("stem_convs") or 1) for member in members})
+        shapes = sorted({(member["hparams"]["width"], _stem_convs(member["hparams"])) for member in members})
         if all(stem == 1 for _, stem in shapes):
             widths = "width " + ", ".join(str(width) for width, _ in shapes)
         else:
-            widths = "; ".join(_shape({"width": width, "stem_convs": stem}) for width, stem in shapes)
+            widths = "; ".join(_shape(width, stem) for width, stem in shapes)
         architecture = (
             f"An ensemble of {len(members)} `{first['arch']}` CNNs ({widths}) whose softmax outputs"
             f" are averaged inside the one model file (`python -m training.ensemble`), {params:,} parameters in all"
