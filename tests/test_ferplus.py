@@ -141,6 +141,20 @@ def test_mixup_blends_images_targets_and_weights_alike():
     assert np.allclose(w, x[:, 0, 0, 0], atol=1e-4)  # the weights blend with the same shares
 
 
+def test_erasing_hides_one_small_rectangle_of_some_faces_and_only_while_training():
+    from training.augment import ERASE_SCALE, make_eraser
+
+    faces = np.full((64, 48, 48, 1), 2.0, np.float32)  # outside the noise's [0, 1], so every erased pixel shows
+    erased = np.asarray(make_eraser(0.5, seed=3)(faces, training=True)) != 2.0
+    share = erased.mean((1, 2, 3))
+    assert 10 <= (share > 0).sum() <= 54  # about half the faces
+    assert share.max() <= ERASE_SCALE[1] + 0.01
+    for mask in erased[share > 0, :, :, 0]:  # one rectangle: its bounding box is all erased
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        assert mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1].all()
+    assert (np.asarray(make_eraser(1.0, seed=3)(faces, training=False)) == 2.0).all()
+
+
 def test_score_all_reports_both_labelings():
     data = attach_votes(dataset(), read_votes_from(VOTES))
     probabilities = np.full((7, 8), 0.01, np.float32)
@@ -174,14 +188,14 @@ def test_an_8_class_run_on_votes_trains_resumes_and_is_scored_on_both_labelings(
 
     common = ["--width", "8", "--batch-size", "8", "--runs-dir", str(tmp_path), "--name", "votes"]
     options = ["--labels", "ferplus-votes", "--classes", "8", "--fer2013-weight", "0.3", "--logit-adjust", "0.5"]
-    options += ["--mixup", "0.4", "--ema", "0.9"]
+    options += ["--mixup", "0.4", "--ema", "0.9", "--erase", "0.5"]
     assert train.main(["--data", str(voted_data), "--epochs", "1", *options, *common]) == 0
     assert train.main(["--resume", str(tmp_path / "votes"), "--epochs", "2"]) == 0
     model = load_model(tmp_path / "votes" / "last.keras")
     assert model_classes(model) == EMOTIONS_WITH_CONTEMPT and model.outputs[0].shape[-1] == 8
     hparams = json.loads((tmp_path / "votes" / "hparams.json").read_text())
     assert hparams["labels"] == "ferplus-votes" and hparams["classes"] == 8 and hparams["epochs"] == 2
-    assert hparams["ema"] == 0.9
+    assert hparams["ema"] == 0.9 and hparams["erase"] == 0.5
 
     capsys.readouterr()
     report = tmp_path / "eval.json"

@@ -42,6 +42,8 @@ def trained_run(tmp_path_factory):
                 "8",
                 "--stem-convs",
                 "2",
+                "--erase",
+                "0.5",
                 "--batch-size",
                 "8",
                 "--runs-dir",
@@ -63,7 +65,7 @@ def test_run_folder_holds_everything_needed_to_explain_the_result(trained_run):
         assert (run / name).is_file(), name
     hparams = json.loads((run / "hparams.json").read_text())
     assert hparams["width"] == 8 and hparams["seed"] == 1337 and hparams["epochs"] == 3
-    assert hparams["stem_convs"] == 2
+    assert hparams["stem_convs"] == 2 and hparams["erase"] == 0.5
     with open(run / "log.csv") as handle:
         assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2"]  # resumed, not restarted
     assert json.loads((run / "state.json").read_text())["epochs_done"] == 3
@@ -135,6 +137,7 @@ def test_model_card_is_written_from_the_run_files(trained_run, exported, capsys)
         assert ("An ensemble of 2" in text) == (len(runs) == 2)
         assert "python -m training.train --data" in text and "--epochs 3" in text
         assert "--width 8 --stem-convs 2" in text and "(width 8, 2 stem convs)" in text
+        assert " --erase 0.5" in text and "Random erasing (`--erase 0.5`)" in text
         assert f"- Kept: `{run / 'best.keras'}`, `{run / 'last.keras'}`." in text
 
 
@@ -347,6 +350,10 @@ def test_train_cli_help_and_bad_data(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--data", str(tmp_path), "--init-from", "m.keras", "--stem-convs", "2"])
     assert "a fine-tune keeps its model's stem" in capsys.readouterr().err
+    for bad in ("-0.1", "1.5"):
+        with pytest.raises(SystemExit):
+            train.main(["--data", str(tmp_path), "--erase", bad])
+        assert "--erase must be in [0, 1]" in capsys.readouterr().err
     assert train.main(["--data", str(tmp_path / "missing"), "--runs-dir", str(tmp_path)]) == 2
 
 

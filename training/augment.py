@@ -48,6 +48,19 @@ def blurs(mode: str) -> bool:
     return mode == "full"
 
 
+# Random erasing (Zhong et al. 2020) hides a rectangle of 2-20% of the face behind noise: a hand,
+# glasses or a shadow over part of a webcam face must not decide its emotion, so the model
+# learns to read the rest of the face too.
+ERASE_SCALE = (0.02, 0.2)
+
+
+def make_eraser(probability: float, seed: int = 0) -> keras.layers.Layer:
+    """Replace a random rectangle (`ERASE_SCALE` of the area) of each image by noise, with `probability`."""
+    import keras
+
+    return keras.layers.RandomErasing(factor=probability, scale=ERASE_SCALE, value_range=(0, 1), seed=seed)
+
+
 def make_mixup(alpha: float, seed: int = 0):
     """A tf.data map that blends each image, target (and sample weight) of a batch with those of
     another image of the batch (mixup, Zhang et al. 2018), with a weight drawn from Beta(alpha, alpha).

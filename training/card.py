@@ -116,6 +116,12 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
         _labels(hparams) + _teacher(run),
         _augmentation(hparams, served)
         + (
+            f" Random erasing (`--erase {hparams['erase']:g}`): that share of faces had a rectangle of 2-20% of the image"
+            " replaced by noise."
+            if hparams.get("erase")
+            else ""
+        )
+        + (
             f" Mixup (`--mixup {hparams['mixup']:g}`): each image and its target blended with another's of the batch."
             if hparams.get("mixup")
             else ""
@@ -205,6 +211,8 @@ def _train_command(run: dict) -> str:
         )
         if hparams.get("logit_adjust"):
             labels += f" --logit-adjust {hparams['logit_adjust']:g}"
+    if hparams.get("erase"):
+        labels += f" --erase {hparams['erase']:g}"
     if hparams.get("mixup"):
         labels += f" --mixup {hparams['mixup']:g}"
     if hparams.get("ema"):

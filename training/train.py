@@ -115,6 +115,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="full: flip/rotate/zoom/shift/contrast (softens images: the model gets an InferenceBlur); sharp: flip/whole-pixel shift/contrast; none",
     )
     parser.add_argument(
+        "--erase",
+        type=float,
+        default=0.0,
+        metavar="PROB",
+        help="random erasing: with this probability, hide a rectangle of 2-20%% of each face behind noise; 0: off",
+    )
+    parser.add_argument(
         "--mixup",
         type=float,
         default=0.0,
@@ -159,6 +166,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--ema must be in [0, 1): the share of the average kept at each step")
     if args.stem_convs < 1:
         parser.error("--stem-convs must be at least 1")
+    if not 0 <= args.erase <= 1:
+        parser.error("--erase must be in [0, 1]: the share of faces that get a rectangle erased")
     if args.stem_convs != 1 and (args.init_from or args.arch != "compact"):
         parser.error("--stem-convs shapes a new compact CNN (a fine-tune keeps its model's stem)")
     if args.widen and not args.init_from:
@@ -277,6 +286,11 @@ def make_datasets(args, train: LabeledFaces, val: LabeledFaces, weights: np.ndar
         train_ds = train_ds.map(
             lambda x, *rest: (augmenter(x, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE
         )
+    if args.erase:
+        from training.augment import make_eraser
+
+        eraser = make_eraser(args.erase, args.seed + 5)
+        train_ds = train_ds.map(lambda x, *rest: (eraser(x, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     if args.mixup:
         from training.augment import make_mixup
 

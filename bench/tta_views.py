@@ -1,0 +1,123 @@
+"""Which test-time views pay for their cost: FER+ accuracy of trained models averaged over the face,
+its mirror image, small shifts and zooms, against the forward passes per face each set costs.
+
+    python -m bench.tta_views --members checkpoints/sc-w40-a20/best.keras checkpoints/sc-w40-a20-s43/best.keras
+
+The server averages each face with its mirror image (flip TTA). More views (the face moved by two
+pixels, or zoomed) could average away more of a detector box's jitter, at one forward pass per
+view and member. Every row is calibrated as it would be served (`training.calibrate`: one
+temperature, and the neutral shift of `--match-neutral`, fitted on val for that set of views), then
+scored on val (both labelings, the clear faces). Rows are chosen on val, so differences under
+about 0.3 points (10 of 3,422 faces) are noise. `passes` is the cost: `bench.accuracy_bench`
+measures what a pass costs in milliseconds (the served pair with flip TTA is 4 passes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2
+import numpy as np
+
+from tests.harness import FER2013
+from training.calibrate import calibration_labels, fit_neutral_shift, fit_temperature, tempered
+from training.data import load_split
+from training.evaluate import score_all, with_votes
+from training.ferplus import NEUTRAL
+from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
+from webapp.vision.preprocess import INPUT_SIZE, to_model_input
+
+SHIFT_PIXELS = 2  # a BlazeFace box moves about this much between frames of a still face (48-pixel crop)
+
+
+def moved(faces: np.ndarray, scale: float = 1.0, dx: float = 0.0, dy: float = 0.0) -> np.ndarray:
+    """uint8 faces (N, 48, 48) zoomed by `scale` about their centre and shifted by (dx, dy) pixels,
+    edges repeated (a crop that moved, not a black border)."""
+    centre = (INPUT_SIZE - 1) / 2
+    matrix = cv2.getRotationMatrix2D((centre, centre), 0, scale)
+    matrix[:, 2] += (dx, dy)
+    size = (INPUT_SIZE, INPUT_SIZE)
+    return np.stack(
+        [cv2.warpAffine(face, matrix, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for face in faces]
+    )
+
+
+# each view is also taken of the mirror image ("<name> mirrored")
+VIEWS = {
+    "face": {},
+    "zoom in 8%": {"scale": 1.08},
+    "zoom out 7%": {"scale": 0.93},
+    "right": {"dx": SHIFT_PIXELS},
+    "left": {"dx": -SHIFT_PIXELS},
+    "down": {"dy": SHIFT_PIXELS},
+    "up": {"dy": -SHIFT_PIXELS},
+}
+VIEW_SETS = {
+    "face only": ("face",),
+    "flip (served)": ("face", "face mirrored"),
+    "flip + zoom in": ("face", "face mirrored", "zoom in 8%", "zoom in 8% mirrored"),
+    "flip + zoom out": ("face", "face mirrored", "zoom out 7%", "zoom out 7% mirrored"),
+    "flip + right": ("face", "face mirrored", "right", "right mirrored"),
+    "flip + 4 shifts": ("face", "face mirrored", "right", "left", "down", "up"),
+    "all 14": tuple(name + suffix for name in VIEWS for suffix in ("", " mirrored")),
+}
+
+
+def view_probabilities(model_path: str, faces: np.ndarray) -> dict[str, np.ndarray]:
+    """The model's probabilities (N, classes), canonical class order, on every view of `faces`."""
+    from webapp.vision.layers import load_model, model_classes
+
+    model = load_model(model_path)
+    classes = model_classes(model)
+    order = [classes.index(name) for name in EMOTIONS_WITH_CONTEMPT[: len(classes)]]
+    out = {}
+    for name, move in VIEWS.items():
+        x = to_model_input(moved(faces, **move))
+        out[name] = model.predict(x, batch_size=256, verbose=0)[:, order]
+        out[name + " mirrored"] = model.predict(x[:, :, ::-1], batch_size=256, verbose=0)[:, order]
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.tta_views", description=__doc__.split("\n\n")[0].replace("\n", " ")
+    )
+    parser.add_argument("--members", nargs="+", required=True, help="trained .keras models (8 classes, FER+)")
+    parser.add_argument("--data", default=str(FER2013), help="dataset whose val split (with FER+ votes) scores them")
+    args = parser.parse_args(argv)
+    missing = [path for path in args.members if not Path(path).is_file()]
+    if missing:
+        print(f"error: model file(s) not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    val = with_votes(load_split(args.data, "val"), args.data, None)
+    if val.votes is None:
+        print("error: the val split has no FER+ votes to score against", file=sys.stderr)
+        return 2
+    views = {path: view_probabilities(path, val.images) for path in args.members}
+    labels, _ = calibration_labels(val, EMOTIONS_WITH_CONTEMPT[: next(iter(views.values()))["face"].shape[-1]])
+    known = labels >= 0
+    neutral_share = float((labels[known] == NEUTRAL).mean())
+
+    print(f"{'FER+':>7}{'FER2013':>9}{'clear':>7}{'passes':>8}  {'views':<17} members")
+    groups = [tuple(args.members)] + ([(path,) for path in args.members] if len(args.members) > 1 else [])
+    for members in groups:
+        for set_name, names in VIEW_SETS.items():
+            heads = np.stack([[views[path][name] for name in names] for path in members])
+            temperature = fit_temperature(heads[:, :, known], labels[known])
+            shift = fit_neutral_shift(heads[:, :, known], temperature, neutral_share)
+            scores = score_all(val, tempered(heads, temperature, shift))
+            print(
+                f"{scores.ferplus.accuracy:>7.4f}{scores.accuracy:>9.4f}{scores.clear_non_neutral.accuracy:>7.4f}"
+                f"{len(members) * len(names):>8}  {set_name:<17} {' + '.join(members)}",
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
