@@ -8,8 +8,9 @@ pixels, or zoomed) could average away more of a detector box's jitter, at one fo
 view and member. Every row is calibrated as it would be served (`training.calibrate`: one
 temperature, and the neutral shift of `--match-neutral`, fitted on val for that set of views), then
 scored on val (both labelings, the clear faces). Rows are chosen on val, so differences under
-about 0.3 points (10 of 3,422 faces) are noise. `passes` is the cost: `bench.accuracy_bench`
-measures what a pass costs in milliseconds (the served pair with flip TTA is 4 passes).
+about 0.3 points (10 of 3,422 faces) are noise. `passes` is the cost; a second table times the
+served model file (`--served`, flip TTA off) on batches of as many views as each set has, which is
+what serving that set would cost per face (the served pair with flip TTA is 2 views, 4 passes).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from tests.harness import FER2013
 from training.calibrate import calibration_labels, fit_neutral_shift, fit_temperature, tempered
 from training.data import load_split
 from training.evaluate import score_all, with_votes
+from training.export import median_latency_ms
 from training.ferplus import NEUTRAL
+from webapp.config import DEFAULT_MODEL
+from webapp.vision.classifier import EmotionClassifier
 from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
 from webapp.vision.preprocess import INPUT_SIZE, to_model_input
 
@@ -89,8 +93,10 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--members", nargs="+", required=True, help="trained .keras models (8 classes, FER+)")
     parser.add_argument("--data", default=str(FER2013), help="dataset whose val split (with FER+ votes) scores them")
+    parser.add_argument("--served", default=str(DEFAULT_MODEL), help="model file timed per number of views")
+    parser.add_argument("--repeats", type=int, default=300, help="calls timed per number of views")
     args = parser.parse_args(argv)
-    missing = [path for path in args.members if not Path(path).is_file()]
+    missing = [path for path in (*args.members, args.served) if not Path(path).is_file()]
     if missing:
         print(f"error: model file(s) not found: {', '.join(missing)}", file=sys.stderr)
         return 2
@@ -116,6 +122,11 @@ def main(argv=None) -> int:
                 f"{len(members) * len(names):>8}  {set_name:<17} {' + '.join(members)}",
                 flush=True,
             )
+
+    served = EmotionClassifier(args.served, flip_tta=False)
+    print(f"\n{'views':>5}  ms/face  ({args.served}, batch of the views, median of {args.repeats})")
+    for count in sorted({len(names) for names in VIEW_SETS.values()}):
+        print(f"{count:>5}  {median_latency_ms(served, args.repeats, faces=count):7.3f}", flush=True)
     return 0
 
 
