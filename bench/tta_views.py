@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,15 +27,15 @@ import cv2
 import numpy as np
 
 from tests.harness import FER2013
-from training.calibrate import calibration_labels, fit_neutral_shift, fit_temperature, tempered
-from training.data import load_split
-from training.evaluate import score_all, with_votes
+from training.calibrate import calibration_labels
+from training.choose import calibrated, member_heads
+from training.data import FaceDataset, load_split
+from training.evaluate import with_votes
 from training.export import median_latency_ms
-from training.ferplus import NEUTRAL
 from webapp.config import DEFAULT_MODEL
 from webapp.vision.classifier import EmotionClassifier
 from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
-from webapp.vision.preprocess import INPUT_SIZE, to_model_input
+from webapp.vision.preprocess import INPUT_SIZE
 
 SHIFT_PIXELS = 2  # a BlazeFace box moves about this much between frames of a still face (48-pixel crop)
 
@@ -72,19 +73,13 @@ VIEW_SETS = {
 }
 
 
-def view_probabilities(model_path: str, faces: np.ndarray) -> dict[str, np.ndarray]:
-    """The model's probabilities (N, classes), canonical class order, on every view of `faces`."""
-    from webapp.vision.layers import load_model, model_classes
-
-    model = load_model(model_path)
-    classes = model_classes(model)
-    order = [classes.index(name) for name in EMOTIONS_WITH_CONTEMPT[: len(classes)]]
-    out = {}
+def view_heads(model_path: str, val: FaceDataset) -> dict[str, np.ndarray]:
+    """The model's probabilities (heads, 1, N, classes), canonical class order, on every view of val's faces."""
+    heads = {}
     for name, move in VIEWS.items():
-        x = to_model_input(moved(faces, **move))
-        out[name] = model.predict(x, batch_size=256, verbose=0)[:, order]
-        out[name + " mirrored"] = model.predict(x[:, :, ::-1], batch_size=256, verbose=0)[:, order]
-    return out
+        face_and_mirror = member_heads(model_path, replace(val, images=moved(val.images, **move)))
+        heads[name], heads[name + " mirrored"] = face_and_mirror[:, :1], face_and_mirror[:, 1:]
+    return heads
 
 
 def main(argv=None) -> int:
@@ -104,19 +99,15 @@ def main(argv=None) -> int:
     if val.votes is None:
         print("error: the val split has no FER+ votes to score against", file=sys.stderr)
         return 2
-    views = {path: view_probabilities(path, val.images) for path in args.members}
+    views = {path: view_heads(path, val) for path in args.members}
     labels, _ = calibration_labels(val, EMOTIONS_WITH_CONTEMPT[: next(iter(views.values()))["face"].shape[-1]])
-    known = labels >= 0
-    neutral_share = float((labels[known] == NEUTRAL).mean())
 
     print(f"{'FER+':>7}{'FER2013':>9}{'clear':>7}{'passes':>8}  {'views':<17} members")
     groups = [tuple(args.members)] + ([(path,) for path in args.members] if len(args.members) > 1 else [])
     for members in groups:
         for set_name, names in VIEW_SETS.items():
-            heads = np.stack([[views[path][name] for name in names] for path in members])
-            temperature = fit_temperature(heads[:, :, known], labels[known])
-            shift = fit_neutral_shift(heads[:, :, known], temperature, neutral_share)
-            scores = score_all(val, tempered(heads, temperature, shift))
+            heads = np.concatenate([np.concatenate([views[path][name] for name in names], axis=1) for path in members])
+            scores = calibrated(members, heads, val, labels, match_neutral=True).evaluation
             print(
                 f"{scores.ferplus.accuracy:>7.4f}{scores.accuracy:>9.4f}{scores.clear_non_neutral.accuracy:>7.4f}"
                 f"{len(members) * len(names):>8}  {set_name:<17} {' + '.join(members)}",

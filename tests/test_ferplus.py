@@ -144,10 +144,10 @@ def test_mixup_blends_images_targets_and_weights_alike():
 def test_erasing_hides_one_small_rectangle_of_some_faces_and_only_while_training():
     from training.augment import ERASE_SCALE, make_eraser
 
-    faces = np.full((64, 48, 48, 1), 2.0, np.float32)  # outside the noise's [0, 1], so every erased pixel shows
+    faces = np.full((400, 48, 48, 1), 2.0, np.float32)  # outside the noise's [0, 1], so every erased pixel shows
     erased = np.asarray(make_eraser(0.5, seed=3)(faces, training=True)) != 2.0
     share = erased.mean((1, 2, 3))
-    assert 10 <= (share > 0).sum() <= 54  # about half the faces
+    assert 0.4 <= (share > 0).mean() <= 0.6  # half the faces (a bare Keras factor of 0.5 erases a quarter)
     assert share.max() <= ERASE_SCALE[1] + 0.01
     for mask in erased[share > 0, :, :, 0]:  # one rectangle: its bounding box is all erased
         rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))

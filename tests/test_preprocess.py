@@ -47,16 +47,3 @@ def test_grayscale_passes_gray_through_and_rejects_odd_shapes():
     assert to_grayscale(gray) is gray
     with pytest.raises(ValueError):
         to_grayscale(np.zeros((5, 5, 2), np.uint8))
-
-
-def test_tta_views_move_the_crop_without_a_border():
-    from bench.tta_views import moved
-
-    faces = np.zeros((2, 48, 48), np.uint8)
-    faces[:, 20:28, 20:28] = 200
-    assert (moved(faces) == faces).all()
-    right = moved(faces, dx=2)
-    assert (right[:, 20:28, 22:30] == 200).all() and (right[:, :, :22] == 0).all()
-    assert (moved(faces, scale=1.08)[:, 19:29, 19:29] > 0).all()  # zoomed in: the square grows
-    edges = moved(np.full((1, 48, 48), 90, np.uint8), scale=0.9, dy=3)
-    assert (edges == 90).all()  # edges repeat: no black border

@@ -55,10 +55,18 @@ ERASE_SCALE = (0.02, 0.2)
 
 
 def make_eraser(probability: float, seed: int = 0) -> keras.layers.Layer:
-    """Replace a random rectangle (`ERASE_SCALE` of the area) of each image by noise, with `probability`."""
+    """Replace a random rectangle (`ERASE_SCALE` of the area) of each image by noise, with `probability`.
+
+    Keras's noise is a standard normal clipped to the pixel range: half the erased pixels are black,
+    the rest spread over the grays, like a dark, speckled occluder.
+    """
     import keras
 
-    return keras.layers.RandomErasing(factor=probability, scale=ERASE_SCALE, value_range=(0, 1), seed=seed)
+    # a single factor f would draw each image's probability from [0, f] (f/2 on average); a
+    # range of one value makes it exactly `probability`
+    return keras.layers.RandomErasing(
+        factor=(probability, probability), scale=ERASE_SCALE, value_range=(0, 1), seed=seed
+    )
 
 
 def make_mixup(alpha: float, seed: int = 0):

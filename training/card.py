@@ -15,6 +15,7 @@ import csv
 import json
 from pathlib import Path
 
+from training.augment import ERASE_SCALE
 from webapp.vision.labels import EMOTIONS
 
 LABELS = {
@@ -116,8 +117,8 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
         _labels(hparams) + _teacher(run),
         _augmentation(hparams, served)
         + (
-            f" Random erasing (`--erase {hparams['erase']:g}`): that share of faces had a rectangle of 2-20% of the image"
-            " replaced by noise."
+            f" Random erasing (`--erase {hparams['erase']:g}`): that share of faces had a rectangle of"
+            f" {ERASE_SCALE[0]:.0%}-{ERASE_SCALE[1]:.0%} of the image replaced by noise."
             if hparams.get("erase")
             else ""
         )
@@ -203,25 +204,25 @@ def _train_command(run: dict) -> str:
         model = f"--arch {hparams['arch']} --width {hparams['width']}"
         if _stem_convs(hparams) > 1:
             model += f" --stem-convs {_stem_convs(hparams)}"
-    labels = ""
+    options = ""
     if hparams.get("labels", "fer2013") != "fer2013":
-        labels = (
+        options = (
             f" --labels {hparams['labels']} --classes {hparams['classes']} --fer2013-weight {hparams['fer2013_weight']:g}"
             f" --label-smoothing {hparams['label_smoothing']:g}"
         )
         if hparams.get("logit_adjust"):
-            labels += f" --logit-adjust {hparams['logit_adjust']:g}"
+            options += f" --logit-adjust {hparams['logit_adjust']:g}"
     if hparams.get("erase"):
-        labels += f" --erase {hparams['erase']:g}"
+        options += f" --erase {hparams['erase']:g}"
     if hparams.get("mixup"):
-        labels += f" --mixup {hparams['mixup']:g}"
+        options += f" --mixup {hparams['mixup']:g}"
     if hparams.get("ema"):
-        labels += f" --ema {hparams['ema']:g}"
+        options += f" --ema {hparams['ema']:g}"
     if hparams.get("teacher"):
-        labels += f" --teacher {run['dir'] / 'teacher.npz'} --teacher-weight {hparams['teacher_weight']:g}"
+        options += f" --teacher {run['dir'] / 'teacher.npz'} --teacher-weight {hparams['teacher_weight']:g}"
     return (
         f"python -m training.train --data {hparams['data']} {model} --epochs {hparams['epochs']}"
-        f" --class-weights {hparams['class_weights']}{labels} --seed {hparams['seed']} --name {hparams['name']}"
+        f" --class-weights {hparams['class_weights']}{options} --seed {hparams['seed']} --name {hparams['name']}"
     )
 
 

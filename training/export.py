@@ -100,11 +100,11 @@ def _finish(converter, form: str, calibration: np.ndarray | None) -> bytes:
 
 def median_latency_ms(classifier, repeats: int = 300, faces: int = 1) -> float:
     """Median time of one batch of `faces` faces (default: batch 1) through a classifier's `predict_probabilities`."""
-    face = np.random.default_rng(0).integers(0, 256, (faces, 48, 48), dtype=np.uint8)
+    batch = np.random.default_rng(0).integers(0, 256, (faces, 48, 48), dtype=np.uint8)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        classifier.predict_probabilities(face)
+        classifier.predict_probabilities(batch)
         times.append(time.perf_counter() - start)
     return float(np.median(times) * 1000)
 

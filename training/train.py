@@ -119,7 +119,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=float,
         default=0.0,
         metavar="PROB",
-        help="random erasing: with this probability, hide a rectangle of 2-20%% of each face behind noise; 0: off",
+        help="random erasing: with this probability, hide a rectangle of each face (2-20%% of it) behind noise; 0: off",
     )
     parser.add_argument(
         "--mixup",
