@@ -157,3 +157,18 @@ def voted_data(tmp_path_factory):
     lines = [header] + [f"{key},{n},{','.join(map(str, c))}" for n, (key, c) in enumerate(votes.items())]
     (root / "ferplus_votes.csv").write_text("\n".join(lines) + "\n")
     return root
+
+
+@pytest.fixture()
+def untrained_ferplus_models(tmp_path):
+    """`make(n)`: paths of n untrained 8-class (FER+) compact CNNs of width 8, saved as .keras."""
+    from training.model import make_model
+    from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
+
+    def make(count: int) -> list[str]:
+        paths = [tmp_path / f"m{index}.keras" for index in range(count)]
+        for path in paths:
+            make_model(width=8, classes=EMOTIONS_WITH_CONTEMPT).save(path)
+        return list(map(str, paths))
+
+    return make

@@ -352,17 +352,11 @@ def test_a_student_distils_its_teacher_whose_columns_are_matched_by_name(voted_d
         train.main([*common, "--teacher", teacher_file, "--teacher-weight", "2"])
 
 
-def test_choose_ranks_every_calibrated_combination_on_val(voted_data, tmp_path, capsys):
+def test_choose_ranks_every_calibrated_combination_on_val(voted_data, untrained_ferplus_models, tmp_path, capsys):
     from training import choose
     from training.calibrate import TEMPERATURES
-    from training.model import make_model
-    from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
 
-    members = []
-    for index in range(3):
-        path = tmp_path / f"m{index}.keras"
-        make_model(width=8, classes=EMOTIONS_WITH_CONTEMPT).save(path)
-        members.append(str(path))
+    members = untrained_ferplus_models(3)
     report = tmp_path / "choose.json"
     args = ["--members", *members, "--data", str(voted_data), "--max-members", "2", "--match-neutral"]
     assert choose.main([*args, "--json", str(report)]) == 0
@@ -394,6 +388,7 @@ def test_choose_ranks_every_calibrated_combination_on_val(voted_data, tmp_path, 
     from training.calibrate import calibration_labels
     from training.ensemble import make_ensemble
     from training.evaluate import with_votes
+    from training.model import make_model
     from webapp.vision.layers import load_model
 
     val = with_votes(load_split(str(voted_data), "val"), str(voted_data), None)

@@ -18,15 +18,10 @@ def test_views_move_the_crop_without_a_border():
     assert (edges == 90).all()  # edges repeat: no black border
 
 
-def test_every_view_set_is_scored_for_the_members_together_and_alone_then_timed(voted_data, tmp_path, capsys):
-    from training.model import make_model
-    from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
-
-    members = []
-    for index in range(2):
-        path = tmp_path / f"m{index}.keras"
-        make_model(width=8, classes=EMOTIONS_WITH_CONTEMPT).save(path)
-        members.append(str(path))
+def test_every_view_set_is_scored_for_the_members_together_and_alone_then_timed(
+    voted_data, untrained_ferplus_models, tmp_path, capsys
+):
+    members = untrained_ferplus_models(2)
     args = ["--members", *members, "--data", str(voted_data), "--served", members[0], "--repeats", "2"]
     assert tta_views.main(args) == 0
     scores, timings = capsys.readouterr().out.strip().split("\n\n")
