@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -62,6 +61,7 @@ VIEWS = {
     "down": {"dy": SHIFT_PIXELS},
     "up": {"dy": -SHIFT_PIXELS},
 }
+VIEW_NAMES = tuple(name + suffix for name in VIEWS for suffix in ("", " mirrored"))  # as member_heads returns them
 VIEW_SETS = {
     "face only": ("face",),
     "flip (served)": ("face", "face mirrored"),
@@ -69,17 +69,14 @@ VIEW_SETS = {
     "flip + zoom out": ("face", "face mirrored", "zoom out 7%", "zoom out 7% mirrored"),
     "flip + right": ("face", "face mirrored", "right", "right mirrored"),
     "flip + 4 shifts": ("face", "face mirrored", "right", "left", "down", "up"),
-    "all 14": tuple(name + suffix for name in VIEWS for suffix in ("", " mirrored")),
+    "all 14": VIEW_NAMES,
 }
 
 
 def view_heads(model_path: str, val: FaceDataset) -> dict[str, np.ndarray]:
     """The model's probabilities (heads, 1, N, classes), canonical class order, on every view of val's faces."""
-    heads = {}
-    for name, move in VIEWS.items():
-        face_and_mirror = member_heads(model_path, replace(val, images=moved(val.images, **move)))
-        heads[name], heads[name + " mirrored"] = face_and_mirror[:, :1], face_and_mirror[:, 1:]
-    return heads
+    heads = member_heads(model_path, *(moved(val.images, **move) for move in VIEWS.values()))
+    return {name: heads[:, index : index + 1] for index, name in enumerate(VIEW_NAMES)}
 
 
 def main(argv=None) -> int:

@@ -393,14 +393,14 @@ def test_choose_ranks_every_calibrated_combination_on_val(voted_data, untrained_
 
     val = with_votes(load_split(str(voted_data), "val"), str(voted_data), None)
     labels, _ = calibration_labels(val, EMOTIONS_WITH_CONTEMPT)
-    heads = choose.member_heads(members[0], val)
+    heads = choose.member_heads(members[0], val.images)
     scrambled = heads.copy()
     scrambled[:, 1] = np.random.default_rng(0).dirichlet(np.ones(8), size=scrambled.shape[2])
     plain, other = (choose.calibrated(("m",), h, val, labels, True, flip_tta=False) for h in (heads, scrambled))
     assert plain.evaluation.to_dict() == other.evaluation.to_dict() and plain.temperature == other.temperature
     assert choose.calibrated(("m",), scrambled, val, labels, True).evaluation.to_dict() != plain.evaluation.to_dict()
     make_ensemble([load_model(path) for path in members[:2]]).save(tmp_path / "pair.keras")
-    pair = choose.member_heads(str(tmp_path / "pair.keras"), val)
+    pair = choose.member_heads(str(tmp_path / "pair.keras"), val.images)
     assert choose.calibrated(("pair",), pair, val, labels, True).passes == 4
 
     assert choose.main(["--members", str(tmp_path / "absent.keras"), "--data", str(voted_data)]) == 2

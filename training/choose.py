@@ -59,14 +59,16 @@ class Candidate:
         return (self.evaluation.ferplus or self.evaluation.labels).accuracy
 
 
-def member_heads(path: str, val: FaceDataset) -> np.ndarray:
-    """The model's heads' probabilities (heads, views, N, classes), columns in canonical class order."""
+def member_heads(path: str, *faces: np.ndarray) -> np.ndarray:
+    """The model's heads' probabilities (heads, views, N, classes), columns in canonical class order,
+    on each array of uint8 faces (N, 48, 48) and its mirror image: views = 2 * len(faces), in that order.
+    More arrays are other views of the same faces (`bench.tta_views`), read by one loaded model."""
     from webapp.vision.layers import load_model, model_classes
 
     model = load_model(path)
     classes = model_classes(model)
     order = [classes.index(name) for name in EMOTIONS_WITH_CONTEMPT[: len(classes)]]
-    return head_probabilities(model, val.images)[..., order]
+    return np.concatenate([head_probabilities(model, images) for images in faces], axis=1)[..., order]
 
 
 def calibrated(
@@ -174,7 +176,7 @@ def main(argv=None) -> int:
     if args.match_neutral and val.votes is None:
         print("error: --match-neutral needs FER+ votes", file=sys.stderr)
         return 2
-    heads = {path: member_heads(path, val) for path in dict.fromkeys(args.members)}
+    heads = {path: member_heads(path, val.images) for path in dict.fromkeys(args.members)}
     if len({h.shape[-1] for h in heads.values()}) > 1:
         print("error: the members output different numbers of classes", file=sys.stderr)
         return 2
