@@ -85,6 +85,9 @@ def main(argv=None) -> int:
     (ours, ours_ms), (peer, peer_ms) = results[candidates[0][0]], results[candidates[-1][0]]
     if ours.ferplus:
         print(f"\nFER+ majority's own neutral share: {ours.neutral_share['ferplus_majority']:.3f}")
+        print(
+            f"one annotator against the other annotators' majority, same faces (human reference): {ours.one_annotator:.4f}"
+        )
     gains = f"FER-2013 labels {ours.accuracy - peer.accuracy:+.4f}"
     if ours.ferplus:
         gains += f", FER+ majority {ours.ferplus.accuracy - peer.ferplus.accuracy:+.4f}"

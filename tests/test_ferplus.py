@@ -15,6 +15,7 @@ from training.ferplus import (
     attach_votes,
     clear_majority,
     majority,
+    one_annotator_agreement,
     read_votes,
     training_targets,
     usable,
@@ -59,6 +60,19 @@ def test_majority_leaves_out_ties_unknown_not_a_face_and_missing():
     # without contempt as a class its votes are dropped, and neutral wins that face
     assert majority(data.votes, EMOTIONS)[4] == index("neutral")
     assert clear_majority(data.votes).tolist() == [index("angry"), -1, -1, -1, -1, -1, -1]
+
+
+def test_one_annotator_agreement_with_the_others_majority_is_the_human_reference():
+    data = attach_votes(dataset(), read_votes_from(VOTES))
+    agreement = one_annotator_agreement(data.votes)
+    # anger: its 8 voters agree with the other nine, the neutral and sad voters do not; contempt:
+    # 6 of 9 emotion votes (unknown is not one); the soft face: the 6 neutral voters of 10
+    assert agreement[[0, 4, 5]] == pytest.approx([0.8, 6 / 9, 0.6])
+    assert np.isnan(agreement[[1, 2, 3, 6]]).all()  # the tie, unknown, not a face, no row
+    # two neutral votes and one happy: a neutral voter sees the others tie, which counts half
+    votes = np.zeros((1, len(VOTE_COLUMNS)), np.float32)
+    votes[0, :2] = 2, 1
+    assert one_annotator_agreement(votes) == pytest.approx([1 / 3])
 
 
 def read_votes_from(votes):
@@ -167,6 +181,7 @@ def test_score_all_reports_both_labelings():
     assert result.ferplus.classes == EMOTIONS_WITH_CONTEMPT and result.ferplus.ece is not None
     assert result.clear_non_neutral.count == 1 and result.clear_non_neutral.accuracy == 1.0
     assert result.neutral_share == {"model": 0.0, "ferplus_majority": pytest.approx(0.3333, abs=1e-4)}
+    assert result.one_annotator == pytest.approx((0.8 + 6 / 9 + 0.6) / 3, abs=1e-4)
     # every answer here is given at 93%: all count as confident
     assert result.ferplus.confident_share == 1.0 and result.ferplus.confident_accuracy == pytest.approx(2 / 3, abs=1e-4)
 
@@ -208,6 +223,7 @@ def test_an_8_class_run_on_votes_trains_resumes_and_is_scored_on_both_labelings(
     assert record["count"] == 14 and len(record["ferplus_majority"]["confusion"]) == 8
     assert "contempt" in record["ferplus_majority"]["per_class_accuracy"]
     assert 0 <= record["ece"] <= 1 and set(record["neutral_share"]) == {"model", "ferplus_majority"}
+    assert 0 < record["ferplus_one_annotator"] <= 1 and "(human reference)" in out
     assert report.with_name("eval-ferplus.png").stat().st_size > 1000
 
     # a folder holding only some of the model's classes, contempt among them, and no votes

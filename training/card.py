@@ -338,6 +338,12 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
                 f" majority {ferplus['confident_accuracy']:.1%} of the time."
                 if ferplus.get("confident_accuracy") is not None
                 else ""
+            )
+            + (
+                f" The human reference: one annotator agrees with the majority of the other annotators on"
+                f" {report['ferplus_one_annotator']:.1%} of these faces."
+                if report.get("ferplus_one_annotator") is not None
+                else ""
             ),
         ]
     lines += [

@@ -6,7 +6,8 @@ the folder's labels and, where FER+ votes exist for the faces, against the FER+ 
 For each labeling it prints accuracy, per-class accuracy, macro-F1, the expected
 calibration error (10 bins) and the confusion matrix, and writes the matrix as a PNG.
 With votes it adds the faces at least 7 of 10 annotators agree show one non-neutral
-emotion, and how often the model says neutral against how often the majority does.
+emotion, how often the model says neutral against how often the majority does, and how
+often one annotator agrees with the majority of the others (a human reference).
 The folder may hold any subset of the model's classes. The last line is
 `accuracy: 0.xxxx`, against the folder's labels.
 """
@@ -25,7 +26,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from training.data import DataError, FaceDataset, load_split
-from training.ferplus import NEUTRAL, attach_votes, clear_majority, majority, votes_table
+from training.ferplus import NEUTRAL, attach_votes, clear_majority, majority, one_annotator_agreement, votes_table
 from training.metrics import Report, format_report, save_confusion_png, score
 from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
 
@@ -34,12 +35,14 @@ from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
 class Evaluation:
     """A model's scores on one dataset: against its folder labels, and against FER+ when the
     faces have votes (the majority with ties left out; the clear non-neutral faces; and the
-    share of faces called neutral by the model and by the majority)."""
+    share of faces called neutral by the model and by the majority; and, on the same faces, how
+    often one annotator agrees with the others' majority, the human reference)."""
 
     labels: Report
     ferplus: Report | None = None
     clear_non_neutral: Report | None = None
     neutral_share: dict[str, float] | None = None
+    one_annotator: float | None = None
 
     @property
     def accuracy(self) -> float:
@@ -50,6 +53,7 @@ class Evaluation:
             "ferplus_majority": self.ferplus and self.ferplus.to_dict(),
             "clear_non_neutral": self.clear_non_neutral and self.clear_non_neutral.to_dict(),
             "neutral_share": self.neutral_share,
+            "ferplus_one_annotator": self.one_annotator,
         }
         return {**self.labels.to_dict(), **{key: value for key, value in extra.items() if value is not None}}
 
@@ -93,6 +97,7 @@ def score_all(dataset: FaceDataset, probabilities: np.ndarray) -> Evaluation:
             "model": round(float((predictions[voted] == NEUTRAL).mean()), 4),
             "ferplus_majority": round(float((consensus[voted] == NEUTRAL).mean()), 4),
         },
+        one_annotator=round(float(one_annotator_agreement(dataset.votes)[voted].mean()), 4),
     )
 
 
@@ -162,6 +167,7 @@ def main(argv=None) -> int:
             print(f"clear non-neutral faces (>= 7 of 10 agree): accuracy {clear.accuracy:.4f} of {clear.count}")
         share = result.neutral_share
         print(f"called neutral: model {share['model']:.4f}, FER+ majority {share['ferplus_majority']:.4f}")
+        print(f"one annotator against the other annotators' majority (human reference): {result.one_annotator:.4f}")
         print(f"FER+ majority accuracy: {result.ferplus.accuracy:.4f}")
     if args.json:
         record = {"model": args.model, "data": dataset.source, "flip_tta": not args.no_tta, **result.to_dict()}

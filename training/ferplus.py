@@ -110,6 +110,22 @@ def clear_majority(votes: np.ndarray, classes: tuple[str, ...] = EMOTIONS_WITH_C
     return np.where(agreed & (labels >= 0), labels, -1)
 
 
+def one_annotator_agreement(votes: np.ndarray, classes: tuple[str, ...] = EMOTIONS_WITH_CONTEMPT) -> np.ndarray:
+    """For each image, how often one of its annotators, drawn at random, voted for the class the
+    other annotators' majority holds (a tie among the others counts as shared): how well one
+    person agrees with the rest, the human reference for a model's agreement with the majority.
+    NaN where `majority` leaves the image out."""
+    counts = class_votes(votes, classes)
+    agreement = np.zeros(len(counts))
+    for column in range(counts.shape[1]):
+        others = counts.copy()
+        others[:, column] -= 1
+        top = others.max(1)
+        agreement += counts[:, column] * (others[:, column] == top) / (others == top[:, None]).sum(1)
+    agreement /= np.maximum(counts.sum(1), 1)
+    return np.where(majority(votes, classes) >= 0, agreement, np.nan)
+
+
 def training_targets(
     dataset: FaceDataset, mode: str, classes: tuple[str, ...], fer2013_weight: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
