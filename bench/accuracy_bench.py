@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     if ours.ferplus:
         print(f"\nFER+ majority's own neutral share: {ours.neutral_share['ferplus_majority']:.3f}")
         print(
-            f"one annotator against the other annotators' majority, same faces (human reference): {ours.one_annotator:.4f}"
+            f"an annotator against the majority of the face's other annotators, on average, same faces (human reference): {ours.one_annotator_agreement:.4f}"
         )
     gains = f"FER-2013 labels {ours.accuracy - peer.accuracy:+.4f}"
     if ours.ferplus:

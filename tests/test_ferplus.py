@@ -73,6 +73,8 @@ def test_one_annotator_agreement_with_the_others_majority_is_the_human_reference
     votes = np.zeros((1, len(VOTE_COLUMNS)), np.float32)
     votes[0, :2] = 2, 1
     assert one_annotator_agreement(votes) == pytest.approx([1 / 3])
+    # without contempt as a class its voters are left out: the contempt face's 3 neutral voters agree
+    assert one_annotator_agreement(data.votes, EMOTIONS)[4] == 1.0
 
 
 def read_votes_from(votes):
@@ -181,7 +183,7 @@ def test_score_all_reports_both_labelings():
     assert result.ferplus.classes == EMOTIONS_WITH_CONTEMPT and result.ferplus.ece is not None
     assert result.clear_non_neutral.count == 1 and result.clear_non_neutral.accuracy == 1.0
     assert result.neutral_share == {"model": 0.0, "ferplus_majority": pytest.approx(0.3333, abs=1e-4)}
-    assert result.one_annotator == pytest.approx((0.8 + 6 / 9 + 0.6) / 3, abs=1e-4)
+    assert result.one_annotator_agreement == pytest.approx((0.8 + 6 / 9 + 0.6) / 3, abs=1e-4)
     # every answer here is given at 93%: all count as confident
     assert result.ferplus.confident_share == 1.0 and result.ferplus.confident_accuracy == pytest.approx(2 / 3, abs=1e-4)
 
@@ -223,7 +225,7 @@ def test_an_8_class_run_on_votes_trains_resumes_and_is_scored_on_both_labelings(
     assert record["count"] == 14 and len(record["ferplus_majority"]["confusion"]) == 8
     assert "contempt" in record["ferplus_majority"]["per_class_accuracy"]
     assert 0 <= record["ece"] <= 1 and set(record["neutral_share"]) == {"model", "ferplus_majority"}
-    assert 0 < record["ferplus_one_annotator"] <= 1 and "(human reference)" in out
+    assert 0 < record["ferplus_one_annotator_agreement"] <= 1 and "(human reference)" in out
     assert report.with_name("eval-ferplus.png").stat().st_size > 1000
 
     # a folder holding only some of the model's classes, contempt among them, and no votes

@@ -340,9 +340,10 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
                 else ""
             )
             + (
-                f" The human reference: one annotator agrees with the majority of the other annotators on"
-                f" {report['ferplus_one_annotator']:.1%} of these faces."
-                if report.get("ferplus_one_annotator") is not None
+                f" The human reference: an annotator drawn at random agrees with the majority of the face's other"
+                f" annotators {report['ferplus_one_annotator_agreement']:.1%} of the time, on average over these faces"
+                " (the model is scored against the majority of all the votes)."
+                if report.get("ferplus_one_annotator_agreement") is not None
                 else ""
             ),
         ]

@@ -36,13 +36,13 @@ class Evaluation:
     """A model's scores on one dataset: against its folder labels, and against FER+ when the
     faces have votes (the majority with ties left out; the clear non-neutral faces; and the
     share of faces called neutral by the model and by the majority; and, on the same faces, how
-    often one annotator agrees with the others' majority, the human reference)."""
+    often one annotator agrees with the majority of the others, on average: the human reference)."""
 
     labels: Report
     ferplus: Report | None = None
     clear_non_neutral: Report | None = None
     neutral_share: dict[str, float] | None = None
-    one_annotator: float | None = None
+    one_annotator_agreement: float | None = None
 
     @property
     def accuracy(self) -> float:
@@ -53,7 +53,7 @@ class Evaluation:
             "ferplus_majority": self.ferplus and self.ferplus.to_dict(),
             "clear_non_neutral": self.clear_non_neutral and self.clear_non_neutral.to_dict(),
             "neutral_share": self.neutral_share,
-            "ferplus_one_annotator": self.one_annotator,
+            "ferplus_one_annotator_agreement": self.one_annotator_agreement,
         }
         return {**self.labels.to_dict(), **{key: value for key, value in extra.items() if value is not None}}
 
@@ -97,7 +97,7 @@ def score_all(dataset: FaceDataset, probabilities: np.ndarray) -> Evaluation:
             "model": round(float((predictions[voted] == NEUTRAL).mean()), 4),
             "ferplus_majority": round(float((consensus[voted] == NEUTRAL).mean()), 4),
         },
-        one_annotator=round(float(one_annotator_agreement(dataset.votes)[voted].mean()), 4),
+        one_annotator_agreement=round(float(one_annotator_agreement(dataset.votes)[voted].mean()), 4),
     )
 
 
@@ -167,7 +167,9 @@ def main(argv=None) -> int:
             print(f"clear non-neutral faces (>= 7 of 10 agree): accuracy {clear.accuracy:.4f} of {clear.count}")
         share = result.neutral_share
         print(f"called neutral: model {share['model']:.4f}, FER+ majority {share['ferplus_majority']:.4f}")
-        print(f"one annotator against the other annotators' majority (human reference): {result.one_annotator:.4f}")
+        print(
+            f"an annotator against the majority of the face's other annotators, on average (human reference): {result.one_annotator_agreement:.4f}"
+        )
         print(f"FER+ majority accuracy: {result.ferplus.accuracy:.4f}")
     if args.json:
         record = {"model": args.model, "data": dataset.source, "flip_tta": not args.no_tta, **result.to_dict()}

@@ -111,10 +111,11 @@ def clear_majority(votes: np.ndarray, classes: tuple[str, ...] = EMOTIONS_WITH_C
 
 
 def one_annotator_agreement(votes: np.ndarray, classes: tuple[str, ...] = EMOTIONS_WITH_CONTEMPT) -> np.ndarray:
-    """For each image, how often one of its annotators, drawn at random, voted for the class the
-    other annotators' majority holds (a tie among the others counts as shared): how well one
-    person agrees with the rest, the human reference for a model's agreement with the majority.
-    NaN where `majority` leaves the image out."""
+    """For each image, the chance that an annotator drawn at random (among those who voted for one
+    of `classes`) voted for the class the majority of the image's other annotators holds, a tie
+    among them counting as shared. Averaged over images, it is how well one person agrees with the
+    rest: the human reference for a model's agreement with the majority. NaN where `majority`
+    leaves the image out."""
     counts = class_votes(votes, classes)
     agreement = np.zeros(len(counts))
     for column in range(counts.shape[1]):
