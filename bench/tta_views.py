@@ -1,7 +1,7 @@
 """Which test-time views pay for their cost: FER+ accuracy of trained models averaged over the face,
 its mirror image, small shifts and zooms, against the forward passes per face each set costs.
 
-    python -m bench.tta_views --members checkpoints/sc-w40-a20/best.keras checkpoints/sc-w40-a20-s43/best.keras
+    python -m bench.tta_views --members checkpoints/sc-w64-a20-s51/best.keras
 
 The server averages each face with its mirror image (flip TTA). More views (the face moved by two
 pixels, or zoomed) could average away more of a detector box's jitter, at one forward pass per
