@@ -120,7 +120,7 @@ def test_export_round_trip_keeps_accuracy(exported):
     assert sizes == sorted(sizes)
 
 
-def test_model_card_is_written_from_the_run_files(trained_run, exported, capsys):
+def test_model_card_is_written_from_the_run_files(trained_run, exported, tmp_path, capsys):
     root, run = trained_run
     report = exported / "eval_val.json"
     assert (
@@ -150,8 +150,9 @@ def test_model_card_is_written_from_the_run_files(trained_run, exported, capsys)
         "neutral_share": {"model": 0.3656, "ferplus_majority": 0.3656},
         "ferplus_one_annotator_agreement": 0.7876,
     }
-    report.write_text(json.dumps(record))
-    assert card.main(["--run", str(run), "--models", str(exported), "--report", str(report)]) == 0
+    voted_report = tmp_path / "eval_val_voted.json"  # the module's exported folder keeps its own report
+    voted_report.write_text(json.dumps(record))
+    assert card.main(["--run", str(run), "--models", str(exported), "--report", str(voted_report)]) == 0
     text = (exported / "README.md").read_text()
     assert "Against the FER+ majority (3,422 faces; ties left out): **accuracy 0.8431**" in text
     assert "agrees with the majority of the face's other annotators 78.8% of the time" in text
