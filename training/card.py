@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 from training.augment import ERASE_SCALE
+from training.slim import is_slim
 from webapp.vision.labels import EMOTIONS
 
 LABELS = {
@@ -175,6 +176,8 @@ def _kept(run: dict) -> str:
     if not kept:
         return f"- Kept: no model file of this run in `{run['dir']}`."
     line = "- Kept: " + ", ".join(f"`{run['dir'] / name}`" for name in kept)
+    if all(is_slim(run["dir"] / name) for name in kept):
+        line += " (weights rounded to float16 by `python -m training.slim`; no optimizer state)"
     if run["checkpoint"] not in kept:
         line += f" (epoch {len(run['state']['epoch_seconds'])}); the `{run['checkpoint']}` used above was not kept"
     return line + "."

@@ -1,0 +1,73 @@
+"""training.slim: a run's weights for checkpoints/, without optimizer state and rounded to float16."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+
+from training.slim import is_slim, main, slim
+
+
+@pytest.fixture()
+def trained_with_optimizer(tmp_path):
+    """An 8-class width-8 compact CNN after one optimizer step, saved with its optimizer state (as last.keras is)."""
+    import keras
+
+    from training.model import make_model
+    from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
+
+    keras.utils.set_random_seed(3)
+    model = make_model(width=8, classes=EMOTIONS_WITH_CONTEMPT)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy")
+    faces = np.random.default_rng(0).random((8, 48, 48, 1), dtype=np.float32)
+    model.fit(faces, np.eye(8, dtype=np.float32), epochs=1, verbose=0)
+    path = tmp_path / "last.keras"
+    model.save(path)
+    return path
+
+
+def weights_bytes(keras_file) -> int:
+    with zipfile.ZipFile(keras_file) as archive:
+        return archive.getinfo("model.weights.h5").file_size
+
+
+def test_slim_halves_the_weights_and_loads_as_float32(trained_with_optimizer, tmp_path):
+    import keras
+
+    from webapp.vision.layers import model_classes
+
+    slim_path = tmp_path / "checkpoint" / "best.keras"
+    assert slim(trained_with_optimizer, slim_path) > 0
+    assert is_slim(slim_path) and not is_slim(trained_with_optimizer)
+    original = keras.models.load_model(trained_with_optimizer)
+    plain_path = tmp_path / "plain.keras"
+    keras.models.load_model(trained_with_optimizer, compile=False).save(plain_path)  # float32, no optimizer
+    plain_size, slim_size = (weights_bytes(path) for path in (plain_path, slim_path))
+    float32_bytes = sum(int(np.prod(w.shape)) * 4 for w in original.weights)
+    # every array at half its size; h5's own overhead (large next to a width-8 model) is unchanged
+    assert plain_size - slim_size > 0.45 * float32_bytes
+    assert weights_bytes(trained_with_optimizer) > plain_size + float32_bytes  # what the optimizer slots cost
+
+    reloaded = keras.models.load_model(slim_path)
+    assert {w.dtype for w in reloaded.weights} == {"float32"}
+    assert model_classes(reloaded) == model_classes(original)
+    assert getattr(reloaded, "optimizer", None) is None
+    for before, after in zip(original.weights, reloaded.weights, strict=True):
+        values = np.asarray(before)
+        np.testing.assert_allclose(np.asarray(after), values, rtol=2**-10, atol=1e-7)
+    faces = np.random.default_rng(1).random((4, 48, 48, 1), dtype=np.float32)
+    np.testing.assert_allclose(reloaded.predict(faces, verbose=0), original.predict(faces, verbose=0), atol=2e-3)
+
+
+def test_the_command_compares_both_files_on_val(trained_with_optimizer, tmp_path, voted_data, capsys):
+    assert main([str(trained_with_optimizer), str(tmp_path / "slim.keras"), "--data", str(voted_data)]) == 0
+    printed = capsys.readouterr().out
+    assert "weight arrays in float16" in printed
+    assert "val: top class changed on" in printed and "of 14 faces" in printed  # 7 emotions x 2
+
+
+def test_a_missing_source_is_a_usage_error(tmp_path):
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "absent.keras"), str(tmp_path / "out.keras")])

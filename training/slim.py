@@ -1,0 +1,119 @@
+"""Keep a finished run's weights in checkpoints/: no optimizer state, each weight rounded to float16.
+
+    python -m training.slim runs/NAME/best.keras checkpoints/NAME/best.keras
+
+The result is an ordinary .keras file, half the size of the float32 weights (a sixth of a `last.keras`
+that carries AdamW's two slots per weight). `webapp.vision.layers.load_model` reads it back into a
+float32 model, so calibrate, export, choose and `--init-from` take it like any other. Rounding moves
+a weight by at most 1 part in 2,048, far finer than the int8 model the server runs; with `--data`,
+both files classify the val faces (flip TTA, as served) and the differences are printed (the width-64
+network: no face changes its top class). A run to be resumed needs its full `last.keras` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+WEIGHTS_ENTRY = "model.weights.h5"
+
+
+def round_weights_to_float16(weights_h5: Path) -> int:
+    """Rewrite every float32 array of a Keras weights file as float16; returns how many were rewritten."""
+    import h5py
+
+    with h5py.File(weights_h5, "r+") as store:
+        arrays: list[str] = []
+        store.visititems(lambda name, obj: arrays.append(name) if isinstance(obj, h5py.Dataset) else None)
+        rewritten = 0
+        for name in arrays:
+            if store[name].dtype != np.float32:
+                continue
+            values = store[name][()]
+            del store[name]
+            store.create_dataset(name, data=values.astype(np.float16))
+            rewritten += 1
+    return rewritten
+
+
+def is_slim(keras_file: str | os.PathLike) -> bool:
+    """Whether a .keras file's weights are stored in float16 (made by `slim`) rather than float32."""
+    import h5py
+
+    dtypes: set = set()
+    with zipfile.ZipFile(keras_file) as archive, archive.open(WEIGHTS_ENTRY) as weights, h5py.File(weights) as store:
+        store.visititems(lambda _, obj: dtypes.add(obj.dtype) if isinstance(obj, h5py.Dataset) else None)
+    floats = {dtype for dtype in dtypes if np.issubdtype(dtype, np.floating)}
+    return floats == {np.dtype(np.float16)}
+
+
+def slim(source: Path, destination: Path) -> int:
+    """Save `source`'s model without optimizer state and with float16 weights at `destination`."""
+    from webapp.vision.layers import load_model
+
+    model = load_model(source)  # uncompiled: saved without optimizer state
+    with tempfile.TemporaryDirectory() as scratch:
+        plain = Path(scratch) / "plain.keras"
+        model.save(plain)
+        unpacked = Path(scratch) / "unpacked"
+        with zipfile.ZipFile(plain) as archive:
+            entries = archive.namelist()
+            archive.extractall(unpacked)
+        rewritten = round_weights_to_float16(unpacked / WEIGHTS_ENTRY)
+        # h5py leaves the deleted arrays' space in the file; copying it keeps only what is live
+        import h5py
+
+        packed = unpacked / "packed.h5"
+        with h5py.File(unpacked / WEIGHTS_ENTRY, "r") as loose, h5py.File(packed, "w") as tight:
+            for key in loose:
+                loose.copy(loose[key], tight, name=key)
+            for key, value in loose.attrs.items():
+                tight.attrs[key] = value
+        shutil.move(packed, unpacked / WEIGHTS_ENTRY)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(destination, "w", zipfile.ZIP_DEFLATED) as archive:
+            for entry in entries:
+                archive.write(unpacked / entry, entry)
+    return rewritten
+
+
+def compare(source: Path, destination: Path, faces: np.ndarray) -> tuple[int, float]:
+    """How many of `faces` change top class between the two models, and the largest probability change."""
+    from training.evaluate import predict_probabilities
+    from webapp.vision.classifier import EmotionClassifier
+
+    before, after = (predict_probabilities(EmotionClassifier(str(path)), faces) for path in (source, destination))
+    return int((before.argmax(1) != after.argmax(1)).sum()), float(np.abs(before - after).max())
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.slim", description=__doc__.split("\n")[0])
+    parser.add_argument("source", type=Path, help="a trained .keras model (optimizer state is dropped)")
+    parser.add_argument("destination", type=Path, help="where the slim .keras goes")
+    parser.add_argument("--data", type=Path, help="compare both on this dataset's val faces (fer2013.csv or a folder)")
+    args = parser.parse_args(argv)
+    if not args.source.is_file():
+        parser.error(f"{args.source} is not a file")
+    rewritten = slim(args.source, args.destination)
+    mb = args.destination.stat().st_size / 1e6
+    print(f"{args.destination}: {rewritten} weight arrays in float16, {mb:.1f} MB")
+    if args.data:
+        from training.data import load_split
+
+        faces = load_split(args.data, "val").images
+        changed, largest = compare(args.source, args.destination, faces)
+        print(f"val: top class changed on {changed} of {len(faces)} faces; largest probability change {largest:.5f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
