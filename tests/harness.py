@@ -73,6 +73,13 @@ def tiny_emotion_model(outputs: int, classes: tuple[str, ...] | None = None, see
     return keras.Model(inputs, EmotionClasses(classes)(x) if classes else x)
 
 
+def plain_tflite(model) -> bytes:
+    """A Keras model converted as files were before their metadata (class list, flip TTA): none."""
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
 def jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
     """Encode an RGB array as JPEG."""
     buffer = io.BytesIO()

@@ -13,18 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.harness import jpeg_bytes, tiny_emotion_model, video_bytes
-from training.export import with_class_metadata
+from tests.harness import jpeg_bytes, plain_tflite, tiny_emotion_model, video_bytes
+from training.export import with_metadata
 from webapp.vision.classifier import EmotionClassifier
 from webapp.vision.labels import EMOTIONS, EMOTIONS_WITH_CONTEMPT
-from webapp.vision.litert import read_classes
+from webapp.vision.litert import CLASSES_METADATA, read_classes
 
 
-def plain_tflite(model) -> bytes:
-    """A model converted as files were before the class list: no metadata."""
-    import tensorflow as tf
-
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+def named_classes(tflite: bytes, classes) -> bytes:
+    return with_metadata(tflite, {CLASSES_METADATA: list(classes)})
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +56,13 @@ def test_export_writes_the_class_list_into_every_form(fer_plus_models):
 
 def test_the_class_list_changes_no_answer(plain_eight, tmp_path):
     named = tmp_path / "named8.tflite"
-    named.write_bytes(with_class_metadata(plain_eight.read_bytes(), EMOTIONS_WITH_CONTEMPT))
+    named.write_bytes(named_classes(plain_eight.read_bytes(), EMOTIONS_WITH_CONTEMPT))
     assert read_classes(plain_eight) is None and read_classes(named) == EMOTIONS_WITH_CONTEMPT
     faces = np.random.default_rng(0).integers(0, 256, (5, 48, 48), dtype=np.uint8)
     before, after = (EmotionClassifier(path, threads=1).predict_probabilities(faces) for path in (plain_eight, named))
     np.testing.assert_array_equal(before, after)
     # written twice, the list is replaced, not duplicated
-    again = with_class_metadata(named.read_bytes(), EMOTIONS_WITH_CONTEMPT)
+    again = named_classes(named.read_bytes(), EMOTIONS_WITH_CONTEMPT)
     assert again.count(b'"contempt"') == 1
 
 
@@ -84,10 +81,10 @@ def test_files_without_a_class_list_are_named_by_their_outputs(plain_eight, tmp_
 
 def test_a_class_list_that_does_not_fit_the_outputs_is_refused(plain_eight, tmp_path):
     path = tmp_path / "wrong.tflite"
-    path.write_bytes(with_class_metadata(plain_eight.read_bytes(), EMOTIONS))
+    path.write_bytes(named_classes(plain_eight.read_bytes(), EMOTIONS))
     with pytest.raises(ValueError, match="8 outputs, but the file names the classes"):
         EmotionClassifier(path)
-    path.write_bytes(with_class_metadata(plain_eight.read_bytes(), range(8)))
+    path.write_bytes(named_classes(plain_eight.read_bytes(), range(8)))
     with pytest.raises(ValueError, match="not a JSON list of class names"):
         read_classes(path)
 

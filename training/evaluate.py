@@ -101,8 +101,9 @@ def score_all(dataset: FaceDataset, probabilities: np.ndarray) -> Evaluation:
     )
 
 
-def evaluate(model_path: str, dataset: FaceDataset, flip_tta: bool = True) -> Evaluation:
-    """Score the model at `model_path` (.keras or .tflite) on `dataset`, as the server runs it."""
+def evaluate(model_path: str, dataset: FaceDataset, flip_tta: bool | None = None) -> Evaluation:
+    """Score the model at `model_path` (.keras or .tflite) on `dataset`, as the server runs it
+    (flip TTA None: as the model file says)."""
     from webapp.vision.classifier import EmotionClassifier
 
     return score_all(dataset, predict_probabilities(EmotionClassifier(model_path, flip_tta=flip_tta), dataset.images))
@@ -131,7 +132,11 @@ def main(argv=None) -> int:
         help="split to use when --data is a CSV or a dataset root",
     )
     parser.add_argument("--votes", help="FER+ vote table (default: ferplus_votes.csv beside --data, if any)")
-    parser.add_argument("--no-tta", action="store_true", help="turn off horizontal-flip test-time augmentation")
+    parser.add_argument(
+        "--no-tta",
+        action="store_true",
+        help="turn off horizontal-flip test-time augmentation (default: as the model file says, as served)",
+    )
     parser.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     parser.add_argument(
         "--confusion-png",
@@ -147,11 +152,14 @@ def main(argv=None) -> int:
     if not Path(args.model).is_file():
         print(f"error: model file {args.model!r} not found", file=sys.stderr)
         return 2
-    result = evaluate(args.model, dataset, flip_tta=not args.no_tta)
+    from webapp.vision.classifier import EmotionClassifier
+
+    classifier = EmotionClassifier(args.model, flip_tta=False if args.no_tta else None)
+    result = score_all(dataset, predict_probabilities(classifier, dataset.images))
     png = Path(args.confusion_png or (Path(args.json).with_suffix(".png") if args.json else "confusion.png"))
     name = f"{Path(args.model).name} on {Path(dataset.source).name}"
     save_confusion_png(result.labels, str(png), title=f"{name}, folder labels: accuracy {result.labels.accuracy:.4f}")
-    print(f"model: {args.model}\ndata: {dataset.source}\nflip TTA: {not args.no_tta}\n")
+    print(f"model: {args.model}\ndata: {dataset.source}\nflip TTA: {classifier.flip_tta}\n")
     print(f"== against the folder's labels\n{format_report(result.labels)}\nconfusion matrix: {png}\n")
     if result.ferplus is not None:
         ferplus_png = png.with_name(f"{png.stem}-ferplus{png.suffix}")
@@ -172,7 +180,7 @@ def main(argv=None) -> int:
         )
         print(f"FER+ majority accuracy: {result.ferplus.accuracy:.4f}")
     if args.json:
-        record = {"model": args.model, "data": dataset.source, "flip_tta": not args.no_tta, **result.to_dict()}
+        record = {"model": args.model, "data": dataset.source, "flip_tta": classifier.flip_tta, **result.to_dict()}
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     print(f"accuracy: {result.labels.accuracy:.4f}")
     return 0

@@ -7,7 +7,8 @@ float32: half the size) and emotion_int8.tflite (full-integer weights and
 activations, calibrated on training images, float input/output) and, given --data,
 checks each form's accuracy on the val split against the Keras model and writes
 export.json with the figures. Every file carries the model's class list (7 FER-2013 classes,
-or 8 with FER+'s contempt) in its metadata; see `with_class_metadata`.
+or 8 with FER+'s contempt) and whether it is served with flip TTA (`--flip-tta off` for a model
+chosen without it) in its metadata; see `with_metadata`.
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ FORMS = ("float32", "float16", "int8")
 TENSOR_ALIGNMENT = 16
 
 
-def convert(model, form: str, calibration: np.ndarray | None = None) -> bytes:
-    """Convert a Keras model to TFLite bytes with its class list; `calibration` (uint8 faces) is needed for int8."""
+def convert(model, form: str, calibration: np.ndarray | None = None, flip_tta: bool = True) -> bytes:
+    """Convert a Keras model to TFLite bytes with its class list and whether it is served with flip TTA;
+    `calibration` (uint8 faces) is needed for int8."""
     import tempfile
 
     import tensorflow as tf
 
     from webapp.vision.layers import model_classes
+    from webapp.vision.litert import CLASSES_METADATA, FLIP_TTA_METADATA
 
     with tempfile.TemporaryDirectory() as saved_model:
         model.export(
@@ -47,7 +50,8 @@ def convert(model, form: str, calibration: np.ndarray | None = None) -> bytes:
             verbose=False,
         )
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        return with_class_metadata(_finish(converter, form, calibration), model_classes(model))
+        metadata = {CLASSES_METADATA: list(model_classes(model)), FLIP_TTA_METADATA: flip_tta}
+        return with_metadata(_finish(converter, form, calibration), metadata)
 
 
 class _AlignedBuilder(flatbuffers.Builder):
@@ -57,25 +61,27 @@ class _AlignedBuilder(flatbuffers.Builder):
         return super().StartVector(elemSize, numElems, max(alignment, TENSOR_ALIGNMENT))
 
 
-def with_class_metadata(tflite: bytes, classes) -> bytes:
-    """`tflite` with `classes` in its metadata: the entry `CLASSES_METADATA`, a UTF-8 JSON list.
+def with_metadata(tflite: bytes, entries: dict) -> bytes:
+    """`tflite` with each of `entries` (name -> value) in its metadata, the value as UTF-8 JSON
+    (`CLASSES_METADATA`: a list of names; `FLIP_TTA_METADATA`: true or false).
 
     The model is unpacked and packed again with the schema's object API; its tensors and
-    operators are unchanged. An earlier entry of that name is replaced.
+    operators are unchanged. Earlier entries of those names are replaced.
     """
-    from webapp.vision.litert import CLASSES_METADATA, schema
+    from webapp.vision.litert import schema
 
     fb = schema()
     model = fb.ModelT.InitFromPackedBuf(bytearray(tflite), 0)
     if any(buffer.offset > 1 for buffer in model.buffers or ()):
         raise ValueError("models with buffers stored outside the flatbuffer (over 2 GB) are not supported")
-    entry = next((m for m in model.metadata or () if m.name in (CLASSES_METADATA, CLASSES_METADATA.encode())), None)
-    if entry is None:
-        entry = fb.MetadataT()
-        entry.name, entry.buffer = CLASSES_METADATA, len(model.buffers)
-        model.buffers.append(fb.BufferT())
-        model.metadata = [*(model.metadata or ()), entry]
-    model.buffers[entry.buffer].data = np.frombuffer(json.dumps(list(classes)).encode(), np.uint8)
+    for name, value in entries.items():
+        entry = next((m for m in model.metadata or () if m.name in (name, name.encode())), None)
+        if entry is None:
+            entry = fb.MetadataT()
+            entry.name, entry.buffer = name, len(model.buffers)
+            model.buffers.append(fb.BufferT())
+            model.metadata = [*(model.metadata or ()), entry]
+        model.buffers[entry.buffer].data = np.frombuffer(json.dumps(value).encode(), np.uint8)
     builder = _AlignedBuilder(len(tflite) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
@@ -123,7 +129,14 @@ def main(argv=None) -> int:
     parser.add_argument("--calibration-size", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-repeats", type=int, default=300, help="batch-1 calls timed per form")
+    parser.add_argument(
+        "--flip-tta",
+        choices=("on", "off"),
+        default="on",
+        help="recorded in each file: whether the server averages each face with its mirror image",
+    )
     args = parser.parse_args(argv)
+    flip_tta = args.flip_tta == "on"
 
     from training.evaluate import predict_probabilities, score_all, with_votes
     from webapp.vision.classifier import EmotionClassifier
@@ -150,15 +163,15 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"source": args.model, "forms": {}}
+    summary = {"source": args.model, "flip_tta": flip_tta, "forms": {}}
     paths = {"keras": args.model}
     for form in args.forms:
         path = out / f"emotion_{form}.tflite"
-        path.write_bytes(convert(model, form, calibration))
+        path.write_bytes(convert(model, form, calibration, flip_tta))
         paths[form] = str(path)
     print(f"{'form':<9}{'size KB':>9}{'accuracy':>10}{'vs keras':>10}{'FER+':>8}{'ms/face':>9}")
     for form, path in paths.items():
-        classifier = EmotionClassifier(path)
+        classifier = EmotionClassifier(path, flip_tta=flip_tta)
         entry = {
             "path": path,
             "size_kb": round(os.path.getsize(path) / 1024, 1),

@@ -22,7 +22,7 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
-def _bool(name: str, default: bool) -> bool:
+def _bool(name: str, default: bool | None) -> bool | None:
     value = os.environ.get(name, "").strip().lower()
     return default if not value else value in ("1", "true", "yes", "on")
 
@@ -55,7 +55,8 @@ def from_env() -> dict:
         "BODY_TIMEOUT_S": _int("BODY_TIMEOUT_S", 15),
         # Engine.IO sessions open at once per client address (0: no cap); abandoned ones expire in ~15 s
         "MAX_SESSIONS_PER_ADDRESS": _int("MAX_SESSIONS_PER_ADDRESS", 20),
-        "FLIP_TTA": _bool("FLIP_TTA", True),
+        # unset: as the model file says (training.export --flip-tta); on for files that do not say
+        "FLIP_TTA": _bool("FLIP_TTA", None),
         "CORS_ALLOWED_ORIGINS": os.environ.get("CORS_ALLOWED_ORIGINS") or None,
         # several instances behind a proxy share Socket.IO emits through it (e.g. redis://localhost:6379/0)
         "MESSAGE_QUEUE": os.environ.get("MESSAGE_QUEUE") or None,

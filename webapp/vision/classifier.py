@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from webapp.vision.labels import CLASS_SETS, classes_for
-from webapp.vision.litert import load_interpreter, read_classes
+from webapp.vision.litert import load_interpreter, read_classes, read_flip_tta
 from webapp.vision.preprocess import INPUT_SIZE, to_model_input
 from webapp.vision.types import Emotion
 
@@ -25,26 +25,31 @@ class EmotionClassifier:
 
     Args:
         model_path: `.tflite` or `.keras` file.
-        flip_tta: average the prediction with the one for the mirrored face.
+        flip_tta: average the prediction with the one for the mirrored face. None: as the
+            model file says (`training.export --flip-tta`); on for files that do not say.
         threads: interpreter threads (default: all cores).
         lock: guards the model, which serves one call at a time (default: a `threading.Lock`).
 
     Raises:
         FileNotFoundError: the model file is missing.
-        ValueError: the model does not map 48x48x1 inputs to 7 or 8 classes, or its outputs
-            do not match the class list it names.
+        ValueError: the model does not map 48x48x1 inputs to 7 or 8 classes, its outputs
+            do not match the class list it names, or its flip TTA record is not true or false.
     """
 
-    def __init__(self, model_path: str | os.PathLike, flip_tta: bool = True, threads: int | None = None, lock=None):
+    def __init__(
+        self, model_path: str | os.PathLike, flip_tta: bool | None = None, threads: int | None = None, lock=None
+    ):
         self.model_path = Path(model_path)
         self.name = self.model_path.name
-        self.flip_tta = flip_tta
         self._lock = lock or threading.Lock()
         self.classes: tuple[str, ...] = ()
+        recorded = None
         if self.model_path.suffix == ".keras":
             self._predict_batch = self._load_keras()
         else:
             self._predict_batch = self._load_tflite(threads)
+            recorded = read_flip_tta(self.model_path)
+        self.flip_tta: bool = flip_tta if flip_tta is not None else recorded is not False
         self.predict_probabilities(np.zeros((1, INPUT_SIZE, INPUT_SIZE), np.uint8))  # warm-up
 
     def _load_tflite(self, threads):

@@ -160,7 +160,7 @@ def build_pipeline(
     *,
     detector: str = "blazeface-auto",
     classifier=None,
-    flip_tta: bool = True,
+    flip_tta: bool | None = None,
     max_faces: int = 10,
     max_pixels: int = 40_000_000,
     padded_retry: bool = True,
@@ -175,7 +175,8 @@ def build_pipeline(
         detector: a `make_detector` name: "blazeface-auto" (full range + short range for
             close-ups), "blazeface" (short range), "blazeface-full" or "haar".
         classifier: an already loaded `EmotionClassifier`, e.g. one shared between pipelines.
-        flip_tta: average each face with its mirror image (when loading the classifier here).
+        flip_tta: average each face with its mirror image (when loading the classifier here);
+            None: as the model file says.
         max_faces: classify at most this many faces per image, the largest first.
         max_pixels: images with more pixels are refused before decoding.
         padded_retry: retry images with no face on a padded canvas (uploads: face crops;

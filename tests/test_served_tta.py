@@ -1,0 +1,91 @@
+"""Flip TTA travels with the model: `training.export --flip-tta off` records it in the file, and the
+classifier, the app (/healthz) and the evaluation follow the record unless FLIP_TTA says otherwise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.harness import plain_tflite, tiny_emotion_model
+from training.export import with_metadata
+from webapp.vision.classifier import EmotionClassifier
+from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
+from webapp.vision.litert import CLASSES_METADATA, FLIP_TTA_METADATA, read_flip_tta
+
+
+@pytest.fixture(scope="module")
+def plain_eight(tmp_path_factory):
+    """An 8-class tflite without metadata (as files were before it), and its bytes."""
+    path = tmp_path_factory.mktemp("tta") / "plain8.tflite"
+    path.write_bytes(plain_tflite(tiny_emotion_model(8, seed=4)))
+    return path
+
+
+def recorded(plain_eight, tmp_path, flip_tta) -> str:
+    path = tmp_path / f"flip-{flip_tta}.tflite"
+    entries = {CLASSES_METADATA: list(EMOTIONS_WITH_CONTEMPT), FLIP_TTA_METADATA: flip_tta}
+    path.write_bytes(with_metadata(plain_eight.read_bytes(), entries))
+    return str(path)
+
+
+def test_export_records_the_choice(fer_plus_models, tmp_path):
+    from training.export import convert
+    from webapp.vision.layers import load_model
+
+    for form in ("float32", "int8"):  # exported by the fixture with the default, --flip-tta on
+        assert read_flip_tta(fer_plus_models / f"emotion_{form}.tflite") is True
+    without = tmp_path / "without.tflite"
+    without.write_bytes(convert(load_model(fer_plus_models / "model.keras"), "float32", flip_tta=False))
+    assert read_flip_tta(without) is False
+    classifier = EmotionClassifier(without)
+    assert classifier.flip_tta is False and classifier.classes == EMOTIONS_WITH_CONTEMPT
+
+
+def test_the_classifier_follows_the_record_unless_told(plain_eight, tmp_path):
+    faces = np.random.default_rng(2).integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    off = recorded(plain_eight, tmp_path, False)
+    assert read_flip_tta(plain_eight) is None and EmotionClassifier(plain_eight).flip_tta is True
+    assert EmotionClassifier(recorded(plain_eight, tmp_path, True)).flip_tta is True
+    assert EmotionClassifier(off).flip_tta is False
+    assert EmotionClassifier(off, flip_tta=True).flip_tta is True
+    # the record changes how the model is run, not the model: same answers as the plain file told the same
+    np.testing.assert_array_equal(
+        EmotionClassifier(off, threads=1).predict_probabilities(faces),
+        EmotionClassifier(plain_eight, flip_tta=False, threads=1).predict_probabilities(faces),
+    )
+
+
+def test_a_record_that_is_not_true_or_false_is_refused(plain_eight, tmp_path):
+    path = tmp_path / "odd.tflite"
+    path.write_bytes(with_metadata(plain_eight.read_bytes(), {FLIP_TTA_METADATA: "yes"}))
+    with pytest.raises(ValueError, match="not true or false"):
+        EmotionClassifier(path)
+    path.write_bytes(with_metadata(plain_eight.read_bytes(), {FLIP_TTA_METADATA: False}))
+    again = with_metadata(path.read_bytes(), {FLIP_TTA_METADATA: True})  # replaced, not duplicated
+    assert again.count(FLIP_TTA_METADATA.encode()) == 1
+
+
+@pytest.mark.parametrize(("env", "expected"), [(None, False), ("1", True), ("0", False)])
+def test_the_app_serves_as_recorded_and_flip_tta_overrides(plain_eight, tmp_path, monkeypatch, env, expected):
+    from webapp import create_app
+
+    if env is None:
+        monkeypatch.delenv("FLIP_TTA", raising=False)
+    else:
+        monkeypatch.setenv("FLIP_TTA", env)
+    app = create_app({"TESTING": True, "ASYNC_MODE": "threading", "MODEL_PATH": recorded(plain_eight, tmp_path, False)})
+    models = app.test_client().get("/healthz").json["models"]
+    assert models and all(model["flip_tta"] is expected for model in models.values())
+
+
+def test_evaluate_reports_the_tta_it_ran(plain_eight, tmp_path, voted_data):
+    import json
+
+    from training.evaluate import main as evaluate
+
+    report = tmp_path / "report.json"
+    argv = ["--data", str(voted_data / "val"), "--model", recorded(plain_eight, tmp_path, False), "--json", str(report)]
+    assert evaluate(argv) == 0
+    assert json.loads(report.read_text())["flip_tta"] is False
+    assert evaluate([*argv[:2], "--model", str(plain_eight), "--json", str(report)]) == 0
+    assert json.loads(report.read_text())["flip_tta"] is True
