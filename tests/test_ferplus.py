@@ -307,6 +307,13 @@ def test_calibration_bakes_one_temperature_into_the_softmax_heads(voted_data, tm
     assert np.allclose(after.mean((0, 1)), calibrate.tempered(before, temperature, shift), atol=1e-5)
     assert (after.mean((0, 1)).argmax(1) >= 0).all() and np.allclose(after.sum(-1), 1, atol=1e-5)
 
+    # fitted for a model served without flip TTA: the faces alone, and the record says so
+    assert calibrate.head_probabilities(load_model(tmp_path / "cal.keras"), faces, flip_tta=False).shape[1] == 1
+    argv = ["--model", str(tmp_path / "ensemble.keras"), "--data", str(voted_data), "--out", str(tmp_path / "x.keras")]
+    assert calibrate.main([*argv, "--flip-tta", "off", "--json", str(tmp_path / "off.json")]) == 0
+    assert "flip TTA off: temperature" in capsys.readouterr().out
+    assert json.loads((tmp_path / "off.json").read_text())["flip_tta"] is False and record["flip_tta"] is True
+
 
 def test_blend_mixes_labels_and_teacher():
     from training.distill import blend

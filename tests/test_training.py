@@ -156,6 +156,15 @@ def test_model_card_is_written_from_the_run_files(trained_run, exported, tmp_pat
     text = (exported / "README.md").read_text()
     assert "Against the FER+ majority (3,422 faces; ties left out): **accuracy 0.8431**" in text
     assert "agrees with the majority of the face's other annotators 78.8% of the time" in text
+    assert "Served form (`emotion_float16.tflite`, flip TTA)" in text and "--flip-tta" not in text
+
+    # a model chosen to be served without flip TTA is described, and reproduced, so
+    unflipped = tmp_path / "eval_val_no_tta.json"
+    unflipped.write_text(json.dumps(record | {"flip_tta": False}))
+    assert card.main(["--run", str(run), "--models", str(exported), "--report", str(unflipped)]) == 0
+    text = (exported / "README.md").read_text()
+    assert "Served form (`emotion_float16.tflite`, no TTA)" in text and "(batch 1, no TTA)" in text
+    assert "python -m training.export --model" in text and "--flip-tta off" in text
 
 
 def test_ensemble_averages_its_members_and_scores_them(trained_run, tmp_path, capsys):

@@ -47,16 +47,15 @@ def softmax_heads(model) -> list:
     return [(member, member.get_layer("emotion")) for member in members]
 
 
-def head_probabilities(model, images: np.ndarray) -> np.ndarray:
-    """Probabilities (heads, views, N, classes) of each softmax head, on faces and their mirror images."""
+def head_probabilities(model, images: np.ndarray, flip_tta: bool = True) -> np.ndarray:
+    """Probabilities (heads, views, N, classes) of each softmax head, on faces and (with `flip_tta`,
+    as the server runs it) their mirror images."""
     from webapp.vision.preprocess import to_model_input
 
     x = to_model_input(images)
+    views = (x, x[:, :, ::-1]) if flip_tta else (x,)
     return np.stack(
-        [
-            [member.predict(view, batch_size=256, verbose=0) for view in (x, x[:, :, ::-1])]
-            for member, _ in softmax_heads(model)
-        ]
+        [[member.predict(view, batch_size=256, verbose=0) for view in views] for member, _ in softmax_heads(model)]
     )
 
 
@@ -123,7 +122,14 @@ def main(argv=None) -> int:
         help="also lower the neutral logit until the model calls neutral no more faces of val than the FER+ majority does",
     )
     parser.add_argument("--json", metavar="OUT", help="also write the fitted values as JSON (for training.card)")
+    parser.add_argument(
+        "--flip-tta",
+        choices=("on", "off"),
+        default="on",
+        help="fit as the model will be served: with each face's mirror image averaged in, or without",
+    )
     args = parser.parse_args(argv)
+    flip_tta = args.flip_tta == "on"
 
     from training.evaluate import with_votes
     from webapp.vision.layers import load_model, model_classes
@@ -139,10 +145,12 @@ def main(argv=None) -> int:
     model = load_model(args.model)
     labels, against = calibration_labels(val, model_classes(model))
     known = labels >= 0
-    probabilities = head_probabilities(model, val.images[known])
+    probabilities = head_probabilities(model, val.images[known], flip_tta)
     labels = labels[known]
     temperature = fit_temperature(probabilities, labels)
-    print(f"fitted on {known.sum()} val faces against {against}: temperature {temperature:.2f}")
+    print(
+        f"fitted on {known.sum()} val faces against {against}, flip TTA {args.flip_tta}: temperature {temperature:.2f}"
+    )
     print(
         f"ECE (10 bins): {ece(probabilities, labels, 1.0):.4f} before, {ece(probabilities, labels, temperature):.4f} after"
     )
@@ -177,6 +185,7 @@ def main(argv=None) -> int:
             "out": args.out,
             "data": args.data,
             "against": against,
+            "flip_tta": flip_tta,
             "temperature": temperature,
             "neutral_shift": shift,
             "ece_before": round(ece(probabilities, labels, 1.0), 4),

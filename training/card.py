@@ -233,6 +233,10 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
     """The card as Markdown; more than one run means the served model is their ensemble."""
     members = [_read_run(run) for run in runs]
     forms = export["forms"]
+    # records from before `--flip-tta` were all made with it
+    flip_tta = report.get("flip_tta", True)
+    tta = "flip TTA" if flip_tta else "no TTA"
+    not_flipped = "" if flip_tta else " --flip-tta off"
     files = ", ".join(
         f"`{Path(entry['path']).name}`" + (" (served by default)" if Path(entry["path"]).name == served else "")
         for form, entry in forms.items()
@@ -303,7 +307,7 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
         calibrated = f"{source.removesuffix('.keras')}-calibrated.keras"
         neutral = " --match-neutral" if calibration["neutral_shift"] else ""
         commands.append(
-            f"python -m training.calibrate --model {source} --data {first['data']} --out {calibrated}{neutral}"
+            f"python -m training.calibrate --model {source} --data {first['data']} --out {calibrated}{neutral}{not_flipped}"
         )
         source = calibrated
         lines += [
@@ -319,12 +323,14 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
             "",
         ]
     written = " ".join(form for form in forms if form != "keras")
-    commands.append(f"python -m training.export --model {source} --out models --data {first['data']} --forms {written}")
+    commands.append(
+        f"python -m training.export --model {source} --out models --data {first['data']} --forms {written}{not_flipped}"
+    )
     lines += ["Reproduce:", "", "```", *commands, "```", ""]
     lines += [
         "## Accuracy on FER-2013 val (PublicTest)",
         "",
-        f"Served form (`{served}`, flip TTA), against FER-2013's labels: **accuracy {report['accuracy']:.4f}**,"
+        f"Served form (`{served}`, {tta}), against FER-2013's labels: **accuracy {report['accuracy']:.4f}**,"
         f" macro-F1 {report['macro_f1']:.4f}"
         + (f", ECE {report['ece']:.3f}." if report.get("ece") is not None else "."),
     ]
@@ -352,7 +358,7 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
         ]
     lines += [
         "",
-        "| form | size | accuracy, FER-2013 labels (flip TTA) | FER+ majority | median ms per face (batch 1, TTA) |",
+        f"| form | size | accuracy, FER-2013 labels ({tta}) | FER+ majority | median ms per face (batch 1, {tta}) |",
         "|---|---|---|---|---|",
     ]
     lines += [
