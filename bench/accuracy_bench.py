@@ -27,15 +27,9 @@ from training.evaluate import predict_probabilities, score_all, with_votes
 from training.export import median_latency_ms
 from webapp.config import DEFAULT_MODEL, PROJECT_ROOT
 from webapp.vision.classifier import EmotionClassifier
-from webapp.vision.litert import read_flip_tta
 
 DEFAULT_DATA = FER2013 / "val"
 MODELS = PROJECT_ROOT / "models"
-
-
-def recorded_flip_tta(path) -> bool:
-    """Whether the server would run this model file with flip TTA (.tflite: as its metadata says)."""
-    return Path(path).suffix != ".tflite" or read_flip_tta(path) is not False
 
 
 def tta_label(flip: bool) -> str:
@@ -60,15 +54,19 @@ def main(argv=None) -> int:
     candidates = []
     for path in forms:
         form = path.stem.removeprefix("emotion_")
-        served_flip = recorded_flip_tta(path)
+        served_flip = EmotionClassifier(path).flip_tta
         for flip in (served_flip, not served_flip):  # as served first: the first row is the served model
             served = " (served)" if path == DEFAULT_MODEL and flip == served_flip else ""
             candidates.append(
-                (f"ours {form}{tta_label(flip)}{served}", lambda path=path, flip=flip: EmotionClassifier(path, flip))
+                (
+                    f"ours {form}{tta_label(flip)}{served}",
+                    lambda path=path, flip=flip: EmotionClassifier(path, flip_tta=flip),
+                )
             )
     for path in args.models:
         name = f"{Path(path).parent.name}/{Path(path).name}"
-        candidates.append((f"{name}{tta_label(recorded_flip_tta(path))}", lambda path=path: EmotionClassifier(path)))
+        served_flip = EmotionClassifier(path).flip_tta
+        candidates.append((f"{name}{tta_label(served_flip)}", lambda path=path: EmotionClassifier(path)))
     candidates.append(("peer: fer mini-Xception (Keras)", FerMiniXception))
     print(
         f"data: {data.source} ({len(data)} faces); latency: batch 1, median of {args.repeats}, {os.cpu_count()} CPU cores"

@@ -267,7 +267,10 @@ def frame_rows(classifier, frames: int) -> None:
         ("one face", webcam_frame()),
         ("six faces", six_face_frame()[0]),
     ]
-    print(f"\nServer ms per 640x480 JPEG frame, stream pipeline (flip TTA, no padded retry), {frames} frames each")
+    tta = "flip TTA" if classifier.flip_tta else "no TTA"
+    print(
+        f"\nServer ms per 640x480 JPEG frame, stream pipeline ({tta}, as served; no padded retry), {frames} frames each"
+    )
     header = f"{'frame':<11}{'detector':<17}{'classify':<10}{'detect med':>11}{'classify med':>13}{'total med/p95':>15}{'faces':>7}"
     print(header)
     print("-" * len(header))

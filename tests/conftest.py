@@ -90,6 +90,16 @@ def fer_plus_models(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def plain_eight(tmp_path_factory):
+    """A tiny untrained 8-output .tflite without metadata (no class list, no flip TTA record), as files were before them."""
+    from tests.harness import plain_tflite, tiny_emotion_model
+
+    path = tmp_path_factory.mktemp("plain") / "plain8.tflite"
+    path.write_bytes(plain_tflite(tiny_emotion_model(8)))
+    return path
+
+
+@pytest.fixture(scope="session")
 def fer_plus_app(fer_plus_models):
     """The app serving the tiny 8-class model (int8, as the shipped model is served)."""
     from webapp import create_app

@@ -249,7 +249,7 @@ def test_contempt_needs_ferplus_labels(voted_data, tmp_path, capsys):
 
 def test_calibration_bakes_one_temperature_into_the_softmax_heads(voted_data, tmp_path, capsys):
     from training import calibrate, ensemble
-    from webapp.vision.layers import load_model
+    from webapp.vision.layers import load_model, model_classes
 
     common = [
         "--data",
@@ -312,7 +312,14 @@ def test_calibration_bakes_one_temperature_into_the_softmax_heads(voted_data, tm
     argv = ["--model", str(tmp_path / "ensemble.keras"), "--data", str(voted_data), "--out", str(tmp_path / "x.keras")]
     assert calibrate.main([*argv, "--flip-tta", "off", "--json", str(tmp_path / "off.json")]) == 0
     assert "flip TTA off: temperature" in capsys.readouterr().out
-    assert json.loads((tmp_path / "off.json").read_text())["flip_tta"] is False and record["flip_tta"] is True
+    off = json.loads((tmp_path / "off.json").read_text())
+    assert off["flip_tta"] is False and record["flip_tta"] is True
+    val = evaluate.with_votes(load_split(voted_data, "val"), str(voted_data), None)
+    pair = load_model(tmp_path / "ensemble.keras")
+    labels, _ = calibrate.calibration_labels(val, model_classes(pair))
+    known = labels >= 0
+    faces_alone = calibrate.head_probabilities(pair, val.images[known], flip_tta=False)
+    assert off["temperature"] == calibrate.fit_temperature(faces_alone, labels[known])
 
 
 def test_blend_mixes_labels_and_teacher():

@@ -24,14 +24,6 @@ def named_classes(tflite: bytes, classes) -> bytes:
     return with_metadata(tflite, {CLASSES_METADATA: list(classes)})
 
 
-@pytest.fixture(scope="module")
-def plain_eight(tmp_path_factory):
-    """An 8-output model without a class list, as a .tflite file."""
-    path = tmp_path_factory.mktemp("plain") / "plain8.tflite"
-    path.write_bytes(plain_tflite(tiny_emotion_model(8)))
-    return path
-
-
 # Flask's JSON sorts object keys: compare the keys, not their order
 EIGHT = sorted(EMOTIONS_WITH_CONTEMPT)
 

@@ -6,19 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.harness import plain_tflite, tiny_emotion_model
 from training.export import with_metadata
 from webapp.vision.classifier import EmotionClassifier
 from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
 from webapp.vision.litert import CLASSES_METADATA, FLIP_TTA_METADATA, read_flip_tta
-
-
-@pytest.fixture(scope="module")
-def plain_eight(tmp_path_factory):
-    """An 8-class tflite without metadata (as files were before it), and its bytes."""
-    path = tmp_path_factory.mktemp("tta") / "plain8.tflite"
-    path.write_bytes(plain_tflite(tiny_emotion_model(8, seed=4)))
-    return path
 
 
 def recorded(plain_eight, tmp_path, flip_tta) -> str:
@@ -29,25 +20,30 @@ def recorded(plain_eight, tmp_path, flip_tta) -> str:
 
 
 def test_export_records_the_choice(fer_plus_models, tmp_path):
-    from training.export import convert
-    from webapp.vision.layers import load_model
+    import json
+
+    from training import export
 
     for form in ("float32", "int8"):  # exported by the fixture with the default, --flip-tta on
         assert read_flip_tta(fer_plus_models / f"emotion_{form}.tflite") is True
-    without = tmp_path / "without.tflite"
-    without.write_bytes(convert(load_model(fer_plus_models / "model.keras"), "float32", flip_tta=False))
+    argv = ["--model", str(fer_plus_models / "model.keras"), "--out", str(tmp_path), "--forms", "float32"]
+    assert export.main([*argv, "--latency-repeats", "1", "--flip-tta", "off"]) == 0
+    without = tmp_path / "emotion_float32.tflite"
     assert read_flip_tta(without) is False
+    assert json.loads((tmp_path / "export.json").read_text())["flip_tta"] is False
     classifier = EmotionClassifier(without)
     assert classifier.flip_tta is False and classifier.classes == EMOTIONS_WITH_CONTEMPT
 
 
-def test_the_classifier_follows_the_record_unless_told(plain_eight, tmp_path):
+def test_the_classifier_follows_the_record_unless_told(plain_eight, tmp_path, fer_plus_models):
     faces = np.random.default_rng(2).integers(0, 256, (6, 48, 48), dtype=np.uint8)
     off = recorded(plain_eight, tmp_path, False)
     assert read_flip_tta(plain_eight) is None and EmotionClassifier(plain_eight).flip_tta is True
     assert EmotionClassifier(recorded(plain_eight, tmp_path, True)).flip_tta is True
     assert EmotionClassifier(off).flip_tta is False
     assert EmotionClassifier(off, flip_tta=True).flip_tta is True
+    assert EmotionClassifier(plain_eight, flip_tta=False).flip_tta is False
+    assert EmotionClassifier(fer_plus_models / "model.keras").flip_tta is True  # .keras files carry no record
     # the record changes how the model is run, not the model: same answers as the plain file told the same
     np.testing.assert_array_equal(
         EmotionClassifier(off, threads=1).predict_probabilities(faces),
@@ -87,5 +83,9 @@ def test_evaluate_reports_the_tta_it_ran(plain_eight, tmp_path, voted_data):
     argv = ["--data", str(voted_data / "val"), "--model", recorded(plain_eight, tmp_path, False), "--json", str(report)]
     assert evaluate(argv) == 0
     assert json.loads(report.read_text())["flip_tta"] is False
+    assert evaluate([*argv, "--flip-tta", "on"]) == 0
+    assert json.loads(report.read_text())["flip_tta"] is True
     assert evaluate([*argv[:2], "--model", str(plain_eight), "--json", str(report)]) == 0
     assert json.loads(report.read_text())["flip_tta"] is True
+    assert evaluate([*argv[:2], "--model", str(plain_eight), "--json", str(report), "--no-tta"]) == 0
+    assert json.loads(report.read_text())["flip_tta"] is False

@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from training.slim import is_slim, main, slim
+from training.slim import is_slim, main, round_weights_to_float16, slim
 
 
 @pytest.fixture()
@@ -59,6 +59,35 @@ def test_slim_halves_the_weights_and_loads_as_float32(trained_with_optimizer, tm
         np.testing.assert_allclose(np.asarray(after), values, rtol=2**-10, atol=1e-7)
     faces = np.random.default_rng(1).random((4, 48, 48, 1), dtype=np.float32)
     np.testing.assert_allclose(reloaded.predict(faces, verbose=0), original.predict(faces, verbose=0), atol=2e-3)
+
+
+def test_is_slim_wants_float16_weights_and_no_optimizer_state(trained_with_optimizer, tmp_path):
+    from training.slim import WEIGHTS_ENTRY
+
+    unpacked = tmp_path / "unpacked"
+    with zipfile.ZipFile(trained_with_optimizer) as archive:
+        entries = archive.namelist()
+        archive.extractall(unpacked)
+    round_weights_to_float16(unpacked / WEIGHTS_ENTRY)  # the optimizer's slots stay, in float16
+    rounded = tmp_path / "rounded.keras"
+    with zipfile.ZipFile(rounded, "w") as archive:
+        for entry in entries:
+            archive.write(unpacked / entry, entry)
+    assert not is_slim(rounded)
+    no_weights = tmp_path / "no_weights.keras"
+    with zipfile.ZipFile(no_weights, "w") as archive:
+        archive.writestr("config.json", "{}")
+    assert not is_slim(no_weights)
+
+
+def test_a_weight_beyond_float16_is_refused(tmp_path):
+    import h5py
+
+    path = tmp_path / "big.h5"
+    with h5py.File(path, "w") as store:
+        store.create_dataset("layers/dense/vars/0", data=np.array([1.0, 1e6], np.float32))
+    with pytest.raises(ValueError, match="float16's range"):
+        round_weights_to_float16(path)
 
 
 def test_the_command_compares_both_files_on_val(trained_with_optimizer, tmp_path, voted_data, capsys):

@@ -158,13 +158,24 @@ def test_model_card_is_written_from_the_run_files(trained_run, exported, tmp_pat
     assert "agrees with the majority of the face's other annotators 78.8% of the time" in text
     assert "Served form (`emotion_float16.tflite`, flip TTA)" in text and "--flip-tta" not in text
 
-    # a model chosen to be served without flip TTA is described, and reproduced, so
-    unflipped = tmp_path / "eval_val_no_tta.json"
+    # a model chosen to be served without flip TTA is described, and reproduced, so; its kept weights are slim
+    import shutil
+
+    from training.slim import slim
+
+    unflipped, models = tmp_path / "eval_val_no_tta.json", tmp_path / "models"
     unflipped.write_text(json.dumps(record | {"flip_tta": False}))
-    assert card.main(["--run", str(run), "--models", str(exported), "--report", str(unflipped)]) == 0
-    text = (exported / "README.md").read_text()
+    models.mkdir()
+    export_record = json.loads((exported / "export.json").read_text())
+    (models / "export.json").write_text(json.dumps(export_record | {"flip_tta": False}))
+    slim_run = tmp_path / "checkpoints" / run.name
+    shutil.copytree(run, slim_run, ignore=shutil.ignore_patterns("*.keras"))
+    slim(run / "best.keras", slim_run / "best.keras")
+    assert card.main(["--run", str(slim_run), "--models", str(models), "--report", str(unflipped)]) == 0
+    text = (models / "README.md").read_text()
     assert "Served form (`emotion_float16.tflite`, no TTA)" in text and "(batch 1, no TTA)" in text
     assert "python -m training.export --model" in text and "--flip-tta off" in text
+    assert f"- Kept: `{slim_run / 'best.keras'}`, its weights rounded to float16 by `python -m training.slim`" in text
 
 
 def test_ensemble_averages_its_members_and_scores_them(trained_run, tmp_path, capsys):

@@ -6,7 +6,7 @@ Models trained on vote distributions learn how split the annotators were: a face
 10 call happy gets 0.6, though the majority's label is right far more often than that, so
 confidence understates accuracy against the majority. Dividing every softmax head's
 logits by a temperature T (one for all members of an ensemble, applied before they are
-averaged, as the server runs them with flip TTA) fixes that without changing any
+averaged, as the server runs them, with or without flip TTA) fixes that without changing any
 single model's ranking of classes. T minimises the negative log-likelihood of the labels:
 the FER+ majority when the faces have votes, else the folder's labels. It is fitted on
 val, so the expected calibration error is also printed for each half of val with T
@@ -15,6 +15,9 @@ fitted on the other half.
 --match-neutral also lowers every head's neutral logit, by the least amount that makes the
 model call no more faces of val neutral than the FER+ majority does: consensus training
 leans to neutral, and a user who frowns must not be told they look neutral.
+
+--flip-tta off fits the temperature on the faces alone, for a model to be served without flip
+TTA; export it with `training.export --flip-tta off` too, which records the choice in the file.
 """
 
 from __future__ import annotations
@@ -192,7 +195,7 @@ def main(argv=None) -> int:
             "ece_after": round(ece(probabilities, labels, temperature, shift), 4),
         }
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}" + ("" if flip_tta else "; export it with --flip-tta off, as it was fitted"))
     return 0
 
 

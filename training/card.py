@@ -176,11 +176,16 @@ def _kept(run: dict) -> str:
     if not kept:
         return f"- Kept: no model file of this run in `{run['dir']}`."
     line = "- Kept: " + ", ".join(f"`{run['dir'] / name}`" for name in kept)
-    if all(is_slim(run["dir"] / name) for name in kept):
-        line += " (weights rounded to float16 by `python -m training.slim`; no optimizer state)"
     if run["checkpoint"] not in kept:
-        line += f" (epoch {len(run['state']['epoch_seconds'])}); the `{run['checkpoint']}` used above was not kept"
+        line += f" (epoch {len(run['state']['epoch_seconds'])}; the `{run['checkpoint']}` used above was not kept)"
+    if all(is_slim(run["dir"] / name) for name in kept):
+        line += ", its weights rounded to float16 by `python -m training.slim` (no optimizer state)"
     return line + "."
+
+
+def _flip_flag(record: dict) -> str:
+    """The option that reproduces a calibration or export record made without flip TTA."""
+    return "" if record.get("flip_tta", True) else " --flip-tta off"
 
 
 def _stem_convs(hparams: dict) -> int:
@@ -233,10 +238,9 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
     """The card as Markdown; more than one run means the served model is their ensemble."""
     members = [_read_run(run) for run in runs]
     forms = export["forms"]
-    # records from before `--flip-tta` were all made with it
-    flip_tta = report.get("flip_tta", True)
-    tta = "flip TTA" if flip_tta else "no TTA"
-    not_flipped = "" if flip_tta else " --flip-tta off"
+    # each record says how its figures were made; records from before `--flip-tta` were all made with it
+    tta = "flip TTA" if report.get("flip_tta", True) else "no TTA"
+    export_tta = "flip TTA" if export.get("flip_tta", True) else "no TTA"
     files = ", ".join(
         f"`{Path(entry['path']).name}`" + (" (served by default)" if Path(entry["path"]).name == served else "")
         for form, entry in forms.items()
@@ -307,7 +311,7 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
         calibrated = f"{source.removesuffix('.keras')}-calibrated.keras"
         neutral = " --match-neutral" if calibration["neutral_shift"] else ""
         commands.append(
-            f"python -m training.calibrate --model {source} --data {first['data']} --out {calibrated}{neutral}{not_flipped}"
+            f"python -m training.calibrate --model {source} --data {first['data']} --out {calibrated}{neutral}{_flip_flag(calibration)}"
         )
         source = calibrated
         lines += [
@@ -324,7 +328,7 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
         ]
     written = " ".join(form for form in forms if form != "keras")
     commands.append(
-        f"python -m training.export --model {source} --out models --data {first['data']} --forms {written}{not_flipped}"
+        f"python -m training.export --model {source} --out models --data {first['data']} --forms {written}{_flip_flag(export)}"
     )
     lines += ["Reproduce:", "", "```", *commands, "```", ""]
     lines += [
@@ -358,7 +362,7 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
         ]
     lines += [
         "",
-        f"| form | size | accuracy, FER-2013 labels ({tta}) | FER+ majority | median ms per face (batch 1, {tta}) |",
+        f"| form | size | accuracy, FER-2013 labels ({export_tta}) | FER+ majority | median ms per face (batch 1, {export_tta}) |",
         "|---|---|---|---|---|",
     ]
     lines += [

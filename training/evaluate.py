@@ -133,10 +133,11 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--votes", help="FER+ vote table (default: ferplus_votes.csv beside --data, if any)")
     parser.add_argument(
-        "--no-tta",
-        action="store_true",
-        help="turn off horizontal-flip test-time augmentation (default: as the model file says, as served)",
+        "--flip-tta",
+        choices=("on", "off"),
+        help="average each face with its mirror image, or not (default: as the model file says, as served)",
     )
+    parser.add_argument("--no-tta", action="store_true", help="the same as --flip-tta off")
     parser.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     parser.add_argument(
         "--confusion-png",
@@ -154,7 +155,8 @@ def main(argv=None) -> int:
         return 2
     from webapp.vision.classifier import EmotionClassifier
 
-    classifier = EmotionClassifier(args.model, flip_tta=False if args.no_tta else None)
+    flip_tta = False if args.no_tta else {"on": True, "off": False, None: None}[args.flip_tta]
+    classifier = EmotionClassifier(args.model, flip_tta=flip_tta)
     result = score_all(dataset, predict_probabilities(classifier, dataset.images))
     png = Path(args.confusion_png or (Path(args.json).with_suffix(".png") if args.json else "confusion.png"))
     name = f"{Path(args.model).name} on {Path(dataset.source).name}"
