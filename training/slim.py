@@ -5,7 +5,7 @@
 The result is an ordinary .keras file, half the size of the float32 weights (a sixth of a `last.keras`
 that carries AdamW's two slots per weight). `webapp.vision.layers.load_model` reads it back into a
 float32 model, so calibrate, export, choose and `--init-from` take it like any other. Rounding moves
-a weight by at most 1 part in 2,048 (3e-8 for the tiniest), far finer than the int8 model the server
+a weight by at most 1 part in 2,048 (at most 3e-8 for weights under 6e-5), far finer than the int8 model the server
 runs; a weight beyond float16's range is refused rather than made infinite. With `--data`,
 both files classify the val faces (flip TTA, as served) and the differences are printed (the width-64
 network: no face changes its top class). A run to be resumed needs its full `last.keras` instead.
