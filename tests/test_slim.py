@@ -49,6 +49,7 @@ def test_slim_halves_the_weights_and_loads_as_float32(trained_with_optimizer, tm
     # every array at half its size; h5's own overhead (large next to a width-8 model) is unchanged
     assert plain_size - slim_size > 0.45 * float32_bytes
     assert weights_bytes(trained_with_optimizer) > plain_size + float32_bytes  # what the optimizer slots cost
+    assert not is_slim(plain_path)  # no optimizer state, but float32
 
     reloaded = keras.models.load_model(slim_path)
     assert {w.dtype for w in reloaded.weights} == {"float32"}
@@ -88,6 +89,10 @@ def test_a_weight_beyond_float16_is_refused(tmp_path):
         store.create_dataset("layers/dense/vars/0", data=np.array([1.0, 1e6], np.float32))
     with pytest.raises(ValueError, match="float16's range"):
         round_weights_to_float16(path)
+    with h5py.File(path, "w") as store:
+        store.create_dataset("layers/dense/vars/0", data=np.array([1.0, np.nan], np.float32))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        round_weights_to_float16(path)
 
 
 def test_the_command_compares_both_files_on_val(trained_with_optimizer, tmp_path, voted_data, capsys):
@@ -97,6 +102,8 @@ def test_the_command_compares_both_files_on_val(trained_with_optimizer, tmp_path
     assert "val: top class changed on" in printed and "of 14 faces" in printed  # 7 emotions x 2
 
 
-def test_a_missing_source_is_a_usage_error(tmp_path):
+def test_a_missing_source_or_the_source_as_destination_is_a_usage_error(trained_with_optimizer, tmp_path):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "absent.keras"), str(tmp_path / "out.keras")])
+    with pytest.raises(SystemExit):
+        main([str(trained_with_optimizer), str(trained_with_optimizer)])

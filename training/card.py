@@ -179,7 +179,7 @@ def _kept(run: dict) -> str:
     if run["checkpoint"] not in kept:
         line += f" (epoch {len(run['state']['epoch_seconds'])}; the `{run['checkpoint']}` used above was not kept)"
     if all(is_slim(run["dir"] / name) for name in kept):
-        line += ", its weights rounded to float16 by `python -m training.slim` (no optimizer state)"
+        line += f", {'its' if len(kept) == 1 else 'their'} weights rounded to float16 by `python -m training.slim` (no optimizer state)"
     return line + "."
 
 

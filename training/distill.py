@@ -3,9 +3,9 @@
 A student trained on a blend of the labels and its teacher's probabilities learns the
 teacher's view of every face, including the classes the teacher finds likely but the
 labels leave out, which can carry part of an ensemble's gain into one smaller model.
-The teacher runs once over the unaugmented faces, always with flip TTA (teachers are .keras
-models or ensembles), and its probabilities are kept in the run folder (`TEACHER_FILE`, keyed by image): a resumed run
-reads them back, and `--teacher` accepts that file in place of the model, so a student can be
+The teacher runs once over the unaugmented faces, always with flip TTA whatever a .tflite
+teacher's file records (so earlier runs' targets are made again the same way), and its
+probabilities are kept in the run folder (`TEACHER_FILE`, keyed by image): a resumed run reads them back, and `--teacher` accepts that file in place of the model, so a student can be
 trained again without its teacher's weights.
 """
 

@@ -132,12 +132,13 @@ def main(argv=None) -> int:
         help="split to use when --data is a CSV or a dataset root",
     )
     parser.add_argument("--votes", help="FER+ vote table (default: ferplus_votes.csv beside --data, if any)")
-    parser.add_argument(
+    tta = parser.add_mutually_exclusive_group()
+    tta.add_argument(
         "--flip-tta",
         choices=("on", "off"),
         help="average each face with its mirror image, or not (default: as the model file says, as served)",
     )
-    parser.add_argument("--no-tta", action="store_true", help="the same as --flip-tta off")
+    tta.add_argument("--no-tta", dest="flip_tta", action="store_const", const="off", help="the same as --flip-tta off")
     parser.add_argument("--json", metavar="OUT", help="also write the report as JSON")
     parser.add_argument(
         "--confusion-png",
@@ -153,15 +154,14 @@ def main(argv=None) -> int:
     if not Path(args.model).is_file():
         print(f"error: model file {args.model!r} not found", file=sys.stderr)
         return 2
-    from webapp.vision.classifier import EmotionClassifier
+    from webapp.vision.classifier import served_flip_tta
 
-    flip_tta = False if args.no_tta else {"on": True, "off": False, None: None}[args.flip_tta]
-    classifier = EmotionClassifier(args.model, flip_tta=flip_tta)
-    result = score_all(dataset, predict_probabilities(classifier, dataset.images))
+    flip_tta = served_flip_tta(args.model) if args.flip_tta is None else args.flip_tta == "on"
+    result = evaluate(args.model, dataset, flip_tta=flip_tta)
     png = Path(args.confusion_png or (Path(args.json).with_suffix(".png") if args.json else "confusion.png"))
     name = f"{Path(args.model).name} on {Path(dataset.source).name}"
     save_confusion_png(result.labels, str(png), title=f"{name}, folder labels: accuracy {result.labels.accuracy:.4f}")
-    print(f"model: {args.model}\ndata: {dataset.source}\nflip TTA: {classifier.flip_tta}\n")
+    print(f"model: {args.model}\ndata: {dataset.source}\nflip TTA: {flip_tta}\n")
     print(f"== against the folder's labels\n{format_report(result.labels)}\nconfusion matrix: {png}\n")
     if result.ferplus is not None:
         ferplus_png = png.with_name(f"{png.stem}-ferplus{png.suffix}")
@@ -182,7 +182,7 @@ def main(argv=None) -> int:
         )
         print(f"FER+ majority accuracy: {result.ferplus.accuracy:.4f}")
     if args.json:
-        record = {"model": args.model, "data": dataset.source, "flip_tta": classifier.flip_tta, **result.to_dict()}
+        record = {"model": args.model, "data": dataset.source, "flip_tta": flip_tta, **result.to_dict()}
         Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
     print(f"accuracy: {result.labels.accuracy:.4f}")
     return 0

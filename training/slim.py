@@ -39,8 +39,11 @@ def round_weights_to_float16(weights_h5: Path) -> int:
         for name in arrays:
             if store[name].dtype != np.float32:
                 continue
+            values = store[name][()]
+            if not np.isfinite(values).all():
+                raise ValueError(f"{name}: the weights hold NaN or infinity")
             with np.errstate(over="ignore"):  # checked just below, with the array's name
-                rounded = store[name][()].astype(np.float16)
+                rounded = values.astype(np.float16)
             if not np.isfinite(rounded).all():
                 raise ValueError(f"{name}: a weight beyond float16's range (65,504); keep this model in float32")
             attributes = dict(store[name].attrs)
@@ -113,7 +116,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.source.is_file():
         parser.error(f"{args.source} is not a file")
-    rewritten = slim(args.source, args.destination)
+    if args.destination.resolve() == args.source.resolve():
+        parser.error("the destination must differ from the source (they are compared, and the source is the record)")
+    try:
+        rewritten = slim(args.source, args.destination)
+    except ValueError as error:
+        print(f"error: {args.source}: {error}", file=sys.stderr)
+        return 2
     mb = args.destination.stat().st_size / 1e6
     print(f"{args.destination}: {rewritten} weight arrays in float16, {mb:.1f} MB")
     if args.data:

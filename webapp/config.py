@@ -22,9 +22,14 @@ def _int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
-def _bool(name: str, default: bool | None) -> bool | None:
+def _optional_bool(name: str) -> bool | None:
+    """1/true/yes/on or 0/false/no/off; None when unset, empty or "auto" (the setting's own default)."""
     value = os.environ.get(name, "").strip().lower()
-    return default if not value else value in ("1", "true", "yes", "on")
+    if value in ("", "auto"):
+        return None
+    if value in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value in ("1", "true", "yes", "on")
+    raise ValueError(f"environment variable {name} must be 1 or 0 (or unset / auto), got {value!r}")
 
 
 def from_env() -> dict:
@@ -56,7 +61,7 @@ def from_env() -> dict:
         # Engine.IO sessions open at once per client address (0: no cap); abandoned ones expire in ~15 s
         "MAX_SESSIONS_PER_ADDRESS": _int("MAX_SESSIONS_PER_ADDRESS", 20),
         # unset: as the model file says (training.export --flip-tta); on for files that do not say
-        "FLIP_TTA": _bool("FLIP_TTA", None),
+        "FLIP_TTA": _optional_bool("FLIP_TTA"),
         "CORS_ALLOWED_ORIGINS": os.environ.get("CORS_ALLOWED_ORIGINS") or None,
         # several instances behind a proxy share Socket.IO emits through it (e.g. redis://localhost:6379/0)
         "MESSAGE_QUEUE": os.environ.get("MESSAGE_QUEUE") or None,

@@ -14,6 +14,12 @@ from webapp.vision.preprocess import INPUT_SIZE, to_model_input
 from webapp.vision.types import Emotion
 
 
+def served_flip_tta(model_path: str | os.PathLike) -> bool:
+    """Whether a model file is served with flip TTA when nothing overrides it: as a .tflite file's
+    record says (`training.export --flip-tta`); on for .keras files and files without the record."""
+    return Path(model_path).suffix == ".keras" or read_flip_tta(model_path) is not False
+
+
 class EmotionClassifier:
     """Classify 48x48 uint8 grayscale faces into the emotions the model outputs.
 
@@ -43,13 +49,13 @@ class EmotionClassifier:
         self.name = self.model_path.name
         self._lock = lock or threading.Lock()
         self.classes: tuple[str, ...] = ()
-        recorded = None
         if self.model_path.suffix == ".keras":
             self._predict_batch = self._load_keras()
         else:
             self._predict_batch = self._load_tflite(threads)
-            recorded = read_flip_tta(self.model_path)
-        self.flip_tta: bool = flip_tta if flip_tta is not None else recorded is not False
+        # the record is checked even when `flip_tta` overrides it, as the class list is: a bad file fails early
+        recorded = served_flip_tta(self.model_path)
+        self.flip_tta: bool = recorded if flip_tta is None else flip_tta
         self.predict_probabilities(np.zeros((1, INPUT_SIZE, INPUT_SIZE), np.uint8))  # warm-up
 
     def _load_tflite(self, threads):
