@@ -51,6 +51,13 @@ def test_the_classifier_follows_the_record_unless_told(plain_eight, tmp_path, fe
     )
 
 
+def test_a_file_that_is_not_tflite_is_refused_clearly(tmp_path):
+    junk = tmp_path / "model.h5"
+    junk.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 8)
+    with pytest.raises(ValueError, match="not a TFLite model file"):
+        read_flip_tta(junk)
+
+
 def test_a_record_that_is_not_true_or_false_is_refused(plain_eight, tmp_path):
     path = tmp_path / "odd.tflite"
     path.write_bytes(with_metadata(plain_eight.read_bytes(), {FLIP_TTA_METADATA: "yes"}))

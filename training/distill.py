@@ -5,8 +5,9 @@ teacher's view of every face, including the classes the teacher finds likely but
 labels leave out, which can carry part of an ensemble's gain into one smaller model.
 The teacher runs once over the unaugmented faces, always with flip TTA whatever a .tflite
 teacher's file records (so earlier runs' targets are made again the same way), and its
-probabilities are kept in the run folder (`TEACHER_FILE`, keyed by image): a resumed run reads them back, and `--teacher` accepts that file in place of the model, so a student can be
-trained again without its teacher's weights.
+probabilities are kept in the run folder (`TEACHER_FILE`, keyed by image): a resumed run reads
+them back, and `--teacher` accepts that file in place of the model, so a student can be trained
+again without its teacher's weights.
 """
 
 from __future__ import annotations

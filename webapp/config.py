@@ -60,7 +60,8 @@ def from_env() -> dict:
         "BODY_TIMEOUT_S": _int("BODY_TIMEOUT_S", 15),
         # Engine.IO sessions open at once per client address (0: no cap); abandoned ones expire in ~15 s
         "MAX_SESSIONS_PER_ADDRESS": _int("MAX_SESSIONS_PER_ADDRESS", 20),
-        # unset: as the model file says (training.export --flip-tta); on for files that do not say
+        # 1 / 0 override the model file; unset or "auto": as the file says (training.export --flip-tta),
+        # on for files that do not say; anything else is refused at start-up
         "FLIP_TTA": _optional_bool("FLIP_TTA"),
         "CORS_ALLOWED_ORIGINS": os.environ.get("CORS_ALLOWED_ORIGINS") or None,
         # several instances behind a proxy share Socket.IO emits through it (e.g. redis://localhost:6379/0)

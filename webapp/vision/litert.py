@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -61,17 +62,24 @@ def schema():
 
 
 def read_metadata(model_path: str | os.PathLike, name: str) -> bytes | None:
-    """The bytes of a .tflite file's metadata entry `name`, or None when the file has no such entry."""
+    """The bytes of a .tflite file's metadata entry `name`, or None when the file has no such entry.
+
+    Raises:
+        ValueError: the file is not a TFLite flatbuffer.
+    """
     data = Path(model_path).read_bytes()
-    model = schema().Model.GetRootAs(data, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name() != name.encode():
-            continue
-        buffer = model.Buffers(entry.Buffer())
-        if buffer.Offset() > 1:  # a buffer stored after the flatbuffer (models over 2 GB)
-            return data[buffer.Offset() : buffer.Offset() + buffer.Size()]
-        return b"" if buffer.DataIsNone() else buffer.DataAsNumpy().tobytes()
+    try:
+        model = schema().Model.GetRootAs(data, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if entry.Name() != name.encode():
+                continue
+            buffer = model.Buffers(entry.Buffer())
+            if buffer.Offset() > 1:  # a buffer stored after the flatbuffer (models over 2 GB)
+                return data[buffer.Offset() : buffer.Offset() + buffer.Size()]
+            return b"" if buffer.DataIsNone() else buffer.DataAsNumpy().tobytes()
+    except (struct.error, IndexError, UnicodeDecodeError) as error:  # offsets read from garbage point anywhere
+        raise ValueError(f"{model_path}: not a TFLite model file ({error})") from None
     return None
 
 
