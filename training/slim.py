@@ -5,10 +5,11 @@
 The result is an ordinary .keras file, half the size of the float32 weights (a sixth of a `last.keras`
 that carries AdamW's two slots per weight). `webapp.vision.layers.load_model` reads it back into a
 float32 model, so calibrate, export, choose and `--init-from` take it like any other. Rounding moves
-a weight by at most 1 part in 2,048 (at most 3e-8 for weights under 6e-5), far finer than the int8 model the server
-runs; a weight beyond float16's range is refused rather than made infinite. With `--data`,
-both files classify the val faces (flip TTA, as served) and the differences are printed (the width-64
-network: no face changes its top class). A run to be resumed needs its full `last.keras` instead.
+a weight by at most 1 part in 2,048 (at most 3e-8 for weights under 6e-5), far finer than the int8
+model the server runs; a weight beyond float16's range is refused rather than made infinite. With
+`--data`, both files classify the val faces (flip TTA, as served) and the differences are printed
+(the width-64 network: no face changes its top class). A run to be resumed needs its full
+`last.keras` instead.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def is_slim(keras_file: str | os.PathLike) -> bool:
 
 def slim(source: Path, destination: Path) -> int:
     """Save `source`'s model without optimizer state and with float16 weights at `destination`."""
+    import h5py
+
     from webapp.vision.layers import load_model
 
     model = load_model(source)  # uncompiled: saved without optimizer state
@@ -83,8 +86,6 @@ def slim(source: Path, destination: Path) -> int:
             archive.extractall(unpacked)
         rewritten = round_weights_to_float16(unpacked / WEIGHTS_ENTRY)
         # h5py leaves the deleted arrays' space in the file; copying it keeps only what is live
-        import h5py
-
         packed = unpacked / "packed.h5"
         with h5py.File(unpacked / WEIGHTS_ENTRY, "r") as loose, h5py.File(packed, "w") as tight:
             for key in loose:
