@@ -71,6 +71,54 @@ def test_run_folder_holds_everything_needed_to_explain_the_result(trained_run):
     assert json.loads((run / "state.json").read_text())["epochs_done"] == 3
 
 
+def test_a_run_kept_as_slim_weights_goes_on_with_a_fresh_optimizer(trained_run, tmp_path, capsys):
+    """checkpoints/ keeps a run in progress as float16 weights only; --resume continues its schedule."""
+    import shutil
+
+    import keras
+
+    from training.slim import slim
+
+    _, run = trained_run
+    kept = tmp_path / run.name
+    shutil.copytree(run, kept, ignore=shutil.ignore_patterns("*.keras"))
+    slim(run / "last.keras", kept / "last.keras")
+    steps = 3  # 21 faces in batches of 8
+    assert train.main(["--resume", str(kept), "--epochs", "5"]) == 0
+    assert "holds weights only: going on with a fresh optimizer from step 9" in capsys.readouterr().out
+    with open(kept / "log.csv") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2", "3", "4"]
+    assert json.loads((kept / "state.json").read_text())["epochs_done"] == 5
+    assert (kept / "best.keras").is_file()
+
+    optimizer = keras.models.load_model(kept / "last.keras").optimizer
+    assert int(optimizer.iterations) == 2 * steps  # Adam's own count, for its bias correction
+    config = optimizer._learning_rate.get_config()  # the WarmupCosine the optimizer follows
+    assert config["start_step"] == 3 * steps and config["total_steps"] == 5 * steps
+
+    # resumed again, now with optimizer state: the cosine stays on the run's count, not Adam's
+    assert train.main(["--resume", str(kept), "--epochs", "6"]) == 0
+    optimizer = keras.models.load_model(kept / "last.keras").optimizer
+    config = optimizer._learning_rate.get_config()
+    assert int(optimizer.iterations) == 3 * steps and config["start_step"] == 3 * steps
+
+
+def test_the_schedule_goes_on_where_the_run_was_and_ramps_a_fresh_optimizer_up():
+    from training.schedule import WarmupCosine
+
+    whole = WarmupCosine(1.0, total_steps=100, warmup_steps=10)
+    continued = WarmupCosine(1.0, total_steps=100, warmup_steps=10, start_step=40, rewarm_steps=5)
+    assert float(continued(0)) == pytest.approx(float(whole(40)) / 5)
+    assert float(continued(2)) == pytest.approx(float(whole(42)) * 3 / 5)
+    for step in (4, 30, 60):
+        assert float(continued(step)) == pytest.approx(float(whole(40 + step)))
+    assert float(continued(60)) == pytest.approx(0.0, abs=1e-6)
+    assert WarmupCosine.from_config(whole.get_config() | {"start_step": 40}).start_step == 40
+    # schedules saved before these two settings existed load as they were
+    legacy = WarmupCosine.from_config({"peak": 1.0, "total_steps": 100, "warmup_steps": 10})
+    assert float(legacy(40)) == pytest.approx(float(whole(40)))
+
+
 def test_evaluate_prints_accuracy_last_and_writes_json_and_png(trained_run, tmp_path, capsys):
     root, run = trained_run
     out = tmp_path / "report.json"

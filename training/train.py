@@ -325,15 +325,24 @@ def build_model(args):
     )
 
 
-def compile_model(model, args, steps_per_epoch: int, prior: np.ndarray) -> None:
+def compile_model(
+    model, args, steps_per_epoch: int, prior: np.ndarray, start_step: int = 0, rewarm_steps: int = 0
+) -> None:
     """Attach AdamW on a warm-up + cosine schedule over `args.epochs`, the loss and the metrics.
 
-    `prior` is the share of each class in the training targets (for --logit-adjust)."""
+    `prior` is the share of each class in the training targets (for --logit-adjust);
+    `start_step` and `rewarm_steps` continue a run with a fresh optimizer (`WarmupCosine`)."""
     import keras
 
     from training.schedule import WarmupCosine
 
-    schedule = WarmupCosine(args.lr, steps_per_epoch * args.epochs, int(steps_per_epoch * args.warmup_epochs))
+    schedule = WarmupCosine(
+        args.lr,
+        steps_per_epoch * args.epochs,
+        int(steps_per_epoch * args.warmup_epochs),
+        start_step=start_step,
+        rewarm_steps=rewarm_steps,
+    )
     model.compile(
         optimizer=keras.optimizers.AdamW(
             schedule,
@@ -346,11 +355,14 @@ def compile_model(model, args, steps_per_epoch: int, prior: np.ndarray) -> None:
     )
 
 
-def resume_model(checkpoint: Path, args, steps_per_epoch: int, prior: np.ndarray):
+def resume_model(checkpoint: Path, args, steps_per_epoch: int, prior: np.ndarray, epochs_done: int):
     """The checkpoint's model and optimizer state, on a schedule re-fitted to `args.epochs`.
 
     A new epoch budget keeps the warm-up and stretches or shrinks the cosine to end at the
-    new last step; the optimizer's moments and step count carry over.
+    new last step; the optimizer's moments and step count carry over. A checkpoint that kept
+    only weights (`training.slim`, as `checkpoints/` holds a run in progress) goes on with a
+    fresh optimizer: the cosine resumes after `epochs_done`, ramped up again over a tenth of
+    an epoch while Adam's moments refill.
     """
     import keras
 
@@ -359,12 +371,14 @@ def resume_model(checkpoint: Path, args, steps_per_epoch: int, prior: np.ndarray
     import webapp.vision.layers  # noqa: F401  (registers InferenceBlur)
 
     model = keras.models.load_model(checkpoint)
-    state = model.optimizer
+    state = getattr(model, "optimizer", None)
+    run_step = epochs_done * steps_per_epoch
     if state is None or not state.variables:
-        raise ValueError(
-            f"{checkpoint} holds no optimizer state (a finished run keeps only weights); fine-tune it with --init-from instead"
-        )
-    compile_model(model, args, steps_per_epoch, prior)
+        print(f"{checkpoint} holds weights only: going on with a fresh optimizer from step {run_step}")
+        compile_model(model, args, steps_per_epoch, prior, start_step=run_step, rewarm_steps=steps_per_epoch // 10)
+        return model
+    # a run once continued with a fresh optimizer counts fewer optimizer steps than run steps
+    compile_model(model, args, steps_per_epoch, prior, start_step=run_step - int(state.iterations))
     model.optimizer.build(model.trainable_variables)
     if len(model.optimizer.variables) != len(state.variables):
         raise ValueError(f"{checkpoint}: its optimizer state does not match this run's optimizer")
@@ -380,6 +394,24 @@ def resume_model(checkpoint: Path, args, steps_per_epoch: int, prior: np.ndarray
             average.assign(weights)
             weights.assign(raw)
     return model
+
+
+def restore_best(run_dir: Path) -> None:
+    """Before resuming a run kept without best.keras (`checkpoints/` holds only its last weights).
+
+    When the last epoch was the best so far, last.keras is best.keras; otherwise best.keras
+    will hold the best epoch from here on, and the log still names the earlier one."""
+    import csv
+    import shutil
+
+    if (run_dir / "best.keras").exists() or not (run_dir / "log.csv").exists():
+        return
+    with open(run_dir / "log.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and max(rows, key=lambda row: float(row["val_accuracy"])) is rows[-1]:
+        shutil.copyfile(run_dir / "last.keras", run_dir / "best.keras")
+    else:
+        print(f"{run_dir} has no best.keras: it will hold the best epoch from here on, not the log's best so far")
 
 
 def write_run_record(run_dir: Path, args, model) -> None:
@@ -414,7 +446,7 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = F
     best = keras.callbacks.ModelCheckpoint(
         str(run_dir / "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True
     )
-    if resume and (run_dir / "log.csv").exists():
+    if resume and (run_dir / "best.keras").exists() and (run_dir / "log.csv").exists():
         # the restarted best-checkpoint callback must know the best accuracy so far
         with open(run_dir / "log.csv") as handle:
             best.best = max((float(row["val_accuracy"]) for row in csv.DictReader(handle)), default=best.best)
@@ -478,8 +510,9 @@ def main(argv=None) -> int:
     train_ds, val_ds = make_datasets(args, train, val, weights)
     steps_per_epoch = int(np.ceil(len(train.images) / args.batch_size))
     if args.resume:
-        model = resume_model(run_dir / "last.keras", args, steps_per_epoch, prior)
         initial_epoch = json.loads((run_dir / "state.json").read_text())["epochs_done"]
+        restore_best(run_dir)
+        model = resume_model(run_dir / "last.keras", args, steps_per_epoch, prior, initial_epoch)
     else:
         try:
             model = build_model(args)
