@@ -107,3 +107,14 @@ def test_a_missing_source_or_the_source_as_destination_is_a_usage_error(trained_
         main([str(tmp_path / "absent.keras"), str(tmp_path / "out.keras")])
     with pytest.raises(SystemExit):
         main([str(trained_with_optimizer), str(trained_with_optimizer)])
+
+
+def test_with_record_keeps_what_resume_and_the_card_read(trained_with_optimizer, tmp_path, capsys):
+    run = trained_with_optimizer.parent
+    (run / "hparams.json").write_text('{"width": 8}')
+    (run / "state.json").write_text('{"epochs_done": 1}')
+    kept = tmp_path / "checkpoints" / "run"
+    assert main([str(trained_with_optimizer), str(kept / "last.keras"), "--with-record"]) == 0
+    assert sorted(path.name for path in kept.iterdir()) == ["hparams.json", "last.keras", "state.json"]
+    assert (kept / "state.json").read_text() == '{"epochs_done": 1}'
+    assert "copied hparams.json, state.json" in capsys.readouterr().out

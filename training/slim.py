@@ -8,8 +8,14 @@ float32 model, so calibrate, export, choose and `--init-from` take it like any o
 a weight by at most 1 part in 2,048 (at most 3e-8 for weights under 6e-5), far finer than the int8
 model the server runs; a weight beyond float16's range is refused rather than made infinite. With
 `--data`, both files classify the val faces (flip TTA, as served) and the differences are printed
-(the width-64 network: no face changes its top class). A run to be resumed needs its full
-`last.keras` instead.
+(the width-64 network: no face changes its top class).
+
+A run in progress is kept the same way, with its record (hparams, log, state) beside it:
+
+    python -m training.slim runs/NAME/last.keras checkpoints/NAME/last.keras --with-record
+
+`training.train --resume` goes on from a copy of that folder in runs/, with a fresh optimizer
+(AdamW's slots are two more copies of the weights in float32: too big for the repository).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 WEIGHTS_ENTRY = "model.weights.h5"
+# what explains a run, and lets `training.train --resume` go on with it
+RUN_RECORD = ("hparams.json", "log.csv", "state.json", "model_summary.txt")
 
 
 def round_weights_to_float16(weights_h5: Path) -> int:
@@ -114,6 +122,11 @@ def main(argv=None) -> int:
     parser.add_argument("source", type=Path, help="a trained .keras model (optimizer state is dropped)")
     parser.add_argument("destination", type=Path, help="where the slim .keras goes")
     parser.add_argument("--data", type=Path, help="compare both on this dataset's val faces (fer2013.csv or a folder)")
+    parser.add_argument(
+        "--with-record",
+        action="store_true",
+        help=f"copy the run's record ({', '.join(RUN_RECORD)}) beside the destination",
+    )
     args = parser.parse_args(argv)
     if not args.source.is_file():
         parser.error(f"{args.source} is not a file")
@@ -126,6 +139,11 @@ def main(argv=None) -> int:
         return 2
     mb = args.destination.stat().st_size / 1e6
     print(f"{args.destination}: {rewritten} weight arrays in float16, {mb:.1f} MB")
+    if args.with_record:
+        copied = [name for name in RUN_RECORD if (args.source.parent / name).is_file()]
+        for name in copied:
+            shutil.copyfile(args.source.parent / name, args.destination.parent / name)
+        print(f"{args.destination.parent}: copied {', '.join(copied) or 'no record (none beside the source)'}")
     if args.data:
         from training.data import load_split
 
