@@ -95,12 +95,32 @@ def test_a_run_kept_as_slim_weights_goes_on_with_a_fresh_optimizer(trained_run, 
     assert int(optimizer.iterations) == 2 * steps  # Adam's own count, for its bias correction
     config = optimizer._learning_rate.get_config()  # the WarmupCosine the optimizer follows
     assert config["start_step"] == 3 * steps and config["total_steps"] == 5 * steps
+    assert config["rewarm_steps"] == steps // 10
 
     # resumed again, now with optimizer state: the cosine stays on the run's count, not Adam's
     assert train.main(["--resume", str(kept), "--epochs", "6"]) == 0
     optimizer = keras.models.load_model(kept / "last.keras").optimizer
     config = optimizer._learning_rate.get_config()
     assert int(optimizer.iterations) == 3 * steps and config["start_step"] == 3 * steps
+
+
+@pytest.mark.parametrize("scores, restored", [((0.5, 0.6, 0.6), True), ((0.5, 0.7, 0.6), False)])
+def test_a_kept_run_gets_best_keras_back_only_when_its_last_epoch_was_the_best(tmp_path, capsys, scores, restored):
+    rows = "".join(f"{epoch},{score}\n" for epoch, score in enumerate(scores))
+    (tmp_path / "log.csv").write_text("epoch,val_accuracy\n" + rows)
+    (tmp_path / "last.keras").write_bytes(b"the last epoch's weights")
+    train.restore_best(tmp_path)
+    assert (tmp_path / "best.keras").exists() == restored
+    if restored:
+        assert (tmp_path / "best.keras").read_bytes() == b"the last epoch's weights"
+    else:
+        assert "best epoch 2 (0.7000) was not kept" in capsys.readouterr().out
+    # either way a resumed run's best.keras is only written by an epoch that beats the log's best
+    import keras
+
+    callbacks = train.make_callbacks(tmp_path, resume=True, train_images=1)
+    (best,) = [c for c in callbacks if isinstance(c, keras.callbacks.ModelCheckpoint) and c.save_best_only]
+    assert best.best == max(scores)
 
 
 def test_the_schedule_goes_on_where_the_run_was_and_ramps_a_fresh_optimizer_up():

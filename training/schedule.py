@@ -15,7 +15,8 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     `start_step` is how far along the run was when this optimizer took its first step: a run
     continued with a fresh optimizer (its checkpoint kept only weights) counts its steps from 0,
     because Adam's bias correction needs them to, while the cosine must go on where it was.
-    `rewarm_steps` ramps that fresh optimizer's first steps up from 0, while its moments refill.
+    `rewarm_steps` ramps that fresh optimizer linearly up to the cosine over its first steps, while
+    its moments refill.
     """
 
     def __init__(self, peak: float, total_steps: int, warmup_steps: int, start_step: int = 0, rewarm_steps: int = 0):

@@ -30,11 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from training.distill import TEACHER_FILE
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 WEIGHTS_ENTRY = "model.weights.h5"
 # what explains a run, and lets `training.train --resume` go on with it
-RUN_RECORD = ("hparams.json", "log.csv", "state.json", "model_summary.txt")
+# (a distilled run's teacher probabilities included: its teacher model may not be kept)
+RUN_RECORD = ("hparams.json", "log.csv", "state.json", "model_summary.txt", TEACHER_FILE)
 
 
 def round_weights_to_float16(weights_h5: Path) -> int:

@@ -356,13 +356,14 @@ def compile_model(
 
 
 def resume_model(checkpoint: Path, args, steps_per_epoch: int, prior: np.ndarray, epochs_done: int):
-    """The checkpoint's model and optimizer state, on a schedule re-fitted to `args.epochs`.
+    """The checkpoint's model, with its optimizer state when it kept one, on a schedule re-fitted to `args.epochs`.
 
     A new epoch budget keeps the warm-up and stretches or shrinks the cosine to end at the
     new last step; the optimizer's moments and step count carry over. A checkpoint that kept
     only weights (`training.slim`, as `checkpoints/` holds a run in progress) goes on with a
     fresh optimizer: the cosine resumes after `epochs_done`, ramped up again over a tenth of
-    an epoch while Adam's moments refill.
+    an epoch while Adam's moments refill. An --ema run goes on from its averaged weights then
+    (its raw ones lived in the optimizer state).
     """
     import keras
 
@@ -373,7 +374,7 @@ def resume_model(checkpoint: Path, args, steps_per_epoch: int, prior: np.ndarray
     model = keras.models.load_model(checkpoint)
     state = getattr(model, "optimizer", None)
     run_step = epochs_done * steps_per_epoch
-    if state is None or not state.variables:
+    if state is None:  # load_model leaves a file saved without an optimizer uncompiled
         print(f"{checkpoint} holds weights only: going on with a fresh optimizer from step {run_step}")
         compile_model(model, args, steps_per_epoch, prior, start_step=run_step, rewarm_steps=steps_per_epoch // 10)
         return model
@@ -397,21 +398,25 @@ def resume_model(checkpoint: Path, args, steps_per_epoch: int, prior: np.ndarray
 
 
 def restore_best(run_dir: Path) -> None:
-    """Before resuming a run kept without best.keras (`checkpoints/` holds only its last weights).
+    """Seed a missing best.keras from last.keras when the log's last epoch was its best.
 
-    When the last epoch was the best so far, last.keras is best.keras; otherwise best.keras
-    will hold the best epoch from here on, and the log still names the earlier one."""
+    `checkpoints/` keeps a run in progress as its last weights only. When an earlier epoch was
+    the best, its weights are gone: best.keras is then written only by an epoch that beats it,
+    so it never claims the log's best for weights that are not that epoch's."""
     import csv
     import shutil
 
     if (run_dir / "best.keras").exists() or not (run_dir / "log.csv").exists():
         return
     with open(run_dir / "log.csv") as handle:
-        rows = list(csv.DictReader(handle))
-    if rows and max(rows, key=lambda row: float(row["val_accuracy"])) is rows[-1]:
+        scores = [float(row["val_accuracy"]) for row in csv.DictReader(handle)]
+    if scores and scores[-1] >= max(scores):
         shutil.copyfile(run_dir / "last.keras", run_dir / "best.keras")
-    else:
-        print(f"{run_dir} has no best.keras: it will hold the best epoch from here on, not the log's best so far")
+    elif scores:
+        best = scores.index(max(scores))
+        print(
+            f"{run_dir}: best epoch {best + 1} ({max(scores):.4f}) was not kept; best.keras waits for one that beats it"
+        )
 
 
 def write_run_record(run_dir: Path, args, model) -> None:
@@ -425,7 +430,8 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = F
     """CSV log, best and last checkpoints, and state.json (epochs done, seconds per epoch).
 
     With `ema`, the averaged weights are swapped in for validation and the checkpoints (the raw
-    ones wait in the optimizer's average slots, where `resume_model` finds them)."""
+    ones wait in the optimizer's average slots, where `resume_model` finds them, unless the
+    checkpoint was slimmed)."""
     import csv
 
     import keras
@@ -446,7 +452,7 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = F
     best = keras.callbacks.ModelCheckpoint(
         str(run_dir / "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True
     )
-    if resume and (run_dir / "best.keras").exists() and (run_dir / "log.csv").exists():
+    if resume and (run_dir / "log.csv").exists():
         # the restarted best-checkpoint callback must know the best accuracy so far
         with open(run_dir / "log.csv") as handle:
             best.best = max((float(row["val_accuracy"]) for row in csv.DictReader(handle)), default=best.best)
