@@ -397,19 +397,27 @@ def resume_model(checkpoint: Path, args, steps_per_epoch: int, prior: np.ndarray
     return model
 
 
+def logged_val_accuracy(run_dir: Path) -> list[float]:
+    """Each finished epoch's val accuracy, from the run's log.csv (empty without one)."""
+    import csv
+
+    if not (run_dir / "log.csv").exists():
+        return []
+    with open(run_dir / "log.csv") as handle:
+        return [float(row["val_accuracy"]) for row in csv.DictReader(handle)]
+
+
 def restore_best(run_dir: Path) -> None:
     """Seed a missing best.keras from last.keras when the log's last epoch was its best.
 
     `checkpoints/` keeps a run in progress as its last weights only. When an earlier epoch was
     the best, its weights are gone: best.keras is then written only by an epoch that beats it,
     so it never claims the log's best for weights that are not that epoch's."""
-    import csv
     import shutil
 
-    if (run_dir / "best.keras").exists() or not (run_dir / "log.csv").exists():
+    if (run_dir / "best.keras").exists():
         return
-    with open(run_dir / "log.csv") as handle:
-        scores = [float(row["val_accuracy"]) for row in csv.DictReader(handle)]
+    scores = logged_val_accuracy(run_dir)
     if scores and scores[-1] >= max(scores):
         shutil.copyfile(run_dir / "last.keras", run_dir / "best.keras")
     elif scores:
@@ -432,8 +440,6 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = F
     With `ema`, the averaged weights are swapped in for validation and the checkpoints (the raw
     ones wait in the optimizer's average slots, where `resume_model` finds them, unless the
     checkpoint was slimmed)."""
-    import csv
-
     import keras
 
     class SaveState(keras.callbacks.Callback):
@@ -452,10 +458,9 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = F
     best = keras.callbacks.ModelCheckpoint(
         str(run_dir / "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True
     )
-    if resume and (run_dir / "log.csv").exists():
+    if resume:
         # the restarted best-checkpoint callback must know the best accuracy so far
-        with open(run_dir / "log.csv") as handle:
-            best.best = max((float(row["val_accuracy"]) for row in csv.DictReader(handle)), default=best.best)
+        best.best = max(logged_val_accuracy(run_dir), default=best.best)
     swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []
     return [
         *swap,
