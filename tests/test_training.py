@@ -139,6 +139,30 @@ def test_the_schedule_goes_on_where_the_run_was_and_ramps_a_fresh_optimizer_up()
     assert float(legacy(40)) == pytest.approx(float(whole(40)))
 
 
+def test_a_resumed_session_draws_new_views_instead_of_replaying_the_first_epochs():
+    import numpy as np
+
+    faces = train.LabeledFaces(
+        np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8),
+        np.eye(8, dtype=np.float32)[np.arange(64) % 8],
+        tuple(map(str, range(64))),
+    )
+    args = train.parse_args(
+        ["--data", "-", "--augment", "full", "--erase", "0.5", "--mixup", "0.2", "--batch-size", "16"]
+    )
+
+    def first_batch(epochs_done: int):
+        train_ds, _ = train.make_datasets(args, faces, faces, None, train.draw_seed(args.seed, epochs_done))
+        return next(iter(train_ds))
+
+    fresh, again, resumed = first_batch(0), first_batch(0), first_batch(3)
+    assert train.draw_seed(args.seed, 0) == args.seed  # a fresh run draws as it always did
+    for x, y in zip(fresh, again, strict=True):
+        np.testing.assert_array_equal(x.numpy(), y.numpy())
+    assert not np.array_equal(fresh[0].numpy(), resumed[0].numpy())
+    assert not np.array_equal(fresh[1].numpy(), resumed[1].numpy())  # another order, not only other poses
+
+
 def test_evaluate_prints_accuracy_last_and_writes_json_and_png(trained_run, tmp_path, capsys):
     root, run = trained_run
     out = tmp_path / "report.json"
