@@ -103,6 +103,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="validate and save an exponential moving average of the weights (e.g. 0.999); 0: off",
     )
     parser.add_argument(
+        "--sam",
+        type=float,
+        default=0.0,
+        metavar="RHO",
+        help="sharpness-aware minimisation of radius RHO (e.g. 0.05; each step costs two); 0: off",
+    )
+    parser.add_argument(
         "--class-weights",
         choices=("none", "sqrt", "balanced"),
         default="sqrt",
@@ -501,6 +508,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     from training.data import DataError
+    from training.sam import sharpness_aware
     from webapp.vision.labels import classes_for
 
     if args.threads:
@@ -552,6 +560,7 @@ def main(argv=None) -> int:
             )
         compile_model(model, args, steps_per_epoch, prior)
         write_run_record(run_dir, args, model)
+    sharpness_aware(model, args.sam)
     model.jit_compile = args.xla
     if initial_epoch:
         print(f"resuming {run_dir} after epoch {initial_epoch} of {args.epochs}")
