@@ -105,10 +105,11 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
         f"- {hparams['epochs']} epochs, batch {hparams['batch_size']}, AdamW (peak lr {hparams['lr']}, weight decay {hparams['weight_decay']}),"
         f" {hparams['warmup_epochs']:g} warm-up epoch then cosine decay; label smoothing {hparams['label_smoothing']}; dropout {hparams['dropout']}; seed {hparams['seed']}"
         + (
-            f"; validated and saved as an exponential moving average of the weights (`--ema {hparams['ema']:g}`)."
+            f"; validated and saved as an exponential moving average of the weights (`--ema {hparams['ema']:g}`)"
             if hparams.get("ema")
-            else "."
-        ),
+            else ""
+        )
+        + (f"; sharpness-aware steps of radius {hparams['sam']:g} (`--sam`)." if hparams.get("sam") else "."),
         f"- Class imbalance: `--class-weights {weights}`"
         + {
             "sqrt": ": each class's loss is weighted by (N / (7 n_c)) ** 0.5, a softened inverse frequency.",
@@ -226,6 +227,8 @@ def _train_command(run: dict) -> str:
         options += f" --mixup {hparams['mixup']:g}"
     if hparams.get("ema"):
         options += f" --ema {hparams['ema']:g}"
+    if hparams.get("sam"):
+        options += f" --sam {hparams['sam']:g}"
     if hparams.get("teacher"):
         options += f" --teacher {run['dir'] / 'teacher.npz'} --teacher-weight {hparams['teacher_weight']:g}"
     return (

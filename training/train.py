@@ -107,7 +107,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=float,
         default=0.0,
         metavar="RHO",
-        help="sharpness-aware minimisation of radius RHO (e.g. 0.05; each step costs two); 0: off",
+        help="sharpness-aware minimisation of radius RHO (e.g. 0.05; two forward and backward passes a step); 0: off",
     )
     parser.add_argument(
         "--class-weights",
@@ -171,6 +171,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--teacher-weight must be in [0, 1]")
     if not 0 <= args.ema < 1:
         parser.error("--ema must be in [0, 1): the share of the average kept at each step")
+    if not args.sam >= 0:  # (NaN fails too)
+        parser.error("--sam must be >= 0: the radius of the sharpness-aware step")
     if args.stem_convs < 1:
         parser.error("--stem-convs must be at least 1")
     if not 0 <= args.erase <= 1:
