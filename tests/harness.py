@@ -59,6 +59,18 @@ def grace_hopper_rgb() -> np.ndarray:
         return np.asarray(Image.open(handle).convert("RGB"))
 
 
+def write_random_faces(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
+    """A dataset folder of random 48x48 gray faces, `root/<split>/<emotion>/<i>.png`, for smoke runs:
+    `per_class` maps each split to its number of faces per class."""
+    rng = np.random.default_rng(seed)
+    for split, count in per_class.items():
+        for emotion in EMOTIONS:
+            (root / split / emotion).mkdir(parents=True)
+            for i in range(count):
+                cv2.imwrite(str(root / split / emotion / f"{i}.png"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
+    return root
+
+
 def tiny_emotion_model(outputs: int, classes: tuple[str, ...] | None = None, seed: int = 0):
     """An untrained few-layer Keras model on the served 48x48x1 input: Dense(`outputs`, softmax, name "emotion"),
     then, given `classes`, the `EmotionClasses` layer that names them (models made before it have none)."""

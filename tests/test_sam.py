@@ -77,19 +77,12 @@ def test_rho_zero_keeps_the_models_own_step():
 
 
 def test_a_sam_run_trains_resumes_and_saves_a_plain_model(tmp_path, monkeypatch):
-    import cv2
     import keras
 
     import training.sam
-    from webapp.vision.labels import EMOTIONS
+    from tests.harness import write_random_faces
 
-    root = tmp_path / "fer"
-    rng = np.random.default_rng(1)
-    for split, per_class in (("train", 2), ("val", 1)):
-        for emotion in EMOTIONS:
-            (root / split / emotion).mkdir(parents=True)
-            for i in range(per_class):
-                cv2.imwrite(str(root / split / emotion / f"{i}.png"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
+    root = write_random_faces(tmp_path / "fer", {"train": 2, "val": 1}, seed=1)
     flags = ["--data", str(root), "--width", "8", "--batch-size", "8", "--sam", "0.05"]
     assert train.main([*flags, "--epochs", "1", "--runs-dir", str(tmp_path / "runs"), "--name", "sam"]) == 0
     run = tmp_path / "runs" / "sam"

@@ -18,18 +18,9 @@ CLEAR_FLOOR = 0.93
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """Two epochs of a small compact CNN on 21 synthetic faces, then one more by --resume (with XLA)."""
-    import cv2
-    import numpy as np
+    from tests.harness import write_random_faces
 
-    from webapp.vision.labels import EMOTIONS
-
-    root = tmp_path_factory.mktemp("data") / "fer"
-    rng = np.random.default_rng(0)
-    for split, per_class in (("train", 3), ("val", 2)):
-        for emotion in EMOTIONS:
-            (root / split / emotion).mkdir(parents=True)
-            for i in range(per_class):
-                cv2.imwrite(str(root / split / emotion / f"{i}.png"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
+    root = write_random_faces(tmp_path_factory.mktemp("data") / "fer", {"train": 3, "val": 2})
     runs = tmp_path_factory.mktemp("runs")
     assert (
         train.main(
