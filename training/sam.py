@@ -1,9 +1,9 @@
 """Sharpness-aware minimisation (SAM, Foret et al. 2021) as a Keras train step on TensorFlow.
 
-Each step takes the batch's gradient, moves the weights `rho` along it (normalised), takes the
-gradient again there, moves back and lets the optimizer apply that second gradient: the weights
-are pushed towards minima whose neighbourhood is low too, which tends to generalise better. The
-step costs two forward and backward passes.
+Each step takes the batch's gradient, takes it again at the weights shifted `rho` along it
+(normalised), and lets the optimizer apply that second gradient at the unshifted weights: the
+weights are pushed towards minima whose neighbourhood is low too, which tends to generalise
+better. The step costs two forward and backward passes.
 """
 
 from __future__ import annotations

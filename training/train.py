@@ -516,7 +516,8 @@ def main(argv=None) -> int:
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     initial_epoch = json.loads((run_dir / "state.json").read_text())["epochs_done"] if args.resume else 0
-    keras.utils.set_random_seed(draw_seed(args.seed, initial_epoch))
+    session_seed = draw_seed(args.seed, initial_epoch)
+    keras.utils.set_random_seed(session_seed)
     try:
         train, val = load_splits(args)
     except DataError as error:
@@ -541,7 +542,7 @@ def main(argv=None) -> int:
     if weights is not None:
         print("class weights: " + ", ".join(f"{name} {w:.2f}" for name, w in zip(classes, weights, strict=True)))
 
-    train_ds, val_ds = make_datasets(args, train, val, weights, draw_seed(args.seed, initial_epoch))
+    train_ds, val_ds = make_datasets(args, train, val, weights, session_seed)
     steps_per_epoch = int(np.ceil(len(train.images) / args.batch_size))
     if args.resume:
         restore_best(run_dir)
