@@ -11,6 +11,7 @@ import pytest
 from training import evaluate, train
 from training.data import DataError, FaceDataset, load_split
 from training.ferplus import (
+    NEUTRAL,
     VOTE_COLUMNS,
     attach_votes,
     clear_majority,
@@ -322,6 +323,19 @@ def test_calibration_bakes_one_temperature_into_the_softmax_heads(voted_data, tm
     assert off["temperature"] == calibrate.fit_temperature(faces_alone, labels[known])
     assert off["ece_before"] == round(calibrate.ece(faces_alone, labels[known], 1.0), 4)
 
+    # --neutral-share holds neutral calls to a chosen share instead of the majority's, and records it
+    assert calibrate.main([*argv, "--neutral-share", "0.1", "--json", str(tmp_path / "held.json")]) == 0
+    out = capsys.readouterr().out
+    held = json.loads((tmp_path / "held.json").read_text())
+    assert held["neutral_share"] == 0.1 and "held to 0.1000" in out
+    with_flip = calibrate.head_probabilities(pair, val.images[known])
+    called = calibrate.tempered(with_flip, held["temperature"], held["neutral_shift"]).argmax(1) == NEUTRAL
+    assert called.mean() <= 0.1 or held["neutral_shift"] == calibrate.NEUTRAL_SHIFTS[-1]
+    assert held["neutral_shift"] == calibrate.fit_neutral_shift(with_flip, held["temperature"], 0.1)
+    for share in ("0", "1.5", "-0.2", "some"):
+        with pytest.raises(SystemExit):
+            calibrate.main([*argv, "--neutral-share", share])
+
 
 def test_blend_mixes_labels_and_teacher():
     from training.distill import blend
@@ -435,6 +449,21 @@ def test_choose_ranks_every_calibrated_combination_on_val(voted_data, untrained_
     make_ensemble([load_model(path) for path in members[:2]]).save(tmp_path / "pair.keras")
     pair = choose.member_heads(str(tmp_path / "pair.keras"), val.images)
     assert choose.calibrated(("pair",), pair, val, labels, True).passes == 4
+
+    # a chosen neutral share replaces the majority's; --neutral-share alone implies --match-neutral
+    for share in (0.05, 0.3, 1.0):
+        held = choose.calibrated(("m",), heads, val, labels, True, neutral_share=share)
+        assert held.evaluation.neutral_share["model"] <= share or held.neutral_shift == 2.0
+    assert choose.calibrated(("m",), heads, val, labels, True, neutral_share=1.0).neutral_shift == 0.0
+    assert (
+        choose.main(
+            ["--members", *members[:2], "--data", str(voted_data), "--neutral-share", "0.05", "--json", str(report)]
+        )
+        == 0
+    )
+    rows = json.loads(report.read_text())
+    assert all(row["neutral_share"]["model"] <= 0.05 or row["neutral_shift"] == 2.0 for row in rows)
+    capsys.readouterr()
 
     assert choose.main(["--members", str(tmp_path / "absent.keras"), "--data", str(voted_data)]) == 2
     make_model(width=8).save(tmp_path / "seven.keras")

@@ -289,6 +289,24 @@ def test_model_card_is_written_from_the_run_files(trained_run, exported, tmp_pat
     assert "python -m training.export --model" in text and "--flip-tta off" in text
     assert f"- Kept: `{slim_run / 'best.keras'}`, its weights rounded to float16 by `python -m training.slim`" in text
 
+    # a calibration held to a chosen neutral share is reproduced with it, and said so
+    calibration = {"against": "the FER+ majority", "temperature": 0.55, "ece_before": 0.14, "ece_after": 0.012}
+    for fitted, flag, said in (
+        ({"neutral_shift": 0.0}, "", "divided by 0.55;"),
+        ({"neutral_shift": 0.02}, " --match-neutral", "than the FER+ majority does"),
+        (
+            {"neutral_shift": 0.14, "neutral_share": 0.354},
+            " --neutral-share 0.354",
+            "than 0.354 of val's faces neutral",
+        ),
+    ):
+        (tmp_path / "calibration.json").write_text(json.dumps(calibration | fitted))
+        argv = ["--run", str(slim_run), "--models", str(models), "--report", str(unflipped)]
+        assert card.main([*argv, "--calibration", str(tmp_path / "calibration.json")]) == 0
+        text = (models / "README.md").read_text()
+        assert said in text and ("--neutral-share" in text) == (flag == " --neutral-share 0.354")
+        assert ("--match-neutral" in text) == (flag == " --match-neutral")
+
 
 def test_ensemble_averages_its_members_and_scores_them(trained_run, tmp_path, capsys):
     import keras

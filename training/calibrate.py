@@ -14,7 +14,9 @@ fitted on the other half.
 
 --match-neutral also lowers every head's neutral logit, by the least amount that makes the
 model call no more faces of val neutral than the FER+ majority does: consensus training
-leans to neutral, and a user who frowns must not be told they look neutral.
+leans to neutral, and a user who frowns must not be told they look neutral. --neutral-share S
+holds it to S of val instead (e.g. the served model's share), so that two candidates are compared
+at the same neutral share and a gain that comes only from calling more faces neutral shows as none.
 
 --flip-tta off fits the temperature on the faces alone, for a model to be served without flip
 TTA; export it with `training.export --flip-tta off` too, which records the choice in the file.
@@ -79,6 +81,14 @@ def fit_neutral_shift(probabilities: np.ndarray, temperature: float, share: floa
     return float(NEUTRAL_SHIFTS[-1])
 
 
+def neutral_share_arg(text: str) -> float:
+    """argparse type for --neutral-share: a share of faces, above 0 and at most 1."""
+    share = float(text)
+    if not 0 < share <= 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, not {text}")
+    return share
+
+
 def calibration_labels(val, classes: tuple[str, ...]) -> tuple[np.ndarray, str]:
     """What a model over `classes` is calibrated against on `val`, and its name: the FER+ majority
     over those classes (a 7-class model is not asked for contempt) when val has votes, else the
@@ -124,6 +134,12 @@ def main(argv=None) -> int:
         action="store_true",
         help="also lower the neutral logit until the model calls neutral no more faces of val than the FER+ majority does",
     )
+    parser.add_argument(
+        "--neutral-share",
+        type=neutral_share_arg,
+        metavar="SHARE",
+        help="like --match-neutral, but call no more than this share of val's faces neutral",
+    )
     parser.add_argument("--json", metavar="OUT", help="also write the fitted values as JSON (for training.card)")
     parser.add_argument(
         "--flip-tta",
@@ -165,17 +181,19 @@ def main(argv=None) -> int:
             f" before, {ece(probabilities[:, :, check], labels[check], t):.4f} after"
         )
     shift = 0.0
-    if args.match_neutral:
+    if args.match_neutral or args.neutral_share is not None:
         if val.votes is None:
             print("error: --match-neutral needs FER+ votes", file=sys.stderr)
             return 2
-        share = float((labels == NEUTRAL).mean())
+        majority_share = float((labels == NEUTRAL).mean())
+        share = majority_share if args.neutral_share is None else args.neutral_share
         before = float((tempered(probabilities, temperature).argmax(1) == NEUTRAL).mean())
         shift = fit_neutral_shift(probabilities, temperature, share)
         after = float((tempered(probabilities, temperature, shift).argmax(1) == NEUTRAL).mean())
         served = tempered(probabilities, temperature, shift)
+        held_to = "" if args.neutral_share is None else f", held to {share:.4f}"
         print(
-            f"neutral: called on {before:.4f} of faces, the FER+ majority {share:.4f}; neutral logit lowered by"
+            f"neutral: called on {before:.4f} of faces, the FER+ majority {majority_share:.4f}{held_to}; neutral logit lowered by"
             f" {shift:.2f}: {after:.4f}; FER+ majority accuracy {(served.argmax(1) == labels).mean():.4f}"
             f" (was {(tempered(probabilities, temperature).argmax(1) == labels).mean():.4f})"
         )
@@ -191,6 +209,7 @@ def main(argv=None) -> int:
             "flip_tta": flip_tta,
             "temperature": temperature,
             "neutral_shift": shift,
+            **({} if args.neutral_share is None else {"neutral_share": args.neutral_share}),
             "ece_before": round(ece(probabilities, labels, 1.0), 4),
             "ece_after": round(ece(probabilities, labels, temperature, shift), 4),
         }

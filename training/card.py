@@ -312,7 +312,12 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
         )
     if calibration:
         calibrated = f"{source.removesuffix('.keras')}-calibrated.keras"
-        neutral = " --match-neutral" if calibration["neutral_shift"] else ""
+        share = calibration.get("neutral_share")
+        neutral = ""
+        if share is not None:
+            neutral = f" --neutral-share {share}"
+        elif calibration["neutral_shift"]:
+            neutral = " --match-neutral"
         commands.append(
             f"python -m training.calibrate --model {source} --data {first['data']} --out {calibrated}{neutral}{_flip_flag(calibration)}"
         )
@@ -322,7 +327,11 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
             f" divided by {calibration['temperature']:.2f}"
             + (
                 f" and its neutral logit lowered by {calibration['neutral_shift']:.2f}, so the model calls no more"
-                " faces of val neutral than the FER+ majority does"
+                + (
+                    " faces of val neutral than the FER+ majority does"
+                    if share is None
+                    else f" than {share} of val's faces neutral"
+                )
                 if calibration["neutral_shift"]
                 else ""
             )

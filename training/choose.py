@@ -14,6 +14,10 @@ The cost per face is the number of forward passes: members, times two with flip 
 `--tta both` also scores every combination without the mirror image, which answers whether a
 latency budget is better spent on more members or on the flip (`bench.accuracy_bench` turns
 passes into milliseconds).
+
+--neutral-share S holds every combination's neutral calls to S of val (the served model's share,
+say) instead of the majority's: at one neutral share, a gain that only moves the neutral
+threshold disappears, and what is left is the better model.
 """
 
 from __future__ import annotations
@@ -30,7 +34,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from training.calibrate import calibration_labels, fit_neutral_shift, fit_temperature, head_probabilities, tempered
+from training.calibrate import (
+    calibration_labels,
+    fit_neutral_shift,
+    fit_temperature,
+    head_probabilities,
+    neutral_share_arg,
+    tempered,
+)
 from training.data import DataError, FaceDataset, load_split
 from training.evaluate import Evaluation, score_all, with_votes
 from training.ferplus import NEUTRAL
@@ -78,17 +89,19 @@ def calibrated(
     labels: np.ndarray,
     match_neutral: bool,
     flip_tta: bool = True,
+    neutral_share: float | None = None,
 ) -> Candidate:
     """`members` (whose stacked heads are `heads`) with the temperature and neutral shift fitted
     on val against `labels` (`calibrate.calibration_labels`); without `flip_tta`, on the faces
-    alone, not their mirror images."""
+    alone, not their mirror images. With `match_neutral`, neutral is called on no more than
+    `neutral_share` of the faces (default: the share the labels give it)."""
     if not flip_tta:
         heads = heads[:, :1]
     known = labels >= 0
     temperature = fit_temperature(heads[:, :, known], labels[known])
     shift = 0.0
     if match_neutral:
-        share = float((labels[known] == NEUTRAL).mean())
+        share = float((labels[known] == NEUTRAL).mean()) if neutral_share is None else neutral_share
         shift = fit_neutral_shift(heads[:, :, known], temperature, share)
     return Candidate(
         members, len(heads), flip_tta, temperature, shift, score_all(val, tempered(heads, temperature, shift))
@@ -104,13 +117,22 @@ def rank(
     max_members: int,
     match_neutral: bool,
     tta: str = "flip",
+    neutral_share: float | None = None,
 ) -> list:
     """Every combination of 1..`max_members` members, calibrated and scored with each of the
     `tta` forms (`TTA_CHOICES`), best first."""
     classes = EMOTIONS_WITH_CONTEMPT[: next(iter(heads_by_member.values())).shape[-1]]
     labels, _ = calibration_labels(val, classes)
     candidates = [
-        calibrated(combo, np.concatenate([heads_by_member[m] for m in combo]), val, labels, match_neutral, flip)
+        calibrated(
+            combo,
+            np.concatenate([heads_by_member[m] for m in combo]),
+            val,
+            labels,
+            match_neutral,
+            flip,
+            neutral_share,
+        )
         for size in range(1, max_members + 1)
         for combo in itertools.combinations(heads_by_member, size)
         for flip in TTA_CHOICES[tta]
@@ -152,6 +174,12 @@ def main(argv=None) -> int:
         "--match-neutral", action="store_true", help="calibrate each with training.calibrate --match-neutral"
     )
     parser.add_argument(
+        "--neutral-share",
+        type=neutral_share_arg,
+        metavar="SHARE",
+        help="like --match-neutral, but call no more than this share of val's faces neutral",
+    )
+    parser.add_argument(
         "--tta",
         choices=sorted(TTA_CHOICES),
         default="flip",
@@ -173,14 +201,15 @@ def main(argv=None) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if args.match_neutral and val.votes is None:
+    match_neutral = args.match_neutral or args.neutral_share is not None
+    if match_neutral and val.votes is None:
         print("error: --match-neutral needs FER+ votes", file=sys.stderr)
         return 2
     heads = {path: member_heads(path, val.images) for path in dict.fromkeys(args.members)}
     if len({h.shape[-1] for h in heads.values()}) > 1:
         print("error: the members output different numbers of classes", file=sys.stderr)
         return 2
-    candidates = rank(heads, val, args.max_members, args.match_neutral, args.tta)
+    candidates = rank(heads, val, args.max_members, match_neutral, args.tta, args.neutral_share)
     print(format_table(candidates[: args.top]))
     if args.json:
         rows = [
