@@ -323,18 +323,73 @@ def test_calibration_bakes_one_temperature_into_the_softmax_heads(voted_data, tm
     assert off["temperature"] == calibrate.fit_temperature(faces_alone, labels[known])
     assert off["ece_before"] == round(calibrate.ece(faces_alone, labels[known], 1.0), 4)
 
-    # --neutral-share holds neutral calls to a chosen share instead of the majority's, and records it
-    assert calibrate.main([*argv, "--neutral-share", "0.1", "--json", str(tmp_path / "held.json")]) == 0
-    out = capsys.readouterr().out
-    held = json.loads((tmp_path / "held.json").read_text())
-    assert held["neutral_share"] == 0.1 and "held to 0.1000" in out
-    with_flip = calibrate.head_probabilities(pair, val.images[known])
-    called = calibrate.tempered(with_flip, held["temperature"], held["neutral_shift"]).argmax(1) == NEUTRAL
-    assert called.mean() <= 0.1 or held["neutral_shift"] == calibrate.NEUTRAL_SHIFTS[-1]
-    assert held["neutral_shift"] == calibrate.fit_neutral_shift(with_flip, held["temperature"], 0.1)
+
+def neutral_leading_heads(faces: int, margins: np.ndarray) -> np.ndarray:
+    """Heads (1 head, 2 views, faces, 8 classes) in which neutral leads every face by its margin (log-odds)."""
+    logits = np.zeros((faces, 8))
+    logits[:, 0] = 1.0
+    logits[:, NEUTRAL] = 1.0 + margins
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return np.stack([[probabilities, probabilities]])
+
+
+def test_neutral_share_holds_neutral_calls_to_the_share_asked_for(
+    voted_data, untrained_ferplus_models, tmp_path, capsys, monkeypatch
+):
+    from training import calibrate, choose
+
+    val = evaluate.with_votes(load_split(voted_data, "val"), str(voted_data), None)
+    labels, _ = calibrate.calibration_labels(val, EMOTIONS_WITH_CONTEMPT)
+    known = int((labels >= 0).sum())
+    majority_share = float((labels[labels >= 0] == NEUTRAL).mean())
+    assert known == 14 and 0 < majority_share < 0.2  # the fixture: 1 of 14 faces
+    # spaced so that each face is freed by its own step of the shift at any fitted temperature
+    heads = neutral_leading_heads(known, np.linspace(0.05, 0.57, known))
+
+    # calibrate: the share asked for replaces the majority's, is recorded, and is reproduced exactly
+    model = untrained_ferplus_models(1)[0]
+    monkeypatch.setattr(calibrate, "head_probabilities", lambda model, images, flip_tta=True: heads)
+    argv = ["--model", model, "--data", str(voted_data), "--out", str(tmp_path / "c.keras")]
+    fitted = {}
+    for name, extra in (("majority", ["--match-neutral"]), ("0.3", ["--neutral-share", "0.3"])):
+        assert calibrate.main([*argv, *extra, "--json", str(tmp_path / f"{name}.json")]) == 0
+        fitted[name] = json.loads((tmp_path / f"{name}.json").read_text())
+        share = majority_share if name == "majority" else 0.3
+        record = fitted[name]
+        called = calibrate.tempered(heads, record["temperature"], record["neutral_shift"]).argmax(1) == NEUTRAL
+        assert called.mean() <= share
+        assert record["neutral_shift"] == calibrate.fit_neutral_shift(heads, record["temperature"], share)
+    assert "neutral_share_target" not in fitted["majority"] and fitted["0.3"]["neutral_share_target"] == 0.3
+    assert 0 < fitted["0.3"]["neutral_shift"] < fitted["majority"]["neutral_shift"]
+    out, err = capsys.readouterr()
+    assert "held to 0.3000" in out and "warning" not in err
+
+    # a share no tried shift reaches is said so
+    monkeypatch.setattr(
+        calibrate,
+        "head_probabilities",
+        lambda model, images, flip_tta=True: neutral_leading_heads(known, np.full(known, 50.0)),
+    )
+    assert calibrate.main([*argv, "--neutral-share", "0.05"]) == 0
+    assert "warning: even lowered by 2.00" in capsys.readouterr().err
     for share in ("0", "1.5", "-0.2", "some"):
         with pytest.raises(SystemExit):
             calibrate.main([*argv, "--neutral-share", share])
+
+    # choose: the same share, with or without match_neutral; all faces allowed means no shift
+    held = choose.calibrated(("m",), heads, val, labels, False, neutral_share=0.3)
+    by_majority = choose.calibrated(("m",), heads, val, labels, True)
+    assert 0 < held.neutral_shift < by_majority.neutral_shift
+    assert held.evaluation.neutral_share["model"] <= 0.3 < by_majority.evaluation.neutral_share["model"] + 0.3
+    assert choose.calibrated(("m",), heads, val, labels, True, neutral_share=1.0).neutral_shift == 0.0
+
+
+def test_mcnemar_p_is_the_exact_two_sided_binomial():
+    from training.metrics import mcnemar_p
+
+    assert mcnemar_p(0, 0) == 1.0 and mcnemar_p(5, 5) == 1.0
+    assert mcnemar_p(9, 1) == mcnemar_p(1, 9) == pytest.approx(2 * (1 + 10) / 2**10)
+    assert mcnemar_p(74, 62) == pytest.approx(0.346, abs=0.001)
 
 
 def test_blend_mixes_labels_and_teacher():
@@ -450,20 +505,22 @@ def test_choose_ranks_every_calibrated_combination_on_val(voted_data, untrained_
     pair = choose.member_heads(str(tmp_path / "pair.keras"), val.images)
     assert choose.calibrated(("pair",), pair, val, labels, True).passes == 4
 
-    # a chosen neutral share replaces the majority's; --neutral-share alone implies --match-neutral
-    for share in (0.05, 0.3, 1.0):
-        held = choose.calibrated(("m",), heads, val, labels, True, neutral_share=share)
-        assert held.evaluation.neutral_share["model"] <= share or held.neutral_shift == 2.0
-    assert choose.calibrated(("m",), heads, val, labels, True, neutral_share=1.0).neutral_shift == 0.0
-    assert (
-        choose.main(
-            ["--members", *members[:2], "--data", str(voted_data), "--neutral-share", "0.05", "--json", str(report)]
-        )
-        == 0
-    )
+    # --neutral-share alone implies --match-neutral; --baseline compares every row with one member, face by face
+    args = ["--members", *members, "--data", str(voted_data), "--neutral-share", "0.3", "--baseline", members[1]]
+    assert choose.main([*args, "--json", str(report)]) == 0
+    table = capsys.readouterr().out.strip().splitlines()
+    assert table[0].split()[-4:] == ["+", "-", "p", "members"]
     rows = json.loads(report.read_text())
-    assert all(row["neutral_share"]["model"] <= 0.05 or row["neutral_shift"] == 2.0 for row in rows)
-    capsys.readouterr()
+    assert all(row["neutral_share_target"] == 0.3 and row["neutral_share"]["model"] <= 0.3 for row in rows)
+    alone = next(row for row in rows if row["members"] == [members[1]] and row["flip_tta"])
+    assert alone["vs_baseline"] == {"only_this_right": 0, "only_baseline_right": 0, "p": 1.0}
+    for row in rows:
+        faces_right = round(row["ferplus_majority"]["accuracy"] * row["ferplus_majority"]["count"])
+        baseline_right = round(alone["ferplus_majority"]["accuracy"] * alone["ferplus_majority"]["count"])
+        versus = row["vs_baseline"]
+        assert faces_right - baseline_right == versus["only_this_right"] - versus["only_baseline_right"]
+    assert choose.main([*args[:-1], str(tmp_path / "other.keras")]) == 2
+    assert "--baseline must be one of --members" in capsys.readouterr().err
 
     assert choose.main(["--members", str(tmp_path / "absent.keras"), "--data", str(voted_data)]) == 2
     make_model(width=8).save(tmp_path / "seven.keras")

@@ -15,8 +15,10 @@ fitted on the other half.
 --match-neutral also lowers every head's neutral logit, by the least amount that makes the
 model call no more faces of val neutral than the FER+ majority does: consensus training
 leans to neutral, and a user who frowns must not be told they look neutral. --neutral-share S
-holds it to S of val instead (e.g. the served model's share), so that two candidates are compared
-at the same neutral share and a gain that comes only from calling more faces neutral shows as none.
+implies it and holds neutral to S of those faces instead (e.g. the served model's share), so that
+two candidates are compared at one neutral share and a gain that comes only from calling more
+faces neutral shows as none. Shares count the faces that have a FER+ majority, as
+`training.evaluate` does.
 
 --flip-tta off fits the temperature on the faces alone, for a model to be served without flip
 TTA; export it with `training.export --flip-tta off` too, which records the choice in the file.
@@ -138,7 +140,7 @@ def main(argv=None) -> int:
         "--neutral-share",
         type=neutral_share_arg,
         metavar="SHARE",
-        help="like --match-neutral, but call no more than this share of val's faces neutral",
+        help="--match-neutral, holding neutral to this share of val's faces (those with a FER+ majority) instead of the majority's",
     )
     parser.add_argument("--json", metavar="OUT", help="also write the fitted values as JSON (for training.card)")
     parser.add_argument(
@@ -183,7 +185,7 @@ def main(argv=None) -> int:
     shift = 0.0
     if args.match_neutral or args.neutral_share is not None:
         if val.votes is None:
-            print("error: --match-neutral needs FER+ votes", file=sys.stderr)
+            print("error: --match-neutral and --neutral-share need FER+ votes", file=sys.stderr)
             return 2
         majority_share = float((labels == NEUTRAL).mean())
         share = majority_share if args.neutral_share is None else args.neutral_share
@@ -197,6 +199,12 @@ def main(argv=None) -> int:
             f" {shift:.2f}: {after:.4f}; FER+ majority accuracy {(served.argmax(1) == labels).mean():.4f}"
             f" (was {(tempered(probabilities, temperature).argmax(1) == labels).mean():.4f})"
         )
+        if after > share:
+            print(
+                f"warning: even lowered by {shift:.2f}, the most tried, neutral is called on {after:.4f} of faces,"
+                f" above {share:.4f}",
+                file=sys.stderr,
+            )
     bake(model, temperature, shift)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out)
@@ -209,7 +217,7 @@ def main(argv=None) -> int:
             "flip_tta": flip_tta,
             "temperature": temperature,
             "neutral_shift": shift,
-            **({} if args.neutral_share is None else {"neutral_share": args.neutral_share}),
+            **({} if args.neutral_share is None else {"neutral_share_target": args.neutral_share}),
             "ece_before": round(ece(probabilities, labels, 1.0), 4),
             "ece_after": round(ece(probabilities, labels, temperature, shift), 4),
         }

@@ -312,10 +312,10 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
         )
     if calibration:
         calibrated = f"{source.removesuffix('.keras')}-calibrated.keras"
-        share = calibration.get("neutral_share")
+        held_share = calibration.get("neutral_share_target")
         neutral = ""
-        if share is not None:
-            neutral = f" --neutral-share {share}"
+        if held_share is not None:
+            neutral = f" --neutral-share {held_share}"
         elif calibration["neutral_shift"]:
             neutral = " --match-neutral"
         commands.append(
@@ -329,13 +329,13 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
                 f" and its neutral logit lowered by {calibration['neutral_shift']:.2f}, so the model calls no more"
                 + (
                     " faces of val neutral than the FER+ majority does"
-                    if share is None
-                    else f" than {share} of val's faces neutral"
+                    if held_share is None
+                    else f" than {held_share} of val's faces neutral"
                 )
                 if calibration["neutral_shift"]
                 else ""
             )
-            + f"; ECE {calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after (temperature alone).",
+            + f"; ECE {calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after.",
             "",
         ]
     written = " ".join(form for form in forms if form != "keras")

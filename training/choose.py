@@ -15,9 +15,12 @@ The cost per face is the number of forward passes: members, times two with flip 
 latency budget is better spent on more members or on the flip (`bench.accuracy_bench` turns
 passes into milliseconds).
 
---neutral-share S holds every combination's neutral calls to S of val (the served model's share,
-say) instead of the majority's: at one neutral share, a gain that only moves the neutral
-threshold disappears, and what is left is the better model.
+--neutral-share S (implies --match-neutral) holds every combination's neutral calls to S of the
+faces with a FER+ majority (the served model's share, say) instead of the majority's: at one
+neutral share, a gain that only moves the neutral threshold disappears, and what is left is the
+better model. --baseline M compares every row with member M alone (with flip TTA when scored so,
+as served) face by face: the faces only the row gets right, those only M gets right, and the
+exact McNemar p of that split, so a lead of a few faces is not mistaken for a better model.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import itertools
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -45,6 +48,7 @@ from training.calibrate import (
 from training.data import DataError, FaceDataset, load_split
 from training.evaluate import Evaluation, score_all, with_votes
 from training.ferplus import NEUTRAL
+from training.metrics import mcnemar_p
 from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
 
 
@@ -58,6 +62,8 @@ class Candidate:
     temperature: float
     neutral_shift: float
     evaluation: Evaluation
+    # per face with a label (`calibrate.calibration_labels`), whether the top class is right
+    correct: np.ndarray = field(repr=False, compare=False)
 
     @property
     def passes(self) -> int:
@@ -100,11 +106,38 @@ def calibrated(
     known = labels >= 0
     temperature = fit_temperature(heads[:, :, known], labels[known])
     shift = 0.0
-    if match_neutral:
+    if match_neutral or neutral_share is not None:
         share = float((labels[known] == NEUTRAL).mean()) if neutral_share is None else neutral_share
         shift = fit_neutral_shift(heads[:, :, known], temperature, share)
-    return Candidate(
-        members, len(heads), flip_tta, temperature, shift, score_all(val, tempered(heads, temperature, shift))
+    served = tempered(heads, temperature, shift)
+    correct = served.argmax(1)[known] == labels[known]
+    return Candidate(members, len(heads), flip_tta, temperature, shift, score_all(val, served), correct)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A candidate against the baseline on the same faces."""
+
+    only_this_right: int
+    only_baseline_right: int
+
+    @property
+    def p(self) -> float:
+        return mcnemar_p(self.only_this_right, self.only_baseline_right)
+
+    def to_dict(self) -> dict:
+        return {"only_this_right": self.only_this_right, "only_baseline_right": self.only_baseline_right, "p": self.p}
+
+
+def baseline_of(candidates: list[Candidate], member: str) -> Candidate:
+    """The row of `member` alone, with flip TTA when it was scored that way (as served)."""
+    alone = [c for c in candidates if c.members == (member,)]
+    return max(alone, key=lambda c: c.flip_tta)
+
+
+def paired(candidate: Candidate, baseline: Candidate) -> Paired:
+    return Paired(
+        int((candidate.correct & ~baseline.correct).sum()), int((~candidate.correct & baseline.correct).sum())
     )
 
 
@@ -140,12 +173,18 @@ def rank(
     return sorted(candidates, key=lambda c: -c.rank_accuracy)
 
 
-def format_table(candidates: list[Candidate]) -> str:
+def format_table(candidates: list[Candidate], baseline: Candidate | None = None) -> str:
+    """The ranked rows; with a `baseline`, also the faces only each row gets right (+), those only the
+    baseline gets right (-) and the McNemar p of that split."""
+    versus = f"{'+':>6}{'-':>6}{'p':>7}" if baseline else ""
     lines = [
         f"{'FER+':>7}{'FER2013':>9}{'clear':>7}{'neutral':>9}{'ECE':>7}{'T':>6}{'shift':>7}{'TTA':>6}{'passes':>8}"
-        "  members"
+        f"{versus}  members"
     ]
     for c in candidates:
+        if baseline:
+            pair = paired(c, baseline)
+            versus = f"{pair.only_this_right:>6}{pair.only_baseline_right:>6}{pair.p:>7.3f}"
         e = c.evaluation
         ferplus = f"{e.ferplus.accuracy:.4f}" if e.ferplus else "-"
         clear = f"{e.clear_non_neutral.accuracy:.4f}" if e.clear_non_neutral else "-"
@@ -153,7 +192,7 @@ def format_table(candidates: list[Candidate]) -> str:
         ece = (e.ferplus or e.labels).ece
         lines.append(
             f"{ferplus:>7}{e.accuracy:>9.4f}{clear:>7}{neutral:>9}{ece:>7.3f}{c.temperature:>6.2f}"
-            f"{c.neutral_shift:>7.2f}{'flip' if c.flip_tta else 'none':>6}{c.passes:>8}  {' + '.join(c.members)}"
+            f"{c.neutral_shift:>7.2f}{'flip' if c.flip_tta else 'none':>6}{c.passes:>8}{versus}  {' + '.join(c.members)}"
         )
     return "\n".join(lines)
 
@@ -177,13 +216,18 @@ def main(argv=None) -> int:
         "--neutral-share",
         type=neutral_share_arg,
         metavar="SHARE",
-        help="like --match-neutral, but call no more than this share of val's faces neutral",
+        help="--match-neutral, holding neutral to this share of val's faces (those with a FER+ majority) instead of the majority's",
     )
     parser.add_argument(
         "--tta",
         choices=sorted(TTA_CHOICES),
         default="flip",
         help="score each combination with flip TTA (as served), without it, or both ways",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="MEMBER",
+        help="one of --members (the served model, say): compare every row with it face by face (McNemar)",
     )
     parser.add_argument("--top", type=int, default=15, help="rows printed")
     parser.add_argument("--json", metavar="OUT", help="also write every row as JSON")
@@ -192,6 +236,9 @@ def main(argv=None) -> int:
     missing = [path for path in args.members if not Path(path).is_file()]
     if missing:
         print(f"error: model file(s) not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if args.baseline is not None and args.baseline not in args.members:
+        print("error: --baseline must be one of --members", file=sys.stderr)
         return 2
     if args.max_members < 1:
         print("error: --max-members must be at least 1", file=sys.stderr)
@@ -203,14 +250,15 @@ def main(argv=None) -> int:
         return 2
     match_neutral = args.match_neutral or args.neutral_share is not None
     if match_neutral and val.votes is None:
-        print("error: --match-neutral needs FER+ votes", file=sys.stderr)
+        print("error: --match-neutral and --neutral-share need FER+ votes", file=sys.stderr)
         return 2
     heads = {path: member_heads(path, val.images) for path in dict.fromkeys(args.members)}
     if len({h.shape[-1] for h in heads.values()}) > 1:
         print("error: the members output different numbers of classes", file=sys.stderr)
         return 2
     candidates = rank(heads, val, args.max_members, match_neutral, args.tta, args.neutral_share)
-    print(format_table(candidates[: args.top]))
+    baseline = baseline_of(candidates, args.baseline) if args.baseline else None
+    print(format_table(candidates[: args.top], baseline))
     if args.json:
         rows = [
             {
@@ -219,7 +267,9 @@ def main(argv=None) -> int:
                 "passes": c.passes,
                 "temperature": c.temperature,
                 "neutral_shift": c.neutral_shift,
+                "neutral_share_target": args.neutral_share,
                 **c.evaluation.to_dict(),
+                **({"vs_baseline": paired(c, baseline).to_dict()} if baseline else {}),
             }
             for c in candidates
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from math import comb
 
 import numpy as np
 
@@ -44,6 +45,13 @@ def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins
         if members.any():
             gap += members.mean() * abs(confidence[members].mean() - correct[members].mean())
     return float(gap)
+
+
+def mcnemar_p(only_first_right: int, only_second_right: int) -> float:
+    """Exact two-sided McNemar test of two classifiers on the same faces: the probability, were
+    both equally good, of a split of the faces that only one gets right at least this uneven."""
+    n, k = only_first_right + only_second_right, min(only_first_right, only_second_right)
+    return min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2**n)
 
 
 def score(labels: np.ndarray, predictions: np.ndarray, probabilities: np.ndarray | None = None) -> Report:

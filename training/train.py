@@ -381,7 +381,7 @@ def resume_model(checkpoint: Path, args, steps_per_epoch: int, prior: np.ndarray
 
     A new epoch budget keeps the warm-up and stretches or shrinks the cosine to end at the
     new last step; the optimizer's moments and step count carry over. A checkpoint that kept
-    only weights (`training.slim`, as `checkpoints/` holds a run in progress) goes on with a
+    only weights (`training.slim`: how `checkpoints/` keeps a run in progress) goes on with a
     fresh optimizer: the cosine resumes after `epochs_done`, ramped up again over a tenth of
     an epoch while Adam's moments refill. An --ema run goes on from its averaged weights then
     (its raw ones lived in the optimizer state).
