@@ -99,8 +99,10 @@ def calibrated(
 ) -> Candidate:
     """`members` (whose stacked heads are `heads`) with the temperature and neutral shift fitted
     on val against `labels` (`calibrate.calibration_labels`); without `flip_tta`, on the faces
-    alone, not their mirror images. With `match_neutral`, neutral is called on no more than
-    `neutral_share` of the faces (default: the share the labels give it)."""
+    alone, not their mirror images. With `match_neutral` or a `neutral_share`, neutral is called on no
+    more than `neutral_share` of the faces (default: the share the labels give it). `correct` is scored
+    against `labels`, the majority over the members' classes: for 7-class members, not quite the faces
+    and labels of the FER+ column, which also counts contempt."""
     if not flip_tta:
         heads = heads[:, :1]
     known = labels >= 0
