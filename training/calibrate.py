@@ -189,15 +189,15 @@ def main(argv=None) -> int:
             return 2
         majority_share = float((labels == NEUTRAL).mean())
         share = majority_share if args.neutral_share is None else args.neutral_share
-        before = float((tempered(probabilities, temperature).argmax(1) == NEUTRAL).mean())
+        unshifted = tempered(probabilities, temperature).argmax(1)
         shift = fit_neutral_shift(probabilities, temperature, share)
-        after = float((tempered(probabilities, temperature, shift).argmax(1) == NEUTRAL).mean())
-        served = tempered(probabilities, temperature, shift)
+        served = tempered(probabilities, temperature, shift).argmax(1)
+        before, after = float((unshifted == NEUTRAL).mean()), float((served == NEUTRAL).mean())
         held_to = "" if args.neutral_share is None else f", held to {share:.4f}"
         print(
             f"neutral: called on {before:.4f} of faces, the FER+ majority {majority_share:.4f}{held_to}; neutral logit lowered by"
-            f" {shift:.2f}: {after:.4f}; FER+ majority accuracy {(served.argmax(1) == labels).mean():.4f}"
-            f" (was {(tempered(probabilities, temperature).argmax(1) == labels).mean():.4f})"
+            f" {shift:.2f}: {after:.4f}; FER+ majority accuracy {(served == labels).mean():.4f}"
+            f" (was {(unshifted == labels).mean():.4f})"
         )
         if after > share:
             print(

@@ -312,29 +312,27 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
         )
     if calibration:
         calibrated = f"{source.removesuffix('.keras')}-calibrated.keras"
-        held_share = calibration.get("neutral_share_target")
+        held_share, shift = calibration.get("neutral_share_target"), calibration["neutral_shift"]
         neutral = ""
         if held_share is not None:
             neutral = f" --neutral-share {held_share}"
-        elif calibration["neutral_shift"]:
+        elif shift:
             neutral = " --match-neutral"
+        lowered = ""
+        if shift:
+            limit = (
+                "faces of val neutral than the FER+ majority does"
+                if held_share is None
+                else f"than {held_share} of val's faces neutral"
+            )
+            lowered = f" and its neutral logit lowered by {shift:.2f}, so the model calls no more {limit}"
         commands.append(
             f"python -m training.calibrate --model {source} --data {first['data']} --out {calibrated}{neutral}{_flip_flag(calibration)}"
         )
         source = calibrated
         lines += [
             f"Calibrated (`training.calibrate`, fitted on val against {calibration['against']}): every softmax head's logits"
-            f" divided by {calibration['temperature']:.2f}"
-            + (
-                f" and its neutral logit lowered by {calibration['neutral_shift']:.2f}, so the model calls no more"
-                + (
-                    " faces of val neutral than the FER+ majority does"
-                    if held_share is None
-                    else f" than {held_share} of val's faces neutral"
-                )
-                if calibration["neutral_shift"]
-                else ""
-            )
+            f" divided by {calibration['temperature']:.2f}{lowered}"
             + f"; ECE {calibration['ece_before']:.3f} before, {calibration['ece_after']:.3f} after.",
             "",
         ]
