@@ -177,7 +177,7 @@ class Cluster:
         # the Procfile's server, bound to loopback
         args = [sys.executable, "-m", "gunicorn", "--worker-class", "eventlet", "--workers", "1"]
         args += ["--bind", f"127.0.0.1:{self.instance_ports[index]}", "--timeout", "60", "webapp.wsgi:app"]
-        env = {**os.environ, "TRUSTED_PROXIES": "1", **self.env}
+        env = {**os.environ, "TRUSTED_PROXIES": "1", "MALLOC_ARENA_MAX": "2", **self.env}
         env.update(MESSAGE_QUEUE=self.message_queue, INSTANCE=f"instance-{index}")
         return self._spawn(args, f"instance-{index}", env)
 

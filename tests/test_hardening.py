@@ -242,6 +242,12 @@ def test_session_cap_refuses_handshakes_over_the_limit():
     assert call(cap, other)[0].startswith("200")
     polling = dict(handshake, QUERY_STRING="EIO=4&transport=polling&sid=abc", **{"wsgi.input": io.BytesIO()})
     assert call(cap, polling)[0].startswith("200")  # an open session's own requests pass
+    # Engine.IO opens a session on any path under /socket.io/: each is a handshake too
+    for path in ("/socket.io/x/", "/socket.io/y", "/socket.io"):
+        elsewhere = dict(handshake, PATH_INFO=path, **{"wsgi.input": io.BytesIO()})
+        assert call(cap, elsewhere)[0].startswith("429"), path
+    page = dict(handshake, PATH_INFO="/socket.iox", **{"wsgi.input": io.BytesIO()})
+    assert call(cap, page)[0].startswith("200")
 
 
 def test_behind_a_trusted_proxy_the_cap_counts_forwarded_clients(model_path):

@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from tests.harness import png_claiming
-from webapp.vision.imaging import ImageError, decode_image
+from webapp.vision.budget import DecodeLimits
+from webapp.vision.imaging import ImageError, decode_image, open_image
 
 LIMIT = 20_000_000
 
@@ -52,3 +53,29 @@ def test_truncated_jpeg_is_refused():
     with pytest.raises(ImageError) as caught:
         decode_image(data[: len(data) // 2], LIMIT)
     assert caught.value.code == "corrupt_image"
+
+
+def test_a_phone_jpeg_with_more_pictures_decodes_its_first():
+    # MPO: a JPEG followed by more pictures (depth map, HDR gain map), as many phones save photos
+    data = encode(
+        Image.new("RGB", (64, 32), (200, 20, 20)), "MPO", save_all=True, append_images=[Image.new("RGB", (16, 16))]
+    )
+    assert Image.open(io.BytesIO(data)).format == "MPO"
+    rgb = decode_image(data, LIMIT)
+    assert rgb.shape == (32, 64, 3) and abs(int(rgb[16, 32, 0]) - 200) < 8
+
+
+def test_a_progressive_jpeg_is_charged_for_its_full_size_coefficients():
+    # a progressive JPEG decodes through every DCT coefficient of the full image, even when its pixels
+    # come out at reduced scale: a small file that would pass as light if only the pixels counted
+    image = Image.new("RGB", (6000, 2000), (120, 90, 60))
+    limits = DecodeLimits(max_pixels=LIMIT, max_bytes=50 * 2**20)
+    light = open_image(encode(image, "JPEG", subsampling=0), limits).decoded_bytes
+    assert light == 3000 * 1000 * 3  # the baseline file: its pixels at 1/2 scale, 9 MB
+    # 4:2:0 chroma: 1.5 samples a pixel at 2 bytes, 34 MB more, 43 MB in all: under the 50 MB limit
+    halved = open_image(encode(image, "JPEG", progressive=True, subsampling=2), limits)
+    assert halved.decoded_bytes == light + 6000 * 2000 * 3
+    # 4:4:4: 3 samples a pixel, 69 MB more: refused before decoding
+    with pytest.raises(ImageError) as caught:
+        open_image(encode(image, "JPEG", progressive=True, subsampling=0), limits)
+    assert caught.value.code == "too_large" and "MB to decode" in caught.value.message

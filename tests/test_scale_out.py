@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -65,6 +66,28 @@ def test_an_emit_reaches_a_client_on_the_other_instance_through_redis(cluster):
     finally:
         for client in clients:
             client.disconnect()
+
+
+def post(url: str, body: bytes) -> tuple[int, str, dict]:
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/octet-stream"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, reply.headers.get_content_type(), json.load(reply)
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get_content_type(), json.load(error)
+
+
+def test_nginx_refuses_an_oversized_photo_in_json_and_passes_a_large_video_on(cluster):
+    twelve_mb = b"\0" * (12 * 2**20)
+    # over the photo limit: nginx answers, in the API's error shape, not with its HTML page
+    assert post(cluster.url + "/api/v1/analyze", twelve_mb)[:2] == (413, "application/json")
+    assert post(cluster.url + "/api/v1/analyze", twelve_mb)[2]["error"]["code"] == "too_large"
+    # under the video limit: past nginx, the app judges it (not a video; or no video support installed)
+    status, content_type, body = post(cluster.url + "/api/v1/analyze-video", twelve_mb)
+    assert content_type == "application/json" and body["error"]["code"] in ("not_a_video", "video_unavailable"), (
+        status,
+        body,
+    )
 
 
 def test_clients_fail_over_to_the_other_instance_within_5_s(cluster, webcam_frame):

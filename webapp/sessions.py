@@ -47,6 +47,7 @@ class SessionCap:
 
     def _is_handshake(self, environ) -> bool:
         path = environ.get("PATH_INFO", "")
-        if path.rstrip("/") != self.path:
+        # Engine.IO answers every path under its own (/socket.io/anything/), so every one may open a session
+        if path != self.path and not path.startswith(self.path + "/"):
             return False
         return "sid" not in parse_qs(environ.get("QUERY_STRING", ""))
