@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,56 @@ def test_stop_ends_the_camera_and_clears_the_overlay(page, live_server):
     assert page.locator("#toggle").inner_text() == "Start camera"
 
 
+def test_a_camera_that_stops_stops_the_page_and_says_why(page, live_server):
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
+    # as an unplugged camera does: the track ends without the page asking (a page's own stop() fires nothing)
+    page.evaluate("document.getElementById('video').srcObject.getVideoTracks()[0].dispatchEvent(new Event('ended'))")
+    assert page.locator("#toggle").inner_text() == "Start camera"
+    assert "camera stopped" in page.locator("#notice").inner_text()
+    assert page.evaluate("window.moodlens.stats.lastReply") is None
+    assert page.locator("#fps").inner_text() == "– fps"
+
+
+def test_a_slow_server_gets_the_newest_frame_not_one_queued_behind_it(page, live_server, monkeypatch):
+    from webapp import events
+
+    def slow(function, *args):
+        time.sleep(0.15)
+        return function(*args)
+
+    monkeypatch.setattr(events, "run_blocking", slow)
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("() => window.moodlens.stats.answered >= 12", timeout=60_000)
+    ages = sorted(page.evaluate("window.moodlens.stats.sendAges")[2:])
+    # a frame kept from the first camera frame after a send would wait out the whole 150 ms analysis
+    assert ages[len(ages) // 2] < 60, ages
+
+
+def test_on_a_phone_labels_stay_readable_and_the_stage_takes_the_camera_shape(browser, live_server):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=3, is_mobile=True)
+    page = context.new_page()
+    try:
+        page.goto(live_server + "/")
+        page.click("#toggle")
+        page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
+        shown = page.evaluate(
+            """() => { const c = document.getElementById('overlay'), r = c.getBoundingClientRect();
+                       const scale = Math.min(r.width / c.width, r.height / c.height);
+                       const video = document.getElementById('video');
+                       return {label: parseInt(c.getContext('2d').font, 10) * scale,
+                               stage: document.getElementById('stage').style.aspectRatio,
+                               video: `${video.videoWidth} / ${video.videoHeight}`, width: r.width}; }"""
+        )
+        assert 14 <= shown["label"] <= 16, shown  # CSS pixels: 8.8 when sized in video pixels
+        assert shown["stage"] == shown["video"], shown
+        page.screenshot(path=str(ARTIFACTS / "live-phone.png"))
+    finally:
+        context.close()
+
+
 def test_mirror_toggle_flips_the_video(page, live_server):
     page.goto(live_server + "/")
     assert "mirrored" in page.get_attribute("#video", "class")
@@ -174,6 +225,13 @@ def test_live_page_boxes_several_faces(playwright, live_server, tmp_path):
         page.wait_for_function("() => window.moodlens.timeline.points >= 5", timeout=30_000)
         assert f"#{target['id']}" in page.locator("#bars-title").inner_text()
         assert f"#{target['id']}" in page.locator("#timeline-title").inner_text()
+        # without a mouse: Enter on the focused video follows the next face along
+        page.focus("#overlay")
+        page.keyboard.press("Enter")
+        followed = page.evaluate("window.moodlens.timeline.faceId")
+        assert followed != target["id"] and followed in {
+            face["id"] for face in page.evaluate("window.moodlens.stats.lastReply.faces")
+        }
         # a recording of several faces: one row per face per frame, one summary bar per face
         page.click("#record")
         page.wait_for_function("() => window.moodlens.recording.rows >= 30", timeout=60_000)

@@ -161,7 +161,14 @@ def test_live_page_shows_reconnecting_then_resumes(tmp_path, webcam_frame):
                 new MutationObserver(() => window.statusSeen.push(document.getElementById('status').textContent))
                   .observe(document.getElementById('status'), {childList: true, characterData: true, subtree: true}); }"""
             )
+            # whether the boxes were taken off the video while the page had no server
+            page.evaluate(
+                """() => { window.clearedWhileDown = false; setInterval(() => {
+                  if (document.getElementById('status').textContent === 'reconnecting…'
+                      && window.moodlens.stats.lastReply === null) window.clearedWhileDown = true; }, 10); }"""
+            )
             answered = page.evaluate("window.moodlens.stats.answered")
+            ids_before = page.evaluate("window.moodlens.stats.lastReply.faces.map(f => f.id)")
             fresh.kill_instance(int(instance_behind(fresh.url).rpartition("-")[2]))
             killed_at = time.monotonic()
             page.wait_for_function(
@@ -169,7 +176,13 @@ def test_live_page_shows_reconnecting_then_resumes(tmp_path, webcam_frame):
             )
             resumed_after = time.monotonic() - killed_at
             seen = page.evaluate("window.statusSeen")
+            cleared = page.evaluate("window.clearedWhileDown")
+            ids_after = page.evaluate("window.moodlens.stats.lastReply.faces.map(f => f.id)")
         finally:
             browser.close()
     assert any("reconnecting" in text for text in seen), seen
     assert resumed_after <= FAILOVER_S, resumed_after
+    assert cleared, "the last boxes stayed on the video while the server was gone"
+    # the new instance's tracker counts from 1 again; the page keeps ids apart from the old connection's,
+    # so the same face now is not taken for whoever had its number before
+    assert ids_before and ids_after and min(ids_after) > max(ids_before), (ids_before, ids_after)

@@ -92,6 +92,24 @@ def test_video_page_cancels(page, server, face_video):
     assert page.is_hidden("#timeline") and page.is_hidden("#progress")
 
 
+def test_a_video_dropped_during_an_analysis_does_not_take_its_place(page, server, face_video):
+    page.goto(server + "/video")
+    page.fill("#fps", "10")
+    page.set_input_files("#video-file", str(face_video))
+    page.wait_for_function("() => document.getElementById('progress').value > 0", timeout=30_000)
+    assert page.is_disabled("#video-file")
+    page.evaluate(
+        """() => { const data = new DataTransfer(); data.items.add(new File(['x'], 'other.mp4', {type: 'video/mp4'}));
+                   document.getElementById('video-form').dispatchEvent(new DragEvent('drop', {dataTransfer: data})); }"""
+    )
+    assert "cancel it before" in page.text_content("#message")
+    assert page.is_visible("#cancel") and page.is_visible("#progress")
+    # the first job goes on to its own result, and can still be cancelled until then
+    page.wait_for_function("() => !document.getElementById('timeline').hidden", timeout=60_000)
+    assert "40 frames analysed" in page.text_content("#message")
+    assert page.is_enabled("#video-file")
+
+
 def test_video_page_reports_a_bad_file(page, server, tmp_path):
     bad = tmp_path / "notes.mp4"
     bad.write_bytes(b"not a video" * 100)

@@ -30,14 +30,16 @@ export function stopStream(stream) {
   if (stream) stream.getTracks().forEach((track) => track.stop());
 }
 
-/** A sentence a person can act on, for a getUserMedia failure. */
-export function describeCameraError(error) {
+/** A sentence a person can act on, for a getUserMedia failure (`deviceId`: the camera asked for, if one was). */
+export function describeCameraError(error, deviceId = "") {
   switch (error && error.name) {
     case "NotAllowedError":
     case "SecurityError":
       return "Camera access was denied. Allow the camera for this site in the browser's address bar, then press Start again.";
-    case "NotFoundError":
     case "OverconstrainedError":
+      if (deviceId) return "The chosen camera is no longer available. Choose another in the list, then press Start again.";
+    // falls through: without a chosen camera, no camera met the request
+    case "NotFoundError":
       return "No camera was found. Connect one and press Start again.";
     case "NotReadableError":
     case "AbortError":

@@ -16,11 +16,17 @@ const cameraSelect = document.getElementById("camera");
 const mirror = document.getElementById("mirror");
 const notice = document.getElementById("notice");
 const status = document.getElementById("status");
+const stage = document.getElementById("stage");
 const MAX_SEND_WIDTH = 640;
 const JPEG_QUALITY = 0.8;
+// boxes older than this are taken off the video: the server or the connection has stopped answering
+const STALE_MS = 2000;
+// "no face in view" only after this long without one, so a face the detector misses once is not announced
+const NO_FACE_MS = 1000;
 
 // Measurements, also read by the browser tests and the benchmark.
-const stats = { sent: 0, answered: 0, errors: 0, lastError: null, fps: 0, rtts: [], lastReply: null };
+// sendAges: how old each frame was when it was sent (capture to send), the last 600
+const stats = { sent: 0, answered: 0, errors: 0, lastError: null, fps: 0, rtts: [], sendAges: [], lastReply: null };
 const timeline = createTimeline(document.getElementById("timeline"), emotions);
 const recording = createRecordingControls(emotions, {
   record: document.getElementById("record"),
@@ -37,8 +43,15 @@ let stream = null;
 let frames = null;
 let running = false;
 let inFlight = false;
-let nextFrame = null; // encoded while a frame is in flight, sent when its answer arrives
+let frameWaiting = false; // a camera frame arrived while one was in flight: the newest goes when the answer comes
 let answerTimes = [];
+let lastAnswerAt = 0;
+let lastFaceAt = 0;
+// Face ids restart at 1 on a new connection (a new tracker on the server); the page adds an offset so that
+// a face seen after a reconnect never takes over the timeline or recording rows of an earlier one.
+let idOffset = 0;
+let highestId = 0;
+let connections = 0;
 const capture = document.createElement("canvas");
 const captureCtx = capture.getContext("2d");
 const overlayCtx = overlay.getContext("2d");
@@ -69,15 +82,25 @@ async function start() {
     stream = await openCamera(cameraSelect.value);
   } catch (error) {
     toggle.disabled = false;
-    showNotice(`${describeCameraError(error)} <a href="${app.dataset.uploadUrl}">Analyse a photo instead</a>.`);
+    showNotice(`${describeCameraError(error, cameraSelect.value)} <a href="${app.dataset.uploadUrl}">Analyse a photo instead</a>.`);
+    if (cameraSelect.value) await fillCameraList().catch(() => {}); // the chosen camera may be gone
     return;
   }
+  // unplugged, or taken by another program: the track ends and no more video frames arrive
+  stream.getVideoTracks()[0].addEventListener("ended", () => {
+    if (!running) return;
+    stop();
+    showNotice("The camera stopped: it was unplugged or another program took it. Press <strong>Start camera</strong> to try again.");
+  });
   video.srcObject = stream;
   await video.play();
   await fillCameraList();
-  frames = frames || connectFrames((state) => setStatus(state === "connected" ? "" : "reconnecting…"));
+  frames = frames || connectFrames(onConnection);
   frames.reset();
   timeline.clear(); // the server's tracker starts afresh, so face ids do too
+  idOffset = 0;
+  highestId = 0;
+  lastFaceAt = performance.now();
   running = true;
   document.body.classList.add("streaming");
   toggle.textContent = "Stop";
@@ -88,17 +111,35 @@ async function start() {
 
 function stop() {
   running = false;
-  nextFrame = null;
+  frameWaiting = false;
   stopStream(stream);
   stream = null;
   video.srcObject = null;
-  stats.lastReply = null;
-  overlayCtx.clearRect(0, 0, overlay.width, overlay.height);
-  renderBars(document.getElementById("bars"), emotions, null);
+  clearFaces();
   document.body.classList.remove("streaming");
   toggle.textContent = "Start camera";
   recording.enable(false);
+}
+
+/** Take the boxes, bars and frame rate off the page: they no longer describe what the camera shows. */
+function clearFaces() {
+  stats.lastReply = null;
+  overlayCtx.clearRect(0, 0, overlay.width, overlay.height);
+  renderBars(document.getElementById("bars"), emotions, null);
+  answerTimes = [];
+  stats.fps = 0;
   document.getElementById("fps").textContent = "– fps";
+}
+
+function onConnection(state) {
+  if (state !== "connected") {
+    setStatus("reconnecting…");
+    clearFaces();
+    return;
+  }
+  connections += 1;
+  if (connections > 1) idOffset = highestId;
+  setStatus("");
 }
 
 async function fillCameraList() {
@@ -115,17 +156,16 @@ function scheduleNext() {
   else requestAnimationFrame(onVideoFrame);
 }
 
-// A camera frame that arrives while another is being analysed is encoded at once and sent the moment
-// the answer comes back: one frame stays in flight, but an answer that misses the next camera frame by
-// a few milliseconds no longer costs a whole frame interval.
+// One frame stays in flight. A camera frame that arrives meanwhile is noted, and the frame on screen
+// when the answer comes back is sent at once: the newest one, so the boxes lag the camera by one
+// analysis, not two, and an answer that misses the next camera frame by a few milliseconds costs no
+// whole frame interval.
 function onVideoFrame() {
   if (!running) return;
+  if (stats.lastReply && performance.now() - lastAnswerAt > STALE_MS) clearFaces();
   if (video.videoWidth && frames.connected) {
-    if (!inFlight) sendFrame(encodeFrame());
-    else if (!nextFrame) {
-      nextFrame = encodeFrame();
-      nextFrame.catch(() => {}); // its error is reported when it is sent
-    }
+    if (!inFlight) sendFrame();
+    else frameWaiting = true;
   }
   scheduleNext();
 }
@@ -139,39 +179,60 @@ async function encodeFrame() {
   const capturedAt = performance.now();
   // toBlob copies the canvas when called, so the next frame may be drawn while this one encodes
   const blob = await new Promise((resolve) => capture.toBlob(resolve, "image/jpeg", JPEG_QUALITY));
+  if (!blob) throw new Error("the browser could not encode it as JPEG");
   if (blob.size > maxFrameBytes) throw new Error(`frame of ${blob.size} bytes exceeds the server's limit`);
   return { bytes: await blob.arrayBuffer(), capturedAt };
 }
 
-async function sendFrame(encoded) {
+async function sendFrame() {
   inFlight = true;
+  frameWaiting = false;
   try {
-    const { bytes, capturedAt } = await encoded;
+    let encoded;
+    try {
+      encoded = await encodeFrame();
+    } catch (error) {
+      reportError({ code: "client", message: `this frame could not be sent: ${error.message || error}` });
+      return;
+    }
     stats.sent += 1;
-    const reply = await frames.sendFrame(bytes);
+    stats.sendAges.push(performance.now() - encoded.capturedAt);
+    if (stats.sendAges.length > 600) stats.sendAges.shift();
+    let reply;
+    try {
+      reply = await frames.sendFrame(encoded.bytes);
+    } catch {
+      reportError({ code: "client", message: frames.connected ? "the server did not answer in time" : "reconnecting…" });
+      return;
+    }
     if (!running) return;
     if (reply.error) {
-      stats.errors += 1;
-      stats.lastError = reply.error;
-      setStatus(reply.error.message);
+      reportError(reply.error);
       return;
     }
     // the round trip counts from capture: how far the boxes lag behind the camera
-    onReply(reply, performance.now() - capturedAt, capturedAt);
-  } catch (error) {
-    stats.errors += 1;
-    stats.lastError = { code: "client", message: String(error.message || error) };
-    setStatus(frames.connected ? "the server did not answer in time" : "reconnecting…");
+    onReply(reply, performance.now() - encoded.capturedAt, encoded.capturedAt);
   } finally {
     inFlight = false;
-    const queued = nextFrame;
-    nextFrame = null;
-    if (queued && running) sendFrame(queued);
+    if (frameWaiting && running && frames.connected) sendFrame();
   }
+}
+
+function reportError(error) {
+  stats.errors += 1;
+  stats.lastError = error;
+  setStatus(error.message);
 }
 
 function onReply(reply, rtt, capturedAt) {
   const now = performance.now();
+  for (const face of reply.faces) {
+    if (face.id == null) continue;
+    face.id += idOffset;
+    highestId = Math.max(highestId, face.id);
+  }
+  lastAnswerAt = now;
+  if (reply.faces.length) lastFaceAt = now;
   stats.answered += 1;
   stats.rtts.push(rtt);
   if (stats.rtts.length > 600) stats.rtts.shift();
@@ -190,7 +251,7 @@ function onReply(reply, rtt, capturedAt) {
   const recent = stats.rtts.slice(-30).sort((a, b) => a - b);
   document.getElementById("fps").textContent = `${stats.fps} fps`;
   document.getElementById("latency").textContent = `${Math.round(recent[Math.floor(recent.length / 2)])} ms`;
-  setStatus(reply.faces.length ? "" : "no face in view");
+  setStatus(now - lastFaceAt > NO_FACE_MS ? "no face in view" : "");
 }
 
 // The bars and the timeline follow the same face: the largest, or the one clicked.
@@ -205,12 +266,29 @@ function showSelected(reply) {
   renderBars(document.getElementById("bars"), emotions, face && face.probabilities);
 }
 
-overlay.addEventListener("click", (event) => {
-  const face = faceAt(overlay, stats.lastReply, event.clientX, event.clientY, { mirror: mirror.checked });
+function follow(face) {
   if (!face || face.id == null) return;
   timeline.select(face.id);
   drawFaces(overlayCtx, stats.lastReply, { mirror: mirror.checked, selectedId: timeline.faceId });
   showSelected(stats.lastReply);
+}
+
+overlay.addEventListener("click", (event) => {
+  follow(faceAt(overlay, stats.lastReply, event.clientX, event.clientY, { mirror: mirror.checked }));
+});
+// Without a mouse: Enter or Space on the focused video follows the next face, left to right as shown.
+overlay.addEventListener("keydown", (event) => {
+  if (event.key !== "Enter" && event.key !== " ") return;
+  event.preventDefault();
+  const faces = ((stats.lastReply && stats.lastReply.faces) || []).filter((face) => face.id != null);
+  if (!faces.length) return;
+  faces.sort((a, b) => (mirror.checked ? b.box.x - a.box.x : a.box.x - b.box.x));
+  const current = faces.findIndex((face) => face.id === timeline.faceId);
+  follow(faces[(current + 1) % faces.length]);
+});
+// the stage takes the camera's shape, so a portrait phone camera fills the width instead of a 4:3 box
+video.addEventListener("resize", () => {
+  if (video.videoWidth && video.videoHeight) stage.style.aspectRatio = `${video.videoWidth} / ${video.videoHeight}`;
 });
 
 toggle.addEventListener("click", () => (running ? stop() : start()));

@@ -11,19 +11,42 @@ export function colorOf(emotion) {
   return COLORS[emotion] || "#ffffff";
 }
 
+/** Dark or white text, whichever reads better on an emotion's colour (WCAG contrast). */
+export function textColorOn(emotion) {
+  const channels = colorOf(emotion).match(/\w\w/g).map((hex) => {
+    const c = parseInt(hex, 16) / 255;
+    return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+  });
+  const luminance = 0.2126 * channels[0] + 0.7152 * channels[1] + 0.0722 * channels[2];
+  // contrast with #111 (luminance 0.0056) against contrast with white
+  return (luminance + 0.05) / 0.0556 >= 1.05 / (luminance + 0.05) ? "#111" : "#fff";
+}
+
+// label text and box lines as they should look on screen, in CSS pixels
+const LABEL_CSS_PX = 15;
+const LINE_CSS_PX = 2;
+
+/** CSS pixels per canvas pixel of a canvas shown with `object-fit: contain` (or at its own aspect ratio). */
+export function displayScale(canvas) {
+  if (!canvas.clientWidth || !canvas.clientHeight) return 1;
+  return Math.min(canvas.clientWidth / canvas.width, canvas.clientHeight / canvas.height);
+}
+
 /**
  * Draw every face of `reply` on `ctx`, whose canvas has the frame's pixel size.
  * `mirror` flips boxes horizontally to match a mirrored video; text stays readable.
  * The face with id `selectedId` (the one on the timeline) gets a thicker box.
+ * `scale` (CSS pixels per canvas pixel; by default the canvas's own) keeps labels readable however
+ * far the canvas is shrunk or enlarged on screen: a 640-pixel frame on a phone is shown at about half size.
  */
-export function drawFaces(ctx, reply, { mirror = false, selectedId = null } = {}) {
+export function drawFaces(ctx, reply, { mirror = false, selectedId = null, scale = displayScale(ctx.canvas) } = {}) {
   const { width, height } = ctx.canvas;
   ctx.clearRect(0, 0, width, height);
   if (!reply || !reply.faces) return;
   const sx = width / reply.width;
   const sy = height / reply.height;
-  const baseWidth = Math.max(2, Math.round(width / 320));
-  ctx.font = `${Math.max(14, Math.round(width / 40))}px system-ui, sans-serif`;
+  const baseWidth = LINE_CSS_PX / scale;
+  ctx.font = `${Math.round(LABEL_CSS_PX / scale)}px system-ui, sans-serif`;
   ctx.textBaseline = "bottom";
   for (const face of reply.faces) {
     const w = face.box.width * sx;
@@ -42,7 +65,7 @@ export function drawFaces(ctx, reply, { mirror = false, selectedId = null } = {}
     const ty = y >= textHeight ? y : y + h + textHeight;
     ctx.fillStyle = color;
     ctx.fillRect(x - lineWidth / 2, ty - textHeight, textWidth, textHeight);
-    ctx.fillStyle = "#111";
+    ctx.fillStyle = textColorOn(face.emotion);
     ctx.fillText(label, x + pad - lineWidth / 2, ty - pad);
   }
 }

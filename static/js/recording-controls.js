@@ -11,11 +11,13 @@ export function createRecordingControls(emotions, { record, csv, json, status, s
   const state = { cap: { ...DEFAULT_CAP }, rows: 0, capped: null, recording: false };
   let recorder = createRecorder(emotions);
   let startedAt = 0;
+  let shownSecond = -1;
 
   function start() {
     recorder = createRecorder(emotions, state.cap);
     startedAt = performance.now();
     recorder.start(startedAt);
+    shownSecond = -1;
     Object.assign(state, { rows: 0, capped: null, recording: true });
     record.textContent = "Stop recording";
     record.classList.add("on");
@@ -43,7 +45,11 @@ export function createRecordingControls(emotions, { record, csv, json, status, s
     const going = recorder.add(reply, tMs);
     state.rows = recorder.rows.length;
     if (!going) stop();
-    else status.textContent = `● ${Math.round((tMs - startedAt) / 1000)} s, ${recorder.rows.length} rows`;
+    // once a second: the status line is a live region, and a screen reader reads every change aloud
+    else if (Math.floor((tMs - startedAt) / 1000) !== shownSecond) {
+      shownSecond = Math.floor((tMs - startedAt) / 1000);
+      status.textContent = `● ${shownSecond} s, ${recorder.rows.length} rows`;
+    }
   }
 
   function setDownloads(enabled) {

@@ -1,5 +1,5 @@
 // After a recording: one stacked bar per face, the share of its time in view spent in each emotion.
-import { colorOf } from "./overlay.js";
+import { colorOf, textColorOn } from "./overlay.js";
 
 /** Fill `container` with the output of recorder.summarize (an empty recording says so). */
 export function renderSummary(container, summary, emotions) {
@@ -40,6 +40,7 @@ function faceRow(face, emotions) {
     part.dataset.emotion = emotion;
     part.style.width = `${(share * 100).toFixed(2)}%`;
     part.style.background = colorOf(emotion);
+    part.style.color = textColorOn(emotion);
     part.title = `${emotion} ${Math.round(share * 100)}%`;
     // a label only where it fits
     if (share >= 0.12) part.textContent = `${emotion} ${Math.round(share * 100)}%`;

@@ -1,5 +1,6 @@
 // Upload page: send a still image to the JSON API, draw the faces, list probabilities.
 import { acceptFiles } from "./dropzone.js";
+import { requestJson } from "./http.js";
 import { colorOf, drawFaces } from "./overlay.js";
 
 const app = document.getElementById("app");
@@ -10,8 +11,10 @@ const message = document.getElementById("message");
 const canvas = document.getElementById("annotated");
 const table = document.getElementById("faces");
 const maxBytes = Number(app.dataset.maxUploadMb) * 1024 * 1024;
+let latest = 0; // the newest request: a photo chosen while another is analysed replaces it on the page
 
 async function analyse(file) {
+  const request = ++latest;
   table.hidden = true;
   canvas.hidden = true;
   if (!file) {
@@ -27,30 +30,34 @@ async function analyse(file) {
   body.append("image", file);
   let reply;
   try {
-    const response = await fetch(app.dataset.analyzeUrl, { method: "POST", body });
-    reply = await response.json();
+    reply = await requestJson(app.dataset.analyzeUrl, { method: "POST", body });
   } catch (error) {
-    message.textContent = `The server could not be reached (${error.message}).`;
-    return;
+    reply = { error: { message: `The server could not be reached (${error.message}).` } };
   }
+  if (request !== latest) return;
   if (reply.error) {
     message.textContent = reply.error.message;
     return;
   }
-  await show(file, reply);
+  try {
+    await show(file, reply, request);
+  } catch (error) {
+    if (request === latest) message.textContent = `The photo was analysed but could not be shown (${error.message}).`;
+  }
 }
 
-async function show(file, reply) {
+async function show(file, reply, request) {
   // The server applies EXIF orientation; createImageBitmap does too, so the boxes line up.
   const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+  if (request !== latest) return;
   canvas.width = reply.width;
   canvas.height = reply.height;
+  canvas.hidden = false; // shown before drawing: labels are sized for the size it is shown at
+  const layer = Object.assign(document.createElement("canvas"), { width: reply.width, height: reply.height });
+  drawFaces(layer.getContext("2d"), reply, { scale: canvas.clientWidth / canvas.width });
   const ctx = canvas.getContext("2d");
-  const layer = new OffscreenCanvas(reply.width, reply.height);
-  drawFaces(layer.getContext("2d"), reply);
   ctx.drawImage(bitmap, 0, 0, reply.width, reply.height);
   ctx.drawImage(layer, 0, 0);
-  canvas.hidden = false;
   const count = reply.faces.length;
   message.textContent = count ? `${count} face${count > 1 ? "s" : ""} found (${Math.round(reply.timings_ms.total)} ms).` : "No face found in this photo.";
   const rows = reply.faces.map((face, i) => {

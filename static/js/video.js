@@ -1,5 +1,6 @@
 // Video page: upload a video as a job, poll its progress (cancellable), then draw the emotion timeline.
 import { acceptFiles } from "./dropzone.js";
+import { requestJson } from "./http.js";
 import { colorOf } from "./overlay.js";
 
 const app = document.getElementById("app");
@@ -19,14 +20,18 @@ const summaryTable = document.getElementById("summary");
 const POLL_MS = 300;
 const PAD = { left: 36, right: 8, top: 8, bottom: 22 };
 
-let jobUrl = null;
+let busy = false; // from the upload's start to the job's end: one analysis at a time
+let upload = null; // AbortController of the upload in progress
+let jobUrl = null; // the job this page follows, once the upload is done
 let result = null;
 let previewUrl = null;
 
-function setBusy(busy) {
-  analyseButton.disabled = busy;
-  cancelButton.hidden = !busy;
-  progress.hidden = !busy;
+function setBusy(value) {
+  busy = value;
+  analyseButton.disabled = value;
+  input.disabled = value;
+  cancelButton.hidden = !value;
+  progress.hidden = !value;
 }
 
 function resetResult() {
@@ -37,6 +42,11 @@ function resetResult() {
 }
 
 async function analyse(file) {
+  if (busy) {
+    // a second job would be refused (one per server by default) or race this one for the page
+    message.textContent = "A video is being analysed: cancel it before choosing another.";
+    return;
+  }
   resetResult();
   if (!file) {
     message.textContent = "Choose a video first.";
@@ -52,32 +62,36 @@ async function analyse(file) {
   progress.removeAttribute("value"); // indeterminate while the upload travels
   message.textContent = "Uploading…";
   let reply;
+  upload = new AbortController();
   try {
     const url = `${app.dataset.analyzeUrl}?async=1&fps=${encodeURIComponent(fpsInput.value || "5")}`;
-    const response = await fetch(url, { method: "POST", body });
-    reply = await response.json();
+    reply = await requestJson(url, { method: "POST", body, signal: upload.signal });
   } catch (error) {
-    setBusy(false);
-    message.textContent = `The server could not be reached (${error.message}).`;
+    finish(error.name === "AbortError" ? "Cancelled." : `The server could not be reached (${error.message}).`);
     return;
+  } finally {
+    upload = null;
   }
   if (reply.error) {
-    setBusy(false);
-    message.textContent = reply.error.message;
+    finish(reply.error.message);
     return;
   }
   jobUrl = reply.url;
-  await poll(file);
+  await poll(reply.url, file);
 }
 
-async function poll(file) {
+async function poll(url, file) {
   // polling rather than Socket.IO: the page needs no connection of its own, and a lost reply costs one interval
-  while (jobUrl) {
+  while (jobUrl === url) {
     let job;
     try {
-      job = await (await fetch(jobUrl)).json();
+      job = await requestJson(url);
     } catch (error) {
-      message.textContent = `Lost the server (${error.message}); retrying…`;
+      job = { error: { code: "network", message: error.message } };
+    }
+    // no answer, or a proxy's page while an instance restarts: the job may still be running
+    if (job.error && !job.state && (job.error.code === "network" || job.error.code.startsWith("http_5"))) {
+      message.textContent = `Lost the server (${job.error.message}); retrying…`;
       await new Promise((resolve) => setTimeout(resolve, POLL_MS * 3));
       continue;
     }
@@ -92,7 +106,7 @@ async function poll(file) {
       continue;
     }
     if (job.state === "done") {
-      const csvUrl = `${jobUrl}?format=csv`;
+      const csvUrl = `${url}?format=csv`;
       finish("");
       show(file, job.result, csvUrl);
     } else if (job.state === "cancelled") {
@@ -196,6 +210,7 @@ timeline.addEventListener("click", (event) => {
 });
 preview.addEventListener("timeupdate", draw);
 cancelButton.addEventListener("click", async () => {
+  if (upload) upload.abort();
   if (!jobUrl) return;
   cancelButton.disabled = true;
   try {
