@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.data import DataError, load_csv, load_folder, load_split
+from training.data import DataError, check_distinct_splits, load_csv, load_folder, load_split
 from webapp.vision.labels import EMOTIONS
 
 
@@ -44,6 +44,29 @@ def test_folder_layout_with_test_as_held_out_split(fer_folders):
 
 def test_a_folder_of_emotion_folders_loads_directly(fer_folders):
     assert len(load_split(fer_folders / "test", "val")) == 14
+
+
+def test_kaggle_test_folder_gives_val_its_public_and_test_its_private_faces(fer_folders):
+    """Kaggle's copy has train/ and test/, test/ holding both held-out sets: val must not fit PrivateTest."""
+    for emotion in EMOTIONS:
+        folder = fer_folders / "test" / emotion
+        for i, file in enumerate(sorted(folder.iterdir())):
+            file.rename(folder / f"{('PublicTest', 'PrivateTest')[i % 2]}_{i}.jpg")
+    val, test = load_split(fer_folders, "val"), load_split(fer_folders, "test")
+    assert len(val) == len(test) == 7 and val.source.endswith("test[PublicTest_*]")
+    assert all("/PublicTest_" in key for key in val.keys) and all("/PrivateTest_" in key for key in test.keys)
+
+
+def test_a_folder_of_emotion_folders_cannot_be_both_train_and_val(fer_folders):
+    check_distinct_splits(fer_folders)
+    with pytest.raises(DataError, match="both train and val"):
+        check_distinct_splits(fer_folders / "train")
+
+
+def test_capitalised_class_folders_are_keyed_lowercase(tmp_path):
+    (tmp_path / "Angry").mkdir()
+    cv2.imwrite(str(tmp_path / "Angry" / "Training_1.jpg"), np.zeros((48, 48), np.uint8))
+    assert load_folder(tmp_path).keys == ("angry/Training_1.jpg",)
 
 
 def test_face_crops_of_any_size_and_colour_are_resized(tmp_path):
@@ -88,7 +111,11 @@ def test_missing_split_is_a_clear_error(fer_folders, tmp_path):
 
 @pytest.mark.parametrize(
     "row, message",
-    [((9, np.zeros(2304, int), "Training"), "outside 0..6"), ((1, np.zeros(100, int), "Training"), "100 pixels")],
+    [
+        ((9, np.zeros(2304, int), "Training"), "outside 0..6"),
+        ((1, np.zeros(100, int), "Training"), "100 pixels"),
+        ((1, np.full(2304, 256), "Training"), r"bad\.csv:2: unreadable row .*256"),
+    ],
 )
 def test_bad_csv_rows_are_clear_errors(tmp_path, row, message):
     with pytest.raises(DataError, match=message):

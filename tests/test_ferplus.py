@@ -109,6 +109,57 @@ def test_votes_without_a_table_and_bad_tables_are_clear_errors(tmp_path):
     bad = dict(VOTES, **{"angry/a.png": (1, 0, 0, 1, "x", 0, 0, 0, 0, 0)})
     with pytest.raises(DataError, match="whole numbers"):
         read_votes(write_votes(tmp_path / "bad.csv", bad))
+    rows = {key: "12.0" if key == "angry/tie.png" else index for index, key in enumerate(VOTES)}
+    with pytest.raises(DataError, match=r"bad_row\.csv:3: fer2013_row '12\.0' is not a whole number"):
+        read_votes(write_votes(tmp_path / "bad_row.csv", rows=rows))
+
+
+def test_a_table_that_joins_no_image_is_a_clear_error():
+    table = read_votes_from({"angry/other.png": VOTES["angry/a.png"]})
+    with pytest.raises(DataError, match=r"no image joins .*'angry/a\.png'.*'angry/other\.png'"):
+        attach_votes(dataset(), table)
+    # a few images without a row are normal (FER+ dropped some): they get NaN
+    assert np.isnan(attach_votes(dataset(), read_votes_from(VOTES)).votes[-1]).all()
+
+
+@pytest.mark.parametrize("table_folder", ["angry", "Angry"])
+def test_capitalised_class_folders_join_the_votes(tmp_path, table_folder):
+    """Kaggle copies name their folders Train/Angry/; FER+'s table writes train/angry/."""
+    import cv2
+
+    (tmp_path / "Train" / "Angry").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "Train" / "Angry" / "a.png"), np.zeros((48, 48), np.uint8))
+    votes = tmp_path / "votes.csv"
+    votes.write_text(f"{HEADER}\ntrain/{table_folder}/a.png,0,{','.join(map(str, VOTES['angry/a.png']))}\n")
+    data = attach_votes(load_split(tmp_path, "train"), read_votes(votes))
+    assert data.keys == ("angry/a.png",) and data.votes[0, 4] == 8
+
+
+def unjoinable_copy(voted_data, tmp_path):
+    """`voted_data` with a vote table that names other files."""
+    import shutil
+
+    copy = tmp_path / "fer"
+    shutil.copytree(voted_data, copy)
+    table = copy / "ferplus_votes.csv"
+    table.write_text(table.read_text().replace(".png,", ".jpg,"))
+    return copy
+
+
+def test_ferplus_labels_that_join_no_image_stop_train_calibrate_and_evaluate(voted_data, tmp_path, capsys):
+    from training import calibrate
+
+    data = str(unjoinable_copy(voted_data, tmp_path))
+    runs = tmp_path / "runs"
+    argv = ["--data", data, "--labels", "ferplus-votes", "--runs-dir", str(runs), "--name", "x"]
+    assert train.main(argv) == 2
+    assert "no image joins a row of the FER+ votes" in capsys.readouterr().err and not runs.exists()
+    model = tmp_path / "m.keras"
+    model.write_bytes(b"never loaded: the data is checked first")
+    assert calibrate.main(["--model", str(model), "--data", data, "--out", str(tmp_path / "c.keras")]) == 2
+    assert "no image joins" in capsys.readouterr().err
+    assert evaluate.main(["--model", str(model), "--data", data]) == 2
+    assert "no image joins" in capsys.readouterr().err
 
 
 def test_fer2013_csv_rows_join_by_row_number(tmp_path):

@@ -524,6 +524,77 @@ def test_train_cli_help_and_bad_data(tmp_path, capsys):
     assert train.main(["--data", str(tmp_path / "missing"), "--runs-dir", str(tmp_path)]) == 2
 
 
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--fer2013-weight", "1.5"], "--fer2013-weight must be in [0, 1]"),
+        (["--fer2013-weight", "-0.1"], "--fer2013-weight must be in [0, 1]"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--limit", "-1"], "--limit must be >= 0"),
+    ],
+)
+def test_train_rejects_numbers_out_of_range(tmp_path, capsys, option, message):
+    with pytest.raises(SystemExit) as exit_:
+        train.parse_args(["--data", str(tmp_path), *option])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_failed_start_leaves_no_run_folder_and_an_existing_one_is_a_clear_error(fer_folders, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for data in (tmp_path / "missing", fer_folders / "train"):  # the second would be train and val at once
+        assert train.main(["--data", str(data), "--runs-dir", str(runs), "--name", "x"]) == 2
+        assert not (runs / "x").exists()
+    assert "both train and val" in capsys.readouterr().err
+    (runs / "x").mkdir(parents=True)
+    assert train.main(["--data", str(fer_folders), "--runs-dir", str(runs), "--name", "x"]) == 2
+    assert f"--resume {runs / 'x'}, or pick another --name" in capsys.readouterr().err
+
+
+def fake_run(folder, epochs_done: int | None = 2, **hparams):
+    """A run folder as training leaves it, trained on another machine; no state.json without `epochs_done`."""
+    folder.mkdir()
+    record = {"data": "/tmp/elsewhere/fer", "votes": "/tmp/elsewhere/votes.csv", "epochs": 5, **hparams}
+    (folder / "hparams.json").write_text(json.dumps(record))
+    (folder / "last.keras").write_bytes(b"weights")
+    if epochs_done is not None:
+        (folder / "state.json").write_text(json.dumps({"epochs_done": epochs_done}))
+    return folder
+
+
+def test_resume_takes_data_and_votes_from_the_command_line(tmp_path):
+    run = str(fake_run(tmp_path / "run"))
+    args, done = train.resumed_args(train.parse_args(["--resume", run, "--data", "here", "--votes", "v.csv"]))
+    assert (args.data, args.votes, args.epochs, done) == ("here", "v.csv", 5, 2)
+    args, _ = train.resumed_args(train.parse_args(["--resume", run, "--epochs", "8"]))
+    assert (args.data, args.votes, args.epochs) == ("/tmp/elsewhere/fer", "/tmp/elsewhere/votes.csv", 8)
+    # stopped in its first epoch: no state.json, no epochs done
+    assert train.resumed_args(train.parse_args(["--resume", str(fake_run(tmp_path / "new", None))]))[1] == 0
+
+
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        ("no folder", "no run folder"),
+        ("hparams.json", "has no hparams.json"),
+        ("last.keras", "has no last.keras"),
+        ("epochs", "has done 2 of its 2 epochs; pass --epochs above 2"),
+        ("data", "here' does not exist"),
+    ],
+)
+def test_resume_errors_are_clear_and_leave_the_record_alone(tmp_path, capsys, breakage, message):
+    run = fake_run(tmp_path / "run", epochs=2 if breakage == "epochs" else 5)
+    record = (run / "hparams.json").read_text()
+    if breakage == "no folder":
+        run = tmp_path / "absent"
+    elif breakage.endswith((".json", ".keras")):
+        (run / breakage).unlink()
+    assert train.main(["--resume", str(run), "--data", str(tmp_path / "here")]) == 2
+    assert message in capsys.readouterr().err
+    if breakage in ("last.keras", "epochs", "data"):
+        assert (run / "hparams.json").read_text() == record
+
+
 @pytest.mark.slow
 def test_shipped_model_on_fer2013_val_against_both_labelings(fer2013, model_path, tmp_path, capsys):
     """The model card's headline figures: the served form on PublicTest, flip TTA on, against

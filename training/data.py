@@ -18,7 +18,8 @@ from webapp.vision.labels import EMOTIONS, EMOTIONS_WITH_CONTEMPT, NUM_CLASSES, 
 from webapp.vision.preprocess import INPUT_SIZE, face_to_input, to_grayscale
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm"}
-# CSV `Usage` values for each split name; folder layouts name the held-out split val/ or test/.
+# CSV `Usage` values for each split name; folder layouts name the held-out split val/ or test/
+# (a test/ folder that mixes PublicTest_ and PrivateTest_ files, as Kaggle's does, is split by them).
 CSV_USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 FOLDER_ALIASES = {
     "train": ("train", "training"),
@@ -37,7 +38,8 @@ class FaceDataset:
     (FER-2013's 7 classes, then contempt for folders that have it).
 
     `keys` names each image for joining other labels to it (see `training.ferplus`):
-    `<emotion>/<file name>` for folders, `row:<n>` (the data row of the CSV, from 0) for `fer2013.csv`.
+    `<emotion>/<file name>` for folders (the emotion lowercased, as FER+'s table writes it), `row:<n>`
+    (the data row of the CSV, from 0) for `fer2013.csv`.
     `votes`, once attached, holds FER+'s ten vote counts per image (NaN where FER+ has none).
     """
 
@@ -66,7 +68,8 @@ def load_split(path: str | os.PathLike, split: str) -> FaceDataset:
 
     Args:
         path: `fer2013.csv`, a folder holding `<split>/<emotion>/` folders, or a folder
-            of `<emotion>/` folders (then `split` is ignored).
+            of `<emotion>/` folders (then `split` is ignored). A held-out folder that mixes
+            `PublicTest_` and `PrivateTest_` files gives val the first and test the second.
         split: which split to read.
 
     Raises:
@@ -84,7 +87,7 @@ def load_split(path: str | os.PathLike, split: str) -> FaceDataset:
         return load_folder(path)
     folder = _split_folder(path, split)
     if folder is not None:
-        return load_folder(folder)
+        return load_folder(folder, _held_out_prefix(folder, split))
     raise DataError(
         f"{str(path)!r} has no folder for split {split!r} (looked for {', '.join(FOLDER_ALIASES[split])}) "
         f"and no emotion folders ({', '.join(EMOTIONS)})"
@@ -98,6 +101,27 @@ def has_split(path: str | os.PathLike, split: str) -> bool:
     if not path.is_dir() or _is_class_folder(path):
         return path.exists()
     return _split_folder(path, split) is not None
+
+
+def check_distinct_splits(path: str | os.PathLike) -> None:
+    """Raise DataError when `path` would give train and val the same images: a folder of
+    `<emotion>/` folders is read whole for every split."""
+    path = Path(path)
+    if path.is_dir() and _is_class_folder(path):
+        raise DataError(
+            f"{str(path)!r} holds emotion folders itself, so it would be both train and val: "
+            f"pass the folder that holds train/ and val/ (or test/)"
+        )
+
+
+def _held_out_prefix(folder: Path, split: str) -> str | None:
+    """`PublicTest_` or `PrivateTest_` when `folder` mixes FER-2013's two held-out sets, as Kaggle's
+    test/ folder does, so val and test each keep theirs (as the CSV's Usage splits them) and model
+    selection never sees the test faces; None otherwise."""
+    if split == "train":
+        return None
+    prefixes = {file.name.split("_")[0] for class_dir in _subfolders(folder) for file in class_dir.iterdir()}
+    return f"{CSV_USAGE[split]}_" if {CSV_USAGE["val"], CSV_USAGE["test"]} <= prefixes else None
 
 
 def _split_folder(path: Path, split: str) -> Path | None:
@@ -125,8 +149,8 @@ def load_csv(path: str | os.PathLike, usage: str | None = None) -> FaceDataset:
                 continue
             try:
                 label = int(row["emotion"])
-                pixels = np.array(row["pixels"].split(), dtype=np.uint8)
-            except (TypeError, ValueError) as error:
+                pixels = np.array(row["pixels"].split(), dtype=np.uint8)  # NumPy 2: OverflowError past 0..255
+            except (TypeError, ValueError, OverflowError) as error:
                 raise DataError(f"{path}:{line}: unreadable row ({error})") from None
             if not 0 <= label < NUM_CLASSES:
                 raise DataError(f"{path}:{line}: emotion {label} is outside 0..{NUM_CLASSES - 1}")
@@ -140,11 +164,11 @@ def load_csv(path: str | os.PathLike, usage: str | None = None) -> FaceDataset:
     return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), f"{path}[{usage}]", tuple(keys))
 
 
-def load_folder(path: str | os.PathLike) -> FaceDataset:
-    """Load a folder of `<emotion>/<image>` files; every subfolder must be a known emotion
-    (FER-2013's 7, or contempt)."""
+def load_folder(path: str | os.PathLike, prefix: str | None = None) -> FaceDataset:
+    """Load a folder of `<emotion>/<image>` files, only those whose names start with `prefix` if
+    given; every subfolder must be a known emotion (FER-2013's 7, or contempt)."""
     path = Path(path)
-    class_dirs = sorted(child for child in path.iterdir() if child.is_dir())
+    class_dirs = _subfolders(path)
     if not class_dirs:
         raise DataError(f"{path}: no emotion folders ({', '.join(EMOTIONS)})")
     images, labels, keys = [], [], []
@@ -154,14 +178,21 @@ def load_folder(path: str | os.PathLike) -> FaceDataset:
         except ValueError as error:
             raise DataError(f"{class_dir}: {error}") from None
         for file in sorted(class_dir.iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
+            if file.suffix.lower() not in IMAGE_SUFFIXES or not file.name.startswith(prefix or ""):
                 continue
             images.append(read_face(file))
             labels.append(label)
-            keys.append(f"{class_dir.name}/{file.name}")
+            keys.append(image_key(class_dir.name, file.name))
     if not images:
         raise DataError(f"{path}: the emotion folders hold no images")
-    return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), str(path), tuple(keys))
+    source = f"{path}[{prefix}*]" if prefix else str(path)
+    return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), source, tuple(keys))
+
+
+def image_key(class_folder: str, file_name: str) -> str:
+    """The key of a folder image: `<emotion>/<file name>`, the emotion lowercased, so that a copy
+    with `Angry/` folders joins FER+'s table (which writes `angry/`) as well as one with `angry/`."""
+    return f"{class_folder.lower()}/{file_name}"
 
 
 def read_face(file: str | os.PathLike) -> np.ndarray:
@@ -174,6 +205,10 @@ def read_face(file: str | os.PathLike) -> np.ndarray:
     return face_to_input(to_grayscale(image, order="BGR"))
 
 
+def _subfolders(path: Path) -> list[Path]:
+    return sorted(child for child in path.iterdir() if child.is_dir())
+
+
 def _is_class_folder(path: Path) -> bool:
-    names = {child.name.lower() for child in path.iterdir() if child.is_dir()}
+    names = {child.name.lower() for child in _subfolders(path)}
     return bool(names) and names <= set(EMOTIONS_WITH_CONTEMPT)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import DataError, FaceDataset
+from training.data import DataError, FaceDataset, image_key
 from webapp.vision.labels import EMOTIONS, EMOTIONS_WITH_CONTEMPT
 
 VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
@@ -34,7 +34,7 @@ def read_votes(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The vote table as {key: ten counts}, keyed both by `<emotion>/<file name>` and by `row:<n>`.
 
     Raises:
-        DataError: for a missing file or column, or a count that is not a whole number.
+        DataError: for a missing file or column, or a count or row number that is not a whole number.
     """
     path = Path(path)
     if not path.is_file():
@@ -52,10 +52,21 @@ def read_votes(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 raise DataError(f"{path}:{line}: vote counts must be whole numbers") from None
             if (counts < 0).any():
                 raise DataError(f"{path}:{line}: negative vote count")
-            table["/".join(Path(row["file"]).parts[-2:])] = counts
+            table[_file_key(row["file"])] = counts
             if row["fer2013_row"]:
-                table[f"row:{int(row['fer2013_row'])}"] = counts
+                try:
+                    table[f"row:{int(row['fer2013_row'])}"] = counts
+                except ValueError:
+                    raise DataError(
+                        f"{path}:{line}: fer2013_row {row['fer2013_row']!r} is not a whole number"
+                    ) from None
     return table
+
+
+def _file_key(file: str) -> str:
+    """The key of the table's `<split>/<emotion>/<file name>`, made as `training.data` keys folder images."""
+    parts = Path(file).parts
+    return image_key(*parts[-2:]) if len(parts) >= 2 else file
 
 
 def find_votes(data: str | os.PathLike) -> Path | None:
@@ -74,12 +85,28 @@ def votes_table(data: str | os.PathLike, votes: str | os.PathLike | None = None)
 
 
 def attach_votes(dataset: FaceDataset, table: dict[str, np.ndarray]) -> FaceDataset:
-    """`dataset` with `votes` (N, 10): each image's counts, NaN for images the table lacks."""
+    """`dataset` with `votes` (N, 10): each image's counts, NaN for images the table lacks.
+
+    Raises:
+        DataError: when no image has a row (a table for other images, or keys that do not match).
+    """
     if dataset.keys is None:
         raise DataError(f"{dataset.source}: images carry no keys to join FER+ votes to")
     missing = np.full(len(VOTE_COLUMNS), np.nan, np.float32)
     votes = np.stack([table.get(key, missing) for key in dataset.keys])
+    # some images lacking a row is normal (FER+ dropped a few hundred); all of them means a wrong join
+    if np.isnan(votes).all():
+        raise DataError(
+            f"{dataset.source}: no image joins a row of the FER+ votes (images are keyed like "
+            f"{dataset.keys[0]!r}, the table like {_sample_key(table, dataset.keys[0])!r})"
+        )
     return FaceDataset(dataset.images, dataset.labels, dataset.source, dataset.keys, votes)
+
+
+def _sample_key(table: dict[str, np.ndarray], like: str) -> str | None:
+    """A key of `table` of the kind of `like` (`row:<n>` or a file), or any key; None for an empty table."""
+    same_kind = (key for key in table if key.startswith("row:") == like.startswith("row:"))
+    return next(same_kind, next(iter(table), None))
 
 
 def usable(votes: np.ndarray) -> np.ndarray:

@@ -148,11 +148,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="WIDTH",
         help="with --init-from a compact CNN: widen it to WIDTH first-stage channels, computing the same function (training.widen)",
     )
-    parser.add_argument("--limit", type=int, default=0, help="use only the first N training images (smoke tests)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="train on N images drawn at random (by --seed) from the training split, for smoke tests; 0: all",
+    )
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--runs-dir", default="runs", help="parent folder of run folders")
     parser.add_argument("--name", default=None, help="run folder name (default: a timestamp)")
-    parser.add_argument("--resume", default=None, metavar="RUN_DIR", help="continue the run in RUN_DIR from last.keras")
+    parser.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from last.keras (--data, --votes and --epochs given here replace its recorded ones)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -167,6 +177,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not args.data and not args.resume:
         parser.error("--data is required (unless --resume)")
+    if args.epochs is not None and args.epochs < 1:
+        parser.error("--epochs must be at least 1")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+    if args.limit < 0:
+        parser.error("--limit must be >= 0 (0: every training image)")
+    if not 0 <= args.fer2013_weight <= 1:  # (NaN fails too)
+        parser.error("--fer2013-weight must be in [0, 1]: the share of each target given to the FER-2013 label")
     if args.teacher and not 0 <= args.teacher_weight <= 1:
         parser.error("--teacher-weight must be in [0, 1]")
     if not 0 <= args.ema < 1:
@@ -223,9 +241,10 @@ def load_splits(args, require_val: bool = True) -> tuple[LabeledFaces, LabeledFa
     """Train and val faces with their targets. Val is scored against FER+'s majority (ties
     left out) when training on FER+ labels, so the best checkpoint is the best at consensus.
     Without `require_val`, a data folder with no val split gives None for it."""
-    from training.data import has_split, load_split
+    from training.data import check_distinct_splits, has_split, load_split
     from training.ferplus import attach_votes, votes_table
 
+    check_distinct_splits(args.data)
     train = load_split(args.data, "train")
     # only an absent split is optional: an unreadable one is still an error
     val = load_split(args.data, "val") if require_val or has_split(args.data, "val") else None
@@ -492,19 +511,72 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = F
     ]
 
 
+def resumed_args(args) -> tuple[argparse.Namespace, int]:
+    """The configuration of the run in `args.resume`, and its epochs done.
+
+    This command's --data, --votes and --epochs replace the saved ones (a run trained on another
+    machine goes on here, from the data as it lies here); --threads and --xla are this session's.
+
+    Raises:
+        ValueError: for a missing run folder, hparams.json or last.keras, or an --epochs the run has done.
+    """
+    run_dir = Path(args.resume)
+    if not run_dir.is_dir():
+        raise ValueError(f"--resume: no run folder {str(run_dir)!r}")
+    for name in ("hparams.json", "last.keras"):
+        if not (run_dir / name).is_file():
+            raise ValueError(
+                f"--resume: {run_dir} has no {name}: not a run folder, or its run stopped before an epoch ended"
+            )
+    state_file = run_dir / "state.json"
+    # state.json is written at the end of each epoch: a run stopped in its first has none
+    epochs_done = json.loads(state_file.read_text()).get("epochs_done", 0) if state_file.exists() else 0
+    # runs recorded before an option existed ran with its default
+    saved = {**vars(parse_args(["--data", "-"])), **json.loads((run_dir / "hparams.json").read_text())}
+    given = {name: getattr(args, name) for name in ("data", "votes", "epochs") if getattr(args, name) is not None}
+    saved.update(given, resume=args.resume, threads=args.threads, xla=args.xla)
+    if saved["epochs"] <= epochs_done:
+        raise ValueError(
+            f"--resume: {run_dir} has done {epochs_done} of its {saved['epochs']} epochs; "
+            f"pass --epochs above {epochs_done} to go on"
+        )
+    return argparse.Namespace(**saved), epochs_done
+
+
+def new_run_dir(args) -> Path:
+    """The folder a fresh run will write to (made once its data loads).
+
+    Raises:
+        ValueError: when the folder exists already.
+    """
+    run_dir = Path(args.runs_dir) / (args.name or time.strftime("%Y%m%d-%H%M%S"))
+    if run_dir.exists():
+        raise ValueError(f"run folder {run_dir} exists: go on with --resume {run_dir}, or pick another --name")
+    return run_dir
+
+
+def failed_start(run_dir: Path, resumed: bool) -> int:
+    """Exit status 2, after removing a fresh run's folder so that the same command can run again."""
+    import shutil
+
+    if not resumed:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return 2
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.resume:
-        run_dir = Path(args.resume)
-        # runs recorded before an option existed ran with its default
-        saved = {**vars(parse_args(["--data", "-"])), **json.loads((run_dir / "hparams.json").read_text())}
-        saved.update(resume=args.resume, threads=args.threads, xla=args.xla, epochs=args.epochs or saved["epochs"])
-        args = argparse.Namespace(**saved)
-        (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
-    else:
-        args.epochs = args.epochs or 30
-        run_dir = Path(args.runs_dir) / (args.name or time.strftime("%Y%m%d-%H%M%S"))
-        run_dir.mkdir(parents=True, exist_ok=False)
+    initial_epoch = 0
+    try:
+        if args.resume:
+            args, initial_epoch = resumed_args(args)
+            run_dir = Path(args.resume)
+        else:
+            args.epochs = 30 if args.epochs is None else args.epochs
+            run_dir = new_run_dir(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
     import keras
     import tensorflow as tf
@@ -515,7 +587,6 @@ def main(argv=None) -> int:
 
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    initial_epoch = json.loads((run_dir / "state.json").read_text())["epochs_done"] if args.resume else 0
     session_seed = draw_seed(args.seed, initial_epoch)
     keras.utils.set_random_seed(session_seed)
     try:
@@ -523,13 +594,18 @@ def main(argv=None) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    # only a start whose data loads makes the run folder, or rewrites a resumed run's record
+    if args.resume:
+        (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+    else:
+        run_dir.mkdir(parents=True)
     if args.limit:
         train = train.sample(args.limit, args.seed)
     try:
         train = with_teacher(train, args, run_dir)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         print(f"error: --teacher: {error}", file=sys.stderr)
-        return 2
+        return failed_start(run_dir, bool(args.resume))
     classes = classes_for(args.classes)
     counts = train.targets.sum(0)
     prior = counts / counts.sum()
@@ -552,7 +628,7 @@ def main(argv=None) -> int:
             model = build_model(args)
         except ValueError as error:
             print(f"error: {error}", file=sys.stderr)
-            return 2
+            return failed_start(run_dir, resumed=False)
         if args.init_from:  # the run's record names the architecture it fine-tunes
             from training.model import stem_conv_count
 
