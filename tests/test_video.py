@@ -10,7 +10,10 @@ import time
 import pytest
 
 from tests.harness import SHIPPED_CLASSES, audio_only_bytes, video_bytes
+from webapp.vision import video
 from webapp.vision.video import VideoError, analyze_video
+
+VIDEO_API = "/api/v1/analyze-video"
 
 
 @pytest.fixture(scope="module")
@@ -232,3 +235,197 @@ def test_body_limits_give_the_video_route_its_own_size_and_deadline():
     assert call("/api/v1/analyze", 90) == ("200 OK", 90) and used == ["video", "default"]
     # over the limit: passed on unread, for the app to refuse with its own message
     assert call("/api/v1/analyze", 900)[0] == "200 OK" and used == ["video", "default"]
+
+
+# --- frame size: MAX_PIXELS, cancelling between samples, shrinking large frames
+
+
+class RecordingPipeline:
+    """The video pipeline, noting the shape of every frame it is given."""
+
+    def __init__(self, pipeline):
+        self.pipeline, self.classes, self.shapes = pipeline, pipeline.classes, []
+
+    def analyze(self, rgb):
+        self.shapes.append(rgb.shape)
+        return self.pipeline.analyze(rgb)
+
+
+def test_frames_over_max_pixels_are_refused_before_any_is_analysed(video_app, face_mp4, monkeypatch):
+    app = video_app(MAX_PIXELS=640 * 480 - 1)
+    recording = RecordingPipeline(app.extensions["pipelines"]["video"])
+    monkeypatch.setitem(app.extensions["pipelines"], "video", recording)
+    reply = app.test_client().post(VIDEO_API, data=face_mp4, content_type="video/mp4")
+    assert reply.status_code == 413 and reply.json["error"]["code"] == "too_large"
+    assert "640x480" in reply.json["error"]["message"] and "307,199" in reply.json["error"]["message"]
+    assert recording.shapes == []
+
+
+def test_a_decoded_frame_over_max_pixels_is_refused(face_mp4):
+    # the headers can declare a small size and the stream switch to a larger one: each frame is checked
+    import av
+
+    with av.open(io.BytesIO(face_mp4)) as container:
+        frames = video.sampled_frames(container, container.streams.video[0], 5, 60, max_pixels=1000)
+        with pytest.raises(VideoError) as caught:
+            next(frames)
+    assert caught.value.code == "too_large"
+
+
+def test_cancelling_is_seen_between_sampled_frames(face_mp4, app):
+    # at 0.01 fps only the first of the 60 frames is sampled: the rest are decoded between two samples
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) >= 5
+
+    pipeline = app.extensions["pipelines"]["video"]
+    assert analyze_video(io.BytesIO(face_mp4), pipeline, fps=0.01, cancelled=cancelled) is None
+    assert len(calls) == 5
+
+
+def test_large_frames_are_analysed_shrunk_with_boxes_in_full_size_pixels(face_mp4, app, monkeypatch):
+    pipeline = app.extensions["pipelines"]["video"]
+    full = analyze_video(io.BytesIO(face_mp4), pipeline, fps=2)
+    monkeypatch.setattr(video, "ANALYSED_SIDE", 320)
+    recording = RecordingPipeline(pipeline)
+    shrunk = analyze_video(io.BytesIO(face_mp4), recording, fps=2)
+    assert set(recording.shapes) == {(240, 320, 3)}
+    assert (shrunk.info.width, shrunk.info.height) == (640, 480)
+    for big, small in zip(full.frames, shrunk.frames, strict=True):
+        assert len(small.faces) == len(big.faces) == 1
+        expected, found = big.faces[0].box, small.faces[0].box
+        assert found.width == pytest.approx(expected.width, rel=0.1)
+        assert (found.x, found.y) == pytest.approx((expected.x, expected.y), abs=0.05 * expected.width)
+
+
+# --- uploads wait for a job slot before their bodies are read
+
+
+class ReadWatcher(io.BytesIO):
+    """A request body that counts the bytes read from it and calls `on_first_read` once."""
+
+    def __init__(self, data: bytes, on_first_read=None):
+        super().__init__(data)
+        self.bytes_read, self.on_first_read = 0, on_first_read
+
+    def read(self, size=-1):
+        if self.on_first_read is not None:
+            self.on_first_read, hook = None, self.on_first_read
+            hook()
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+
+def _post_stream(client, body: ReadWatcher, query: str = ""):
+    headers = {"Content-Length": str(len(body.getbuffer()))}
+    return client.post(VIDEO_API + query, input_stream=body, content_type="video/mp4", headers=headers)
+
+
+def test_a_busy_server_refuses_a_video_before_reading_its_body(video_app, face_mp4):
+    app = video_app(MAX_VIDEO_JOBS=1)
+    jobs, client = app.extensions["video_jobs"], app.test_client()
+    running = jobs.start()
+    body = ReadWatcher(face_mp4)
+    reply = _post_stream(client, body)
+    assert reply.status_code == 503 and reply.json["error"]["code"] == "busy"
+    assert reply.headers["Retry-After"] == "5" and body.bytes_read == 0
+    jobs.finish(running, error=("internal_error", "ended by the test"))
+    assert _post_stream(client, ReadWatcher(face_mp4), "?fps=1").status_code == 200
+
+
+def test_an_upload_being_read_holds_the_only_slot_and_a_refused_one_gives_it_back(video_app, face_mp4):
+    from webapp.video_jobs import JobsBusy
+
+    app = video_app(MAX_VIDEO_JOBS=1)
+    jobs, client = app.extensions["video_jobs"], app.test_client()
+    refused = []
+
+    def second_upload():
+        with pytest.raises(JobsBusy):
+            jobs.reserve()
+        refused.append(True)
+
+    # refused by the route after the body was read (bad fps): the slot must come back
+    reply = _post_stream(client, ReadWatcher(face_mp4, on_first_read=second_upload), "?fps=0")
+    assert reply.status_code == 400 and refused == [True]
+    with jobs.reserve():  # free again
+        pass
+    # an undecodable upload becomes a failed job, which frees the slot too
+    reply = client.post(VIDEO_API, data=b"not a video" * 100, content_type="video/mp4")
+    assert reply.status_code == 415
+    reply = _post_stream(client, ReadWatcher(face_mp4, on_first_read=second_upload), "?fps=1")
+    assert reply.status_code == 200 and refused == [True, True]
+
+
+def test_body_limits_read_a_slotted_path_only_in_a_slot():
+    from webapp.body_limits import SLOT, BodyLimits
+    from webapp.video_jobs import VideoJobs
+
+    jobs, seen = VideoJobs(limit=1), []
+
+    def app(environ, start_response):
+        seen.append(environ.get(SLOT))
+        start_response("200 OK", [])
+        return [environ["wsgi.input"].read()]
+
+    limits = BodyLimits(app, 1000, slots={VIDEO_API: jobs.reserve})
+
+    def call(path, body):
+        status = {}
+        environ = {"PATH_INFO": path, "CONTENT_LENGTH": str(len(body.getbuffer())), "wsgi.input": body}
+        reply = b"".join(limits(environ, lambda line, headers: status.update(line=line, headers=dict(headers))))
+        return status["line"], status["headers"], reply
+
+    assert call(VIDEO_API, io.BytesIO(b"v" * 10))[::2] == ("200 OK", b"v" * 10)
+    assert seen[-1] is not None and not seen[-1].held  # given back once answered
+    running = jobs.start()
+    body = ReadWatcher(b"v" * 10)
+    line, headers, reply = call(VIDEO_API, body)
+    assert line.startswith("503") and headers["Retry-After"] == "5" and b'"busy"' in reply and body.bytes_read == 0
+    assert call("/api/v1/analyze", io.BytesIO(b"i" * 10))[0] == "200 OK"  # other paths take no slot
+    jobs.finish(running, error=("internal_error", "ended by the test"))
+    assert call(VIDEO_API, io.BytesIO(b"v" * 10))[0] == "200 OK"
+
+
+# --- finished results are serialised once, off the event loop
+
+
+def test_a_finished_result_is_serialised_once_in_the_job_not_at_each_poll(client, face_mp4, monkeypatch):
+    from webapp import video_routes
+    from webapp.vision.video import VideoAnalysis
+
+    blocking, serialised = [False], []
+
+    def run_blocking(function, *args):  # stands for eventlet's native thread
+        blocking[0] = True
+        try:
+            return function(*args)
+        finally:
+            blocking[0] = False
+
+    def noting(method):
+        def wrapper(self):
+            serialised.append((method.__name__, blocking[0]))
+            return method(self)
+
+        return wrapper
+
+    monkeypatch.setattr(video_routes, "run_blocking", run_blocking)
+    monkeypatch.setattr(VideoAnalysis, "to_dict", noting(VideoAnalysis.to_dict))
+    monkeypatch.setattr(VideoAnalysis, "to_csv", noting(VideoAnalysis.to_csv))
+    url = client.post(VIDEO_API + "?async=1&fps=2", data=face_mp4, content_type="video/mp4").json["url"]
+    deadline = time.monotonic() + 60
+    while (state := client.get(url).json)["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for _ in range(3):
+        reply = client.get(url)
+        assert reply.json["state"] == "done" and len(reply.json["result"]["frames"]) == 4
+        assert int(reply.headers["Content-Length"]) == len(reply.get_data())
+        assert client.get(url + "?format=csv").get_data(as_text=True).count("\n") == 5
+    assert sorted(serialised) == [("to_csv", True), ("to_dict", True)]
+    assert state["result"] == client.post(VIDEO_API + "?fps=2", data=face_mp4, content_type="video/mp4").json | {
+        "timings_ms": state["result"]["timings_ms"]
+    }

@@ -95,6 +95,8 @@ def create_app(config: dict | None = None) -> Flask:
                 body_deadline(app.config["ASYNC_MODE"], app.config["VIDEO_BODY_TIMEOUT_S"]),
             )
         },
+        # a video's body is read only in a free job slot: one that would be refused as busy is refused unread
+        slots={"/api/v1/analyze-video": app.extensions["video_jobs"].reserve},
     )
     if app.config["TRUSTED_PROXIES"]:  # outermost: every layer below sees the client's own address
         app.wsgi_app = ProxyFix(

@@ -4,6 +4,8 @@ gunicorn's eventlet worker has no body timeout (`--timeout` only watches the wor
 heartbeat), so a client that sends headers and part of a body, then nothing, held its
 connection for ever: 1,000 of them locked everyone else out. Chunked bodies, whose size
 is unknown in advance, were cut at the limit and analysed; here they are refused.
+Some paths read a body only while holding one of a few slots (the video upload, whose
+jobs are capped): a request that finds none is refused before its body is read.
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
-from webapp.errors import error_body
+from webapp.errors import RETRY_AFTER_S, error_body
+from webapp.vision.budget import BusyError
 
 log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
+# the environ key of the slot a body was read in (see `BodyLimits`' slots), for the app to take over
+SLOT = "webapp.body_slot"
 
 
 class BodyTimeout(Exception):
@@ -25,7 +30,7 @@ class BodyTimeout(Exception):
 
 
 class BodyLimits:
-    """Buffer request bodies with a deadline; answer 408 or 413 (JSON) when a body breaks the limits.
+    """Buffer request bodies with a deadline; answer 408, 413 or 503 (JSON) when a body breaks the limits.
 
     Args:
         app: the WSGI app to call with the buffered body.
@@ -34,6 +39,10 @@ class BodyLimits:
         deadline: `deadline()` returns a context manager that raises `BodyTimeout` when
             the body takes too long (see `webapp.concurrency.deadline`); None: no deadline.
         per_path: other limits for some paths (the video upload): {path: (max_bytes, deadline)}.
+        slots: {path: reserve} for paths whose bodies are read only in a slot: `reserve()`
+            returns one (a context manager, left when the app has answered; the app may take
+            it over from `environ[SLOT]`), or raises `BusyError` to have the request refused
+            unread (503 busy; Retry-After: the error's `retry_after_s`, else `RETRY_AFTER_S`).
     """
 
     def __init__(
@@ -42,15 +51,17 @@ class BodyLimits:
         max_bytes: int,
         deadline: Callable[[], AbstractContextManager] | None = None,
         per_path: dict[str, tuple[int, Callable[[], AbstractContextManager] | None]] | None = None,
+        slots: dict[str, Callable[[], AbstractContextManager]] | None = None,
     ):
         self.app = app
         self.max_bytes = max_bytes
         self.deadline = deadline or nullcontext
         self.per_path = per_path or {}
+        self.slots = slots or {}
 
     def __call__(self, environ, start_response):
-        max_bytes, deadline = self.per_path.get(environ.get("PATH_INFO", ""), (self.max_bytes, self.deadline))
-        deadline = deadline or nullcontext
+        path = environ.get("PATH_INFO", "")
+        max_bytes, deadline = self.per_path.get(path, (self.max_bytes, self.deadline))
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         try:
             declared = int(environ.get("CONTENT_LENGTH") or 0)
@@ -59,23 +70,45 @@ class BodyLimits:
         if (not chunked and declared <= 0) or declared > max_bytes:
             return self.app(environ, start_response)  # no body, or one the app refuses unread (413)
         try:
-            with deadline():
-                body = _read(environ["wsgi.input"], None if chunked else declared, max_bytes + 1)
-        except BodyTimeout:
-            log.info("request body not received in time from %s; connection dropped", environ.get("REMOTE_ADDR"))
-            return _reply(start_response, 408, "timeout", "the request body did not arrive in time")
-        except (OSError, ValueError):
-            return _reply(start_response, 400, "bad_request", "the request body could not be read")
-        size = body.seek(0, io.SEEK_END)
-        if size > max_bytes:
-            return _reply(start_response, 413, "too_large", f"the request body exceeds {max_bytes:,} bytes")
-        body.seek(0)
-        environ["wsgi.input"] = body
-        environ["CONTENT_LENGTH"] = str(size)
-        del body  # the environ's reference only: a route may drop a large body once it has parsed it
-        environ.pop("HTTP_TRANSFER_ENCODING", None)
-        environ["wsgi.input_terminated"] = True
-        return self.app(environ, start_response)
+            slot = self._reserve(path, environ)
+        except BusyError as busy:
+            retry_after = getattr(busy, "retry_after_s", RETRY_AFTER_S)
+            return _reply(start_response, 503, "busy", str(busy), [("Retry-After", str(retry_after))])
+        with slot:
+            refusal = _buffer(environ, None if chunked else declared, max_bytes, deadline or nullcontext)
+            if refusal is not None:
+                return _reply(start_response, *refusal)
+            return self.app(environ, start_response)
+
+    def _reserve(self, path: str, environ) -> AbstractContextManager:
+        """The slot `path`'s body is read in, also put in the environ for the app; a no-op for other paths."""
+        reserve = self.slots.get(path)
+        if reserve is None:
+            return nullcontext()
+        environ[SLOT] = slot = reserve()
+        return slot
+
+
+def _buffer(environ, length: int | None, max_bytes: int, deadline) -> tuple[int, str, str] | None:
+    """Put the body, read in full, in the environ; or say why not: (status, code, message)."""
+    try:
+        with deadline():
+            body = _read(environ["wsgi.input"], length, max_bytes + 1)
+    except BodyTimeout:
+        log.info("request body not received in time from %s; connection dropped", environ.get("REMOTE_ADDR"))
+        return 408, "timeout", "the request body did not arrive in time"
+    except (OSError, ValueError):
+        return 400, "bad_request", "the request body could not be read"
+    size = body.seek(0, io.SEEK_END)
+    if size > max_bytes:
+        return 413, "too_large", f"the request body exceeds {max_bytes:,} bytes"
+    body.seek(0)
+    environ["wsgi.input"] = body
+    environ["CONTENT_LENGTH"] = str(size)
+    del body  # the environ's reference only: a route may drop a large body once it has parsed it
+    environ.pop("HTTP_TRANSFER_ENCODING", None)
+    environ["wsgi.input_terminated"] = True
+    return None
 
 
 def _read(stream, length: int | None, cap: int) -> io.BytesIO:
@@ -95,9 +128,10 @@ def _read(stream, length: int | None, cap: int) -> io.BytesIO:
     return body
 
 
-def _reply(start_response, status: int, code: str, message: str):
-    reason = {400: "Bad Request", 408: "Request Timeout", 413: "Request Entity Too Large"}[status]
+def _reply(start_response, status: int, code: str, message: str, extra_headers: list | None = None):
+    reason = {400: "Bad Request", 408: "Request Timeout", 413: "Request Entity Too Large", 503: "Service Unavailable"}
     body = json.dumps(error_body(code, message)).encode()
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")]
-    start_response(f"{status} {reason}", headers)
+    headers += extra_headers or []
+    start_response(f"{status} {reason[status]}", headers)
     return [body]

@@ -16,7 +16,7 @@ def error_body(code: str, message: str) -> dict:
 
 
 # HTTP status for each VideoError code (and a job's internal_error); the rest are 400
-VIDEO_STATUS = {"not_a_video": 415, "unsupported_codec": 415, "too_long": 413, "internal_error": 500}
+VIDEO_STATUS = {"not_a_video": 415, "unsupported_codec": 415, "too_long": 413, "too_large": 413, "internal_error": 500}
 
 
 def from_video_error(code: str, message: str) -> tuple[dict, int]:

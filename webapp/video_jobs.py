@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -9,6 +10,32 @@ from dataclasses import dataclass, field
 
 from webapp.vision.budget import BusyError, release_free_memory
 from webapp.vision.video import VideoAnalysis
+
+# seconds a client told "busy" should wait: a video job lasts seconds to a minute
+RETRY_AFTER_S = 5
+
+
+class JobsBusy(BusyError):
+    """Every video job slot is taken, by running jobs or by uploads being read."""
+
+    retry_after_s = RETRY_AFTER_S
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A finished analysis as the API sends it, serialised once.
+
+    A 600 s video's result took 3.4 s to turn into 49 MB of JSON, and every poll did it
+    again on the event loop; its Python objects also take more memory than these bytes.
+    """
+
+    json_body: bytes
+    csv_body: bytes
+
+    @classmethod
+    def of(cls, analysis: VideoAnalysis) -> JobResult:
+        """Serialise `analysis` as JSON and as CSV."""
+        return cls(json.dumps(analysis.to_dict(), separators=(",", ":")).encode(), analysis.to_csv().encode())
 
 
 @dataclass
@@ -18,20 +45,43 @@ class VideoJob:
     id: str
     state: str = "running"
     progress: float = 0.0
-    result: VideoAnalysis | None = None
+    result: JobResult | None = None
     error: tuple[str, str] | None = None
     cancel_requested: bool = False
     finished_at: float | None = None
     started_at: float = field(default_factory=time.monotonic)
 
     def to_dict(self) -> dict:
-        """The job's state as the polling page sees it (the result only once done)."""
+        """The job's state, without its result (`json_parts` adds it)."""
         reply = {"id": self.id, "state": self.state, "progress": round(self.progress, 4)}
-        if self.result is not None:
-            reply["result"] = self.result.to_dict()
         if self.error is not None:
             reply["error"] = {"code": self.error[0], "message": self.error[1]}
         return reply
+
+    def json_parts(self) -> list[bytes]:
+        """The job's state as the polling page sees it, as JSON in parts: a done job's stored result
+        goes out as it is, neither re-encoded nor copied into one reply."""
+        state = json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        if self.result is None:
+            return [state]
+        return [state[:-1], b',"result":', self.result.json_body, b"}"]
+
+
+class UploadSlot:
+    """A job slot held while a video's body is read, so no more bodies are read than there are slots.
+
+    `VideoJobs.start` turns it into its job's slot; leaving it (`with`) gives it back otherwise.
+    """
+
+    def __init__(self, jobs: VideoJobs):
+        self._jobs = jobs
+        self.held = True
+
+    def __enter__(self) -> UploadSlot:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._jobs.release(self)
 
 
 class VideoJobs:
@@ -39,7 +89,8 @@ class VideoJobs:
 
     A video job holds its upload (up to MAX_VIDEO_MB) and a decoder for its whole run:
     a cap that refuses (503) instead of queueing keeps memory and CPU bounded, and the live
-    stream keeps its share of the cores.
+    stream keeps its share of the cores. Uploads being read count against the cap too
+    (`reserve`): six 190 MB bodies read at once, only to be refused, took 1 GB.
 
     Args:
         limit: running jobs allowed at once.
@@ -52,22 +103,46 @@ class VideoJobs:
         self.limit, self.keep, self.keep_s = limit, keep, keep_s
         self._lock = lock or threading.Lock()
         self._jobs: dict[str, VideoJob] = {}
+        self._uploads = 0  # slots held by uploads not yet started as jobs
 
-    def start(self) -> VideoJob:
-        """Register a running job.
+    def reserve(self) -> UploadSlot:
+        """Hold a slot for an upload, before its body is read.
 
         Raises:
-            BusyError: `limit` jobs are running already.
+            JobsBusy: every slot is taken.
         """
         with self._lock:
-            self._expire()
-            if sum(job.state == "running" for job in self._jobs.values()) >= self.limit:
-                raise BusyError(f"{self.limit} video(s) are being analysed; retry later")
+            self._check_free()
+            self._uploads += 1
+            return UploadSlot(self)
+
+    def release(self, slot: UploadSlot) -> None:
+        """Give back an upload's slot that did not become a job (a refused or failed upload)."""
+        with self._lock:
+            if slot.held:
+                slot.held, self._uploads = False, self._uploads - 1
+
+    def start(self, slot: UploadSlot | None = None) -> VideoJob:
+        """Register a running job, in its upload's slot when it holds one.
+
+        Raises:
+            JobsBusy: without a slot, every slot is taken.
+        """
+        with self._lock:
+            if slot is not None and slot.held:
+                slot.held, self._uploads = False, self._uploads - 1
+            else:
+                self._check_free()
             job = VideoJob(secrets.token_urlsafe(12))
             self._jobs[job.id] = job
             return job
 
-    def finish(self, job: VideoJob, result: VideoAnalysis | None = None, error: tuple[str, str] | None = None) -> None:
+    def _check_free(self) -> None:
+        self._expire()
+        if sum(job.state == "running" for job in self._jobs.values()) + self._uploads >= self.limit:
+            raise JobsBusy(f"{self.limit} video(s) are being uploaded or analysed; retry later")
+
+    def finish(self, job: VideoJob, result: JobResult | None = None, error: tuple[str, str] | None = None) -> None:
         """Record how a job ended: its result, its error, or (neither) its cancellation."""
         with self._lock:
             job.result, job.error, job.finished_at = result, error, time.monotonic()

@@ -9,9 +9,10 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from webapp import socketio
+from webapp.body_limits import SLOT
 from webapp.concurrency import run_blocking
 from webapp.errors import error_body, from_video_error
-from webapp.video_jobs import VideoJob, VideoJobs
+from webapp.video_jobs import RETRY_AFTER_S, JobResult, VideoJob, VideoJobs
 from webapp.vision.budget import BusyError
 from webapp.vision.video import VideoError, analyze_video, available
 
@@ -19,8 +20,6 @@ blueprint = Blueprint("video", __name__)
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
 MAX_FPS = 30.0
-# seconds a client told "busy" should wait: a video job lasts seconds to a minute
-VIDEO_RETRY_AFTER_S = 5
 
 
 @blueprint.get("/video")
@@ -83,10 +82,11 @@ def analyze():
         return _bad("empty", "the video is empty (0 bytes)")
     source.seek(0)
     try:
-        job = _jobs().start()
+        job = _jobs().start(request.environ.get(SLOT))  # the slot BodyLimits read the body in, if any
     except BusyError as busy:
-        return _bad("busy", str(busy), 503, {"Retry-After": str(VIDEO_RETRY_AFTER_S)})
-    settings = (source, _pipeline(), fps, float(current_app.config["MAX_VIDEO_SECONDS"]))
+        return _bad("busy", str(busy), 503, {"Retry-After": str(RETRY_AFTER_S)})
+    config = current_app.config
+    settings = (source, _pipeline(), fps, float(config["MAX_VIDEO_SECONDS"]), int(config["MAX_PIXELS"]))
     if request.args.get("async") == "1":
         socketio.start_background_task(_run, current_app._get_current_object(), job, *settings)
         return jsonify({**job.to_dict(), "url": url_for("video.job", job_id=job.id)}), 202
@@ -96,7 +96,7 @@ def analyze():
         return jsonify(body), status
     if reply_format == "csv":
         return _csv(job)
-    return jsonify(job.result.to_dict())
+    return Response(job.result.json_body, mimetype="application/json")
 
 
 def _drop_body() -> None:
@@ -106,16 +106,19 @@ def _drop_body() -> None:
     request.__dict__.pop("stream", None)
 
 
-def _run(app, job: VideoJob, source, pipeline, fps: float, max_seconds: float) -> None:
+def _run(app, job: VideoJob, source, pipeline, fps: float, max_seconds: float, max_pixels: int) -> None:
     """Analyse in a native thread under eventlet (decoding and inference would stall the event loop)."""
 
     def progress(fraction: float) -> None:
         job.progress = fraction
 
+    def cancelled() -> bool:
+        return job.cancel_requested
+
     with app.app_context():
         try:
             result = run_blocking(
-                analyze_video, source, pipeline, fps, max_seconds, progress, lambda: job.cancel_requested
+                _serialised_analysis, source, pipeline, fps, max_seconds, progress, cancelled, max_pixels
             )
             _jobs().finish(job, result=result)
         except VideoError as error:
@@ -125,9 +128,16 @@ def _run(app, job: VideoJob, source, pipeline, fps: float, max_seconds: float) -
             _jobs().finish(job, error=("internal_error", "the server could not analyse this video"))
 
 
+def _serialised_analysis(*args) -> JobResult | None:
+    """`analyze_video`, its result serialised in the same thread: a long video's takes seconds, which
+    on the event loop would stall every live client. Only the bytes are kept, not the result's objects."""
+    analysis = analyze_video(*args)
+    return None if analysis is None else JobResult.of(analysis)
+
+
 def _csv(job: VideoJob) -> Response:
     return Response(
-        job.result.to_csv(),
+        job.result.csv_body,
         mimetype="text/csv",
         headers={"Content-Disposition": f'attachment; filename="moodlens-{job.id}.csv"'},
     )
@@ -143,12 +153,12 @@ def job(job_id: str):
         if found.result is None:
             return _bad("not_ready", f"the job is {found.state}", 409)
         return _csv(found)
-    return jsonify(found.to_dict())
+    return Response(found.json_parts(), mimetype="application/json")
 
 
 @blueprint.delete("/api/v1/jobs/<job_id>")
 def cancel(job_id: str):
-    """Ask a running job to stop; it ends within one sampled frame."""
+    """Ask a running job to stop; it ends within one decoded frame."""
     found = _jobs().get(job_id)
     if found is None:
         return _bad("not_found", "no such job", 404)

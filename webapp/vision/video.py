@@ -7,15 +7,16 @@ import io
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from webapp.vision.labels import EMOTIONS
 from webapp.vision.tracker import FaceTracker
-from webapp.vision.types import FaceResult
+from webapp.vision.types import Box, FaceResult
 
 if TYPE_CHECKING:
     import av
+    import numpy as np
 
 # MP4 and MOV are one demuxer in FFmpeg, MKV and WebM another; anything else (AVI, GIF, a JPEG) is refused
 CONTAINERS = ("mov", "mp4", "matroska", "webm")
@@ -23,6 +24,9 @@ CODECS = ("h264", "hevc", "vp8", "vp9", "av1", "mpeg4")
 # how MP4/MOV (an ISO box) and MKV/WebM (EBML) files start: a file that does is a damaged video, not "not a video"
 _VIDEO_MAGIC = (b"\x1a\x45\xdf\xa3",)
 _ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
+# longer side a frame is analysed at, as large JPEGs are (DecodeLimits.draft_side): the detectors see
+# 128-192 px and the classifier 48, while a 35 MP frame is 100 MB as RGB and over 1 GB in the detector's copies
+ANALYSED_SIDE = 2048
 
 
 class VideoError(Exception):
@@ -31,6 +35,10 @@ class VideoError(Exception):
     def __init__(self, code: str, message: str):
         super().__init__(message)
         self.code, self.message = code, message
+
+
+class _Cancelled(Exception):
+    """The job was cancelled between two decoded frames."""
 
 
 @dataclass(frozen=True)
@@ -173,12 +181,13 @@ def _open(source) -> av.container.InputContainer:
         raise VideoError("not_a_video", "the file is not a video (MP4, WebM, MOV or MKV)") from None
 
 
-def probe(container: av.container.InputContainer, max_seconds: float) -> VideoInfo:
+def probe(container: av.container.InputContainer, max_seconds: float, max_pixels: int = 40_000_000) -> VideoInfo:
     """Check an opened container against what can be analysed, from its headers only.
 
     Raises:
         VideoError: not_a_video (another container), no_video_stream (audio only),
-            unsupported_codec, too_long (declared duration over `max_seconds`).
+            unsupported_codec, too_large (frames over `max_pixels`), too_long (declared
+            duration over `max_seconds`).
     """
     import av
 
@@ -195,6 +204,7 @@ def probe(container: av.container.InputContainer, max_seconds: float) -> VideoIn
     codec = stream.codec_context.name
     if codec not in CODECS:
         raise VideoError("unsupported_codec", f"video codec {codec!r} is not supported (use {', '.join(CODECS)})")
+    _check_size(stream.codec_context.width, stream.codec_context.height, max_pixels)
     duration = None
     if container.duration is not None:
         duration = container.duration / av.time_base
@@ -205,18 +215,41 @@ def probe(container: av.container.InputContainer, max_seconds: float) -> VideoIn
     return VideoInfo(container.format.name, codec, stream.codec_context.width, stream.codec_context.height, duration)
 
 
-def sampled_frames(container, stream, fps: float, max_seconds: float) -> Iterator[tuple[float, av.VideoFrame]]:
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    # a 200 KB file can hold thousands of 8192x8192 frames: each one costs the decoder and the detector
+    # hundreds of megabytes, however few of them are sampled
+    if width * height > max_pixels:
+        raise VideoError(
+            "too_large", f"the video's frames are {width}x{height} pixels; the limit is {max_pixels:,} pixels"
+        )
+
+
+def sampled_frames(
+    container,
+    stream,
+    fps: float,
+    max_seconds: float,
+    max_pixels: int = 40_000_000,
+    cancelled: Callable[[], bool] | None = None,
+) -> Iterator[tuple[float, av.VideoFrame]]:
     """Decoded frames at `fps` at most, one at a time, with their times in seconds from the first frame.
+
+    `cancelled` is polled at every decoded frame, sampled or not: at a low `fps` most of the
+    decoding happens between two samples.
 
     Raises:
         VideoError: corrupt_video (undecodable data before any frame), too_long
-            (frames past `max_seconds`: the container's duration can be missing or wrong).
+            (frames past `max_seconds`: the container's duration can be missing or wrong),
+            too_large (a frame over `max_pixels`: the size can change mid-stream).
     """
     import av
 
     step, next_t, start, yielded = 1.0 / fps, 0.0, None, False
     try:
         for frame in container.decode(stream):
+            if cancelled is not None and cancelled():
+                raise _Cancelled()
+            _check_size(frame.width, frame.height, max_pixels)
             if frame.time is None:
                 continue
             start = frame.time if start is None else start
@@ -236,6 +269,27 @@ def sampled_frames(container, stream, fps: float, max_seconds: float) -> Iterato
         # a truncated file: its frames so far are the answer
 
 
+def _analysed_rgb(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as RGB, shrunk to `ANALYSED_SIDE` on its longer side when it is larger."""
+    scale = ANALYSED_SIDE / max(frame.width, frame.height)
+    if scale >= 1:
+        return frame.to_ndarray(format="rgb24")
+    width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+    return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+
+
+def _in_frame_pixels(faces: tuple[FaceResult, ...], rgb: np.ndarray, frame: av.VideoFrame) -> tuple[FaceResult, ...]:
+    """Faces found in `rgb`, a possibly shrunk copy of `frame`, in the frame's own pixels."""
+    sx, sy = frame.width / rgb.shape[1], frame.height / rgb.shape[0]
+    if (sx, sy) == (1, 1):
+        return faces
+
+    def scaled(box: Box) -> Box:
+        return Box(box.x * sx, box.y * sy, box.width * sx, box.height * sy)
+
+    return tuple(replace(face, box=scaled(face.box)) for face in faces)
+
+
 def analyze_video(
     source,
     pipeline,
@@ -243,6 +297,7 @@ def analyze_video(
     max_seconds: float = 600.0,
     progress: Callable[[float], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
+    max_pixels: int = 40_000_000,
 ) -> VideoAnalysis | None:
     """Analyse a video held in memory, `fps` frames per second, tracking faces across them.
 
@@ -252,7 +307,8 @@ def analyze_video(
         fps: frames analysed per second of video.
         max_seconds: longest video accepted.
         progress: called with the fraction of the video done, after each sampled frame.
-        cancelled: polled before each sampled frame; when it answers True the analysis stops.
+        cancelled: polled before each decoded frame; when it answers True the analysis stops.
+        max_pixels: largest frame (width x height) accepted.
 
     Returns:
         The analysis, or None when cancelled.
@@ -262,18 +318,20 @@ def analyze_video(
     """
     started = time.perf_counter()
     with _open(source) as container:
-        info = probe(container, max_seconds)
+        info = probe(container, max_seconds, max_pixels)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame threads: decoding is half the cost of a 640x480 frame
         tracker = FaceTracker()
         frames = []
-        for t, frame in sampled_frames(container, stream, fps, max_seconds):
-            if cancelled is not None and cancelled():
-                return None
-            rgb = frame.to_ndarray(format="rgb24")
-            frames.append(VideoFrame(t, tracker.update(pipeline.analyze(rgb).faces)))
-            if progress is not None and info.duration_s:
-                progress(min(1.0, t / info.duration_s))
+        try:
+            for t, frame in sampled_frames(container, stream, fps, max_seconds, max_pixels, cancelled):
+                rgb = _analysed_rgb(frame)
+                faces = _in_frame_pixels(pipeline.analyze(rgb).faces, rgb, frame)
+                frames.append(VideoFrame(t, tracker.update(faces)))
+                if progress is not None and info.duration_s:
+                    progress(min(1.0, t / info.duration_s))
+        except _Cancelled:
+            return None
     if not frames:
         raise VideoError("no_frames", "the video holds no decodable frame")
     return VideoAnalysis(info, fps, tuple(frames), time.perf_counter() - started, pipeline.classes)
