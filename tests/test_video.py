@@ -429,3 +429,38 @@ def test_a_finished_result_is_serialised_once_in_the_job_not_at_each_poll(client
     assert state["result"] == client.post(VIDEO_API + "?fps=2", data=face_mp4, content_type="video/mp4").json | {
         "timings_ms": state["result"]["timings_ms"]
     }
+
+
+def _displayed_turned_clockwise(mp4: bytes, height: int) -> bytes:
+    """`mp4` with its video track's display matrix set to a quarter turn clockwise, as a phone held
+    upright writes it: the frames stay stored landscape, players show them portrait."""
+    import struct
+
+    data = bytearray(mp4)
+    identity = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+    at = data.find(identity, data.find(b"tkhd"))
+    assert at > 0, "no track matrix found"
+    data[at : at + 36] = struct.pack(">9i", 0, 0x10000, 0, -0x10000, 0, 0, height << 16, 0, 0x40000000)
+    return bytes(data)
+
+
+def test_a_phone_video_is_analysed_upright_with_boxes_as_players_show_it(grace_rgb, app):
+    import cv2
+    import numpy as np
+
+    pipeline = app.extensions["pipelines"]["video"]
+    portrait = np.full((640, 480, 3), 90, np.uint8)
+    face = cv2.resize(grace_rgb, (400, round(400 * grace_rgb.shape[0] / grace_rgb.shape[1])))
+    portrait[40 : 40 + face.shape[0], 40:440] = face
+    # stored as a phone stores it: the frame turned on its side, and a display matrix that turns it back
+    stored = np.ascontiguousarray(np.rot90(portrait, 1))
+    mp4 = _displayed_turned_clockwise(video_bytes(stored, seconds=1.0, size=(640, 480)), 480)
+    result = analyze_video(io.BytesIO(mp4), pipeline, fps=5)
+    assert (result.info.width, result.info.height) == (480, 640)
+    straight = analyze_video(io.BytesIO(video_bytes(portrait, seconds=1.0, size=(480, 640))), pipeline, fps=5)
+    for turned, upright in zip(result.frames, straight.frames, strict=True):
+        assert len(turned.faces) == 1
+        box = turned.faces[0].box
+        assert 0 <= box.x and box.x + box.width <= 480 and 0 <= box.y and box.y + box.height <= 640
+        assert box.height > box.width * 0.8  # an upright face's box, in the upright frame
+        assert turned.faces[0].emotion.label == upright.faces[0].emotion.label

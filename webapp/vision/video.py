@@ -43,7 +43,8 @@ class _Cancelled(Exception):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What the container says, before any frame is decoded."""
+    """What the container says, before any frame is decoded; in an analysis, `width` x `height`
+    are the frames' as players show them (a phone's display rotation applied)."""
 
     container: str
     codec: str
@@ -269,18 +270,36 @@ def sampled_frames(
         # a truncated file: its frames so far are the answer
 
 
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counterclockwise quarter turns that show `frame` upright. Phones store a portrait video as
+    landscape frames with a display rotation (FFmpeg's angle, counterclockwise: -90 for most), which
+    players apply; analysed as stored, every face would lie on its side."""
+    return round(frame.rotation / 90) % 4
+
+
+def _shown_size(frame: av.VideoFrame) -> tuple[int, int]:
+    """Width and height of `frame` as players show it."""
+    return (frame.height, frame.width) if _quarter_turns(frame) % 2 else (frame.width, frame.height)
+
+
 def _analysed_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """The frame as RGB, shrunk to `ANALYSED_SIDE` on its longer side when it is larger."""
+    """The frame as RGB, upright, shrunk to `ANALYSED_SIDE` on its longer side when it is larger."""
+    import numpy as np
+
     scale = ANALYSED_SIDE / max(frame.width, frame.height)
     if scale >= 1:
-        return frame.to_ndarray(format="rgb24")
-    width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
-    return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+        rgb = frame.to_ndarray(format="rgb24")
+    else:
+        width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+        rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
+    turns = _quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def _in_frame_pixels(faces: tuple[FaceResult, ...], rgb: np.ndarray, frame: av.VideoFrame) -> tuple[FaceResult, ...]:
-    """Faces found in `rgb`, a possibly shrunk copy of `frame`, in the frame's own pixels."""
-    sx, sy = frame.width / rgb.shape[1], frame.height / rgb.shape[0]
+    """Faces found in `rgb`, a possibly shrunk upright copy of `frame`, in the upright frame's own pixels."""
+    width, height = _shown_size(frame)
+    sx, sy = width / rgb.shape[1], height / rgb.shape[0]
     if (sx, sy) == (1, 1):
         return faces
 
@@ -325,6 +344,9 @@ def analyze_video(
         frames = []
         try:
             for t, frame in sampled_frames(container, stream, fps, max_seconds, max_pixels, cancelled):
+                if not frames:  # the display rotation comes with the frames, not the headers
+                    width, height = _shown_size(frame)
+                    info = replace(info, width=width, height=height)
                 rgb = _analysed_rgb(frame)
                 faces = _in_frame_pixels(pipeline.analyze(rgb).faces, rgb, frame)
                 frames.append(VideoFrame(t, tracker.update(faces)))
