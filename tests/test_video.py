@@ -461,6 +461,6 @@ def test_a_phone_video_is_analysed_upright_with_boxes_as_players_show_it(grace_r
     for turned, upright in zip(result.frames, straight.frames, strict=True):
         assert len(turned.faces) == 1
         box = turned.faces[0].box
-        assert 0 <= box.x and box.x + box.width <= 480 and 0 <= box.y and box.y + box.height <= 640
+        assert box.x >= 0 and box.y >= 0 and box.x + box.width <= 480 and box.y + box.height <= 640
         assert box.height > box.width * 0.8  # an upright face's box, in the upright frame
         assert turned.faces[0].emotion.label == upright.faces[0].emotion.label
