@@ -4,6 +4,7 @@ headers, body limits, session cap, log flood limiting."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import time
 
@@ -191,6 +192,14 @@ def test_chunked_body_over_the_limit_is_refused():
     environ = {"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input": io.BytesIO(b"x" * 2000)}
     status, body, _ = call(BodyLimits(echo_app, max_bytes=1000), environ)
     assert status.startswith("413") and b"too_large" in body
+
+
+def test_a_body_cut_short_is_refused_not_passed_on():
+    # a client that goes away mid-upload: the server's reader stops early instead of raising
+    environ = {"CONTENT_LENGTH": "900", "wsgi.input": io.BytesIO(b"x" * 100)}
+    status, body, _ = call(BodyLimits(echo_app, max_bytes=1000), environ)
+    assert status.startswith("400") and json.loads(body)["error"]["code"] == "incomplete_body"
+    assert b"100 of its 900" in body
 
 
 def test_chunked_body_within_the_limit_reaches_the_app_whole():

@@ -546,19 +546,21 @@ def test_a_failed_start_leaves_no_run_folder_and_an_existing_one_is_a_clear_erro
         assert train.main(["--data", str(data), "--runs-dir", str(runs), "--name", "x"]) == 2
         assert not (runs / "x").exists()
     assert "both train and val" in capsys.readouterr().err
-    (runs / "x").mkdir(parents=True)
+    (runs / "x").mkdir(parents=True)  # as a run stopped in its first epoch leaves it: nothing to resume
+    assert train.main(["--data", str(fer_folders), "--runs-dir", str(runs), "--name", "x"]) == 2
+    assert "without a finished epoch: delete it, or pick another --name" in capsys.readouterr().err
+    (runs / "x" / "last.keras").write_bytes(b"weights")
     assert train.main(["--data", str(fer_folders), "--runs-dir", str(runs), "--name", "x"]) == 2
     assert f"--resume {runs / 'x'}, or pick another --name" in capsys.readouterr().err
 
 
-def fake_run(folder, epochs_done: int | None = 2, **hparams):
-    """A run folder as training leaves it, trained on another machine; no state.json without `epochs_done`."""
+def fake_run(folder, epochs_done: int = 2, **hparams):
+    """A run folder as training leaves it, trained on another machine."""
     folder.mkdir()
     record = {"data": "/tmp/elsewhere/fer", "votes": "/tmp/elsewhere/votes.csv", "epochs": 5, **hparams}
     (folder / "hparams.json").write_text(json.dumps(record))
     (folder / "last.keras").write_bytes(b"weights")
-    if epochs_done is not None:
-        (folder / "state.json").write_text(json.dumps({"epochs_done": epochs_done}))
+    (folder / "state.json").write_text(json.dumps({"epochs_done": epochs_done}))
     return folder
 
 
@@ -568,8 +570,6 @@ def test_resume_takes_data_and_votes_from_the_command_line(tmp_path):
     assert (args.data, args.votes, args.epochs, done) == ("here", "v.csv", 5, 2)
     args, _ = train.resumed_args(train.parse_args(["--resume", run, "--epochs", "8"]))
     assert (args.data, args.votes, args.epochs) == ("/tmp/elsewhere/fer", "/tmp/elsewhere/votes.csv", 8)
-    # stopped in its first epoch: no state.json, no epochs done
-    assert train.resumed_args(train.parse_args(["--resume", str(fake_run(tmp_path / "new", None))]))[1] == 0
 
 
 @pytest.mark.parametrize(
@@ -578,6 +578,7 @@ def test_resume_takes_data_and_votes_from_the_command_line(tmp_path):
         ("no folder", "no run folder"),
         ("hparams.json", "has no hparams.json"),
         ("last.keras", "has no last.keras"),
+        ("state.json", "has no state.json"),
         ("epochs", "has done 2 of its 2 epochs; pass --epochs above 2"),
         ("data", "here' does not exist"),
     ],
@@ -591,7 +592,7 @@ def test_resume_errors_are_clear_and_leave_the_record_alone(tmp_path, capsys, br
         (run / breakage).unlink()
     assert train.main(["--resume", str(run), "--data", str(tmp_path / "here")]) == 2
     assert message in capsys.readouterr().err
-    if breakage in ("last.keras", "epochs", "data"):
+    if breakage in ("last.keras", "state.json", "epochs", "data"):
         assert (run / "hparams.json").read_text() == record
 
 

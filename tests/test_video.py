@@ -464,3 +464,12 @@ def test_a_phone_video_is_analysed_upright_with_boxes_as_players_show_it(grace_r
         assert box.x >= 0 and box.y >= 0 and box.x + box.width <= 480 and box.y + box.height <= 640
         assert box.height > box.width * 0.8  # an upright face's box, in the upright frame
         assert turned.faces[0].emotion.label == upright.faces[0].emotion.label
+
+
+def test_decoder_threads_hold_a_bounded_number_of_large_frames():
+    # FFmpeg's own choice for ordinary frames; fewer threads as frames grow, so 16 cores do not hold 17 8K frames
+    assert video.decoder_threads(640 * 480, cores=16) == 17
+    assert video.decoder_threads(3840 * 2160, cores=16) == 8
+    assert video.decoder_threads(7680 * 4320, cores=16) == 2
+    assert video.decoder_threads(7680 * 4320, cores=1) == 2
+    assert video.decoder_threads(40_000_000, cores=16) == 1

@@ -518,19 +518,20 @@ def resumed_args(args) -> tuple[argparse.Namespace, int]:
     machine goes on here, from the data as it lies here); --threads and --xla are this session's.
 
     Raises:
-        ValueError: for a missing run folder, hparams.json or last.keras, or an --epochs the run has done.
+        ValueError: for a missing run folder, hparams.json, last.keras or state.json, or an --epochs
+            the run has done.
     """
     run_dir = Path(args.resume)
     if not run_dir.is_dir():
         raise ValueError(f"--resume: no run folder {str(run_dir)!r}")
-    for name in ("hparams.json", "last.keras"):
+    # last.keras and state.json are written together at the end of each epoch: weights without the
+    # count of epochs behind them would restart the schedule from its start
+    for name in ("hparams.json", "last.keras", "state.json"):
         if not (run_dir / name).is_file():
             raise ValueError(
                 f"--resume: {run_dir} has no {name}: not a run folder, or its run stopped before an epoch ended"
             )
-    state_file = run_dir / "state.json"
-    # state.json is written at the end of each epoch: a run stopped in its first has none
-    epochs_done = json.loads(state_file.read_text()).get("epochs_done", 0) if state_file.exists() else 0
+    epochs_done = json.loads((run_dir / "state.json").read_text())["epochs_done"]
     # runs recorded before an option existed ran with its default
     saved = {**vars(parse_args(["--data", "-"])), **json.loads((run_dir / "hparams.json").read_text())}
     given = {name: getattr(args, name) for name in ("data", "votes", "epochs") if getattr(args, name) is not None}
@@ -550,8 +551,10 @@ def new_run_dir(args) -> Path:
         ValueError: when the folder exists already.
     """
     run_dir = Path(args.runs_dir) / (args.name or time.strftime("%Y%m%d-%H%M%S"))
-    if run_dir.exists():
+    if (run_dir / "last.keras").exists():
         raise ValueError(f"run folder {run_dir} exists: go on with --resume {run_dir}, or pick another --name")
+    if run_dir.exists():  # stopped before its first epoch ended: nothing to go on from
+        raise ValueError(f"run folder {run_dir} exists without a finished epoch: delete it, or pick another --name")
     return run_dir
 
 

@@ -102,6 +102,10 @@ def _buffer(environ, length: int | None, max_bytes: int, deadline) -> tuple[int,
     size = body.seek(0, io.SEEK_END)
     if size > max_bytes:
         return 413, "too_large", f"the request body exceeds {max_bytes:,} bytes"
+    # a client that went away mid-body (a cancelled upload): gunicorn's reader just stops early, and a
+    # truncated video still decodes up to its cut, which would start a job nobody waits for
+    if length is not None and size < length:
+        return 400, "incomplete_body", f"the request body ended after {size:,} of its {length:,} bytes"
     body.seek(0)
     environ["wsgi.input"] = body
     environ["CONTENT_LENGTH"] = str(size)

@@ -12,13 +12,13 @@ from webapp.vision.budget import BusyError, release_free_memory
 from webapp.vision.video import VideoAnalysis
 
 # seconds a client told "busy" should wait: a video job lasts seconds to a minute
-RETRY_AFTER_S = 5
+VIDEO_RETRY_AFTER_S = 5
 
 
 class JobsBusy(BusyError):
     """Every video job slot is taken, by running jobs or by uploads being read."""
 
-    retry_after_s = RETRY_AFTER_S
+    retry_after_s = VIDEO_RETRY_AFTER_S
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,8 @@ class JobResult:
     """A finished analysis as the API sends it, serialised once.
 
     A 600 s video's result took 3.4 s to turn into 49 MB of JSON, and every poll did it
-    again on the event loop; its Python objects also take more memory than these bytes.
+    again on the event loop; its Python objects also take more memory than these bytes
+    (a tenth of that result: 14.3 MB of objects, 4.5 MB of JSON, 1.8 MB of CSV).
     """
 
     json_body: bytes

@@ -12,8 +12,7 @@ from webapp import socketio
 from webapp.body_limits import SLOT
 from webapp.concurrency import run_blocking
 from webapp.errors import error_body, from_video_error
-from webapp.video_jobs import RETRY_AFTER_S, JobResult, VideoJob, VideoJobs
-from webapp.vision.budget import BusyError
+from webapp.video_jobs import JobResult, JobsBusy, VideoJob, VideoJobs
 from webapp.vision.video import VideoError, analyze_video, available
 
 blueprint = Blueprint("video", __name__)
@@ -83,8 +82,8 @@ def analyze():
     source.seek(0)
     try:
         job = _jobs().start(request.environ.get(SLOT))  # the slot BodyLimits read the body in, if any
-    except BusyError as busy:
-        return _bad("busy", str(busy), 503, {"Retry-After": str(RETRY_AFTER_S)})
+    except JobsBusy as busy:
+        return _bad("busy", str(busy), 503, {"Retry-After": str(busy.retry_after_s)})
     config = current_app.config
     settings = (source, _pipeline(), fps, float(config["MAX_VIDEO_SECONDS"]), int(config["MAX_PIXELS"]))
     if request.args.get("async") == "1":

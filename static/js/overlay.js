@@ -59,7 +59,7 @@ export function drawFaces(ctx, reply, { mirror = false, selectedId = null, scale
     ctx.strokeStyle = color;
     ctx.strokeRect(x, y, w, h);
     const label = `${face.emotion} ${Math.round(face.score * 100)}%`;
-    const pad = 4;
+    const pad = 4 / scale;
     const textWidth = ctx.measureText(label).width + 2 * pad;
     const textHeight = parseInt(ctx.font, 10) + 2 * pad;
     const ty = y >= textHeight ? y : y + h + textHeight;

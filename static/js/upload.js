@@ -1,7 +1,7 @@
 // Upload page: send a still image to the JSON API, draw the faces, list probabilities.
 import { acceptFiles } from "./dropzone.js";
 import { requestJson } from "./http.js";
-import { colorOf, drawFaces } from "./overlay.js";
+import { colorOf, displayScale, drawFaces } from "./overlay.js";
 
 const app = document.getElementById("app");
 const emotions = JSON.parse(app.dataset.emotions);
@@ -54,7 +54,7 @@ async function show(file, reply, request) {
   canvas.height = reply.height;
   canvas.hidden = false; // shown before drawing: labels are sized for the size it is shown at
   const layer = Object.assign(document.createElement("canvas"), { width: reply.width, height: reply.height });
-  drawFaces(layer.getContext("2d"), reply, { scale: canvas.clientWidth / canvas.width });
+  drawFaces(layer.getContext("2d"), reply, { scale: displayScale(canvas) });
   const ctx = canvas.getContext("2d");
   ctx.drawImage(bitmap, 0, 0, reply.width, reply.height);
   ctx.drawImage(layer, 0, 0);

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,6 +28,9 @@ _ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
 # longer side a frame is analysed at, as large JPEGs are (DecodeLimits.draft_side): the detectors see
 # 128-192 px and the classifier 48, while a 35 MP frame is 100 MB as RGB and over 1 GB in the detector's copies
 ANALYSED_SIDE = 2048
+# decoded frames the decoder's threads may hold at once, in bytes (as MAX_DECODE_MB's default for one image):
+# each frame thread holds one, and an 8K frame is 50 MB, so 17 threads on a 16-core server would be 850 MB
+FRAME_THREADS_BUDGET = 100 * 1024 * 1024
 
 
 class VideoError(Exception):
@@ -270,6 +274,13 @@ def sampled_frames(
         # a truncated file: its frames so far are the answer
 
 
+def decoder_threads(pixels: int, cores: int | None = None) -> int:
+    """Frame threads for frames of `pixels`: FFmpeg's own choice (cores + 1) unless the frames they
+    would hold (4:2:0, 1.5 bytes a pixel) exceed `FRAME_THREADS_BUDGET`; at least one."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(cores + 1, FRAME_THREADS_BUDGET // max(1, pixels * 3 // 2)))
+
+
 def _quarter_turns(frame: av.VideoFrame) -> int:
     """Counterclockwise quarter turns that show `frame` upright. Phones store a portrait video as
     landscape frames with a display rotation (FFmpeg's angle, counterclockwise: -90 for most), which
@@ -340,6 +351,7 @@ def analyze_video(
         info = probe(container, max_seconds, max_pixels)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame threads: decoding is half the cost of a 640x480 frame
+        stream.thread_count = decoder_threads(info.width * info.height)
         tracker = FaceTracker()
         frames = []
         try:
