@@ -549,7 +549,10 @@ def test_a_failed_start_leaves_no_run_folder_and_an_existing_one_is_a_clear_erro
     (runs / "x").mkdir(parents=True)  # as a run stopped in its first epoch leaves it: nothing to resume
     assert train.main(["--data", str(fer_folders), "--runs-dir", str(runs), "--name", "x"]) == 2
     assert "without a finished epoch: delete it, or pick another --name" in capsys.readouterr().err
-    (runs / "x" / "last.keras").write_bytes(b"weights")
+    (runs / "x" / "last.keras").write_bytes(b"weights")  # stopped between the epoch's two records
+    assert train.main(["--data", str(fer_folders), "--runs-dir", str(runs), "--name", "x"]) == 2
+    assert "without a finished epoch" in capsys.readouterr().err
+    (runs / "x" / "state.json").write_text('{"epochs_done": 1}')
     assert train.main(["--data", str(fer_folders), "--runs-dir", str(runs), "--name", "x"]) == 2
     assert f"--resume {runs / 'x'}, or pick another --name" in capsys.readouterr().err
 

@@ -524,8 +524,8 @@ def resumed_args(args) -> tuple[argparse.Namespace, int]:
     run_dir = Path(args.resume)
     if not run_dir.is_dir():
         raise ValueError(f"--resume: no run folder {str(run_dir)!r}")
-    # last.keras and state.json are written together at the end of each epoch: weights without the
-    # count of epochs behind them would restart the schedule from its start
+    # last.keras, then state.json, are written at the end of each epoch: weights without the count
+    # of epochs behind them would restart the schedule from its start
     for name in ("hparams.json", "last.keras", "state.json"):
         if not (run_dir / name).is_file():
             raise ValueError(
@@ -551,7 +551,7 @@ def new_run_dir(args) -> Path:
         ValueError: when the folder exists already.
     """
     run_dir = Path(args.runs_dir) / (args.name or time.strftime("%Y%m%d-%H%M%S"))
-    if (run_dir / "last.keras").exists():
+    if (run_dir / "last.keras").exists() and (run_dir / "state.json").exists():
         raise ValueError(f"run folder {run_dir} exists: go on with --resume {run_dir}, or pick another --name")
     if run_dir.exists():  # stopped before its first epoch ended: nothing to go on from
         raise ValueError(f"run folder {run_dir} exists without a finished epoch: delete it, or pick another --name")

@@ -275,16 +275,20 @@ def sampled_frames(
 
 
 def decoder_threads(pixels: int, cores: int | None = None) -> int:
-    """Frame threads for frames of `pixels`: FFmpeg's own choice (cores + 1) unless the frames they
-    would hold (4:2:0, 1.5 bytes a pixel) exceed `FRAME_THREADS_BUDGET`; at least one."""
-    cores = cores or os.cpu_count() or 1
-    return max(1, min(cores + 1, FRAME_THREADS_BUDGET // max(1, pixels * 3 // 2)))
+    """Frame threads for frames of `pixels`: FFmpeg's own choice (cores + 1, at most 16; 1 on one core)
+    unless the frames they would hold (4:2:0, 1.5 bytes a pixel) exceed `FRAME_THREADS_BUDGET`; at least one.
+    `cores`: the cores this process may run on (its affinity, not the machine's count)."""
+    cores = cores or len(os.sched_getaffinity(0))
+    automatic = 1 if cores == 1 else min(cores + 1, 16)
+    return max(1, min(automatic, FRAME_THREADS_BUDGET // max(1, pixels * 3 // 2)))
 
 
 def _quarter_turns(frame: av.VideoFrame) -> int:
     """Counterclockwise quarter turns that show `frame` upright. Phones store a portrait video as
     landscape frames with a display rotation (FFmpeg's angle, counterclockwise: -90 for most), which
     players apply; analysed as stored, every face would lie on its side."""
+    if not -360 <= frame.rotation <= 360:  # a matrix with no angle (FFmpeg's NaN): shown as stored
+        return 0
     return round(frame.rotation / 90) % 4
 
 
