@@ -16,7 +16,7 @@ import statistics
 import tempfile
 import time
 
-from tests.harness import CHROMIUM, CHROMIUM_ARGS, serve_in_thread, webcam_frame, write_y4m
+from tests.harness import serve_in_thread, streaming_live_page, webcam_frame, write_y4m
 
 
 def padded_app(delay_s: float, model_path: str | None):
@@ -40,14 +40,8 @@ def measure(url: str, answers: int) -> dict:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as p:
-        video = write_y4m(f"{folder}/face.y4m", webcam_frame())
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"]
-        )
+        browser, page = streaming_live_page(p, url, write_y4m(f"{folder}/face.y4m", webcam_frame()))
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 760})
-            page.goto(url + "/")
-            page.click("#toggle")
             page.wait_for_function(f"() => window.moodlens.stats.answered >= {answers + 5}", timeout=120_000)
             stats = page.evaluate("window.moodlens.stats")
         finally:

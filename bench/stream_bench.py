@@ -18,11 +18,10 @@ import time
 import numpy as np
 
 from tests.harness import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     jpeg_bytes,
     start_production_server,
     stop_production_server,
+    streaming_live_page,
     webcam_frame,
     write_y4m,
 )
@@ -34,12 +33,7 @@ def browser_run(url: str, seconds: float, frame: np.ndarray | None = None) -> di
 
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as p:
         video = write_y4m(f"{folder}/face.y4m", webcam_frame() if frame is None else frame)
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"]
-        )
-        page = browser.new_page(viewport={"width": 1100, "height": 760})
-        page.goto(url + "/")
-        page.click("#toggle")
+        browser, page = streaming_live_page(p, url, video)
         page.wait_for_function("() => window.moodlens.stats.answered >= 10", timeout=60_000)
         start = page.evaluate(
             "({answered: window.moodlens.stats.answered, rtts: window.moodlens.stats.rtts.length, t: performance.now()})"

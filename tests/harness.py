@@ -316,6 +316,18 @@ def serve_in_thread(app) -> Iterator[str]:
         server.shutdown()
 
 
+def streaming_live_page(playwright, url: str, video: str | Path):
+    """Chromium with `video` (a .y4m) as its camera, on the live page at `url`, camera started:
+    (browser, page); the caller closes the browser."""
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=[*CHROMIUM_ARGS, f"--use-file-for-fake-video-capture={video}"]
+    )
+    page = browser.new_page(viewport={"width": 1100, "height": 760})
+    page.goto(url + "/")
+    page.click("#toggle")
+    return browser, page
+
+
 def watch_page(page) -> tuple[list[str], list[str]]:
     """Collect a Playwright page's JavaScript errors and CSP violations, for the test to assert empty at its end."""
     errors, violations = [], []
