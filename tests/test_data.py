@@ -132,3 +132,28 @@ def test_shared_fer2013_splits(fer2013):
     val = load_split(fer2013, "val")
     assert len(val) == 3589
     assert val.class_counts()[EMOTIONS.index("disgust")] == 56
+
+
+def test_folder_faces_are_decoded_as_the_server_decodes_uploads(tmp_path):
+    from PIL import Image
+
+    from tests.harness import png_16bit_rgba
+    from training.data import read_face
+    from webapp.vision.imaging import decode_image
+    from webapp.vision.preprocess import face_to_input, to_grayscale
+
+    # a crop as a phone saves it: stored on its side, with an EXIF orientation that turns it upright
+    stored = np.zeros((48, 64, 3), np.uint8)
+    stored[:, :16] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    (tmp_path / "deep.png").write_bytes(png_16bit_rgba(64, 64))
+    for name in ("phone.jpg", "deep.png"):
+        served = face_to_input(to_grayscale(decode_image((tmp_path / name).read_bytes(), 10**8)))
+        assert np.array_equal(read_face(tmp_path / name), served), name
+    upright = read_face(tmp_path / "phone.jpg")
+    assert upright[:8].mean() > 200 and upright[-8:].mean() < 50  # the white band on top, as shown
+    # PGM, which the server does not take, still reads for training
+    Image.fromarray(stored[:, :, 0]).save(tmp_path / "gray.pgm")
+    assert np.array_equal(read_face(tmp_path / "gray.pgm"), face_to_input(stored[:, :, 0]))

@@ -1,7 +1,8 @@
 """Load FER-2013 from the Kaggle CSV or from `<split>/<emotion>/*.jpg` folders.
 
-Every image goes through `webapp.vision.preprocess.face_to_input`, so arbitrary face
-crops (any size, colour or gray) come out exactly as the server would prepare them.
+Every image is decoded by the server's decoder (`webapp.vision.imaging`: EXIF orientation, 16-bit and
+alpha images) and goes through `webapp.vision.preprocess.face_to_input`, so arbitrary face crops (any
+size, colour or gray) come out exactly as the server would prepare them.
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from webapp.vision.budget import DecodeLimits
+from webapp.vision.imaging import ALLOWED_FORMATS, ImageError, decode_opened, open_image
 from webapp.vision.labels import EMOTIONS, EMOTIONS_WITH_CONTEMPT, NUM_CLASSES, index_of
 from webapp.vision.preprocess import INPUT_SIZE, face_to_input, to_grayscale
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm"}
+# the server's formats, and PGM (Pillow's PPM family), which face datasets use
+FACE_FILE_FORMATS = ALLOWED_FORMATS | {"PPM"}
 # CSV `Usage` values for each split name; folder layouts name the held-out split val/ or test/
 # (a test/ folder that mixes PublicTest_ and PrivateTest_ files, as Kaggle's does, is split by them).
 CSV_USAGE = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
@@ -196,13 +200,13 @@ def image_key(class_folder: str, file_name: str) -> str:
 
 
 def read_face(file: str | os.PathLike) -> np.ndarray:
-    """Read one face crop from disk as the model's 48x48 uint8 grayscale form."""
-    image = cv2.imread(str(file), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DataError(f"{file}: not a readable image")
-    if image.dtype != np.uint8:
-        image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
-    return face_to_input(to_grayscale(image, order="BGR"))
+    """Read one face crop from disk as the model's 48x48 uint8 grayscale form, decoded as the server
+    decodes an upload: a phone crop with an EXIF rotation or a 16-bit PNG looks here as it will there."""
+    try:
+        rgb = decode_opened(open_image(Path(file).read_bytes(), DecodeLimits(), FACE_FILE_FORMATS)).rgb
+    except (OSError, ImageError) as error:
+        raise DataError(f"{file}: not a readable image ({error})") from None
+    return face_to_input(to_grayscale(rgb))
 
 
 def _subfolders(path: Path) -> list[Path]:

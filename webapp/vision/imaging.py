@@ -76,8 +76,9 @@ def coefficient_bytes(image: Image.Image, width: int, height: int) -> int:
     return math.ceil(width * height * samples_per_pixel * 2)
 
 
-def open_image(data: bytes, limits: DecodeLimits) -> OpenedImage:
+def open_image(data: bytes, limits: DecodeLimits, formats: set[str] = ALLOWED_FORMATS) -> OpenedImage:
     """Read the header and check it against `limits`; large JPEGs are set to decode at reduced scale.
+    `formats`: Pillow's names of the formats accepted (training's own files may also be PGM).
 
     Raises:
         ImageError: code "bad_payload", "empty", "not_an_image", "unsupported_format" or "too_large".
@@ -94,7 +95,7 @@ def open_image(data: bytes, limits: DecodeLimits) -> OpenedImage:
         raise ImageError("too_large", "the image has too many pixels") from None
     except Exception:
         raise ImageError("not_an_image", "the data is not a readable image (JPEG, PNG, WebP or BMP expected)") from None
-    if image.format not in ALLOWED_FORMATS:
+    if image.format not in formats:
         raise ImageError("unsupported_format", f"{image.format} images are not supported; send JPEG, PNG, WebP or BMP")
     width, height = image.size
     if width * height > limits.max_pixels:
