@@ -91,6 +91,16 @@ def neutral_share_arg(text: str) -> float:
     return share
 
 
+def add_neutral_share_option(parser: argparse.ArgumentParser) -> None:
+    """--neutral-share, as calibrate and choose take it."""
+    parser.add_argument(
+        "--neutral-share",
+        type=neutral_share_arg,
+        metavar="SHARE",
+        help="--match-neutral, holding neutral to this share of val's faces (those with a FER+ majority) instead of the majority's",
+    )
+
+
 def calibration_labels(val, classes: tuple[str, ...]) -> tuple[np.ndarray, str]:
     """What a model over `classes` is calibrated against on `val`, and its name: the FER+ majority
     over those classes (a 7-class model is not asked for contempt) when val has votes, else the
@@ -136,12 +146,7 @@ def main(argv=None) -> int:
         action="store_true",
         help="also lower the neutral logit until the model calls neutral no more faces of val than the FER+ majority does",
     )
-    parser.add_argument(
-        "--neutral-share",
-        type=neutral_share_arg,
-        metavar="SHARE",
-        help="--match-neutral, holding neutral to this share of val's faces (those with a FER+ majority) instead of the majority's",
-    )
+    add_neutral_share_option(parser)
     parser.add_argument("--json", metavar="OUT", help="also write the fitted values as JSON (for training.card)")
     parser.add_argument(
         "--flip-tta",

@@ -38,11 +38,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from training.calibrate import (
+    add_neutral_share_option,
     calibration_labels,
     fit_neutral_shift,
     fit_temperature,
     head_probabilities,
-    neutral_share_arg,
     tempered,
 )
 from training.data import DataError, FaceDataset, load_split
@@ -214,12 +214,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--match-neutral", action="store_true", help="calibrate each with training.calibrate --match-neutral"
     )
-    parser.add_argument(
-        "--neutral-share",
-        type=neutral_share_arg,
-        metavar="SHARE",
-        help="--match-neutral, holding neutral to this share of val's faces (those with a FER+ majority) instead of the majority's",
-    )
+    add_neutral_share_option(parser)
     parser.add_argument(
         "--tta",
         choices=sorted(TTA_CHOICES),

@@ -511,6 +511,11 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = F
     ]
 
 
+# written, in this order, at the end of each epoch: a run goes on from both, as weights without the count
+# of epochs behind them would restart the schedule from its start
+EPOCH_RECORDS = ("last.keras", "state.json")
+
+
 def resumed_args(args) -> tuple[argparse.Namespace, int]:
     """The configuration of the run in `args.resume`, and its epochs done.
 
@@ -524,9 +529,7 @@ def resumed_args(args) -> tuple[argparse.Namespace, int]:
     run_dir = Path(args.resume)
     if not run_dir.is_dir():
         raise ValueError(f"--resume: no run folder {str(run_dir)!r}")
-    # last.keras, then state.json, are written at the end of each epoch: weights without the count
-    # of epochs behind them would restart the schedule from its start
-    for name in ("hparams.json", "last.keras", "state.json"):
+    for name in ("hparams.json", *EPOCH_RECORDS):
         if not (run_dir / name).is_file():
             raise ValueError(
                 f"--resume: {run_dir} has no {name}: not a run folder, or its run stopped before an epoch ended"
@@ -551,7 +554,7 @@ def new_run_dir(args) -> Path:
         ValueError: when the folder exists already.
     """
     run_dir = Path(args.runs_dir) / (args.name or time.strftime("%Y%m%d-%H%M%S"))
-    if (run_dir / "last.keras").exists() and (run_dir / "state.json").exists():
+    if all((run_dir / name).exists() for name in EPOCH_RECORDS):
         raise ValueError(f"run folder {run_dir} exists: go on with --resume {run_dir}, or pick another --name")
     if run_dir.exists():  # stopped before its first epoch ended: nothing to go on from
         raise ValueError(f"run folder {run_dir} exists without a finished epoch: delete it, or pick another --name")

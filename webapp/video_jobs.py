@@ -120,8 +120,7 @@ class VideoJobs:
     def release(self, slot: UploadSlot) -> None:
         """Give back an upload's slot that did not become a job (a refused or failed upload)."""
         with self._lock:
-            if slot.held:
-                slot.held, self._uploads = False, self._uploads - 1
+            self._end_upload(slot)
 
     def start(self, slot: UploadSlot | None = None) -> VideoJob:
         """Register a running job, in its upload's slot when it holds one.
@@ -130,13 +129,19 @@ class VideoJobs:
             JobsBusy: without a slot, every slot is taken.
         """
         with self._lock:
-            if slot is not None and slot.held:
-                slot.held, self._uploads = False, self._uploads - 1
-            else:
+            if slot is None or not self._end_upload(slot):
                 self._check_free()
             job = VideoJob(secrets.token_urlsafe(12))
             self._jobs[job.id] = job
             return job
+
+    def _end_upload(self, slot: UploadSlot) -> bool:
+        """`slot`'s upload is over (its job starts in the slot, or it was refused): drop it from the uploads'
+        count, the lock held. False if it was over already."""
+        if not slot.held:
+            return False
+        slot.held, self._uploads = False, self._uploads - 1
+        return True
 
     def _check_free(self) -> None:
         self._expire()

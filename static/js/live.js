@@ -51,7 +51,7 @@ let lastFaceAt = 0;
 // a face seen after a reconnect never takes over the timeline or recording rows of an earlier one.
 let idOffset = 0;
 let highestId = 0;
-let connections = 0;
+let connectedBefore = false;
 const capture = document.createElement("canvas");
 const captureCtx = capture.getContext("2d");
 const overlayCtx = overlay.getContext("2d");
@@ -137,8 +137,8 @@ function onConnection(state) {
     clearFaces();
     return;
   }
-  connections += 1;
-  if (connections > 1) idOffset = highestId;
+  if (connectedBefore) idOffset = highestId;
+  connectedBefore = true;
   setStatus("");
 }
 

@@ -11,15 +11,23 @@ export function colorOf(emotion) {
   return COLORS[emotion] || "#ffffff";
 }
 
-/** Dark or white text, whichever reads better on an emotion's colour (WCAG contrast). */
-export function textColorOn(emotion) {
-  const channels = colorOf(emotion).match(/\w\w/g).map((hex) => {
+/** Dark or white, whichever reads better on `color` (WCAG contrast). */
+function readableOn(color) {
+  const channels = color.match(/\w\w/g).map((hex) => {
     const c = parseInt(hex, 16) / 255;
     return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
   });
   const luminance = 0.2126 * channels[0] + 0.7152 * channels[1] + 0.0722 * channels[2];
   // contrast with #111 (luminance 0.0056) against contrast with white
   return (luminance + 0.05) / 0.0556 >= 1.05 / (luminance + 0.05) ? "#111" : "#fff";
+}
+
+// worked out once per colour, not for every label of every frame
+const TEXT_COLORS = Object.fromEntries(Object.entries(COLORS).map(([emotion, color]) => [emotion, readableOn(color)]));
+
+/** Text colour on an emotion's colour: dark or white, whichever reads better. */
+export function textColorOn(emotion) {
+  return TEXT_COLORS[emotion] || "#111";
 }
 
 // label text and box lines as they should look on screen, in CSS pixels

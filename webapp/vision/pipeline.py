@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import replace
 
 import numpy as np
 
@@ -14,7 +13,7 @@ from webapp.vision.budget import BusyError, DecodeLimits, HeavySlots
 from webapp.vision.imaging import ImageError, decode_opened, open_image
 from webapp.vision.margin import detect_with_margin
 from webapp.vision.preprocess import face_to_input, to_grayscale
-from webapp.vision.types import Analysis, Box, FaceDetection, FaceResult
+from webapp.vision.types import Analysis, Box, FaceDetection, FaceResult, rescaled
 
 
 class EmotionPipeline:
@@ -87,7 +86,8 @@ class EmotionPipeline:
                 del opened
                 decoded_at = time.perf_counter()
                 analysis = self.analyze(decoded.rgb, whole)
-                faces, width, height = _rescaled(analysis.faces, decoded), decoded.width, decoded.height
+                faces = rescaled(analysis.faces, decoded.rgb.shape, decoded.width, decoded.height)
+                width, height = decoded.width, decoded.height
                 del decoded  # before the slot is released (and the heap trimmed)
         except BusyError as busy:
             raise ImageError("busy", str(busy)) from None
@@ -141,18 +141,6 @@ class EmotionPipeline:
             return upright_face_input(gray, detection, self.align_min_tilt)
         box = detection.box
         return face_to_input(gray, (box.x, box.y, box.width, box.height))
-
-
-def _rescaled(faces: tuple[FaceResult, ...], decoded) -> tuple[FaceResult, ...]:
-    """Faces found in reduced-scale pixels, in the full-size image's pixels."""
-    height, width = decoded.rgb.shape[:2]
-    sx, sy = decoded.width / width, decoded.height / height
-    if (sx, sy) == (1, 1):
-        return faces
-    return tuple(
-        replace(face, box=Box(face.box.x * sx, face.box.y * sy, face.box.width * sx, face.box.height * sy))
-        for face in faces
-    )
 
 
 def build_pipeline(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,19 @@ class FaceResult:
             "score": round(self.emotion.score, 4),
             "probabilities": {label: round(p, 4) for label, p in self.emotion.probabilities.items()},
         }
+
+
+def rescaled(faces: tuple[FaceResult, ...], shape: tuple[int, ...], width: int, height: int) -> tuple[FaceResult, ...]:
+    """Faces found in an image analysed as an array of `shape` (rows, columns, ...), in the pixels of
+    the same image at `width` x `height`: a large photo or video frame is analysed shrunk, and its boxes
+    are reported at full size."""
+    sx, sy = width / shape[1], height / shape[0]
+    if (sx, sy) == (1, 1):
+        return faces
+    return tuple(
+        replace(face, box=Box(face.box.x * sx, face.box.y * sy, face.box.width * sx, face.box.height * sy))
+        for face in faces
+    )
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from webapp.vision.budget import DecodeLimits
 from webapp.vision.labels import EMOTIONS
 from webapp.vision.tracker import FaceTracker
-from webapp.vision.types import Box, FaceResult
+from webapp.vision.types import FaceResult, rescaled
 
 if TYPE_CHECKING:
     import av
@@ -25,9 +26,9 @@ CODECS = ("h264", "hevc", "vp8", "vp9", "av1", "mpeg4")
 # how MP4/MOV (an ISO box) and MKV/WebM (EBML) files start: a file that does is a damaged video, not "not a video"
 _VIDEO_MAGIC = (b"\x1a\x45\xdf\xa3",)
 _ISO_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")
-# longer side a frame is analysed at, as large JPEGs are (DecodeLimits.draft_side): the detectors see
+# longer side a frame is analysed at, as large JPEGs are: the detectors see
 # 128-192 px and the classifier 48, while a 35 MP frame is 100 MB as RGB and over 1 GB in the detector's copies
-ANALYSED_SIDE = 2048
+ANALYSED_SIDE = DecodeLimits.draft_side
 # decoded frames the decoder's threads may hold at once, in bytes (as MAX_DECODE_MB's default for one image):
 # each frame thread holds one, and an 8K frame is 50 MB, so 17 threads on a 16-core server would be 850 MB
 FRAME_THREADS_BUDGET = 100 * 1024 * 1024
@@ -186,7 +187,9 @@ def _open(source) -> av.container.InputContainer:
         raise VideoError("not_a_video", "the file is not a video (MP4, WebM, MOV or MKV)") from None
 
 
-def probe(container: av.container.InputContainer, max_seconds: float, max_pixels: int = 40_000_000) -> VideoInfo:
+def probe(
+    container: av.container.InputContainer, max_seconds: float, max_pixels: int = DecodeLimits.max_pixels
+) -> VideoInfo:
     """Check an opened container against what can be analysed, from its headers only.
 
     Raises:
@@ -234,7 +237,7 @@ def sampled_frames(
     stream,
     fps: float,
     max_seconds: float,
-    max_pixels: int = 40_000_000,
+    max_pixels: int = DecodeLimits.max_pixels,
     cancelled: Callable[[], bool] | None = None,
 ) -> Iterator[tuple[float, av.VideoFrame]]:
     """Decoded frames at `fps` at most, one at a time, with their times in seconds from the first frame.
@@ -311,19 +314,6 @@ def _analysed_rgb(frame: av.VideoFrame) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
-def _in_frame_pixels(faces: tuple[FaceResult, ...], rgb: np.ndarray, frame: av.VideoFrame) -> tuple[FaceResult, ...]:
-    """Faces found in `rgb`, a possibly shrunk upright copy of `frame`, in the upright frame's own pixels."""
-    width, height = _shown_size(frame)
-    sx, sy = width / rgb.shape[1], height / rgb.shape[0]
-    if (sx, sy) == (1, 1):
-        return faces
-
-    def scaled(box: Box) -> Box:
-        return Box(box.x * sx, box.y * sy, box.width * sx, box.height * sy)
-
-    return tuple(replace(face, box=scaled(face.box)) for face in faces)
-
-
 def analyze_video(
     source,
     pipeline,
@@ -331,7 +321,7 @@ def analyze_video(
     max_seconds: float = 600.0,
     progress: Callable[[float], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
-    max_pixels: int = 40_000_000,
+    max_pixels: int = DecodeLimits.max_pixels,
 ) -> VideoAnalysis | None:
     """Analyse a video held in memory, `fps` frames per second, tracking faces across them.
 
@@ -364,7 +354,8 @@ def analyze_video(
                     width, height = _shown_size(frame)
                     info = replace(info, width=width, height=height)
                 rgb = _analysed_rgb(frame)
-                faces = _in_frame_pixels(pipeline.analyze(rgb).faces, rgb, frame)
+                # boxes in the upright frame's own pixels, not the shrunk copy's
+                faces = rescaled(pipeline.analyze(rgb).faces, rgb.shape, *_shown_size(frame))
                 frames.append(VideoFrame(t, tracker.update(faces)))
                 if progress is not None and info.duration_s:
                     progress(min(1.0, t / info.duration_s))
