@@ -122,9 +122,9 @@ def client(app):
 
 @pytest.fixture()
 def socket_client(app):
-    from webapp import socketio
+    from webapp import socketio_of
 
-    client = socketio.test_client(app)
+    client = socketio_of(app).test_client(app)
     yield client
     if client.is_connected():
         client.disconnect()

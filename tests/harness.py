@@ -303,6 +303,15 @@ def audio_only_bytes(seconds: float = 1.0) -> bytes:
     return out.getvalue()
 
 
+def twin_app(app):
+    """A new app with `app`'s settings and loaded pipelines, for a real server. Flask-SocketIO's test
+    client rewires the Socket.IO server it is made for to talk only to test clients, so an app that
+    test clients have used (the session's `app`) can no longer answer real ones."""
+    from webapp import create_app
+
+    return create_app({**app.config, "PIPELINES": app.extensions["pipelines"]})
+
+
 @contextlib.contextmanager
 def serve_in_thread(app) -> Iterator[str]:
     """Serve a WSGI app on a free loopback port from a daemon thread (threaded Werkzeug, WebSocket capable)."""

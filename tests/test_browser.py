@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, SHIPPED_CLASSES, serve_in_thread, watch_page, write_y4m
+from tests.harness import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ROOT,
+    SHIPPED_CLASSES,
+    serve_in_thread,
+    twin_app,
+    watch_page,
+    write_y4m,
+)
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = ROOT / "test-artifacts"
@@ -20,7 +29,7 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright n
 
 @pytest.fixture(scope="module")
 def live_server(app):
-    with serve_in_thread(app) as url:
+    with serve_in_thread(twin_app(app)) as url:
         yield url
 
 
@@ -394,7 +403,7 @@ def test_an_eight_class_model_gets_contempt_bars_series_and_columns(page, fer_pl
     """A FER+ model's eighth class reaches every per-emotion view, in its own colour."""
     import matplotlib.cbook
 
-    with serve_in_thread(fer_plus_app) as url:
+    with serve_in_thread(twin_app(fer_plus_app)) as url:
         page.goto(url + "/")
         page.click("#toggle")
         page.wait_for_function("() => window.moodlens.timeline.points >= 3", timeout=60_000)

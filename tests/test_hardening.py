@@ -124,10 +124,10 @@ def test_frame_with_extra_arguments_is_analysed(socket_client, webcam_frame):
 
 
 def test_state_lives_from_the_real_connect_to_the_real_disconnect(app):
-    from webapp import events, socketio
+    from webapp import events, socketio_of
 
     before = len(events._clients)
-    client = socketio.test_client(app)
+    client = socketio_of(app).test_client(app)
     assert len(events._clients) == before + 1
     client.emit("disconnect", callback=True)  # the spoof changes nothing
     assert len(events._clients) == before + 1

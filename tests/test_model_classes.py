@@ -93,9 +93,9 @@ def test_the_api_answers_with_the_models_eight_classes(fer_plus_app, grace_jpeg)
 
 
 def test_the_socketio_ack_carries_eight_probabilities(fer_plus_app, webcam_frame):
-    from webapp import socketio
+    from webapp import socketio_of
 
-    client = socketio.test_client(fer_plus_app)
+    client = socketio_of(fer_plus_app).test_client(fer_plus_app)
     try:
         for _ in range(2):  # the second reply is smoothed by the tracker
             ack = client.emit("frame", jpeg_bytes(webcam_frame), callback=True)

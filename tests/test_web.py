@@ -119,7 +119,7 @@ def test_truncated_frame_gets_an_error_ack(socket_client, webcam_frame):
 
 
 def test_frame_flood_is_rate_limited_and_other_clients_are_unaffected(app, socket_client, webcam_frame):
-    from webapp import socketio
+    from webapp import socketio_of
 
     tiny = jpeg_bytes(webcam_frame[:8, :8])
     codes = [
@@ -127,7 +127,7 @@ def test_frame_flood_is_rate_limited_and_other_clients_are_unaffected(app, socke
         for _ in range(app.config["MAX_FPS_PER_CLIENT"] + 10)
     ]
     assert "rate_limited" in codes
-    other = socketio.test_client(app)
+    other = socketio_of(app).test_client(app)
     assert len(other.emit("frame", jpeg_bytes(webcam_frame), callback=True)["faces"]) == 1
     other.disconnect()
 
@@ -139,7 +139,7 @@ def test_server_survives_bad_input_and_keeps_serving(client, socket_client, grac
 
 
 def test_pipeline_crash_becomes_a_500_json_and_an_error_ack(model_path, grace_jpeg):
-    from webapp import create_app, socketio
+    from webapp import create_app, socketio_of
 
     class Broken:
         def analyze_bytes(self, data):
@@ -151,7 +151,7 @@ def test_pipeline_crash_becomes_a_500_json_and_an_error_ack(model_path, grace_jp
     app = create_app({"TESTING": True, "ASYNC_MODE": "threading", "PIPELINES": {"stream": Broken(), "image": Broken()}})
     reply = app.test_client().post("/api/v1/analyze", data=grace_jpeg, content_type="image/jpeg")
     assert reply.status_code == 500 and reply.get_json()["error"]["code"] == "internal_error"
-    sio = socketio.test_client(app)
+    sio = socketio_of(app).test_client(app)
     assert sio.emit("frame", grace_jpeg, callback=True)["error"]["code"] == "internal_error"
     sio.disconnect()
 
@@ -209,3 +209,19 @@ def test_bad_input_in_crop_mode_gets_the_same_errors(client):
     assert reply.status_code == 400 and reply.get_json()["error"]["code"] == "not_an_image"
     reply = client.post("/api/v1/analyze?faces=whole", data=b"", content_type="image/jpeg")
     assert reply.status_code == 400 and reply.get_json()["error"]["code"] == "empty"
+
+
+def test_a_second_app_in_the_process_leaves_the_first_apps_stream_alone(app, webcam_frame):
+    # each app has its own Socket.IO server: building another (a test, a second app in a worker) must
+    # not take over the sessions of one already serving
+    import socketio as socketio_client
+
+    from tests.harness import serve_in_thread, twin_app
+
+    serving = twin_app(app)
+    with serve_in_thread(serving) as url:
+        twin_app(app)
+        with socketio_client.SimpleClient() as client:
+            client.connect(url, wait_timeout=10)
+            reply = client.call("frame", jpeg_bytes(webcam_frame), timeout=30)
+    assert len(reply["faces"]) == 1

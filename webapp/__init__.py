@@ -1,6 +1,7 @@
 """Moodlens web app: Flask pages, the JSON API and the Socket.IO frame stream.
 
-`create_app` builds the app; nothing heavy happens at import time.
+`create_app` builds the app; nothing heavy happens at import time. Each app has its own Socket.IO
+server (`socketio_of(app)`), so two apps in one process never share sessions.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from webapp.log_limit import limit_repeats
 from webapp.security import add_security_headers
 from webapp.sessions import SessionCap
 
-socketio = SocketIO()
 log = logging.getLogger("webapp")
 
 
@@ -71,6 +71,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(video_routes.blueprint)
     app.after_request(add_security_headers)
+    socketio = SocketIO()
     events.register(socketio)
     max_body = max(app.config["MAX_FRAME_KB"] * 1024, app.config["MAX_CONTENT_LENGTH"]) + 4096
     socketio.init_app(
@@ -104,6 +105,11 @@ def create_app(config: dict | None = None) -> Flask:
         )
     limit_repeats("engineio.server", "socketio.server", "webapp.events", "webapp.body_limits")
     return app
+
+
+def socketio_of(app: Flask) -> SocketIO:
+    """The app's Flask-SocketIO object: `.run(app)` serves it, `.test_client(app)` talks to it."""
+    return app.extensions["socketio"]
 
 
 def _load_pipelines(config, new_lock) -> dict:

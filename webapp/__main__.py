@@ -6,7 +6,7 @@ A threaded server for one machine; deployments use the Procfile (gunicorn + even
 import logging
 import os
 
-from webapp import create_app, socketio
+from webapp import create_app, socketio_of
 
 
 def main() -> None:
@@ -18,7 +18,7 @@ def main() -> None:
     logging.getLogger("webapp").info(
         "Moodlens is ready: open http://%s:%d", "localhost" if host in ("127.0.0.1", "0.0.0.0") else host, port
     )
-    socketio.run(app, host=host, port=port, allow_unsafe_werkzeug=True, log_output=False)
+    socketio_of(app).run(app, host=host, port=port, allow_unsafe_werkzeug=True, log_output=False)
 
 
 if __name__ == "__main__":

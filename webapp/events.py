@@ -17,10 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def register(socketio) -> None:
-    """Attach the handlers to `socketio` (once per process)."""
-    if getattr(socketio, "_moodlens_events", False):
-        return
-    socketio._moodlens_events = True
+    """Attach the handlers to an app's `socketio`."""
     socketio.on_event("connect", on_connect)
     socketio.on_event("disconnect", on_disconnect)
     socketio.on_event("frame", on_frame)

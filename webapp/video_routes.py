@@ -8,7 +8,7 @@ import logging
 from flask import Blueprint, Response, current_app, jsonify, render_template, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from webapp import socketio
+from webapp import socketio_of
 from webapp.body_limits import SLOT
 from webapp.concurrency import run_blocking
 from webapp.errors import error_body, from_video_error
@@ -87,7 +87,7 @@ def analyze():
     config = current_app.config
     settings = (source, _pipeline(), fps, float(config["MAX_VIDEO_SECONDS"]), int(config["MAX_PIXELS"]))
     if request.args.get("async") == "1":
-        socketio.start_background_task(_run, current_app._get_current_object(), job, *settings)
+        socketio_of(current_app).start_background_task(_run, current_app._get_current_object(), job, *settings)
         return jsonify({**job.to_dict(), "url": url_for("video.job", job_id=job.id)}), 202
     _run(current_app._get_current_object(), job, *settings)
     if job.error is not None:
