@@ -19,11 +19,12 @@ import signal
 import socket
 import string
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from deploy.procfile import web_process
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "moodlens.conf.template"
@@ -174,10 +175,8 @@ class Cluster:
         return self
 
     def _start_instance(self, index: int) -> subprocess.Popen:
-        # the Procfile's server, bound to loopback
-        args = [sys.executable, "-m", "gunicorn", "--worker-class", "eventlet", "--workers", "1"]
-        args += ["--bind", f"127.0.0.1:{self.instance_ports[index]}", "--timeout", "60", "webapp.wsgi:app"]
-        env = {**os.environ, "TRUSTED_PROXIES": "1", "MALLOC_ARENA_MAX": "2", **self.env}
+        procfile, args = web_process(f"127.0.0.1:{self.instance_ports[index]}")
+        env = {**os.environ, **procfile, "TRUSTED_PROXIES": "1", **self.env}
         env.update(MESSAGE_QUEUE=self.message_queue, INSTANCE=f"instance-{index}")
         return self._spawn(args, f"instance-{index}", env)
 

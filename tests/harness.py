@@ -9,7 +9,6 @@ import os
 import socket
 import struct
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from deploy.procfile import web_process
 from webapp.config import DEFAULT_MODEL
 from webapp.vision.labels import EMOTIONS
 from webapp.vision.litert import read_classes
@@ -157,18 +157,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def procfile_env() -> dict[str, str]:
-    """The environment the Procfile sets before gunicorn (e.g. MALLOC_ARENA_MAX=2)."""
-    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
-    env = {}
-    for word in line.removeprefix("web:").split():
-        name, equals, value = word.partition("=")
-        if not equals or not name.isidentifier():
-            break
-        env[name] = value
-    return env
-
-
 def start_production_server(timeout: float = 120, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """Start the Procfile's server (gunicorn, one eventlet worker, the Procfile's environment) on a loopback port.
 
@@ -185,23 +173,13 @@ def start_production_server(timeout: float = 120, env: dict | None = None) -> tu
     port = free_port()
     # the server's log goes to a file: a pipe nobody reads would fill up and stall the server
     log = tempfile.TemporaryFile()  # noqa: SIM115  (outlives this function: closed by stop_production_server)
+    procfile, command = web_process(f"127.0.0.1:{port}")
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "--worker-class",
-            "eventlet",
-            "--workers",
-            "1",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "webapp.wsgi:app",
-        ],
+        command,
         cwd=ROOT,
         env={
             name: value
-            for name, value in {**os.environ, **procfile_env(), **(env or {}), "PORT": str(port)}.items()
+            for name, value in {**os.environ, **procfile, **(env or {}), "PORT": str(port)}.items()
             if value is not None
         },
         stdout=log,
@@ -303,13 +281,14 @@ def audio_only_bytes(seconds: float = 1.0) -> bytes:
     return out.getvalue()
 
 
-def twin_app(app):
-    """A new app with `app`'s settings and loaded pipelines, for a real server. Flask-SocketIO's test
-    client rewires the Socket.IO server it is made for to talk only to test clients, so an app that
-    test clients have used (the session's `app`) can no longer answer real ones."""
+def twin_app(app, keep_config: bool = True):
+    """A new app with `app`'s loaded pipelines, for a real server, and its settings (`keep_config`) or the
+    environment's. Flask-SocketIO's test client rewires the Socket.IO server it is made for to talk only to
+    test clients, so an app that test clients have used (the session's `app`) can no longer answer real ones."""
     from webapp import create_app
 
-    return create_app({**app.config, "PIPELINES": app.extensions["pipelines"]})
+    settings = dict(app.config) if keep_config else {"TESTING": True, "ASYNC_MODE": "threading"}
+    return create_app({**settings, "PIPELINES": app.extensions["pipelines"]})
 
 
 @contextlib.contextmanager

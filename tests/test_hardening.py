@@ -306,3 +306,34 @@ def test_repeat_limiter_logs_one_line_with_a_count():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2 and "Traceback" not in stream.getvalue()
     assert "ValueError: bad packet" in lines[0] and "499 more like this" in lines[1]
+
+
+# --- Socket.IO origins -----------------------------------------------------------------------
+
+
+def handshake_status(app, origin: str, **headers) -> int:
+    reply = app.test_client().get("/socket.io/?EIO=4&transport=polling", headers={"Origin": origin, **headers})
+    return reply.status_code
+
+
+def test_cors_origins_are_a_list_of_several(app, monkeypatch):
+    from tests.harness import twin_app
+
+    monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "https://a.example, https://b.example")
+    listed = twin_app(app, keep_config=False)
+    assert listed.config["CORS_ALLOWED_ORIGINS"] == ["https://a.example", "https://b.example"]
+    assert handshake_status(listed, "https://b.example") == 200
+    assert handshake_status(listed, "https://a.example") == 200
+    assert handshake_status(listed, "https://c.example") == 400
+    monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "*")
+    assert handshake_status(twin_app(app, keep_config=False), "https://c.example") == 200
+
+
+def test_same_origin_behind_a_tls_proxy_follows_x_forwarded_proto(app, monkeypatch):
+    from tests.harness import twin_app
+
+    monkeypatch.setenv("TRUSTED_PROXIES", "1")
+    proxied = twin_app(app, keep_config=False)
+    host = {"Host": "moodlens.example"}
+    assert handshake_status(proxied, "https://moodlens.example", **host, **{"X-Forwarded-Proto": "https"}) == 200
+    assert handshake_status(proxied, "https://moodlens.example", **host, **{"X-Forwarded-Proto": "http"}) == 400

@@ -98,3 +98,36 @@ def test_concurrent_clients_are_all_served(server, webcam_frame):
         thread.join(120)
     assert len(replies) == 32
     assert all(len(reply.get("faces", [])) == 1 for reply in replies)
+
+
+def test_a_stop_with_a_client_connected_ends_within_the_graceful_timeout():
+    # gunicorn waits for open connections on TERM, and a WebSocket never ends on its own: without the
+    # Procfile's --graceful-timeout an orchestrator's stop (10 s in Docker) would always end in SIGKILL
+    import socketio
+
+    from tests.harness import start_production_server, stop_production_server
+
+    process, url = start_production_server()
+    client = socketio.SimpleClient()
+    try:
+        client.connect(url, transports=["websocket"])
+        started = time.monotonic()
+        process.terminate()
+        process.wait(9)  # raises TimeoutExpired past Docker's 10 s
+        assert time.monotonic() - started < 9
+    finally:
+        client.disconnect()
+        stop_production_server(process)
+
+
+def test_the_docker_image_runs_the_procfiles_command():
+    import json
+    import re
+
+    from deploy.procfile import PROCFILE, web_process
+
+    dockerfile = (PROCFILE.parent / "deploy" / "Dockerfile").read_text()
+    shell = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.MULTILINE).group(1))[-1]
+    env, command = web_process("0.0.0.0:${PORT}")
+    assert shell == "exec " + " ".join(command[2:])
+    assert all(f"ENV {name}={value}" in dockerfile for name, value in env.items())

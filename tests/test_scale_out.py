@@ -186,3 +186,20 @@ def test_live_page_shows_reconnecting_then_resumes(tmp_path, webcam_frame):
     # the new instance's tracker counts from 1 again; the page keeps ids apart from the old connection's,
     # so the same face now is not taken for whoever had its number before
     assert ids_before and ids_after and min(ids_after) > max(ids_before), (ids_before, ids_after)
+
+
+def test_a_tls_balancer_in_front_of_nginx_keeps_its_scheme(cluster):
+    # the balancer ends TLS and talks http to nginx: the page's https origin must still be its own
+    host = cluster.url.removeprefix("http://")
+
+    def handshake(proto: str | None) -> int:
+        headers = {"Origin": f"https://{host}", **({"X-Forwarded-Proto": proto} if proto else {})}
+        request = urllib.request.Request(cluster.url + "/socket.io/?EIO=4&transport=polling", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                return reply.status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert handshake("https") == 200
+    assert handshake(None) == 400  # a plain-http request from an https page is cross-origin

@@ -32,6 +32,12 @@ def _optional_bool(name: str) -> bool | None:
     raise ValueError(f"environment variable {name} must be 1 or 0 (or unset / auto), got {value!r}")
 
 
+def _origins(name: str) -> list[str] | str | None:
+    """Origins separated by commas or spaces; "*" for any; None (same origin only) when unset."""
+    origins = os.environ.get(name, "").replace(",", " ").split()
+    return "*" if origins == ["*"] else origins or None
+
+
 def from_env() -> dict:
     """Read the app's settings from the environment (see README, Configuration)."""
     return {
@@ -63,7 +69,8 @@ def from_env() -> dict:
         # 1 / 0 override the model file; unset or "auto": as the file says (training.export --flip-tta),
         # on for files that do not say; anything else is refused at start-up
         "FLIP_TTA": _optional_bool("FLIP_TTA"),
-        "CORS_ALLOWED_ORIGINS": os.environ.get("CORS_ALLOWED_ORIGINS") or None,
+        # the origins the Socket.IO server accepts besides its own; one string would be taken as one origin
+        "CORS_ALLOWED_ORIGINS": _origins("CORS_ALLOWED_ORIGINS"),
         # several instances behind a proxy share Socket.IO emits through it (e.g. redis://localhost:6379/0)
         "MESSAGE_QUEUE": os.environ.get("MESSAGE_QUEUE") or None,
         # proxies in front that set X-Forwarded-For (deploy/: nginx = 1); the client address, for

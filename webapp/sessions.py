@@ -2,7 +2,8 @@
 
 An Engine.IO handshake is one cheap GET, but the session it opens lives until its ping
 times out: 20,206 handshakes in 30 s cost 216 MB and minutes of CPU. Behind a proxy
-every client shares the proxy's address; raise MAX_SESSIONS_PER_ADDRESS there (or 0: no cap).
+every client would share the proxy's address: TRUSTED_PROXIES has the address taken from
+X-Forwarded-For (ProxyFix, outside this middleware) instead.
 """
 
 from __future__ import annotations
