@@ -192,6 +192,10 @@ def test_cancel_and_the_busy_cap(video_app, face_mp4):
         while client.get(url).json["state"] == "running" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.get(url).json["state"] == "cancelled"
+        # an ended job: its CSV will never come, and cancelling again changes nothing
+        assert client.get(url + "?format=csv").status_code == 410
+        assert client.get(url + "?format=csv").json["error"]["code"] == "cancelled"
+        assert client.delete(url).status_code == 200 and client.get(url).json["state"] == "cancelled"
         # the slot is free again
         assert client.post("/api/v1/analyze-video?fps=1", data=face_mp4, content_type="video/mp4").status_code == 200
     finally:
@@ -483,3 +487,43 @@ def test_decoder_threads_hold_a_bounded_number_of_large_frames():
     assert video.decoder_threads(3840 * 2160, cores=16) == 8
     assert video.decoder_threads(7680 * 4320, cores=16) == 2
     assert video.decoder_threads(40_000_000, cores=16) == 1
+
+
+def test_sampled_fps_is_the_rate_analysed_not_the_rate_asked(client, grace_rgb):
+    ten_fps = video_bytes(grace_rgb, seconds=1.0, fps=10)
+    body = client.post("/api/v1/analyze-video?fps=30", data=ten_fps, content_type="video/mp4").json
+    assert len(body["frames"]) == 10 and body["sampled_fps"] == 10
+    assert client.post("/api/v1/analyze-video?fps=4", data=ten_fps, content_type="video/mp4").json["sampled_fps"] == 4
+
+
+def test_synchronous_requests_leave_no_job_behind_to_crowd_out_polled_ones(video_app, face_mp4):
+    app = video_app()
+    client, jobs = app.test_client(), app.extensions["video_jobs"]
+    url = client.post("/api/v1/analyze-video?async=1", data=face_mp4, content_type="video/mp4").json["url"]
+    deadline = time.monotonic() + 60
+    while client.get(url).json["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for _ in range(jobs.keep + 1):
+        assert client.post("/api/v1/analyze-video?fps=1", data=face_mp4, content_type="video/mp4").status_code == 200
+    assert client.get(url).json["state"] == "done"
+    assert len(jobs._jobs) == 1
+
+
+def test_a_failed_jobs_csv_answers_its_error_and_the_async_url_keeps_the_format(client):
+    reply = client.post(
+        "/api/v1/analyze-video?async=1&format=csv", data=bytes(range(256)) * 8, content_type="video/mp4"
+    )
+    url = reply.json["url"]
+    assert url.endswith("?format=csv")
+    deadline = time.monotonic() + 30
+    while client.get(url.split("?")[0]).json["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    failed = client.get(url)
+    assert failed.status_code == 415 and failed.json["error"]["code"] == "not_a_video"
+    assert client.get(url.split("?")[0] + "?format=xml").json["error"]["code"] == "bad_parameter"
+
+
+def test_a_video_forms_part_limit_names_the_video_field(client):
+    fields = {f"f{i}": "x" for i in range(1100)}
+    reply = client.post("/api/v1/analyze-video", data=fields, content_type="multipart/form-data")
+    assert reply.status_code == 413 and "'video'" in reply.json["error"]["message"]

@@ -225,3 +225,14 @@ def test_a_second_app_in_the_process_leaves_the_first_apps_stream_alone(app, web
             client.connect(url, wait_timeout=10)
             reply = client.call("frame", jpeg_bytes(webcam_frame), timeout=30)
     assert len(reply["faces"]) == 1
+
+
+def test_the_api_and_the_socket_ack_give_probabilities_in_the_models_order(client, socket_client, grace_jpeg):
+    from tests.harness import SHIPPED_CLASSES
+
+    photo = client.post("/api/v1/analyze", data=grace_jpeg, content_type="image/jpeg").get_data(as_text=True)
+    ack = socket_client.emit("frame", grace_jpeg, callback=True)
+    import json
+
+    served = json.loads(photo)["faces"][0]["probabilities"]
+    assert tuple(served) == tuple(ack["faces"][0]["probabilities"]) == SHIPPED_CLASSES

@@ -37,10 +37,11 @@ class InMemoryRequest(Request):
         except RequestEntityTooLarge as error:
             if self.content_length is not None and self.content_length > (self.max_content_length or 0):
                 raise
-            # the body is within MAX_UPLOAD_MB: a form limit was hit, and the reply should name it
+            # the body is within its size limit: a form limit was hit, and the reply should name it
+            field = "video" if self.path.endswith("/analyze-video") else "image"
             raise RequestEntityTooLarge(
                 f"the form has too many parts (at most {self.max_form_parts}) or a text field over "
-                f"{self.max_form_memory_size:,} bytes; send one part, the field 'image'"
+                f"{self.max_form_memory_size:,} bytes; send one part, the field {field!r}"
             ) from error
 
 
@@ -56,6 +57,9 @@ def create_app(config: dict | None = None) -> Flask:
     """
     app = Flask(__name__, static_folder="../static", template_folder="../templates")
     app.request_class = InMemoryRequest
+    # keys in the order they are built (a model's classes in its order), as the Socket.IO acks and video
+    # replies have them: one wire format, whichever way it is sent
+    app.json.sort_keys = False
     app.config.from_mapping(settings.from_env())
     app.config.from_mapping(config or {})
     settings.check(app.config)

@@ -157,6 +157,11 @@ class VideoJobs:
                 job.progress = 1.0
         release_free_memory()  # the upload and the decoder's buffers are gone
 
+    def forget(self, job: VideoJob) -> None:
+        """Drop a job that nobody will poll (a synchronous request's, once answered)."""
+        with self._lock:
+            self._jobs.pop(job.id, None)
+
     def get(self, job_id: str) -> VideoJob | None:
         """The job, if it is running or finished recently."""
         with self._lock:

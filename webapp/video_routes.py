@@ -88,14 +88,23 @@ def analyze():
     settings = (source, _pipeline(), fps, float(config["MAX_VIDEO_SECONDS"]), int(config["MAX_PIXELS"]))
     if request.args.get("async") == "1":
         socketio_of(current_app).start_background_task(_run, current_app._get_current_object(), job, *settings)
-        return jsonify({**job.to_dict(), "url": url_for("video.job", job_id=job.id)}), 202
-    _run(current_app._get_current_object(), job, *settings)
+        query = {"format": "csv"} if reply_format == "csv" else {}
+        return jsonify({**job.to_dict(), "url": url_for("video.job", job_id=job.id, **query)}), 202
+    try:
+        _run(current_app._get_current_object(), job, *settings)
+    finally:
+        # its id was never given out: kept, it would only crowd out async results a client is polling
+        _jobs().forget(job)
     if job.error is not None:
-        body, status = from_video_error(*job.error)
-        return jsonify(body), status
+        return _job_error(job)
     if reply_format == "csv":
         return _csv(job)
     return Response(job.result.json_body, mimetype="application/json")
+
+
+def _job_error(job: VideoJob):
+    body, status = from_video_error(*job.error)
+    return jsonify(body), status
 
 
 def _drop_body() -> None:
@@ -145,21 +154,31 @@ def _csv(job: VideoJob) -> Response:
 @blueprint.get("/api/v1/jobs/<job_id>")
 def job(job_id: str):
     """A video job's state, progress and, once done, its result (`?format=csv`: the CSV)."""
+    reply_format = request.args.get("format", "json")
+    if reply_format not in ("json", "csv"):
+        return _bad("bad_parameter", f"format must be json or csv, got {reply_format!r}")
     found = _jobs().get(job_id)
     if found is None:
         return _bad("not_found", "no such job (finished jobs are forgotten after a while)", 404)
-    if request.args.get("format") == "csv":
-        if found.result is None:
-            return _bad("not_ready", f"the job is {found.state}", 409)
+    if reply_format == "csv":
+        # a CSV only a running job can still have: a client retrying on 409 must not wait on an ended one
+        if found.state == "running":
+            return _bad("not_ready", "the job is running", 409)
+        if found.state == "cancelled":
+            return _bad("cancelled", "the job was cancelled: it has no result", 410)
+        if found.error is not None:
+            return _job_error(found)
         return _csv(found)
     return Response(found.json_parts(), mimetype="application/json")
 
 
 @blueprint.delete("/api/v1/jobs/<job_id>")
 def cancel(job_id: str):
-    """Ask a running job to stop; it ends within one decoded frame."""
+    """Ask a running job to stop (202; it ends within one decoded frame). An ended job stays as it is (200)."""
     found = _jobs().get(job_id)
     if found is None:
         return _bad("not_found", "no such job", 404)
+    if found.state != "running":
+        return jsonify(found.to_dict()), 200
     found.cancel_requested = True
     return jsonify(found.to_dict()), 202

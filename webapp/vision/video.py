@@ -363,4 +363,13 @@ def analyze_video(
             return None
     if not frames:
         raise VideoError("no_frames", "the video holds no decodable frame")
-    return VideoAnalysis(info, fps, tuple(frames), time.perf_counter() - started, pipeline.classes)
+    return VideoAnalysis(
+        info, sampled_rate(stream, fps), tuple(frames), time.perf_counter() - started, pipeline.classes
+    )
+
+
+def sampled_rate(stream, fps: float) -> float:
+    """Frames analysed per second: `fps` as asked, or the video's own average rate where that is lower
+    (a 10 fps video has 10 frames a second to give, whatever was asked)."""
+    own = stream.average_rate or stream.guessed_rate
+    return min(fps, round(float(own), 3)) if own else fps
