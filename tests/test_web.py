@@ -236,3 +236,32 @@ def test_the_api_and_the_socket_ack_give_probabilities_in_the_models_order(clien
 
     served = json.loads(photo)["faces"][0]["probabilities"]
     assert tuple(served) == tuple(ack["faces"][0]["probabilities"]) == SHIPPED_CLASSES
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ({"DETECTOR": "nope"}, "DETECTOR must be one of"),
+        ({"FLIP_TTA": "ture"}, "FLIP_TTA must be"),
+        ({"MAX_UPLOAD_MB": "abc"}, "MAX_UPLOAD_MB must be an integer"),
+        ({"MODEL_PATH": "missing.tflite"}, "MODEL_PATH 'missing.tflite' does not exist"),
+        ({"PORT": "http"}, "PORT must be a port number"),
+    ],
+)
+def test_a_setting_that_cannot_work_stops_the_local_server_with_one_line(setting, named):
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+
+    run = subprocess.run(
+        [sys.executable, "-m", "webapp"],
+        cwd=ROOT,
+        env={**os.environ, **setting},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1].startswith("moodlens: ") and named in run.stderr
+    assert "Traceback" not in run.stderr

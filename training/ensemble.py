@@ -81,6 +81,7 @@ def main(argv=None) -> int:
     if held_out is not None:
         from training.evaluate import evaluate
 
+        print("accuracy on the held-out faces, against their FER-2013 labels (training.evaluate reports FER+ too):")
         for path in [*args.members, args.out]:
             print(f"{evaluate(path, held_out).accuracy:.4f}  {path}")
     return 0

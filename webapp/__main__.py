@@ -5,16 +5,24 @@ A threaded server for one machine; deployments use the Procfile (gunicorn + even
 
 import logging
 import os
+import sys
 
 from webapp import create_app, socketio_of
+from webapp.config import SettingsError
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # its "production deployment" warning misleads locally
-    app = create_app({"ASYNC_MODE": "threading"})
     host = os.environ.get("HOST", "127.0.0.1")
+    # a setting that cannot work is one line naming it, not a traceback
+    if not os.environ.get("PORT", "5000").isdigit():
+        sys.exit(f"moodlens: PORT must be a port number, got {os.environ['PORT']!r}")
     port = int(os.environ.get("PORT", "5000"))
+    try:
+        app = create_app({"ASYNC_MODE": "threading"})
+    except SettingsError as error:
+        sys.exit(f"moodlens: {error}")
     logging.getLogger("webapp").info(
         "Moodlens is ready: open http://%s:%d", "localhost" if host in ("127.0.0.1", "0.0.0.0") else host, port
     )

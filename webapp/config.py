@@ -10,8 +10,12 @@ from pathlib import Path
 from webapp.concurrency import ASYNC_MODES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# int8 answers as float16 does on val (0.6851 vs 0.6846) at a third of the time: bench/accuracy_bench.py
+# int8: float16's accuracy on val to 0.3 points, 3-6 times faster (bench/accuracy_bench.py, bench/RESULTS.md)
 DEFAULT_MODEL = PROJECT_ROOT / "models" / "emotion_int8.tflite"
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; the message names it. The server does not start."""
 
 
 def _int(name: str, default: int) -> int:
@@ -19,7 +23,7 @@ def _int(name: str, default: int) -> int:
     try:
         return int(value) if value else default
     except ValueError:
-        raise ValueError(f"environment variable {name} must be an integer, got {value!r}") from None
+        raise SettingsError(f"environment variable {name} must be an integer, got {value!r}") from None
 
 
 def _optional_bool(name: str) -> bool | None:
@@ -29,7 +33,9 @@ def _optional_bool(name: str) -> bool | None:
         return None
     if value in ("1", "true", "yes", "on", "0", "false", "no", "off"):
         return value in ("1", "true", "yes", "on")
-    raise ValueError(f"environment variable {name} must be 1 or 0 (or unset / auto), got {value!r}")
+    raise SettingsError(
+        f"environment variable {name} must be 1, true, yes, on, 0, false, no, off, auto or unset; got {value!r}"
+    )
 
 
 def _origins(name: str) -> list[str] | str | None:
@@ -87,21 +93,28 @@ def check(config: dict) -> None:
     """Fail fast at start-up on settings that cannot work.
 
     Raises:
-        ValueError: a limit is not positive, or ASYNC_MODE is unknown.
+        SettingsError: a limit is not positive, ASYNC_MODE or a detector is unknown, or the model is missing.
     """
     if config["ASYNC_MODE"] not in ASYNC_MODES:
-        raise ValueError(f"ASYNC_MODE must be one of {', '.join(ASYNC_MODES)}, got {config['ASYNC_MODE']!r}")
+        raise SettingsError(f"ASYNC_MODE must be one of {', '.join(ASYNC_MODES)}, got {config['ASYNC_MODE']!r}")
     positive = ("MAX_UPLOAD_MB", "MAX_FRAME_KB", "MAX_PIXELS", "MAX_FACES", "MAX_FPS_PER_CLIENT", "MAX_DECODE_MB")
     positive += ("HEAVY_DECODE_MB", "MAX_HEAVY_ANALYSES", "BODY_TIMEOUT_S", "MAX_VIDEO_MB", "MAX_VIDEO_SECONDS")
     positive += ("MAX_VIDEO_JOBS", "VIDEO_BODY_TIMEOUT_S")
     for key in positive:
         if int(config[key]) <= 0:
-            raise ValueError(f"{key} must be positive, got {config[key]}")
+            raise SettingsError(f"{key} must be positive, got {config[key]}")
     if int(config["TRUSTED_PROXIES"]) < 0:
-        raise ValueError(f"TRUSTED_PROXIES must be 0 or more, got {config['TRUSTED_PROXIES']}")
+        raise SettingsError(f"TRUSTED_PROXIES must be 0 or more, got {config['TRUSTED_PROXIES']}")
     if int(config["MAX_SESSIONS_PER_ADDRESS"]) < 0:
-        raise ValueError(
+        raise SettingsError(
             f"MAX_SESSIONS_PER_ADDRESS must be 0 (no cap) or more, got {config['MAX_SESSIONS_PER_ADDRESS']}"
         )
-    if config.get("PIPELINES") is None and not Path(config["MODEL_PATH"]).is_file():
-        raise ValueError(f"MODEL_PATH {config['MODEL_PATH']!r} does not exist; see models/README.md")
+    if config.get("PIPELINES") is not None:
+        return
+    if not Path(config["MODEL_PATH"]).is_file():
+        raise SettingsError(f"MODEL_PATH {config['MODEL_PATH']!r} does not exist; see models/README.md")
+    from webapp.vision.detector import DETECTOR_NAMES
+
+    for key in ("DETECTOR", "UPLOAD_DETECTOR"):
+        if config[key] not in DETECTOR_NAMES:
+            raise SettingsError(f"{key} must be one of {', '.join(DETECTOR_NAMES)}, got {config[key]!r}")
