@@ -3,21 +3,32 @@
 
 from __future__ import annotations
 
+import re
+import shlex
 import sys
 from pathlib import Path
 
 PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
+# the one shell expansion the web line may hold: the port, in gunicorn's --bind
+_BIND = re.compile(r"^(--bind=)?[^\s$]*:\$(\{PORT(:-\d+)?\}|PORT)$")
 
 
 def web_process(bind: str) -> tuple[dict[str, str], list[str]]:
     """The environment the Procfile's `web:` line sets (e.g. MALLOC_ARENA_MAX=2) and its command, run by this
-    interpreter (`python -m gunicorn ...`) and bound to `bind` ("127.0.0.1:8001") instead of `$PORT`."""
+    interpreter (`python -m gunicorn ...`) and bound to `bind` ("127.0.0.1:8001") instead of `$PORT`.
+
+    Raises:
+        ValueError: the line is not `[NAME=value ...] gunicorn ... --bind HOST:$PORT ...`.
+    """
     line = next(line for line in PROCFILE.read_text().splitlines() if line.startswith("web:"))
-    words = line.removeprefix("web:").split()
+    words = shlex.split(line.removeprefix("web:"), comments=True)
     env = {}
     while words and "=" in words[0] and words[0].partition("=")[0].isidentifier():
         name, _, value = words.pop(0).partition("=")
         env[name] = value
-    # the one shell expansion in the line is the port of --bind
-    command = [bind if "$" in word else word for word in words]
-    return env, [sys.executable, "-m", *command]
+    binds = [i for i, word in enumerate(words) if _BIND.match(word)]
+    if not words or words[0] != "gunicorn" or len(binds) != 1 or any("$" in w for w in words if not _BIND.match(w)):
+        raise ValueError(f"the Procfile's web line is not 'gunicorn ... --bind HOST:$PORT ...': {line!r}")
+    prefix = _BIND.match(words[binds[0]]).group(1) or ""
+    words[binds[0]] = prefix + bind
+    return env, [sys.executable, "-m", *words]

@@ -8,6 +8,7 @@ import time
 import urllib.request
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.harness import jpeg_bytes
@@ -131,3 +132,25 @@ def test_the_docker_image_runs_the_procfiles_command():
     env, command = web_process("0.0.0.0:${PORT}")
     assert shell == "exec " + " ".join(command[2:])
     assert all(f"ENV {name}={value}" in dockerfile for name, value in env.items())
+
+
+@pytest.mark.parametrize(
+    ("line", "command"),
+    [
+        ("web: A=1 gunicorn --bind 0.0.0.0:${PORT:-5000} app  # a comment", ["gunicorn", "--bind", "H:1", "app"]),
+        ("web: gunicorn --bind=0.0.0.0:$PORT app", ["gunicorn", "--bind=H:1", "app"]),
+        ("web: gunicorn --log-level ${LEVEL:-info} --bind 0:$PORT app", None),
+        ("web: exec gunicorn --bind 0:$PORT app", None),
+        ("web: gunicorn -c gunicorn.conf.py app", None),
+    ],
+)
+def test_the_procfile_is_read_or_refused_never_misread(tmp_path, monkeypatch, line, command):
+    from deploy import procfile
+
+    monkeypatch.setattr(procfile, "PROCFILE", tmp_path / "Procfile")
+    procfile.PROCFILE.write_text(line + "\n")
+    if command is None:
+        with pytest.raises(ValueError, match="not 'gunicorn"):
+            procfile.web_process("H:1")
+    else:
+        assert procfile.web_process("H:1")[1][2:] == command

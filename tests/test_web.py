@@ -246,6 +246,7 @@ def test_the_api_and_the_socket_ack_give_probabilities_in_the_models_order(clien
         ({"MAX_UPLOAD_MB": "abc"}, "MAX_UPLOAD_MB must be an integer"),
         ({"MODEL_PATH": "missing.tflite"}, "MODEL_PATH 'missing.tflite' does not exist"),
         ({"PORT": "http"}, "PORT must be a port number"),
+        ({"PORT": "99999"}, "PORT must be a port number"),
     ],
 )
 def test_a_setting_that_cannot_work_stops_the_local_server_with_one_line(setting, named):

@@ -16,9 +16,10 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # its "production deployment" warning misleads locally
     host = os.environ.get("HOST", "127.0.0.1")
     # a setting that cannot work is one line naming it, not a traceback
-    if not os.environ.get("PORT", "5000").isdigit():
-        sys.exit(f"moodlens: PORT must be a port number, got {os.environ['PORT']!r}")
-    port = int(os.environ.get("PORT", "5000"))
+    port = os.environ.get("PORT", "5000")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        sys.exit(f"moodlens: PORT must be a port number (1-65535), got {port!r}")
+    port = int(port)
     try:
         app = create_app({"ASYNC_MODE": "threading"})
     except SettingsError as error:

@@ -19,6 +19,7 @@ blueprint = Blueprint("video", __name__)
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
 MAX_FPS = 30.0
+REPLY_FORMATS = ("json", "csv")
 
 
 @blueprint.get("/video")
@@ -40,6 +41,10 @@ def _bad(code: str, message: str, status: int = 400, headers: dict | None = None
     return jsonify(error_body(code, message)), status, headers or {}
 
 
+def _bad_format(reply_format: str):
+    return _bad("bad_parameter", f"format must be json or csv, got {reply_format!r}")
+
+
 @blueprint.post("/api/v1/analyze-video")
 def analyze():
     """Analyse a video sent as multipart field `video` or as the raw body.
@@ -58,8 +63,8 @@ def analyze():
     if not 0 < fps <= MAX_FPS:
         return _bad("bad_parameter", f"fps must be a number above 0 and at most {MAX_FPS:g}")
     reply_format = request.args.get("format", "json")
-    if reply_format not in ("json", "csv"):
-        return _bad("bad_parameter", f"format must be json or csv, got {reply_format!r}")
+    if reply_format not in REPLY_FORMATS:
+        return _bad_format(reply_format)
     if request.args.get("async", "0") not in ("0", "1"):
         return _bad("bad_parameter", "async must be 0 or 1")
     if (request.content_length or 0) > request.max_content_length:
@@ -88,8 +93,7 @@ def analyze():
     settings = (source, _pipeline(), fps, float(config["MAX_VIDEO_SECONDS"]), int(config["MAX_PIXELS"]))
     if request.args.get("async") == "1":
         socketio_of(current_app).start_background_task(_run, current_app._get_current_object(), job, *settings)
-        query = {"format": "csv"} if reply_format == "csv" else {}
-        return jsonify({**job.to_dict(), "url": url_for("video.job", job_id=job.id, **query)}), 202
+        return jsonify({**job.to_dict(), "url": url_for("video.job", job_id=job.id)}), 202
     try:
         _run(current_app._get_current_object(), job, *settings)
     finally:
@@ -155,8 +159,8 @@ def _csv(job: VideoJob) -> Response:
 def job(job_id: str):
     """A video job's state, progress and, once done, its result (`?format=csv`: the CSV)."""
     reply_format = request.args.get("format", "json")
-    if reply_format not in ("json", "csv"):
-        return _bad("bad_parameter", f"format must be json or csv, got {reply_format!r}")
+    if reply_format not in REPLY_FORMATS:
+        return _bad_format(reply_format)
     found = _jobs().get(job_id)
     if found is None:
         return _bad("not_found", "no such job (finished jobs are forgotten after a while)", 404)

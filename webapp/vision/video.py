@@ -344,6 +344,8 @@ def analyze_video(
     with _open(source) as container:
         info = probe(container, max_seconds, max_pixels)
         stream = container.streams.video[0]
+        # read while the container is open: closing it frees the stream's data under PyAV's object
+        rate = sampled_rate(stream, fps)
         stream.thread_type = "AUTO"  # frame threads: decoding is half the cost of a 640x480 frame
         stream.thread_count = decoder_threads(info.width * info.height)
         tracker = FaceTracker()
@@ -363,9 +365,7 @@ def analyze_video(
             return None
     if not frames:
         raise VideoError("no_frames", "the video holds no decodable frame")
-    return VideoAnalysis(
-        info, sampled_rate(stream, fps), tuple(frames), time.perf_counter() - started, pipeline.classes
-    )
+    return VideoAnalysis(info, rate, tuple(frames), time.perf_counter() - started, pipeline.classes)
 
 
 def sampled_rate(stream, fps: float) -> float:
