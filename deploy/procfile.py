@@ -26,9 +26,9 @@ def web_process(bind: str) -> tuple[dict[str, str], list[str]]:
     while words and "=" in words[0] and words[0].partition("=")[0].isidentifier():
         name, _, value = words.pop(0).partition("=")
         env[name] = value
-    binds = [i for i, word in enumerate(words) if _BIND.match(word)]
-    if not words or words[0] != "gunicorn" or len(binds) != 1 or any("$" in w for w in words if not _BIND.match(w)):
+    expansions = [i for i, word in enumerate(words) if "$" in word]
+    bound = _BIND.match(words[expansions[0]]) if len(expansions) == 1 else None
+    if not words or words[0] != "gunicorn" or bound is None:
         raise ValueError(f"the Procfile's web line is not 'gunicorn ... --bind HOST:$PORT ...': {line!r}")
-    prefix = _BIND.match(words[binds[0]]).group(1) or ""
-    words[binds[0]] = prefix + bind
+    words[expansions[0]] = (bound.group(1) or "") + bind
     return env, [sys.executable, "-m", *words]
