@@ -6,7 +6,7 @@ from PIL import Image
 
 from tests.harness import png_claiming
 from webapp.vision.budget import DecodeLimits
-from webapp.vision.imaging import ImageError, decode_image, open_image
+from webapp.vision.imaging import ImageError, decode_image, decode_opened, open_image
 
 LIMIT = 20_000_000
 
@@ -29,6 +29,37 @@ def test_exif_orientation_is_applied():
     exif[0x0112] = 6  # rotate 90 degrees clockwise to display
     data = encode(Image.new("RGB", (64, 32)), "JPEG", exif=exif.tobytes())
     assert decode_image(data, LIMIT).shape == (64, 32, 3)
+
+
+def _stored_sideways(mode: str) -> Image.Image:
+    """64x32 as stored, bright on its left column: upright (orientation 6) the bright side is the top row."""
+    samples = np.zeros((32, 64), np.uint16 if mode == "I;16" else np.uint8)
+    samples[:, 0] = 64000 if mode == "I;16" else 250
+    image = Image.fromarray(samples)
+    return image.convert("RGB") if mode == "RGB" else image
+
+
+@pytest.mark.parametrize("mode, fmt", [("RGB", "JPEG"), ("RGB", "PNG"), ("L", "PNG"), ("I;16", "PNG")])
+def test_exif_orientation_turns_every_format_upright_and_reports_the_upright_size(mode, fmt):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    decoded = decode_opened(open_image(encode(_stored_sideways(mode), fmt, exif=exif.tobytes()), DecodeLimits()))
+    assert decoded.rgb.shape == (64, 32, 3)
+    assert (decoded.width, decoded.height) == (32, 64)  # boxes are scaled to this: it must match the pixels
+    assert decoded.rgb[0].mean() > 200 and decoded.rgb[-1].mean() < 20
+
+
+def test_a_png_is_not_decoded_before_its_budget_is_taken():
+    # the pipeline takes a heavy-image slot between open_image and decode_opened; a PNG with no
+    # EXIF in its header (most of them) is decoded whole by Pillow to look for one further on
+    opened = open_image(encode(_stored_sideways("RGB"), "PNG"), DecodeLimits())
+    assert opened.image.tile  # Pillow empties it once the pixels are decoded
+
+
+def test_twelve_bit_samples_in_a_16_bit_png_keep_their_contrast():
+    grey = np.tile(np.linspace(0, 4095, 64).astype(np.uint16), (8, 1))
+    rgb = decode_image(encode(Image.fromarray(grey), "PNG"), LIMIT)
+    assert rgb[0, 0, 0] == 0 and rgb[0, -1, 0] == 255
 
 
 @pytest.mark.parametrize(

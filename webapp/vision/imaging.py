@@ -34,7 +34,7 @@ class OpenedImage:
     """An image whose header passed the limits, not yet decoded.
 
     `decoded_bytes` is what decoding will take; `width` and `height` are the full size
-    (before any reduced-scale decoding), upright.
+    (before any reduced-scale decoding), as stored: EXIF orientation is applied by `decode_opened`.
     """
 
     image: Image.Image
@@ -115,8 +115,7 @@ def open_image(data: bytes, limits: DecodeLimits, formats: set[str] = ALLOWED_FO
             f"the image would take {needed / 2**20:.0f} MB to decode ({width}x{height}, {image.mode}); "
             f"the limit is {limits.max_bytes / 2**20:.0f} MB",
         )
-    if _orientation(image) in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
-        width, height = height, width
+    # the orientation is read once the pixels are: Pillow decodes a whole PNG to look for its EXIF
     return OpenedImage(image, needed, width, height, limits.draft_side)
 
 
@@ -127,8 +126,11 @@ def decode_opened(opened: OpenedImage) -> DecodedImage:
         ImageError: code "corrupt_image".
     """
     image = opened.image
+    width, height = opened.width, opened.height
     try:
         image.load()
+        if _orientation(image) in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
+            width, height = height, width
         if image.mode in WIDE_MODES:  # to 8 bits at once: Pillow would clip to white, at 4 bytes a sample
             image = _to_8bit(image)
         image = _reduced(image, opened.max_side)
@@ -136,7 +138,7 @@ def decode_opened(opened: OpenedImage) -> DecodedImage:
         rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except Exception:
         raise ImageError("corrupt_image", "the image data is truncated or corrupt") from None
-    return DecodedImage(rgb, opened.width, opened.height)
+    return DecodedImage(rgb, width, height)
 
 
 def decode_image(data: bytes, max_pixels: int, limits: DecodeLimits | None = None) -> np.ndarray:
@@ -177,7 +179,13 @@ def _reduced(image: Image.Image, max_side: int) -> Image.Image:
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
+    """A 16- or 32-bit gray image as 8 bits, keeping its metadata (EXIF orientation among it).
+
+    The top 8 of the bits its brightest sample uses are kept: 10- or 12-bit data in a 16-bit
+    file would be near black if cut to its top byte.
+    """
     samples = np.asarray(image)
-    wide = image.mode.startswith("I;16") or int(samples.max(initial=0)) > 255
-    shift = 8 if wide else 0
-    return Image.fromarray((samples >> shift).clip(0, 255).astype(np.uint8), "L")
+    shift = max(0, int(samples.max(initial=0)).bit_length() - 8)
+    eight_bit = Image.fromarray((samples >> shift).clip(0, 255).astype(np.uint8), "L")
+    eight_bit.info.update(image.info)
+    return eight_bit
