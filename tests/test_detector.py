@@ -13,6 +13,7 @@ from webapp.vision.detector import (
     non_max_suppression,
     ssd_anchors,
 )
+from webapp.vision.preprocess import crop_box
 from webapp.vision.types import Box
 
 
@@ -108,3 +109,31 @@ def test_short_range_alone_misses_the_small_faces_of_a_group():
     short = match([d.box for d in make_detector("blazeface").detect(frame)], boxes)[0]
     auto = match([d.box for d in make_detector("blazeface-auto").detect(frame)], boxes)[0]
     assert auto >= 5 and auto > short
+
+
+def test_every_detector_crops_the_face_as_fer2013_frames_it(grace_rgb):
+    # the detectors draw different boxes (Haar's larger, full range's lower); each one's framing
+    # turns its box into about the same crop, the one the model was trained on
+    crops = {}
+    for detector in (BlazeFaceDetector("short"), BlazeFaceDetector("full"), HaarFaceDetector()):
+        (face,) = detector.detect(grace_rgb)
+        crops[detector.name] = crop_box(face.box.x, face.box.y, face.box.width, face.box.height, face.framing)
+    left, top, side = crops["blazeface-short"]
+    for other_left, other_top, other_side in crops.values():
+        assert abs(other_side - side) < 0.08 * side
+        assert abs(other_top - top) < 0.1 * side and abs(other_left - left) < 0.1 * side
+
+
+def test_the_pipeline_crops_with_the_framing_of_the_detector_that_found_the_face(grace_rgb, model_path):
+    from webapp.vision.pipeline import build_pipeline
+    from webapp.vision.preprocess import DEFAULT_FRAMING, face_to_input, to_grayscale
+
+    pipeline = build_pipeline(model_path, detector="haar")
+    seen, classify = [], pipeline.classifier.classify
+    pipeline.classifier.classify = lambda crops: seen.append(crops) or classify(crops)
+    (face,) = pipeline.find_faces(grace_rgb)
+    pipeline.analyze(grace_rgb)
+    box = (face.box.x, face.box.y, face.box.width, face.box.height)
+    gray = to_grayscale(grace_rgb)
+    assert np.array_equal(seen[0][0], face_to_input(gray, box, HaarFaceDetector.framing))
+    assert not np.array_equal(seen[0][0], face_to_input(gray, box, DEFAULT_FRAMING))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from webapp.vision.preprocess import CROP_SCALE, INPUT_SIZE, crop_box, face_to_input, to_grayscale, to_model_input
+from webapp.vision.preprocess import DEFAULT_FRAMING, INPUT_SIZE, crop_box, face_to_input, to_grayscale, to_model_input
 
 
 def test_model_input_shape_dtype_and_range():
@@ -24,7 +24,7 @@ def test_face_to_input_resizes_any_crop(shape):
 
 def test_crop_box_is_square_larger_and_centred_on_the_face():
     left, _top, side = crop_box(100, 100, 80, 100)
-    assert side == round(100 * CROP_SCALE)  # scaled from the longer side
+    assert side == round(100 * DEFAULT_FRAMING.scale)  # scaled from the longer side
     assert abs((left + side / 2) - 140) <= 1
 
 

@@ -7,7 +7,7 @@ import math
 import cv2
 import numpy as np
 
-from webapp.vision.preprocess import CROP_SCALE, CROP_SHIFT_Y, INPUT_SIZE, face_to_input
+from webapp.vision.preprocess import INPUT_SIZE, face_to_input
 from webapp.vision.types import FaceDetection
 
 # Below this tilt the face is classified as cropped. FER-2013's own faces lean up to
@@ -36,11 +36,11 @@ def upright_face_input(gray: np.ndarray, detection: FaceDetection, min_tilt: flo
             plain crop is returned.
         min_tilt: degrees of tilt below which the face is not rotated.
     """
-    box = detection.box
+    box, framing = detection.box, detection.framing
     tilt = eye_tilt(detection)
     if tilt is None or abs(tilt) < min_tilt:
-        return face_to_input(gray, (box.x, box.y, box.width, box.height))
-    side = max(box.width, box.height) * CROP_SCALE
+        return face_to_input(gray, (box.x, box.y, box.width, box.height), framing)
+    side = max(box.width, box.height) * framing.scale
     # first an area-resized square around the face, big enough for any rotation of the
     # crop, at about the output's resolution: warping straight from a large face would alias
     half = int(math.ceil(0.75 * side))
@@ -59,7 +59,7 @@ def upright_face_input(gray: np.ndarray, detection: FaceDetection, min_tilt: flo
     )
     matrix = cv2.getRotationMatrix2D(centre, tilt, scale)
     # the box centre lands below the output's centre by the crop's forehead shift
-    target = (INPUT_SIZE / 2, INPUT_SIZE / 2 - CROP_SHIFT_Y * INPUT_SIZE / CROP_SCALE)
+    target = (INPUT_SIZE / 2, INPUT_SIZE / 2 - framing.shift_y * INPUT_SIZE / framing.scale)
     matrix[:, 2] += np.array(target) - np.array(centre)
     return cv2.warpAffine(
         region, matrix, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE

@@ -140,7 +140,7 @@ class EmotionPipeline:
         if self.align_min_tilt is not None:
             return upright_face_input(gray, detection, self.align_min_tilt)
         box = detection.box
-        return face_to_input(gray, (box.x, box.y, box.width, box.height))
+        return face_to_input(gray, (box.x, box.y, box.width, box.height), detection.framing)
 
 
 def build_pipeline(

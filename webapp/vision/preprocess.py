@@ -7,16 +7,35 @@ paths call `face_to_input`, and every pixel array reaches the model via `to_mode
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 INPUT_SIZE = 48
 INPUT_SHAPE = (INPUT_SIZE, INPUT_SIZE, 1)
-# How FER-2013 frames a face relative to a BlazeFace box, measured on val by
-# `python -m bench.crop_calibration` (medians): the crop is 1.19x the box's side and
-# centred 0.07 box heights higher (more forehead).
-CROP_SCALE = 1.19
-CROP_SHIFT_Y = -0.07
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How FER-2013 frames a face relative to one detector's box.
+
+    Each detector draws its box a little differently (full-range BlazeFace's is larger than
+    short range's, Haar's larger again), so each has its own, measured on val by
+    `python -m bench.crop_calibration` (medians).
+
+    Attributes:
+        scale: the crop's side over the box's longer side.
+        shift_y: the crop centre's offset from the box centre, in box heights (negative: higher, more forehead).
+    """
+
+    scale: float
+    shift_y: float
+
+
+# short-range BlazeFace's: the crop is 1.19x the box's side, centred 0.07 box heights higher;
+# used for boxes that come with no framing of their own
+DEFAULT_FRAMING = Framing(1.19, -0.07)
 
 
 def to_grayscale(image: np.ndarray, order: str = "RGB") -> np.ndarray:
@@ -41,27 +60,30 @@ def to_grayscale(image: np.ndarray, order: str = "RGB") -> np.ndarray:
     raise ValueError(f"expected a gray, RGB(A) or BGR(A) image, got shape {image.shape}")
 
 
-def crop_box(x: float, y: float, w: float, h: float) -> tuple[int, int, int]:
+def crop_box(x: float, y: float, w: float, h: float, framing: Framing = DEFAULT_FRAMING) -> tuple[int, int, int]:
     """Square crop (left, top, side) in pixels that frames a detected face like FER-2013."""
-    side = max(w, h) * CROP_SCALE
+    side = max(w, h) * framing.scale
     cx = x + w / 2
-    cy = y + h / 2 + CROP_SHIFT_Y * h
+    cy = y + h / 2 + framing.shift_y * h
     return int(round(cx - side / 2)), int(round(cy - side / 2)), max(1, int(round(side)))
 
 
-def face_to_input(gray: np.ndarray, box: tuple[float, float, float, float] | None = None) -> np.ndarray:
+def face_to_input(
+    gray: np.ndarray, box: tuple[float, float, float, float] | None = None, framing: Framing = DEFAULT_FRAMING
+) -> np.ndarray:
     """Crop (optionally) and resize a grayscale face to the model's 48x48 uint8 form.
 
     Args:
         gray: 2-D uint8 image.
         box: detector box (x, y, w, h) in pixels; None when `gray` already is a face crop.
+        framing: how the detector that drew `box` frames a face.
 
     Returns:
         uint8 array of shape (48, 48). Parts of the crop outside the image are filled by
         replicating the border, so faces at the frame edge keep their framing.
     """
     if box is not None:
-        left, top, side = crop_box(*box)
+        left, top, side = crop_box(*box, framing)
         height, width = gray.shape
         pad = max(0, -left, -top, left + side - width, top + side - height)
         if pad:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from webapp.vision.preprocess import DEFAULT_FRAMING, Framing
+
 
 @dataclass(frozen=True)
 class Box:
@@ -34,13 +36,15 @@ class Box:
 
 @dataclass(frozen=True)
 class FaceDetection:
-    """A face found by a detector: its box, the detector's confidence and, when the
-    detector gives them, the eye centres ((x, y) of the person's right eye, then left
-    eye, in image pixels) used to turn a tilted head upright."""
+    """A face found by a detector: its box, the detector's confidence, when the detector
+    gives them the eye centres ((x, y) of the person's right eye, then left eye, in image
+    pixels) used to turn a tilted head upright, and how a crop frames a face in that
+    detector's box."""
 
     box: Box
     score: float
     eyes: tuple[tuple[float, float], tuple[float, float]] | None = None
+    framing: Framing = DEFAULT_FRAMING
 
 
 @dataclass(frozen=True)
