@@ -1,6 +1,6 @@
 """Which faces each detector configuration finds, from across the room to close-ups and crops.
 
-    python -m bench.detection_bench [--only detect|align|frames|browser] [--val-per-class 30]
+    python -m bench.detection_bench [--only detect|large|align|frames|browser] [--val-per-class 30]
 
 Tables, every configuration in the same run (the machine is shared: compare rows, not runs):
 1. faces-in-scenes (../shared): recall at IoU >= 0.3 and false positives, at the photos' own
@@ -14,6 +14,8 @@ Tables, every configuration in the same run (the machine is shared: compare rows
    without eye-keypoint alignment.
 5. Server ms per 640x480 frame with one and six faces (stream pipeline, batched vs per-face).
 6. Real Chromium through the production server, one face and a six-face video.
+7. Large photos (--only large): faces-in-scenes side by side and scaled up, and independent
+   crowds, through the whole-image detector and the tiled one (UPLOAD_DETECTOR's default).
 """
 
 from __future__ import annotations
@@ -308,9 +310,57 @@ def browser_rows(seconds: float) -> None:
         stop_production_server(process)
 
 
+def mosaic(scenes, columns: int, scale: float) -> tuple[np.ndarray, list[Box]]:
+    """The faces-in-scenes photos side by side, each 520x400, `columns` a row, then scaled: a group photo's small faces."""
+    cell_w, cell_h = 520, 400
+    rows = -(-len(scenes) // columns)
+    canvas = np.full((rows * cell_h, columns * cell_w, 3), 90, np.uint8)
+    boxes = []
+    for i, (_, image, faces) in enumerate(scenes):
+        row, column = divmod(i, columns)
+        canvas[row * cell_h : (row + 1) * cell_h, column * cell_w : (column + 1) * cell_w] = cv2.resize(
+            image, (cell_w, cell_h), interpolation=cv2.INTER_AREA
+        )
+        sx, sy = cell_w / image.shape[1], cell_h / image.shape[0]
+        boxes += [Box(column * cell_w + b.x * sx, row * cell_h + b.y * sy, b.width * sx, b.height * sy) for b in faces]
+    size = (round(canvas.shape[1] * scale), round(canvas.shape[0] * scale))
+    canvas = cv2.resize(canvas, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return canvas, [Box(b.x * scale, b.y * scale, b.width * scale, b.height * scale) for b in boxes]
+
+
+def large_photo_rows(scenes, repeats: int = 3) -> None:
+    """Table 7: large photos whose faces are small beside the photo: the whole-image pass against tiles."""
+    from tests.scenes import crowd
+    from webapp.vision.detector import make_detector
+
+    photos = []
+    if scenes:
+        photos += [(f"scenes {c} a row x{k:g}", *mosaic(scenes, c, k)) for c, k in ((1, 1), (2, 1), (3, 1), (3, 2))]
+    photos += [(f"crowd {r}x{c}, {h} px faces", *crowd(r, c, h, w, hh)) for r, c, h, w, hh in CROWDS]
+    detectors = [(name, make_detector(name)) for name in ("blazeface-auto", "blazeface-tiled")]
+    print(
+        "\nLarge photos: faces-in-scenes side by side (one a row: the photos stacked) and scaled, and independent crowds"
+    )
+    print("(Grace Hopper on a grid); found / faces, false positives, ms per photo (median of the repeats)")
+    header = f"{'photo':<30}{'size':>11}" + "".join(f"{name + ' found/FP':>26}{'ms':>7}" for name, _ in detectors)
+    print(header)
+    print("-" * len(header))
+    for label, image, boxes in photos:
+        cells = ""
+        for _, detector in detectors:
+            runs = [timed_detect(detector, image) for _ in range(repeats)]
+            hit, false = match(runs[0][0], boxes)
+            cells += f"{f'{hit}/{len(boxes)}, {false}':>26}{np.median([ms for _, ms in runs]):>7.0f}"
+        print(f"{label:<30}{f'{image.shape[1]}x{image.shape[0]}':>11}{cells}")
+
+
+# rows, columns, face height, photo width, photo height
+CROWDS = ((2, 4, 50, 2048, 1200), (3, 5, 40, 2000, 1400), (3, 6, 60, 3000, 2000), (4, 8, 90, 4000, 3000))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=("detect", "align", "frames", "browser"), help="run one part")
+    parser.add_argument("--only", choices=("detect", "large", "align", "frames", "browser"), help="run one part")
     parser.add_argument(
         "--val-per-class", type=int, default=30, help="FER-2013 val faces per emotion for the crop sweep"
     )
@@ -329,6 +379,8 @@ def main(argv=None) -> int:
         scene_rows(configs, scenes, six_face_frame())
         close_up_rows(configs)
         crop_rows([c for c in configs if not isinstance(c[1], Alternating)], args.val_per_class)
+    if args.only in (None, "large"):
+        large_photo_rows(load_scenes())
     if args.only in (None, "align"):
         from webapp.config import DEFAULT_MODEL
         from webapp.vision.classifier import EmotionClassifier

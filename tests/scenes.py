@@ -102,3 +102,15 @@ def six_face_frame(shift: int = 0) -> tuple[np.ndarray, list[Box]]:
         frame, box = place_face(height, centre=(cx + shift / FRAME_W, cy), canvas=frame)
         boxes.append(box)
     return frame, boxes
+
+
+def crowd(rows: int, columns: int, face_height: float, width: int, height: int) -> tuple[np.ndarray, list[Box]]:
+    """An independent group photo: Grace Hopper `rows` x `columns` times, `face_height` px tall, spread over a large canvas."""
+    frame = np.full((height, width, 3), 90, np.uint8)
+    boxes = []
+    for row in range(rows):
+        for column in range(columns):
+            centre = ((column + 0.5) / columns, (row + 0.5) / rows)
+            frame, box = place_face(face_height, width, height, centre, canvas=frame)
+            boxes.append(box)
+    return frame, boxes

@@ -1,14 +1,18 @@
+import itertools
+
 import cv2
 import numpy as np
 import pytest
 
 from tests.harness import GRACE_FACE
-from tests.scenes import SCENES, letterbox, load_scenes, match, place_face, six_face_frame
+from tests.scenes import SCENES, crowd, letterbox, load_scenes, match, place_face, six_face_frame
 from webapp.vision.detector import (
     BLAZEFACE_VARIANTS,
     DETECTOR_NAMES,
     BlazeFaceDetector,
     HaarFaceDetector,
+    _starts,
+    covers_the_same_face,
     make_detector,
     non_max_suppression,
     ssd_anchors,
@@ -137,3 +141,45 @@ def test_the_pipeline_crops_with_the_framing_of_the_detector_that_found_the_face
     gray = to_grayscale(grace_rgb)
     assert np.array_equal(seen[0][0], face_to_input(gray, box, HaarFaceDetector.framing))
     assert not np.array_equal(seen[0][0], face_to_input(gray, box, DEFAULT_FRAMING))
+
+
+# --- large photos: tiles ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiled():
+    return make_detector("blazeface-tiled")
+
+
+def test_tiles_find_the_small_faces_of_a_large_group_photo(tiled):
+    photo, truth = crowd(3, 5, 60, 3000, 2000)  # faces 2% of the photo's width
+    assert match([d.box for d in make_detector("blazeface-auto").detect(photo)], truth)[0] < 5
+    assert match([d.box for d in tiled.detect(photo)], truth) == (15, 0)
+
+
+@pytest.mark.parametrize("x", [512, 896, 1000])  # on a tile's edge, in two tiles' overlap, inside one
+def test_a_face_across_tiles_is_found_once(tiled, x):
+    photo, box = place_face(70, 2048, 1200, (x / 2048, 0.5))  # too small for the whole-image pass
+    (found,) = tiled.detect(photo)
+    assert found.box.iou(box) > 0.5
+    assert found.framing == BLAZEFACE_VARIANTS["full"].framing
+    assert found.eyes[0][0] < found.eyes[1][0] and box.x < found.eyes[0][0] < box.x + box.width
+
+
+def test_tiles_add_nothing_to_a_close_up_or_a_small_photo(tiled, grace_rgb):
+    big = cv2.resize(grace_rgb, (2560, 3000))
+    assert len(tiled.detect(big)) == 1
+    assert tiled.detect(grace_rgb) == make_detector("blazeface-auto").detect(grace_rgb)  # no tiles under 512 px
+
+
+@pytest.mark.parametrize("length", [513, 700, 1024, 2048, 3001])
+def test_tiles_cover_each_side_with_a_quarter_overlap(length):
+    starts = _starts(length, 512)
+    assert starts[0] == 0 and starts[-1] + 512 == length
+    assert all(0 < b - a <= 384 for a, b in itertools.pairwise(starts))
+
+
+def test_a_box_inside_a_face_is_the_same_face():
+    face = Box(100, 100, 300, 300)
+    assert covers_the_same_face(face, Box(200, 200, 80, 80))  # IoU 0.07, but wholly inside
+    assert not covers_the_same_face(face, Box(380, 100, 300, 300))  # a neighbour overlapping its edge

@@ -10,6 +10,8 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
 from tests.harness import jpeg_bytes, png_claiming
+from tests.scenes import crowd, match
+from webapp.vision.types import Box
 
 
 def test_pages_render_with_local_assets_only(client):
@@ -34,6 +36,7 @@ def test_healthz_reports_readiness_and_models(client):
     body = client.get("/healthz").get_json()
     assert body["ready"] is True
     assert body["models"]["stream"]["detector"] == "blazeface-auto"
+    assert body["models"]["image"]["detector"] == "blazeface-tiled"
     assert body["models"]["stream"]["classifier"].endswith(".tflite")
     assert body["instance"].endswith(f":{os.getpid()}")  # host:pid unless INSTANCE names it
 
@@ -44,6 +47,15 @@ def test_analyze_multipart(client, grace_jpeg):
     body = reply.get_json()
     assert len(body["faces"]) == 1 and body["width"] == 512
     assert abs(sum(body["faces"][0]["probabilities"].values()) - 1) < 1e-3
+
+
+def test_analyze_finds_every_face_of_a_large_group_photo(client):
+    # 18 faces 60 px tall in a 3000 px photo: the whole-image pass sees them at 4 px; more than MAX_FACES
+    photo, truth = crowd(3, 6, 60, 3000, 2000)
+    reply = client.post("/api/v1/analyze", data=jpeg_bytes(photo), content_type="image/jpeg")
+    assert reply.status_code == 200
+    found = [Box(**face["box"]) for face in reply.get_json()["faces"]]
+    assert match(found, truth) == (18, 0)
 
 
 def test_analyze_raw_body(client, grace_jpeg):
@@ -244,6 +256,8 @@ def test_the_api_and_the_socket_ack_give_probabilities_in_the_models_order(clien
         ({"DETECTOR": "nope"}, "DETECTOR must be one of"),
         ({"FLIP_TTA": "ture"}, "FLIP_TTA must be"),
         ({"MAX_UPLOAD_MB": "abc"}, "MAX_UPLOAD_MB must be an integer"),
+        ({"UPLOAD_MAX_FACES": "0"}, "UPLOAD_MAX_FACES must be positive"),
+        ({"UPLOAD_DETECTOR": "tiles"}, "UPLOAD_DETECTOR must be one of"),
         ({"MODEL_PATH": "missing.tflite"}, "MODEL_PATH 'missing.tflite' does not exist"),
         ({"PORT": "http"}, "PORT must be a port number"),
         ({"PORT": "99999"}, "PORT must be a port number"),

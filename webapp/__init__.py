@@ -136,7 +136,9 @@ def _load_pipelines(config, new_lock) -> dict:
     # no padded retry on the stream: it would double the cost of every frame without a face
     pipelines = {
         "stream": build_pipeline(detector=config["DETECTOR"], padded_retry=False, **shared),
-        "image": build_pipeline(detector=config["UPLOAD_DETECTOR"], **shared),
+        "image": build_pipeline(
+            detector=config["UPLOAD_DETECTOR"], **{**shared, "max_faces": config["UPLOAD_MAX_FACES"]}
+        ),
         # video jobs get their own detector (and its lock), so a long job never queues the live frames behind it
         "video": build_pipeline(detector=config["DETECTOR"], padded_retry=False, **shared),
     }

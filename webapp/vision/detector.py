@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -206,8 +206,8 @@ class RangeFaceDetector:
     Full range finds faces down to ~20 px in a 640x480 frame but misses some faces that
     fill most of it; short range is the other way round. The short-range pass runs only
     when full range finds nothing or its largest face is taller than `close_up` of the
-    frame, so a typical frame pays for one model. Short-range faces that overlap a
-    full-range face are dropped (the same face, found twice).
+    frame, so a typical frame pays for one model. Short-range faces on a full-range face
+    are dropped (the same face, found twice, or a part of it).
 
     Args:
         full, short: the two BlazeFace detectors.
@@ -225,11 +225,115 @@ class RangeFaceDetector:
         faces = self.full.detect(rgb)
         if faces and max(face.box.height for face in faces) <= self.close_up * rgb.shape[0]:
             return faces
-        extra = [near for near in self.short.detect(rgb) if all(near.box.iou(face.box) < 0.3 for face in faces)]
+        extra = [
+            near for near in self.short.detect(rgb) if not any(covers_the_same_face(near.box, f.box) for f in faces)
+        ]
         return faces + extra
 
 
-DETECTOR_NAMES = ("blazeface-auto", "blazeface", "blazeface-short", "blazeface-full", "haar")
+def covers_the_same_face(a: Box, b: Box) -> bool:
+    """Two boxes on one face: they overlap well, or one sits mostly inside the other (a
+    detector that sees only part of a face draws a small box within the face's own)."""
+    inter_w = min(a.x + a.width, b.x + b.width) - max(a.x, b.x)
+    inter_h = min(a.y + a.height, b.y + b.height) - max(a.y, b.y)
+    if inter_w <= 0 or inter_h <= 0:
+        return False
+    smaller = min(a.width * a.height, b.width * b.height)
+    return a.iou(b) >= 0.3 or inter_w * inter_h > 0.5 * smaller
+
+
+class TiledFaceDetector:
+    """A whole-image pass, then full-range BlazeFace on overlapping tiles of a large photo.
+
+    BlazeFace sees the whole image at 192 px, so a face narrower than ~7% of the image's
+    longer side is a few pixels wide there and is lost: a group photo at phone resolution
+    came back with its few largest faces. Each tile is seen at 192 px too, so small faces
+    in it are found. Tiles are `tile` px, overlapping by a quarter, on a pyramid of the
+    image halved each level, down to the whole-image pass: a face fits inside some tile on
+    a level where it is large enough to be found (at least ~7% of a tile). The finest level
+    has at most `max_pixels` (the photo's own size when smaller), which bounds the cost (about
+    20 tiles there) and sets the smallest face found: ~7% of a tile at that level, ~36 px in a
+    2048x1536 photo.
+
+    Faces found again on a finer level are dropped (`covers_the_same_face`), as are faces
+    cut by a tile's inner edge: the face is whole in a neighbouring tile or on a coarser level.
+
+    Args:
+        whole: the detector for the whole image (e.g. `RangeFaceDetector`).
+        tiles: full-range BlazeFace, run on each tile.
+        tile: tile side in pixels of its level.
+        max_pixels: the finest level's size at most.
+    """
+
+    name = "blazeface-tiled"
+
+    def __init__(self, whole, tiles: BlazeFaceDetector, tile: int = 512, max_pixels: int = 2048 * 1536):
+        self.whole, self.tiles, self.tile, self.max_pixels = whole, tiles, tile, max_pixels
+
+    def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
+        """Find faces in an RGB uint8 image; boxes are in that image's pixels."""
+        faces = self.whole.detect(rgb)
+        for scale in self._scales(rgb.shape[:2]):
+            image = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+            for face in self._tiled(image):
+                face = _scaled(face, 1 / scale)
+                if not any(covers_the_same_face(face.box, kept.box) for kept in faces):
+                    faces.append(face)
+        return faces
+
+    def _scales(self, shape: tuple[int, int]) -> list[float]:
+        """Each pyramid level's scale, from the coarsest above the whole image down to the finest."""
+        longer = max(shape)
+        scale = min(1.0, (self.max_pixels / (shape[0] * shape[1])) ** 0.5)
+        scales = []
+        while longer * scale > self.tile:
+            scales.append(scale)
+            scale /= 2
+        return scales[::-1]
+
+    def _tiled(self, image: np.ndarray) -> list[FaceDetection]:
+        height, width = image.shape[:2]
+        found = []
+        for top in _starts(height, self.tile):
+            for left in _starts(width, self.tile):
+                bottom, right = min(height, top + self.tile), min(width, left + self.tile)
+                for face in self.tiles.detect(image[top:bottom, left:right]):
+                    box = face.box
+                    # a box at an inner edge is part of a face that goes on in the next tile
+                    margin = 0.01 * self.tile
+                    if (
+                        (left > 0 and box.x < margin)
+                        or (top > 0 and box.y < margin)
+                        or (right < width and box.x + box.width > right - left - margin)
+                        or (bottom < height and box.y + box.height > bottom - top - margin)
+                    ):
+                        continue
+                    found.append(_shifted(face, left, top))
+        return found
+
+
+def _starts(length: int, tile: int) -> list[int]:
+    """Tile origins along one side: `tile` apart less a quarter of overlap, the last flush with the end."""
+    if length <= tile:
+        return [0]
+    stride = tile - tile // 4
+    count = -(-(length - tile) // stride) + 1
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def _shifted(face: FaceDetection, dx: float, dy: float) -> FaceDetection:
+    box = Box(face.box.x + dx, face.box.y + dy, face.box.width, face.box.height)
+    eyes = None if face.eyes is None else tuple((x + dx, y + dy) for x, y in face.eyes)
+    return replace(face, box=box, eyes=eyes)
+
+
+def _scaled(face: FaceDetection, factor: float) -> FaceDetection:
+    box = Box(face.box.x * factor, face.box.y * factor, face.box.width * factor, face.box.height * factor)
+    eyes = None if face.eyes is None else tuple((x * factor, y * factor) for x, y in face.eyes)
+    return replace(face, box=box, eyes=eyes)
+
+
+DETECTOR_NAMES = ("blazeface-auto", "blazeface-tiled", "blazeface", "blazeface-short", "blazeface-full", "haar")
 
 
 def make_detector(name: str = "blazeface-auto", threads: int | None = None, lock=None):
@@ -246,11 +350,10 @@ def make_detector(name: str = "blazeface-auto", threads: int | None = None, lock
         return HaarFaceDetector(lock=lock)
     variant = name.partition("-")[2] or "short"
     try:
-        if variant == "auto":
-            return RangeFaceDetector(
-                BlazeFaceDetector("full", threads=threads, lock=lock),
-                BlazeFaceDetector("short", threads=threads, lock=lock),
-            )
+        if variant in ("auto", "tiled"):
+            full = BlazeFaceDetector("full", threads=threads, lock=lock)
+            auto = RangeFaceDetector(full, BlazeFaceDetector("short", threads=threads, lock=lock))
+            return TiledFaceDetector(auto, full) if variant == "tiled" else auto
         return BlazeFaceDetector(variant, threads=threads, lock=lock)
     except (FileNotFoundError, ModuleNotFoundError) as error:
         import logging
