@@ -108,6 +108,42 @@ def test_socket_frame_gets_faces_in_the_ack(socket_client, webcam_frame):
     assert again["faces"][0]["id"] == 1  # tracked across frames
 
 
+def test_a_reset_during_an_analysis_leaves_the_old_frame_out_of_the_new_tracker(app):
+    from flask import request
+
+    from tests.scenes import place_face
+    from webapp import create_app, events, socketio_of
+
+    stream = app.extensions["pipelines"]["stream"]
+
+    class ResetMidway:
+        """The stream pipeline; the client's reset (a camera switch) arrives while the frame is analysed."""
+
+        armed = False
+
+        def analyze_bytes(self, data):
+            analysis = stream.analyze_bytes(data)
+            if self.armed:
+                events._clients[request.sid].reset()
+            return analysis
+
+        def describe(self):
+            return stream.describe()
+
+    midway = ResetMidway()
+    twin = create_app({**app.config, "PIPELINES": {**app.extensions["pipelines"], "stream": midway}})
+    sio = socketio_of(twin).test_client(twin)
+    old_camera = jpeg_bytes(place_face(150, centre=(0.25, 0.5))[0])
+    new_camera = jpeg_bytes(place_face(150, centre=(0.75, 0.5))[0])
+    assert sio.emit("frame", old_camera, callback=True)["faces"][0]["id"] == 1
+    midway.armed = True
+    sio.emit("frame", old_camera, callback=True)
+    midway.armed = False
+    # the new camera's face is the new tracker's first: the old camera's face is not tracked there
+    assert sio.emit("frame", new_camera, callback=True)["faces"][0]["id"] == 1
+    sio.disconnect()
+
+
 @pytest.mark.parametrize(
     "payload", ["text", {"frame": 1}, [1, 2], 42, None], ids=["str", "dict", "list", "int", "none"]
 )

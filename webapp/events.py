@@ -81,8 +81,11 @@ def on_frame(data=None, *_):
         return _not_connected()
     try:
         with client.admit(data) as frame:
+            # the tracker of when the frame came: a reset during its analysis (a camera switch)
+            # must leave the new tracker to the new camera's frames
+            tracker = client.tracker
             analysis = run_blocking(pipeline("stream").analyze_bytes, frame)
-            return replace(analysis, faces=client.tracker.update(analysis.faces)).to_dict()
+            return replace(analysis, faces=tracker.update(analysis.faces)).to_dict()
     except FrameRefused as refusal:
         return error_body(refusal.code, refusal.message)
     except ImageError as error:
