@@ -11,6 +11,9 @@ sigma; the sigma whose energy matches is the blur that serving should reproduce.
 from __future__ import annotations
 
 import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import cv2
 import keras
@@ -29,7 +32,7 @@ def laplacian_energy(images: np.ndarray) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(FER2013 / "val"))
+    parser.add_argument("--data", default=str(FER2013), help="a folder with train/ (or fer2013.csv's Training rows)")
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
