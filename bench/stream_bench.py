@@ -3,7 +3,8 @@
     python -m bench.stream_bench [--seconds 20] [--clients 4]
 
 1. Real browser: headless Chromium's fake camera plays a face video into the live page;
-   fps and round trip (frame sent -> ack received) come from the page itself.
+   fps and round trip (frame captured -> its answer received: how far boxes lag the camera) come from
+   the page itself.
 2. Concurrent clients: N Socket.IO clients each stream the same face frame at up to
    30 fps with one frame in flight, as the page does.
 """

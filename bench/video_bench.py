@@ -48,7 +48,10 @@ def throughput(seconds: float, repeats: int = 3) -> None:
     from webapp.vision.video import analyze_video
 
     settings = config.from_env()
-    config.check(settings)
+    try:
+        config.check(settings)
+    except config.SettingsError as error:  # one line naming the setting, as the server says it
+        raise SystemExit(f"error: {error}") from None
     pipeline = build_pipeline(settings["MODEL_PATH"], detector=settings["DETECTOR"], padded_retry=False)
     data = video_bytes(grace_hopper_rgb(), seconds=seconds)
     analyze_video(io.BytesIO(video_bytes(grace_hopper_rgb(), seconds=1)), pipeline, fps=5)  # warm-up
