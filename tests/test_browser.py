@@ -323,18 +323,32 @@ def test_recording_downloads_csv_and_json_and_summarises(page, live_server, tmp_
     assert info.value.suggested_filename.startswith("moodlens-") and path.suffix == ".csv"
     with path.open(newline="") as f:
         table = list(csv.reader(f))
-    header = ["t_ms", "face_id", "x", "y", "width", "height", "emotion", "score", *[f"p_{e}" for e in SHIPPED_CLASSES]]
+    header = [
+        "t_ms",
+        "face_id",
+        "x",
+        "y",
+        "width",
+        "height",
+        "emotion",
+        "score",
+        *[f"p_{e}" for e in SHIPPED_CLASSES],
+        "frame_width",
+        "frame_height",
+    ]
     assert table[0] == header
     assert len(table) - 1 == rows >= 20  # one face in view: one row per analysed frame
     times = [int(row[0]) for row in table[1:]]
-    assert times == sorted(times) and times[-1] > 0
+    assert times == sorted(times) and times[0] >= 0 and times[-1] > 0
     for row in table[1:]:
         assert row[6] in SHIPPED_CLASSES and 120 < float(row[2]) < 300
-        assert abs(sum(float(p) for p in row[8:]) - 1) < 0.01
+        assert abs(sum(float(p) for p in row[8:-2]) - 1) < 0.01
+        assert row[-2:] == ["640", "480"]  # the fake camera's frame, already at the width frames are sent at
     with page.expect_download() as info:
         page.click("#download-json")
     body = json.loads(Path(info.value.path()).read_text())
     assert len(body["rows"]) == rows and set(body["rows"][0]) == set(header)
+    assert (body["rows"][0]["frame_width"], body["rows"][0]["frame_height"]) == (640, 480)
     # the summary: one stacked bar for the face, its parts adding up to the whole bar
     assert page.locator("#summary").is_visible()
     assert page.locator("#summary .summary-face").count() == 1
@@ -386,7 +400,8 @@ def test_summary_weights_rows_by_time_and_skips_gaps(page, live_server):
         """async () => {
              const { summarize } = await import('/static/js/recorder.js');
              const row = (t, id, emotion) => [t, id, 0, 0, 1, 1, emotion, 1];
-             // face 1: happy for 300 ms, then out of view for 5 s (counts as 1 s at most), then sad for 100 ms
+             // face 1: happy for 300 ms, then out of view for 5 s (its last row before the gap counts one
+             // typical span, 100 ms), then sad for 100 ms and a last row of one typical span
              const rows = [row(0, 1, 'happy'), row(100, 1, 'happy'), row(200, 1, 'happy'), row(300, 1, 'sad'),
                            row(5300, 1, 'sad'), row(5400, 1, 'sad'), row(0, 2, 'fear')];
              return summarize(rows, ['happy', 'sad', 'fear']);
@@ -394,9 +409,70 @@ def test_summary_weights_rows_by_time_and_skips_gaps(page, live_server):
     )
     assert [face["faceId"] for face in summary] == [1, 2]  # longest in view first
     face = summary[0]
-    assert abs(face["seconds"] - 1.5) < 1e-9  # 3 x 100 ms happy, 1000 + 100 + 100 ms sad
-    assert abs(face["shares"]["happy"] - 0.2) < 1e-9 and abs(face["shares"]["sad"] - 0.8) < 1e-9
-    assert summary[1]["shares"]["fear"] == 1
+    assert abs(face["seconds"] - 0.6) < 1e-9  # 3 x 100 ms happy, 3 x 100 ms sad: none of the gap
+    assert abs(face["shares"]["happy"] - 0.5) < 1e-9 and abs(face["shares"]["sad"] - 0.5) < 1e-9
+    # a face seen once counts one span of the recording's frames
+    assert abs(summary[1]["seconds"] - 0.1) < 1e-9 and summary[1]["shares"]["fear"] == 1
+
+
+def test_summary_does_not_credit_the_last_row_before_a_gap_with_the_gap(page, live_server):
+    page.goto(live_server + "/")
+    summary = page.evaluate(
+        """async () => {
+             const { summarize } = await import('/static/js/recorder.js');
+             const row = (t, emotion) => [t, 1, 0, 0, 1, 1, emotion, 1];
+             // 1 s happy at 50 fps, one sad frame, 5 s out of view, 1 s happy again
+             const rows = [];
+             for (let t = 0; t < 1000; t += 20) rows.push(row(t, 'happy'));
+             rows.push(row(1000, 'sad'));
+             for (let t = 6000; t < 7000; t += 20) rows.push(row(t, 'happy'));
+             return summarize(rows, ['happy', 'sad']);
+           }"""
+    )
+    # the sad frame lasts one frame (20 ms), not the 1 s cap: 2.02 s in view, not 3 s
+    assert abs(summary[0]["seconds"] - 2.02) < 1e-9
+    assert abs(summary[0]["shares"]["sad"] - 20 / 2020) < 1e-9
+
+
+RECORDER_SCRIPT = """async ({ cap, frames }) => {
+  const { createRecorder } = await import('/static/js/recorder.js');
+  const recorder = createRecorder(['happy', 'sad'], cap);
+  const face = (id) => ({ id, box: { x: 1, y: 2, width: 3, height: 4 }, emotion: 'happy', score: 0.9,
+                          probabilities: { happy: 0.9, sad: 0.1 } });
+  recorder.start(1000);
+  const going = frames.map(([tMs, faces]) =>
+    recorder.add({ width: 640, height: 360, faces: Array.from({ length: faces }, (_, i) => face(i + 1)) }, tMs));
+  return { going, rows: recorder.rows, capped: recorder.capped, csv: await recorder.csv().text(),
+           json: JSON.parse(await recorder.json().text()) };
+}"""
+
+
+def test_a_frame_captured_before_record_is_not_recorded(page, live_server):
+    page.goto(live_server + "/")
+    # captured 10 ms before the click, answered after it; then one captured 20 ms after
+    out = page.evaluate(RECORDER_SCRIPT, {"cap": {"rows": 100, "ms": 60_000}, "frames": [[990, 1], [1020, 1]]})
+    assert out["going"] == [True, True]
+    assert [row[0] for row in out["rows"]] == [20]
+
+
+def test_the_row_cap_records_a_frame_whole_or_not_at_all(page, live_server):
+    page.goto(live_server + "/")
+    # 3 faces a frame, 7 rows allowed: two whole frames, not two and a third of one
+    out = page.evaluate(
+        RECORDER_SCRIPT, {"cap": {"rows": 7, "ms": 60_000}, "frames": [[1000, 3], [1010, 3], [1020, 3]]}
+    )
+    assert out["going"] == [True, True, False] and out["capped"] == "rows"
+    assert [(row[0], row[1]) for row in out["rows"]] == [(0, 1), (0, 2), (0, 3), (10, 1), (10, 2), (10, 3)]
+
+
+def test_recordings_say_the_size_of_the_frame_their_boxes_are_in(page, live_server):
+    page.goto(live_server + "/")
+    out = page.evaluate(RECORDER_SCRIPT, {"cap": {"rows": 100, "ms": 60_000}, "frames": [[1000, 1]]})
+    header, line = out["csv"].splitlines()
+    assert header == "t_ms,face_id,x,y,width,height,emotion,score,p_happy,p_sad,frame_width,frame_height"
+    assert line == "0,1,1,2,3,4,happy,0.9,0.9,0.1,640,360"
+    row = out["json"]["rows"][0]
+    assert (row["width"], row["frame_width"], row["frame_height"]) == (3, 640, 360)
 
 
 def test_an_eight_class_model_gets_contempt_bars_series_and_columns(page, fer_plus_app):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -72,13 +73,55 @@ def test_video_page_shows_progress_then_the_timeline(page, server, face_video):
     assert page.is_hidden("#progress")
     assert "40 frames analysed" in page.text_content("#message")
     assert page.text_content("#summary tbody tr td:nth-child(4)") == "40"
-    assert page.get_attribute("#download-csv", "href").endswith("?format=csv")
+    assert page.get_attribute("#download-csv", "href").startswith("blob:")
     page.wait_for_function("() => document.getElementById('preview').readyState >= 1", timeout=10_000)
     box = page.locator("#timeline").bounding_box()
     page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] / 2)
     current = page.evaluate("() => document.getElementById('preview').currentTime")
     assert 2.0 < current < 4.0  # three quarters of the chart's time axis, less its left margin
     page.screenshot(path=str(ARTIFACTS / "video_page.png"), full_page=True)
+
+
+def analyse_video(page, face_video, fps="2"):
+    page.fill("#fps", fps)
+    page.set_input_files("#video-file", str(face_video))
+    page.wait_for_function(
+        "() => document.getElementById('message').textContent.includes('frames analysed')", timeout=60_000
+    )
+
+
+def test_the_csv_download_outlives_the_job_on_the_server(page, server, slow_app, face_video):
+    page.goto(server + "/video")
+    analyse_video(page, face_video)
+    # the server forgets finished jobs after 10 minutes or 8 newer ones: here, at once
+    jobs = slow_app.extensions["video_jobs"]
+    keep_s, jobs.keep_s = jobs.keep_s, 0
+    try:
+        jobs.get("expire-them-all")
+    finally:
+        jobs.keep_s = keep_s
+    with page.expect_download() as info:
+        page.click("#download-csv")
+    lines = Path(info.value.path()).read_text().splitlines()
+    assert lines[0].startswith("t,id,x,y,width,height,detection_score,emotion,score")
+    assert len(lines) == 1 + 8  # one face in each of 8 frames: 4 s at 2 per second
+
+
+def test_a_new_analysis_frees_the_last_ones_downloads(page, server, face_video):
+    page.add_init_script(
+        """const revoke = URL.revokeObjectURL;
+           window.revokedUrls = [];
+           URL.revokeObjectURL = (url) => { window.revokedUrls.push(url); revoke(url); };"""
+    )
+    page.goto(server + "/video")
+    analyse_video(page, face_video)
+    first = [page.get_attribute(f"#download-{kind}", "href") for kind in ("json", "csv")]
+    page.click("#analyze")  # the same file again
+    page.wait_for_function("() => !document.getElementById('downloads').hidden", timeout=60_000)
+    second = [page.get_attribute(f"#download-{kind}", "href") for kind in ("json", "csv")]
+    revoked = page.evaluate("window.revokedUrls")
+    assert first[0] in revoked and second[0] not in revoked  # the JSON's Blob URL
+    assert first[1].startswith("blob:") and first[1] in revoked and second[1] not in revoked  # the CSV's
 
 
 def test_video_page_cancels(page, server, face_video):

@@ -4,13 +4,18 @@
 export const DEFAULT_CAP = { rows: 100_000, ms: 10 * 60_000 };
 // a face missing for longer than this was out of view: the gap does not count as its time
 const MAX_ROW_MS = 1000;
+// a recording with no two rows of a face close enough to measure a frame's span: one frame at 30 fps
+const FALLBACK_SPAN_MS = 1000 / 30;
 
 /**
  * A recorder for `emotions`. Rows are arrays in the order of `recorder.columns`:
- * t_ms, face_id, x, y, width, height, emotion, score, p_<class>...
+ * t_ms, face_id, x, y, width, height, emotion, score, p_<class>..., frame_width, frame_height.
+ * Boxes are in the pixels of the frame the server analysed (the camera's, downscaled before sending):
+ * frame_width and frame_height give its size, to map them back.
  */
 export function createRecorder(emotions, cap = DEFAULT_CAP) {
-  const columns = ["t_ms", "face_id", "x", "y", "width", "height", "emotion", "score", ...emotions.map((e) => `p_${e}`)];
+  const columns = ["t_ms", "face_id", "x", "y", "width", "height", "emotion", "score", ...emotions.map((e) => `p_${e}`),
+    "frame_width", "frame_height"];
   const recorder = {
     columns,
     rows: [],
@@ -30,13 +35,16 @@ export function createRecorder(emotions, cap = DEFAULT_CAP) {
     /** Add the faces of one analysis captured at `tMs`; returns false once the cap has stopped the recording. */
     add(reply, tMs) {
       if (!recorder.recording) return false;
+      // a frame captured before Record was clicked, answered after: not part of the recording
+      if (tMs < origin) return true;
       const t = Math.round(tMs - origin);
       if (t > cap.ms) return hitCap("duration");
+      // a frame is recorded whole or not at all: half of its faces would skew the summary
+      if (recorder.rows.length + reply.faces.length > cap.rows) return hitCap("rows");
       for (const face of reply.faces) {
-        if (recorder.rows.length >= cap.rows) return hitCap("rows");
         const { x, y, width, height } = face.box;
         recorder.rows.push([t, face.id, round(x, 1), round(y, 1), round(width, 1), round(height, 1), face.emotion, round(face.score, 4),
-          ...emotions.map((e) => round(face.probabilities[e], 4))]);
+          ...emotions.map((e) => round(face.probabilities[e], 4)), reply.width, reply.height]);
       }
       return true;
     },
@@ -66,7 +74,10 @@ export function createRecorder(emotions, cap = DEFAULT_CAP) {
 
 /**
  * Per face: seconds in view and the share of that time spent in each emotion.
- * Each row lasts until the face's next row (at most MAX_ROW_MS); its last row lasts as long as the one before.
+ * Each row lasts until the face's next row. A row with no next row within MAX_ROW_MS (the face left, the
+ * connection dropped, the recording ended) lasts the face's typical span instead: the median of its own
+ * spans, which is its frame interval whatever a few slow answers did. A face with no span of its own (seen
+ * once, or only in frames far apart) gets the recording's median span: every face is in the same frames.
  * Returns [{ faceId, seconds, shares: { emotion: 0..1 } }], longest in view first.
  */
 export function summarize(rows, emotions) {
@@ -75,20 +86,37 @@ export function summarize(rows, emotions) {
     if (!byFace.has(row[1])) byFace.set(row[1], []);
     byFace.get(row[1]).push(row);
   }
+  const spans = new Map([...byFace].map(([faceId, faceRows]) => [faceId, spansOf(faceRows)]));
+  const recordingSpan = median([...spans.values()].flat().filter((span) => span != null)) ?? FALLBACK_SPAN_MS;
   const result = [];
   for (const [faceId, faceRows] of byFace) {
     const time = Object.fromEntries(emotions.map((e) => [e, 0]));
-    let previousSpan = MAX_ROW_MS / 30; // a lone row counts as one frame at 30 fps
+    const faceSpans = spans.get(faceId);
+    const typical = median(faceSpans.filter((span) => span != null)) ?? recordingSpan;
     faceRows.forEach((row, i) => {
-      const span = i + 1 < faceRows.length ? Math.min(faceRows[i + 1][0] - row[0], MAX_ROW_MS) : previousSpan;
-      time[row[6]] += span;
-      previousSpan = span;
+      time[row[6]] += faceSpans[i] ?? typical;
     });
     const total = emotions.reduce((sum, e) => sum + time[e], 0);
     const shares = Object.fromEntries(emotions.map((e) => [e, total ? time[e] / total : 0]));
     result.push({ faceId, seconds: total / 1000, shares });
   }
   return result.sort((a, b) => b.seconds - a.seconds);
+}
+
+/** Per row of one face: the time to its next row, or null where there is none within MAX_ROW_MS. */
+function spansOf(faceRows) {
+  return faceRows.map((row, i) => {
+    const span = i + 1 < faceRows.length ? faceRows[i + 1][0] - row[0] : Infinity;
+    return span <= MAX_ROW_MS ? span : null;
+  });
+}
+
+/** The median of `values`, or null when there are none. */
+function median(values) {
+  if (!values.length) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
 }
 
 function round(value, digits) {

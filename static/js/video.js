@@ -17,6 +17,8 @@ const preview = document.getElementById("preview");
 const timeline = document.getElementById("timeline");
 const downloads = document.getElementById("downloads");
 const summaryTable = document.getElementById("summary");
+const jsonLink = document.getElementById("download-json");
+const csvLink = document.getElementById("download-csv");
 const POLL_MS = 300;
 const PAD = { left: 36, right: 8, top: 8, bottom: 22 };
 
@@ -25,6 +27,7 @@ let upload = null; // AbortController of the upload in progress
 let jobUrl = null; // the job this page follows, once the upload is done
 let result = null;
 let previewUrl = null;
+let downloadUrls = []; // the Blob URLs of the result's downloads, freed with it
 
 function setBusy(value) {
   busy = value;
@@ -39,6 +42,8 @@ function resetResult() {
   result = null;
   if (previewUrl) URL.revokeObjectURL(previewUrl);
   previewUrl = null;
+  for (const url of downloadUrls) URL.revokeObjectURL(url);
+  downloadUrls = [];
 }
 
 async function analyse(file) {
@@ -106,9 +111,9 @@ async function poll(url, file) {
       continue;
     }
     if (job.state === "done") {
-      const csvUrl = `${url}?format=csv`;
+      const csv = await fetchCsv(url);
       finish("");
-      show(file, job.result, csvUrl);
+      show(file, job.result, csv);
     } else if (job.state === "cancelled") {
       finish("Cancelled.");
     } else {
@@ -118,13 +123,24 @@ async function poll(url, file) {
   }
 }
 
+// The CSV is fetched once, now: the server forgets a finished job after 10 minutes or 8 newer jobs,
+// and a link to the job would then answer 404.
+async function fetchCsv(url) {
+  try {
+    const response = await fetch(`${url}?format=csv`);
+    return response.ok ? await response.blob() : null;
+  } catch {
+    return null;
+  }
+}
+
 function finish(text) {
   jobUrl = null;
   setBusy(false);
   message.textContent = text;
 }
 
-function show(file, reply, csvUrl) {
+function show(file, reply, csv) {
   result = reply;
   previewUrl = URL.createObjectURL(file);
   preview.src = previewUrl;
@@ -134,8 +150,11 @@ function show(file, reply, csvUrl) {
     `${reply.frames.length} frames analysed (${reply.sampled_fps} per second of ${reply.duration_s.toFixed(1)} s), ` +
     `${withFaces} with a face; mostly ${reply.summary.dominant ?? "no face"}.`;
   const json = new Blob([JSON.stringify(reply, null, 1)], { type: "application/json" });
-  document.getElementById("download-json").href = URL.createObjectURL(json);
-  document.getElementById("download-csv").href = csvUrl;
+  jsonLink.href = blobUrl(json);
+  // no CSV (the job was forgotten or the connection dropped in between): no link that would fail
+  csvLink.hidden = !csv;
+  if (csv) csvLink.href = blobUrl(csv);
+  else message.textContent += " The CSV could not be fetched: analyse the video again for it.";
   downloads.hidden = false;
   const rows = reply.summary.tracks.map((track) => {
     const row = document.createElement("tr");
@@ -148,6 +167,12 @@ function show(file, reply, csvUrl) {
   summaryTable.hidden = rows.length === 0;
   timeline.hidden = false;
   draw();
+}
+
+function blobUrl(blob) {
+  const url = URL.createObjectURL(blob);
+  downloadUrls.push(url);
+  return url;
 }
 
 function xOf(t) {
