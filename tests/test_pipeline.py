@@ -139,3 +139,17 @@ def test_eye_alignment_levels_a_tilted_face(grace_rgb):
     assert np.array_equal(
         upright_face_input(to_grayscale(grace_rgb), upright), plain
     )  # below the tilt threshold: the plain crop
+
+
+@pytest.mark.parametrize(
+    "left, top, side", [(-30, -30, 20), (-10, 5, 30), (60, 40, 30), (-200, -200, 500), (65, -5, 12)]
+)
+def test_the_window_around_a_tilted_face_replicates_the_border_as_a_padded_image_would(left, top, side):
+    from webapp.vision.align import _window
+
+    gray = np.random.default_rng(0).integers(0, 256, (50, 70), dtype=np.uint8)
+    pad = 600
+    padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    assert np.array_equal(
+        _window(gray, left, top, side), padded[top + pad : top + pad + side, left + pad : left + pad + side]
+    )

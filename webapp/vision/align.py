@@ -45,9 +45,7 @@ def upright_face_input(gray: np.ndarray, detection: FaceDetection, min_tilt: flo
     # crop, at about the output's resolution: warping straight from a large face would alias
     half = int(math.ceil(0.75 * side))
     cx, cy = int(round(box.x + box.width / 2)), int(round(box.y + box.height / 2))
-    region = cv2.copyMakeBorder(gray, half, half, half, half, cv2.BORDER_REPLICATE)[
-        cy : cy + 2 * half, cx : cx + 2 * half
-    ]
+    region = _window(gray, cx - half, cy - half, 2 * half)
     size = max(INPUT_SIZE, int(round(INPUT_SIZE * 2 * half / side)))
     region = cv2.resize(
         region, (size, size), interpolation=cv2.INTER_AREA if region.shape[0] > size else cv2.INTER_LINEAR
@@ -64,3 +62,13 @@ def upright_face_input(gray: np.ndarray, detection: FaceDetection, min_tilt: flo
     return cv2.warpAffine(
         region, matrix, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
     )
+
+
+def _window(gray: np.ndarray, left: int, top: int, side: int) -> np.ndarray:
+    """The `side`-pixel square at (left, top), its parts outside the image filled by replicating the border.
+
+    Only the window is built, not a padded image: a large photo's many faces would each copy all of it.
+    """
+    rows = np.clip(np.arange(top, top + side), 0, gray.shape[0] - 1)
+    columns = np.clip(np.arange(left, left + side), 0, gray.shape[1] - 1)
+    return gray[np.ix_(rows, columns)]
