@@ -57,3 +57,31 @@ def test_six_moving_faces_keep_their_ids_through_missed_frames():
         visible = [i for i in range(6) if not (i == 2 and 2 <= step <= 4)]
         faces = tracker.update([face(starts[i] + 6 * step, "happy") for i in reversed(visible)])
         assert [f.track_id for f in faces] == [ids[i] for i in reversed(visible)]
+
+
+def _seconds_to_follow_a_change(fps: float) -> float:
+    """Seconds from a happy face turning sad to the smoothed label saying so, sampled at `fps`."""
+    tracker = FaceTracker.at_rate(fps)
+    for _ in range(round(2 * fps)):
+        tracker.update([face(0, "happy")])
+    for step in range(1, round(5 * fps)):
+        if tracker.update([face(0, "sad")])[0].emotion.label == "sad":
+            return (step - 1) / fps
+    raise AssertionError("never followed")
+
+
+def test_a_video_tracker_smooths_over_the_same_time_whatever_the_rate():
+    assert vars(FaceTracker.at_rate(30)) == vars(FaceTracker())  # the live stream's rate: the live settings
+    live = _seconds_to_follow_a_change(30)
+    for fps in (0.5, 1, 5, 10):
+        # within one frame of that rate (a frame-counted tracker took 2 frames: 4 s at 0.5 fps)
+        assert abs(_seconds_to_follow_a_change(fps) - live) < 1 / fps
+
+
+def test_a_video_tracker_forgets_a_face_gone_for_seconds_at_any_rate():
+    for fps in (1, 5, 30):
+        tracker = FaceTracker.at_rate(fps)
+        tracker.update([face(0, "happy")])
+        for _ in range(round(3 * fps)):  # 3 s out of view
+            tracker.update([])
+        assert tracker.update([face(0, "happy")])[0].track_id == 2

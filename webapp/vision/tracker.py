@@ -6,6 +6,9 @@ from dataclasses import dataclass, replace
 
 from webapp.vision.types import Emotion, FaceResult
 
+# the rate the live page sends frames at (camera-paced), which the default settings are for
+LIVE_FPS = 30.0
+
 
 @dataclass
 class _Track:
@@ -31,6 +34,23 @@ class FaceTracker:
         self.alpha, self.min_iou, self.max_missed = alpha, min_iou, max_missed
         self._tracks: list[_Track] = []
         self._next_id = 1
+
+    @classmethod
+    def at_rate(cls, fps: float) -> FaceTracker:
+        """A tracker for frames `fps` apart that smooths, and waits for a missing face, as long in
+        seconds as the default one does on the live stream's ~30 frames a second.
+
+        Counted in frames, the same settings would smooth a 1 fps video over seconds and keep a
+        vanished face's id for 5 s, and a 30 fps one over a tenth of a second: one video's
+        tracks and emotions would depend on the rate it was sampled at.
+        """
+        live = cls()
+        frames_per_step = LIVE_FPS / fps
+        return cls(
+            alpha=1 - (1 - live.alpha) ** frames_per_step,
+            min_iou=live.min_iou,
+            max_missed=max(1, round(live.max_missed / frames_per_step)),
+        )
 
     def update(self, faces: tuple[FaceResult, ...] | list[FaceResult]) -> tuple[FaceResult, ...]:
         """Return `faces` with track ids and smoothed emotions, in the input order."""

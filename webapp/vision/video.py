@@ -348,7 +348,7 @@ def analyze_video(
         rate = sampled_rate(stream, fps)
         stream.thread_type = "AUTO"  # frame threads: decoding is half the cost of a 640x480 frame
         stream.thread_count = decoder_threads(info.width * info.height)
-        tracker = FaceTracker()
+        tracker = FaceTracker.at_rate(rate)
         frames = []
         try:
             for t, frame in sampled_frames(container, stream, fps, max_seconds, max_pixels, cancelled):
