@@ -160,3 +160,45 @@ def test_video_page_reports_a_bad_file(page, server, tmp_path):
     page.set_input_files("#video-file", str(bad))
     page.wait_for_function("() => document.getElementById('message').textContent.includes('not a video')")
     assert page.is_hidden("#progress") and page.is_hidden("#timeline")
+
+
+def test_the_timeline_breaks_where_the_largest_face_is_another_person(page, server, face_video):
+    # the server's reply is made up here: face 1 is the largest for two frames, then face 2 is
+    emotions = page.context.request.get(server + "/healthz").json()["emotions"]
+    faces = [
+        {
+            "id": i,
+            "box": {"x": 0, "y": 0, "width": 9, "height": 9},
+            "detection_score": 0.9,
+            "emotion": emotions[0],
+            "score": 0.5,
+            "probabilities": {e: 1 / len(emotions) for e in emotions},
+        }
+        for i in (1, 1, 2, 2)
+    ]
+    result = {
+        "duration_s": 4.0,
+        "sampled_fps": 1,
+        "frames": [{"t": t, "faces": [face]} for t, face in enumerate(faces)],
+        "summary": {"frames_with_faces": 4, "dominant": emotions[0], "tracks": []},
+    }
+    page.route("**/api/v1/analyze-video*", lambda route: route.fulfill(json={"url": "/api/v1/jobs/made-up"}))
+    page.route(
+        "**/api/v1/jobs/made-up*",
+        lambda route: route.fulfill(
+            body="t\n" if "format=csv" in route.request.url else None,
+            json=None if "format=csv" in route.request.url else {"state": "done", "progress": 1, "result": result},
+        ),
+    )
+    page.add_init_script("""
+      window.lines = 0;
+      const lineTo = CanvasRenderingContext2D.prototype.lineTo;
+      CanvasRenderingContext2D.prototype.lineTo = function (...point) { window.lines += 1; return lineTo.apply(this, point); };
+    """)
+    page.goto(server + "/video")
+    analyse_video(page, face_video)
+    page.evaluate("() => { window.lines = 0; }")
+    box = page.locator("#timeline").bounding_box()
+    page.mouse.click(box["x"] + 5, box["y"] + box["height"] / 2)  # draws the chart again
+    # per emotion, a segment for each face's two frames, none between them; then the playhead's line
+    assert page.evaluate("() => window.lines") == 2 * len(emotions) + 1

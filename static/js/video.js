@@ -184,7 +184,8 @@ function yOf(p) {
   return PAD.top + (1 - p) * (timeline.height - PAD.top - PAD.bottom);
 }
 
-// One line per emotion: the probability of the largest face in each sampled frame; gaps where no face was found.
+// One line per emotion: the probability of the largest face in each sampled frame; gaps where no face was
+// found, and a break where the largest face is another tracked face: one person's line never runs into another's.
 function draw() {
   if (!result) return;
   const ctx = timeline.getContext("2d");
@@ -198,17 +199,17 @@ function draw() {
     ctx.strokeStyle = colorOf(emotion);
     ctx.lineWidth = 1.5;
     ctx.beginPath();
-    let drawing = false;
+    let drawnId = null; // the face the line is following; null: none
     for (const frame of result.frames) {
       const face = frame.faces[0]; // the API lists faces largest first
       if (!face) {
-        drawing = false;
+        drawnId = null;
         continue;
       }
       const [x, y] = [xOf(frame.t), yOf(face.probabilities[emotion])];
-      if (drawing) ctx.lineTo(x, y);
+      if (face.id === drawnId) ctx.lineTo(x, y);
       else ctx.moveTo(x, y);
-      drawing = true;
+      drawnId = face.id;
     }
     ctx.stroke();
   }
