@@ -11,13 +11,13 @@ from webapp.vision.detector import (
     DETECTOR_NAMES,
     BlazeFaceDetector,
     HaarFaceDetector,
-    _starts,
     covers_the_same_face,
     make_detector,
     non_max_suppression,
     ssd_anchors,
 )
 from webapp.vision.preprocess import crop_box
+from webapp.vision.tiles import tile_origins
 from webapp.vision.types import Box
 
 
@@ -116,7 +116,7 @@ def test_short_range_alone_misses_the_small_faces_of_a_group():
 
 
 def test_every_detector_crops_the_face_as_fer2013_frames_it(grace_rgb):
-    # the detectors draw different boxes (Haar's larger, full range's lower); each one's framing
+    # the detectors draw different boxes (Haar's larger, full range's higher); each one's framing
     # turns its box into about the same crop, the one the model was trained on
     crops = {}
     for detector in (BlazeFaceDetector("short"), BlazeFaceDetector("full"), HaarFaceDetector()):
@@ -166,15 +166,27 @@ def test_a_face_across_tiles_is_found_once(tiled, x):
     assert found.eyes[0][0] < found.eyes[1][0] and box.x < found.eyes[0][0] < box.x + box.width
 
 
-def test_tiles_add_nothing_to_a_close_up_or_a_small_photo(tiled, grace_rgb):
-    big = cv2.resize(grace_rgb, (2560, 3000))
-    assert len(tiled.detect(big)) == 1
-    assert tiled.detect(grace_rgb) == make_detector("blazeface-auto").detect(grace_rgb)  # no tiles under 512 px
+def test_tiles_add_nothing_to_a_close_up(tiled, grace_rgb):
+    assert len(tiled.detect(cv2.resize(grace_rgb, (2560, 3000)))) == 1
+
+
+def test_a_photo_of_512_px_or_less_gets_no_tiles(tiled, grace_rgb, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tiled, "_tiled", lambda image: calls.append(image.shape) or [])
+    small = cv2.resize(grace_rgb, (437, 512))
+    assert len(tiled.detect(small)) == 1 and calls == []
+    tiled.detect(cv2.resize(grace_rgb, (437, 513)))
+    assert calls  # one pixel more: tiles
+
+
+@pytest.mark.parametrize("shape", [(1, 4095), (4095, 1), (2, 2100), (1, 3000), (40, 4095)])
+def test_a_thin_photo_is_no_error(tiled, shape):
+    assert tiled.detect(np.full((*shape, 3), 128, np.uint8)) == []
 
 
 @pytest.mark.parametrize("length", [513, 700, 1024, 2048, 3001])
 def test_tiles_cover_each_side_with_a_quarter_overlap(length):
-    starts = _starts(length, 512)
+    starts = tile_origins(length, 512)
     assert starts[0] == 0 and starts[-1] + 512 == length
     assert all(0 < b - a <= 384 for a, b in itertools.pairwise(starts))
 

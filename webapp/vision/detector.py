@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -33,8 +33,8 @@ class BlazeFaceVariant:
 BLAZEFACE_VARIANTS = {
     # selfie / webcam distance (up to ~2 m), 128x128 input
     "short": BlazeFaceVariant("face_detection_short_range.tflite", 128, (8, 16), (2, 6), DEFAULT_FRAMING),
-    # faces up to ~5 m, e.g. group photos; 192x192 input. Its boxes are ~4% larger and sit lower
-    # than short range's (`python -m bench.crop_calibration`)
+    # faces up to ~5 m, e.g. group photos; 192x192 input. Its boxes are ~4% larger than short
+    # range's and sit higher, with more forehead (`python -m bench.crop_calibration`)
     "full": BlazeFaceVariant("face_detection_full_range.tflite", 192, (4,), (1,), Framing(1.15, -0.03)),
 }
 
@@ -242,97 +242,6 @@ def covers_the_same_face(a: Box, b: Box) -> bool:
     return a.iou(b) >= 0.3 or inter_w * inter_h > 0.5 * smaller
 
 
-class TiledFaceDetector:
-    """A whole-image pass, then full-range BlazeFace on overlapping tiles of a large photo.
-
-    BlazeFace sees the whole image at 192 px, so a face narrower than ~7% of the image's
-    longer side is a few pixels wide there and is lost: a group photo at phone resolution
-    came back with its few largest faces. Each tile is seen at 192 px too, so small faces
-    in it are found. Tiles are `tile` px, overlapping by a quarter, on a pyramid of the
-    image halved each level, down to the whole-image pass: a face fits inside some tile on
-    a level where it is large enough to be found (at least ~7% of a tile). The finest level
-    has at most `max_pixels` (the photo's own size when smaller), which bounds the cost (about
-    20 tiles there) and sets the smallest face found: ~7% of a tile at that level, ~36 px in a
-    2048x1536 photo.
-
-    Faces found again on a finer level are dropped (`covers_the_same_face`), as are faces
-    cut by a tile's inner edge: the face is whole in a neighbouring tile or on a coarser level.
-
-    Args:
-        whole: the detector for the whole image (e.g. `RangeFaceDetector`).
-        tiles: full-range BlazeFace, run on each tile.
-        tile: tile side in pixels of its level.
-        max_pixels: the finest level's size at most.
-    """
-
-    name = "blazeface-tiled"
-
-    def __init__(self, whole, tiles: BlazeFaceDetector, tile: int = 512, max_pixels: int = 2048 * 1536):
-        self.whole, self.tiles, self.tile, self.max_pixels = whole, tiles, tile, max_pixels
-
-    def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
-        """Find faces in an RGB uint8 image; boxes are in that image's pixels."""
-        faces = self.whole.detect(rgb)
-        for scale in self._scales(rgb.shape[:2]):
-            image = cv2.resize(rgb, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
-            for face in self._tiled(image):
-                face = _scaled(face, 1 / scale)
-                if not any(covers_the_same_face(face.box, kept.box) for kept in faces):
-                    faces.append(face)
-        return faces
-
-    def _scales(self, shape: tuple[int, int]) -> list[float]:
-        """Each pyramid level's scale, from the coarsest above the whole image down to the finest."""
-        longer = max(shape)
-        scale = min(1.0, (self.max_pixels / (shape[0] * shape[1])) ** 0.5)
-        scales = []
-        while longer * scale > self.tile:
-            scales.append(scale)
-            scale /= 2
-        return scales[::-1]
-
-    def _tiled(self, image: np.ndarray) -> list[FaceDetection]:
-        height, width = image.shape[:2]
-        found = []
-        for top in _starts(height, self.tile):
-            for left in _starts(width, self.tile):
-                bottom, right = min(height, top + self.tile), min(width, left + self.tile)
-                for face in self.tiles.detect(image[top:bottom, left:right]):
-                    box = face.box
-                    # a box at an inner edge is part of a face that goes on in the next tile
-                    margin = 0.01 * self.tile
-                    if (
-                        (left > 0 and box.x < margin)
-                        or (top > 0 and box.y < margin)
-                        or (right < width and box.x + box.width > right - left - margin)
-                        or (bottom < height and box.y + box.height > bottom - top - margin)
-                    ):
-                        continue
-                    found.append(_shifted(face, left, top))
-        return found
-
-
-def _starts(length: int, tile: int) -> list[int]:
-    """Tile origins along one side: `tile` apart less a quarter of overlap, the last flush with the end."""
-    if length <= tile:
-        return [0]
-    stride = tile - tile // 4
-    count = -(-(length - tile) // stride) + 1
-    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
-
-
-def _shifted(face: FaceDetection, dx: float, dy: float) -> FaceDetection:
-    box = Box(face.box.x + dx, face.box.y + dy, face.box.width, face.box.height)
-    eyes = None if face.eyes is None else tuple((x + dx, y + dy) for x, y in face.eyes)
-    return replace(face, box=box, eyes=eyes)
-
-
-def _scaled(face: FaceDetection, factor: float) -> FaceDetection:
-    box = Box(face.box.x * factor, face.box.y * factor, face.box.width * factor, face.box.height * factor)
-    eyes = None if face.eyes is None else tuple((x * factor, y * factor) for x, y in face.eyes)
-    return replace(face, box=box, eyes=eyes)
-
-
 DETECTOR_NAMES = ("blazeface-auto", "blazeface-tiled", "blazeface", "blazeface-short", "blazeface-full", "haar")
 
 
@@ -353,7 +262,11 @@ def make_detector(name: str = "blazeface-auto", threads: int | None = None, lock
         if variant in ("auto", "tiled"):
             full = BlazeFaceDetector("full", threads=threads, lock=lock)
             auto = RangeFaceDetector(full, BlazeFaceDetector("short", threads=threads, lock=lock))
-            return TiledFaceDetector(auto, full) if variant == "tiled" else auto
+            if variant == "tiled":
+                from webapp.vision.tiles import TiledFaceDetector  # it builds on this module's detectors
+
+                return TiledFaceDetector(auto, full)
+            return auto
         return BlazeFaceDetector(variant, threads=threads, lock=lock)
     except (FileNotFoundError, ModuleNotFoundError) as error:
         import logging

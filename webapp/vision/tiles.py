@@ -1,0 +1,110 @@
+"""Small faces in large photos: detection on overlapping tiles of the photo and of its halvings."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import cv2
+import numpy as np
+
+from webapp.vision.detector import BlazeFaceDetector, covers_the_same_face
+from webapp.vision.types import Box, FaceDetection
+
+# BlazeFace finds faces down to ~7% of what it is shown: a level whose shorter side is under this
+# many pixels holds no face it would find in a tile
+MIN_LEVEL_SIDE = 32
+
+
+class TiledFaceDetector:
+    """A whole-image pass, then full-range BlazeFace on overlapping tiles of a large photo.
+
+    BlazeFace sees the whole image at 192 px, so a face narrower than ~7% of the image's
+    longer side is a few pixels wide there and is lost: a group photo at phone resolution
+    came back with its few largest faces. Each tile is seen at 192 px too, so small faces
+    in it are found. Tiles are `tile` px, overlapping by a quarter, on a pyramid of the
+    image halved each level, down to the whole-image pass: a face fits inside some tile on
+    a level where it is large enough to be found (at least ~7% of a tile). The finest level
+    has at most `max_pixels` (the photo's own size when smaller), which bounds the cost (at
+    most ~30 tiles in all) and sets the smallest face found: ~7% of a tile at that level,
+    ~36 px in a 2048x1536 photo.
+
+    Faces found again on a finer level are dropped (`covers_the_same_face`), as are faces
+    cut by a tile's inner edge: the face is whole in a neighbouring tile or on a coarser level.
+
+    Args:
+        whole: the detector for the whole image (e.g. `RangeFaceDetector`).
+        tiles: full-range BlazeFace, run on each tile.
+        tile: tile side in pixels of its level.
+        max_pixels: the finest level's size at most.
+    """
+
+    name = "blazeface-tiled"
+
+    def __init__(self, whole, tiles: BlazeFaceDetector, tile: int = 512, max_pixels: int = 2048 * 1536):
+        self.whole, self.tiles, self.tile, self.max_pixels = whole, tiles, tile, max_pixels
+
+    def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
+        """Find faces in an RGB uint8 image; boxes are in that image's pixels."""
+        faces = self.whole.detect(rgb)
+        height, width = rgb.shape[:2]
+        for level_width, level_height in self._levels(height, width):
+            image = rgb
+            if (level_width, level_height) != (width, height):
+                image = cv2.resize(rgb, (level_width, level_height), interpolation=cv2.INTER_AREA)
+            for face in self._tiled(image):
+                face = _scaled(face, width / level_width, height / level_height)
+                if not any(covers_the_same_face(face.box, kept.box) for kept in faces):
+                    faces.append(face)
+        return faces
+
+    def _levels(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Each pyramid level's (width, height), from the coarsest above the whole image down to the finest."""
+        scale = min(1.0, (self.max_pixels / (height * width)) ** 0.5)
+        levels = []
+        while max(height, width) * scale > self.tile:
+            size = (max(1, round(width * scale)), max(1, round(height * scale)))
+            if min(size) >= MIN_LEVEL_SIDE:
+                levels.append(size)
+            scale /= 2
+        return levels[::-1]
+
+    def _tiled(self, image: np.ndarray) -> list[FaceDetection]:
+        height, width = image.shape[:2]
+        margin = 0.01 * self.tile
+        found = []
+        for top in tile_origins(height, self.tile):
+            for left in tile_origins(width, self.tile):
+                bottom, right = min(height, top + self.tile), min(width, left + self.tile)
+                for face in self.tiles.detect(image[top:bottom, left:right]):
+                    box = face.box
+                    # a box at an inner edge is part of a face that goes on in the next tile
+                    if (
+                        (left > 0 and box.x < margin)
+                        or (top > 0 and box.y < margin)
+                        or (right < width and box.x + box.width > right - left - margin)
+                        or (bottom < height and box.y + box.height > bottom - top - margin)
+                    ):
+                        continue
+                    found.append(_shifted(face, left, top))
+        return found
+
+
+def tile_origins(length: int, tile: int) -> list[int]:
+    """Tile origins along one side: `tile` apart less a quarter of overlap, the last flush with the end."""
+    if length <= tile:
+        return [0]
+    stride = tile - tile // 4
+    count = -(-(length - tile) // stride) + 1
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
+
+
+def _shifted(face: FaceDetection, dx: float, dy: float) -> FaceDetection:
+    box = Box(face.box.x + dx, face.box.y + dy, face.box.width, face.box.height)
+    eyes = None if face.eyes is None else tuple((x + dx, y + dy) for x, y in face.eyes)
+    return replace(face, box=box, eyes=eyes)
+
+
+def _scaled(face: FaceDetection, fx: float, fy: float) -> FaceDetection:
+    box = Box(face.box.x * fx, face.box.y * fy, face.box.width * fx, face.box.height * fy)
+    eyes = None if face.eyes is None else tuple((x * fx, y * fy) for x, y in face.eyes)
+    return replace(face, box=box, eyes=eyes)
