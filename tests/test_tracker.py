@@ -74,8 +74,10 @@ def test_a_video_tracker_smooths_over_the_same_time_whatever_the_rate():
     assert vars(FaceTracker.at_rate(30)) == vars(FaceTracker())  # the live stream's rate: the live settings
     live = _seconds_to_follow_a_change(30)
     for fps in (0.5, 1, 5, 10):
-        # within one frame of that rate (a frame-counted tracker took 2 frames: 4 s at 0.5 fps)
-        assert abs(_seconds_to_follow_a_change(fps) - live) < 1 / fps
+        # at the first frame after the change, as live is within a frame of it (a frame-counted
+        # tracker waited for a second frame: 2 s at 0.5 fps)
+        assert _seconds_to_follow_a_change(fps) == 0 and live < 1 / fps
+    assert FaceTracker.at_rate(0).max_missed == 1  # a rate of 0 declared by a container is no error
 
 
 def test_a_video_tracker_forgets_a_face_gone_for_seconds_at_any_rate():
