@@ -70,6 +70,8 @@ def main(argv=None) -> int:
         "--models", nargs="*", default=[], help="more .tflite/.keras models to compare (flip TTA as the file records)"
     )
     args = parser.parse_args(argv)
+    if args.repeats < ROUNDS:
+        parser.error(f"--repeats must be at least {ROUNDS}: one call per interleaved round")
 
     from bench.peer_fer import FerMiniXception
 

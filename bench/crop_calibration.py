@@ -63,6 +63,9 @@ def main(argv=None) -> int:
         boxes = [d.box for d in detections[: args.count] if d is not None]
         scales = [96 / max(box.width, box.height) for box in boxes]
         shifts = [(96 - (box.y + box.height / 2)) / box.height for box in boxes]
+        if not boxes:
+            print(f"{name:<18}{0:>11}  (no face found once: nothing to measure)")
+            continue
         framing = next(d.framing for d in detections if d is not None)
         print(
             f"{name:<18}{len(boxes):>11}{np.median(scales):>8.3f}{np.percentile(scales, 25):>7.3f}"
@@ -88,6 +91,8 @@ def accuracy_table(args, dataset, found) -> None:
     print(f"{'detector':<18}{'faces':>7}{'framing':>22}{'FER+':>8}{'FER-2013':>10}")
     for name, detections in found.items():
         picked = [i for i, d in enumerate(detections) if d is not None]
+        if not picked:
+            continue
         for label, framing in (("shared (short's)", DEFAULT_FRAMING), ("its own", detections[picked[0]].framing)):
             crops = []
             for i in picked:

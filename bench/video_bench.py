@@ -121,7 +121,8 @@ def memory(url: str, pid: int, upload_mb: float) -> None:
         while rss_mb(pid) > first_idle + 20 and time.monotonic() < deadline:
             time.sleep(0.5)
         idle = rss_mb(pid)
-        reset_peak_rss(pid)  # the kernel's high-water mark from here: no spike slips between samples
+        if not reset_peak_rss(pid):  # the kernel's high-water mark from here: no spike slips between samples
+            raise SystemExit("cannot reset the worker's peak memory (/proc/PID/clear_refs): run as its user on Linux")
         start = time.perf_counter()
         status, _ = post(url, data, "?fps=1", multipart)
         elapsed = time.perf_counter() - start

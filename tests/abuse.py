@@ -85,18 +85,20 @@ class RssSampler(_Sampler):
     def __init__(self, pid: int, interval: float = 0.02):
         super().__init__(interval)
         self.pid = pid
-        self._peak = 0.0
+        self.peak = 0.0
+        self._high_water = False
 
     def __enter__(self):
-        reset_peak_rss(self.pid)
+        self._high_water = reset_peak_rss(self.pid)
         return super().__enter__()
 
-    def sample(self) -> None:
-        self._peak = max(self._peak, rss_mb(self.pid))
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        if self._high_water:  # read now: the process may be gone later
+            self.peak = max(self.peak, rss_mb(self.pid, "VmHWM"))
 
-    @property
-    def peak(self) -> float:
-        return max(self._peak, rss_mb(self.pid, "VmHWM"))
+    def sample(self) -> None:
+        self.peak = max(self.peak, rss_mb(self.pid))
 
 
 def post(url: str, data: bytes, content_type: str = "image/png", timeout: float = 120) -> tuple[int, bytes, dict]:

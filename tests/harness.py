@@ -220,9 +220,17 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     raise RuntimeError(f"no {field} for {pid}")
 
 
-def reset_peak_rss(pid: int) -> None:
-    """Start a process's peak resident memory (VmHWM) again from its present size (Linux 4.0+)."""
-    Path(f"/proc/{pid}/clear_refs").write_text("5")
+def reset_peak_rss(pid: int) -> bool:
+    """Start a process's peak resident memory (VmHWM) again from its present size (Linux 4.0+).
+
+    Returns False where the kernel does not allow it (another user's process, some sandboxes):
+    the peak then counts from the process's start, so callers fall back to sampling.
+    """
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def stop_production_server(process: subprocess.Popen, grace: float = 10) -> None:

@@ -99,9 +99,16 @@ def check(config: dict) -> None:
     """
     if config["ASYNC_MODE"] not in ASYNC_MODES:
         raise SettingsError(f"ASYNC_MODE must be one of {', '.join(ASYNC_MODES)}, got {config['ASYNC_MODE']!r}")
-    positive = ("MAX_UPLOAD_MB", "MAX_FRAME_KB", "MAX_PIXELS", "MAX_FACES", "UPLOAD_MAX_FACES", "MAX_FPS_PER_CLIENT")
-    positive += ("MAX_DECODE_MB",)
-    positive += ("HEAVY_DECODE_MB", "MAX_HEAVY_ANALYSES", "BODY_TIMEOUT_S", "MAX_VIDEO_MB", "MAX_VIDEO_SECONDS")
+    positive = ("MAX_UPLOAD_MB", "MAX_FRAME_KB", "MAX_PIXELS", "MAX_FACES", "UPLOAD_MAX_FACES")
+    positive += (
+        "MAX_FPS_PER_CLIENT",
+        "MAX_DECODE_MB",
+        "HEAVY_DECODE_MB",
+        "MAX_HEAVY_ANALYSES",
+        "BODY_TIMEOUT_S",
+        "MAX_VIDEO_MB",
+        "MAX_VIDEO_SECONDS",
+    )
     positive += ("MAX_VIDEO_JOBS", "VIDEO_BODY_TIMEOUT_S")
     for key in positive:
         if int(config[key]) <= 0:

@@ -112,6 +112,7 @@ async function poll(url, file) {
     }
     if (job.state === "done") {
       const csv = await fetchCsv(url);
+      if (jobUrl !== url) return; // cancelled (or another video chosen) while the CSV came
       finish("");
       show(file, job.result, csv);
     } else if (job.state === "cancelled") {
