@@ -153,3 +153,30 @@ def test_the_window_around_a_tilted_face_replicates_the_border_as_a_padded_image
     assert np.array_equal(
         _window(gray, left, top, side), padded[top + pad : top + pad + side, left + pad : left + pad + side]
     )
+
+
+def test_a_photo_of_many_faces_lets_go_of_the_shared_classifier_between_calls(model_path):
+    import threading
+
+    from webapp.vision.classifier import FACES_PER_CALL
+
+    taken = []
+
+    class CountingLock:
+        def __init__(self):
+            self.lock = threading.Lock()
+
+        def __enter__(self):
+            taken.append(1)
+            return self.lock.__enter__()
+
+        def __exit__(self, *exc):
+            return self.lock.__exit__(*exc)
+
+    classifier = EmotionClassifier(model_path, lock=CountingLock())
+    faces = np.random.default_rng(0).integers(0, 256, (2 * FACES_PER_CALL + 3, 48, 48), dtype=np.uint8)
+    taken.clear()  # loading may have used the model
+    together = classifier.predict_probabilities(faces)
+    assert len(taken) == 3  # a live frame can take the model between them
+    one_by_one = np.concatenate([classifier.predict_probabilities(face[np.newaxis]) for face in faces])
+    assert np.allclose(together, one_by_one, atol=1e-6)
