@@ -51,7 +51,7 @@ def from_env() -> dict:
         "MODEL_PATH": os.environ.get("MODEL_PATH") or str(DEFAULT_MODEL),
         # full range + a short-range pass for close-ups: bench/detection_bench.py, bench/RESULTS.md
         "DETECTOR": os.environ.get("DETECTOR", "blazeface-auto"),
-        # photos: the same, plus tiles for small faces in large photos (a group photo's); ~0.1-0.2 s more
+        # photos: the same, plus tiles for small faces in large photos (a group photo's): 0.08-0.2 s more
         "UPLOAD_DETECTOR": os.environ.get("UPLOAD_DETECTOR", "blazeface-tiled"),
         "MAX_UPLOAD_MB": _int("MAX_UPLOAD_MB", 10),
         "MAX_FRAME_KB": _int("MAX_FRAME_KB", 1024),

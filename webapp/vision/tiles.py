@@ -25,7 +25,7 @@ class TiledFaceDetector:
     image halved each level, down to the whole-image pass: a face fits inside some tile on
     a level where it is large enough to be found (at least ~7% of a tile). The finest level
     has at most `max_pixels` (the photo's own size when smaller), which bounds the cost (at
-    most ~30 tiles in all) and sets the smallest face found: ~7% of a tile at that level,
+    most 36 tiles in all) and sets the smallest face found: ~7% of a tile at that level,
     ~36 px in a 2048x1536 photo.
 
     Faces found again on a finer level are dropped (`covers_the_same_face`), as are faces
