@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 
 from webapp.vision.litert import load_interpreter
-from webapp.vision.preprocess import DEFAULT_FRAMING, Framing, to_grayscale
-from webapp.vision.types import Box, FaceDetection
+from webapp.vision.preprocess import to_grayscale
+from webapp.vision.types import DEFAULT_FRAMING, Box, FaceDetection, Framing
 
 
 @dataclass(frozen=True)

@@ -7,35 +7,13 @@ paths call `face_to_input`, and every pixel array reaches the model via `to_mode
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
+from webapp.vision.types import DEFAULT_FRAMING, Framing
+
 INPUT_SIZE = 48
 INPUT_SHAPE = (INPUT_SIZE, INPUT_SIZE, 1)
-
-
-@dataclass(frozen=True)
-class Framing:
-    """How FER-2013 frames a face relative to one detector's box.
-
-    Each detector draws its box a little differently (full-range BlazeFace's is larger than
-    short range's, Haar's larger again), so each has its own, measured on val by
-    `python -m bench.crop_calibration` (medians).
-
-    Attributes:
-        scale: the crop's side over the box's longer side.
-        shift_y: the crop centre's offset from the box centre, in box heights (negative: higher, more forehead).
-    """
-
-    scale: float
-    shift_y: float
-
-
-# short-range BlazeFace's: the crop is 1.19x the box's side, centred 0.07 box heights higher;
-# used for boxes that come with no framing of their own
-DEFAULT_FRAMING = Framing(1.19, -0.07)
 
 
 def to_grayscale(image: np.ndarray, order: str = "RGB") -> np.ndarray:

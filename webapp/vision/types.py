@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from webapp.vision.preprocess import DEFAULT_FRAMING, Framing
-
 
 @dataclass(frozen=True)
 class Box:
@@ -32,6 +30,28 @@ class Box:
             "width": round(self.width, 1),
             "height": round(self.height, 1),
         }
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How FER-2013 frames a face relative to one detector's box.
+
+    Each detector draws its box a little differently (full-range BlazeFace's is larger than
+    short range's, Haar's larger again), so each has its own, measured on val by
+    `python -m bench.crop_calibration` (medians).
+
+    Attributes:
+        scale: the crop's side over the box's longer side.
+        shift_y: the crop centre's offset from the box centre, in box heights (negative: higher, more forehead).
+    """
+
+    scale: float
+    shift_y: float
+
+
+# short-range BlazeFace's: the crop is 1.19x the box's side, centred 0.07 box heights higher;
+# used for boxes that come with no framing of their own
+DEFAULT_FRAMING = Framing(1.19, -0.07)
 
 
 @dataclass(frozen=True)
