@@ -13,6 +13,7 @@ from tests.harness import (
     CHROMIUM_ARGS,
     ROOT,
     SHIPPED_CLASSES,
+    jpeg_bytes,
     serve_in_thread,
     twin_app,
     watch_page,
@@ -496,3 +497,24 @@ def test_an_eight_class_model_gets_contempt_bars_series_and_columns(page, fer_pl
         )
         assert page.locator("#faces thead th").all_inner_texts()[-1] == "contempt"
         assert page.locator("#faces tbody td").last.inner_text().endswith("%")
+
+
+def test_upload_page_labels_every_face_of_a_large_group_photo(page, live_server, tmp_path):
+    from tests.scenes import crowd
+
+    photo, truth = crowd(3, 6, 60, 3000, 2000)  # 18 faces: more than the stream's MAX_FACES
+    path = tmp_path / "group.jpg"
+    path.write_bytes(jpeg_bytes(photo))
+    page.add_init_script("""
+      window.labels = [];
+      const fillText = CanvasRenderingContext2D.prototype.fillText;
+      CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) { window.labels.push(text); return fillText.call(this, text, ...rest); };
+    """)
+    page.goto(live_server + "/upload")
+    page.set_input_files("#image", str(path))
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('18 faces')", timeout=30_000)
+    assert page.locator("#faces tbody tr").count() == len(truth)
+    # each label names its row of the table
+    labels = page.evaluate("() => window.labels")
+    assert sorted(int(label.split()[0][1:]) for label in labels) == list(range(1, len(truth) + 1))
+    page.screenshot(path=str(ARTIFACTS / "upload-group.png"), full_page=True)

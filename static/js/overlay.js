@@ -44,10 +44,16 @@ export function displayScale(canvas) {
  * Draw every face of `reply` on `ctx`, whose canvas has the frame's pixel size.
  * `mirror` flips boxes horizontally to match a mirrored video; text stays readable.
  * The face with id `selectedId` (the one on the timeline) gets a thicker box.
+ * `numbered` starts each label with the face's place in `reply.faces` (#1, #2, ...) when there are several,
+ * to match a table listed in that order.
  * `scale` (CSS pixels per canvas pixel; by default the canvas's own) keeps labels readable however
  * far the canvas is shrunk or enlarged on screen: a 640-pixel frame on a phone is shown at about half size.
  */
-export function drawFaces(ctx, reply, { mirror = false, selectedId = null, scale = displayScale(ctx.canvas) } = {}) {
+export function drawFaces(
+  ctx,
+  reply,
+  { mirror = false, selectedId = null, numbered = false, scale = displayScale(ctx.canvas) } = {},
+) {
   const { width, height } = ctx.canvas;
   ctx.clearRect(0, 0, width, height);
   if (!reply || !reply.faces) return;
@@ -56,7 +62,8 @@ export function drawFaces(ctx, reply, { mirror = false, selectedId = null, scale
   const baseWidth = LINE_CSS_PX / scale;
   ctx.font = `${Math.round(LABEL_CSS_PX / scale)}px system-ui, sans-serif`;
   ctx.textBaseline = "bottom";
-  for (const face of reply.faces) {
+  const numbering = numbered && reply.faces.length > 1;
+  reply.faces.forEach((face, i) => {
     const w = face.box.width * sx;
     const h = face.box.height * sy;
     const x = mirror ? width - face.box.x * sx - w : face.box.x * sx;
@@ -66,16 +73,18 @@ export function drawFaces(ctx, reply, { mirror = false, selectedId = null, scale
     ctx.lineWidth = lineWidth;
     ctx.strokeStyle = color;
     ctx.strokeRect(x, y, w, h);
-    const label = `${face.emotion} ${Math.round(face.score * 100)}%`;
+    const label = `${numbering ? `#${i + 1} ` : ""}${face.emotion} ${Math.round(face.score * 100)}%`;
     const pad = 4 / scale;
     const textWidth = ctx.measureText(label).width + 2 * pad;
     const textHeight = parseInt(ctx.font, 10) + 2 * pad;
     const ty = y >= textHeight ? y : y + h + textHeight;
+    // kept inside the frame: a face at its right edge would have its label cut off
+    const lx = Math.max(0, Math.min(x - lineWidth / 2, width - textWidth));
     ctx.fillStyle = color;
-    ctx.fillRect(x - lineWidth / 2, ty - textHeight, textWidth, textHeight);
+    ctx.fillRect(lx, ty - textHeight, textWidth, textHeight);
     ctx.fillStyle = textColorOn(face.emotion);
-    ctx.fillText(label, x + pad - lineWidth / 2, ty - pad);
-  }
+    ctx.fillText(label, lx + pad, ty - pad);
+  });
 }
 
 /** The face with the largest box, or null. */

@@ -54,7 +54,8 @@ async function show(file, reply, request) {
   canvas.height = reply.height;
   canvas.hidden = false; // shown before drawing: labels are sized for the size it is shown at
   const layer = Object.assign(document.createElement("canvas"), { width: reply.width, height: reply.height });
-  drawFaces(layer.getContext("2d"), reply, { scale: displayScale(canvas) });
+  // numbered: a group photo's labels say which row of the table is theirs
+  drawFaces(layer.getContext("2d"), reply, { scale: displayScale(canvas), numbered: true });
   const ctx = canvas.getContext("2d");
   ctx.drawImage(bitmap, 0, 0, reply.width, reply.height);
   ctx.drawImage(layer, 0, 0);
