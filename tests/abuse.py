@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
+import numpy as np
+
 from tests.harness import jpeg_bytes, reset_peak_rss, rss_mb, webcam_frame
 
 
@@ -185,6 +187,56 @@ def socketio_client(url: str) -> Iterator:
         yield client
     finally:
         client.disconnect()
+
+
+def live_round_trips_ms(url: str, seconds: float) -> list[float]:
+    """One live client at a camera's 30 fps for `seconds`: each frame's round trip."""
+    frame = jpeg_bytes(webcam_frame())
+    times = []
+    with socketio_client(url) as client:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sent = time.perf_counter()
+            reply = client.call("frame", frame, timeout=30)
+            times.append((time.perf_counter() - sent) * 1000)
+            if "faces" not in reply:
+                raise RuntimeError(f"the live client got {reply}")
+            time.sleep(max(0.0, 1 / 30 - (time.perf_counter() - sent)))
+    return times
+
+
+def photo_flood(url: str, photo: bytes, uploaders: int = 4, seconds: float = 10) -> dict:
+    """`uploaders` clients post `photo` back to back while one live client streams: the live p95 before
+    and during the flood, and the photos answered."""
+    _loopback(url)
+    quiet = live_round_trips_ms(url, seconds / 2)
+    stop, statuses = threading.Event(), []
+
+    def upload() -> None:
+        while not stop.is_set():
+            statuses.append(post(url, photo, "image/jpeg")[0])
+
+    with HealthProbe(url) as probe:
+        workers = [threading.Thread(target=upload) for _ in range(uploaders)]
+        for worker in workers:
+            worker.start()
+        time.sleep(1)  # the flood under way
+        started = time.monotonic()
+        busy = live_round_trips_ms(url, seconds)
+        elapsed = time.monotonic() - started + 1
+        stop.set()
+        for worker in workers:
+            worker.join()
+    counts: dict[int, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return {
+        "quiet_p95_ms": float(np.percentile(quiet, 95)),
+        "flood_p95_ms": float(np.percentile(busy, 95)),
+        "photos_per_s": len(statuses) / elapsed,
+        "statuses": counts,
+        "healthz_worst_ms": probe.worst_ms,
+    }
 
 
 def reset_trick(url: str, frames: int = 300) -> dict:

@@ -97,3 +97,15 @@ def test_engineio_session_flood_is_capped(server):
     assert result["statuses"].get(200, 0) <= 20, result
     assert result["rss_growth_mb"] <= 20, result
     assert result["healthz_worst_ms"] <= 100, result
+
+
+def test_a_flood_of_group_photos_leaves_the_live_stream_answered(server):
+    from tests.harness import jpeg_bytes
+    from tests.scenes import crowd
+
+    _, url = server
+    photo = jpeg_bytes(crowd(3, 6, 60, 3000, 2000)[0])  # tiled: the dearest photo analysis per byte
+    assert len(photo) < 1024 * 1024
+    result = abuse.photo_flood(url, photo, uploaders=2, seconds=4)  # raises if a live frame goes unanswered
+    assert set(result["statuses"]) == {200}, result
+    assert result["photos_per_s"] > 0, result
