@@ -518,3 +518,34 @@ def test_upload_page_labels_every_face_of_a_large_group_photo(page, live_server,
     labels = page.evaluate("() => window.labels")
     assert sorted(int(label.split()[0][1:]) for label in labels) == list(range(1, len(truth) + 1))
     page.screenshot(path=str(ARTIFACTS / "upload-group.png"), full_page=True)
+
+
+def test_a_label_stays_inside_the_photo_at_its_edges(page, live_server):
+    import matplotlib.cbook
+
+    photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    probabilities = {emotion: 1 / len(SHIPPED_CLASSES) for emotion in SHIPPED_CLASSES}
+    # made up: a face at the right edge running from the top to the bottom, no room above or below it
+    face = {
+        "id": None,
+        "box": {"x": 490, "y": 5, "width": 20, "height": 590},
+        "detection_score": 0.9,
+        "emotion": "neutral",
+        "score": 0.5,
+        "probabilities": probabilities,
+    }
+    reply = {"width": 512, "height": 600, "faces": [face], "timings_ms": {"total": 1}}
+    page.route("**/api/v1/analyze", lambda route: route.fulfill(json=reply))
+    page.add_init_script("""
+      window.rects = [];
+      const fillRect = CanvasRenderingContext2D.prototype.fillRect;
+      CanvasRenderingContext2D.prototype.fillRect = function (x, y, w, h) {
+        window.rects.push([x, y, w, h, this.canvas.width, this.canvas.height]);
+        return fillRect.call(this, x, y, w, h);
+      };
+    """)
+    page.goto(live_server + "/upload")
+    page.set_input_files("#image", str(photo))
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('1 face')", timeout=30_000)
+    ((x, y, w, h, width, height),) = page.evaluate("() => window.rects")  # the one label's background
+    assert x >= 0 and y >= 0 and x + w <= width + 0.5 and y + h <= height + 0.5

@@ -77,8 +77,9 @@ export function drawFaces(
     const pad = 4 / scale;
     const textWidth = ctx.measureText(label).width + 2 * pad;
     const textHeight = parseInt(ctx.font, 10) + 2 * pad;
-    const ty = y >= textHeight ? y : y + h + textHeight;
-    // kept inside the frame: a face at its right edge would have its label cut off
+    // above the box; else below it; else (a face filling the frame) just inside its top
+    const ty = y >= textHeight ? y : y + h + textHeight <= height ? y + h + textHeight : Math.min(height, y + textHeight);
+    // kept inside the frame: a face at its right edge would have its label cut off, too
     const lx = Math.max(0, Math.min(x - lineWidth / 2, width - textWidth));
     ctx.fillStyle = color;
     ctx.fillRect(lx, ty - textHeight, textWidth, textHeight);

@@ -39,7 +39,7 @@ class FaceTracker:
     def at_rate(cls, fps: float) -> FaceTracker:
         """A tracker for frames 1/`fps` s apart that smooths, and waits for a missing face, as long
         in seconds as the default one does on the live stream's ~30 frames a second. At a video's
-        default 5 fps that is little smoothing (alpha 0.93) and a face missing from two frames in
+        default 5 fps that is little smoothing (alpha 0.92) and a face missing from two frames in
         a row tracked anew: the frames are already 0.2 s apart.
 
         Counted in frames, the same settings would smooth a 1 fps video over seconds and keep a
