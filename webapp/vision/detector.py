@@ -234,12 +234,8 @@ class RangeFaceDetector:
 def covers_the_same_face(a: Box, b: Box) -> bool:
     """Two boxes on one face: they overlap well, or one sits mostly inside the other (a
     detector that sees only part of a face draws a small box within the face's own)."""
-    inter_w = min(a.x + a.width, b.x + b.width) - max(a.x, b.x)
-    inter_h = min(a.y + a.height, b.y + b.height) - max(a.y, b.y)
-    if inter_w <= 0 or inter_h <= 0:
-        return False
     smaller = min(a.width * a.height, b.width * b.height)
-    return a.iou(b) >= 0.3 or inter_w * inter_h > 0.5 * smaller
+    return a.iou(b) >= 0.3 or a.intersection(b) > 0.5 * smaller
 
 
 DETECTOR_NAMES = ("blazeface-auto", "blazeface-tiled", "blazeface", "blazeface-short", "blazeface-full", "haar")

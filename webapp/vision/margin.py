@@ -40,17 +40,13 @@ def detect_with_margin(detector, rgb: np.ndarray, margin: float = MARGIN) -> lis
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     padded, pad = pad_image(rgb, margin)
-
-    def back(x: float, y: float) -> tuple[float, float]:
-        return (x - pad) / scale, (y - pad) / scale
-
     found = []
     for face in detector.detect(padded):
-        left, top = back(face.box.x, face.box.y)
-        right, bottom = back(face.box.x + face.box.width, face.box.y + face.box.height)
-        left, top, right, bottom = max(0.0, left), max(0.0, top), min(float(width), right), min(float(height), bottom)
+        face = face.moved(-pad, -pad, 1 / scale, 1 / scale)
+        box = face.box
+        left, top = max(0.0, box.x), max(0.0, box.y)
+        right, bottom = min(float(width), box.x + box.width), min(float(height), box.y + box.height)
         if right - left < 2 or bottom - top < 2:
             continue  # a "face" in the border
-        eyes = None if face.eyes is None else tuple(back(x, y) for x, y in face.eyes)
-        found.append(replace(face, box=Box(left, top, right - left, bottom - top), eyes=eyes))
+        found.append(replace(face, box=Box(left, top, right - left, bottom - top)))
     return found

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import cv2
 import numpy as np
 
 from webapp.vision.detector import BlazeFaceDetector, covers_the_same_face
-from webapp.vision.types import Box, FaceDetection
+from webapp.vision.types import FaceDetection
 
 # BlazeFace finds faces down to ~7% of what it is shown: a level whose shorter side is under this
 # many pixels holds no face it would find in a tile
@@ -52,7 +50,7 @@ class TiledFaceDetector:
             if (level_width, level_height) != (width, height):
                 image = cv2.resize(rgb, (level_width, level_height), interpolation=cv2.INTER_AREA)
             for face in self._tiled(image):
-                face = _scaled(face, width / level_width, height / level_height)
+                face = face.moved(fx=width / level_width, fy=height / level_height)
                 if not any(covers_the_same_face(face.box, kept.box) for kept in faces):
                     faces.append(face)
         return faces
@@ -85,7 +83,7 @@ class TiledFaceDetector:
                         or (bottom < height and box.y + box.height > bottom - top - margin)
                     ):
                         continue
-                    found.append(_shifted(face, left, top))
+                    found.append(face.moved(left, top))
         return found
 
 
@@ -96,15 +94,3 @@ def tile_origins(length: int, tile: int) -> list[int]:
     stride = tile - tile // 4
     count = -(-(length - tile) // stride) + 1
     return [round(i * (length - tile) / (count - 1)) for i in range(count)]
-
-
-def _shifted(face: FaceDetection, dx: float, dy: float) -> FaceDetection:
-    box = Box(face.box.x + dx, face.box.y + dy, face.box.width, face.box.height)
-    eyes = None if face.eyes is None else tuple((x + dx, y + dy) for x, y in face.eyes)
-    return replace(face, box=box, eyes=eyes)
-
-
-def _scaled(face: FaceDetection, fx: float, fy: float) -> FaceDetection:
-    box = Box(face.box.x * fx, face.box.y * fy, face.box.width * fx, face.box.height * fy)
-    eyes = None if face.eyes is None else tuple((x * fx, y * fy) for x, y in face.eyes)
-    return replace(face, box=box, eyes=eyes)

@@ -14,14 +14,22 @@ class Box:
     width: float
     height: float
 
-    def iou(self, other: Box) -> float:
-        """Intersection over union with another box."""
+    def intersection(self, other: Box) -> float:
+        """Area shared with another box (0 when they do not overlap)."""
         left, top = max(self.x, other.x), max(self.y, other.y)
         right = min(self.x + self.width, other.x + other.width)
         bottom = min(self.y + self.height, other.y + other.height)
-        inter = max(0.0, right - left) * max(0.0, bottom - top)
+        return max(0.0, right - left) * max(0.0, bottom - top)
+
+    def iou(self, other: Box) -> float:
+        """Intersection over union with another box."""
+        inter = self.intersection(other)
         union = self.width * self.height + other.width * other.height - inter
         return inter / union if union > 0 else 0.0
+
+    def moved(self, dx: float = 0.0, dy: float = 0.0, fx: float = 1.0, fy: float = 1.0) -> Box:
+        """The box in other pixels: each point (x, y) goes to ((x + dx) * fx, (y + dy) * fy)."""
+        return Box((self.x + dx) * fx, (self.y + dy) * fy, self.width * fx, self.height * fy)
 
     def to_dict(self) -> dict:
         return {
@@ -66,6 +74,11 @@ class FaceDetection:
     eyes: tuple[tuple[float, float], tuple[float, float]] | None = None
     framing: Framing = DEFAULT_FRAMING
 
+    def moved(self, dx: float = 0.0, dy: float = 0.0, fx: float = 1.0, fy: float = 1.0) -> FaceDetection:
+        """The detection in other pixels (a tile's in the photo's, a shrunk image's at full size), eyes too."""
+        eyes = None if self.eyes is None else tuple(((x + dx) * fx, (y + dy) * fy) for x, y in self.eyes)
+        return replace(self, box=self.box.moved(dx, dy, fx, fy), eyes=eyes)
+
 
 @dataclass(frozen=True)
 class Emotion:
@@ -109,10 +122,7 @@ def rescaled(faces: tuple[FaceResult, ...], shape: tuple[int, ...], width: int, 
     sx, sy = width / shape[1], height / shape[0]
     if (sx, sy) == (1, 1):
         return faces
-    return tuple(
-        replace(face, box=Box(face.box.x * sx, face.box.y * sy, face.box.width * sx, face.box.height * sy))
-        for face in faces
-    )
+    return tuple(replace(face, box=face.box.moved(fx=sx, fy=sy)) for face in faces)
 
 
 @dataclass(frozen=True)
