@@ -14,7 +14,7 @@ import argparse
 
 from tests import abuse
 from tests.harness import jpeg_bytes, png_16bit_rgba, start_production_server, stop_production_server, worker_pid
-from tests.scenes import crowd
+from tests.scenes import group_photo
 
 UNLIMITED = {"MAX_DECODE_MB": "100000", "MAX_HEAVY_ANALYSES": "1000"}
 STEPS = [
@@ -114,7 +114,7 @@ def attacks(png: bytes, soak_s: float) -> None:
                 r["healthz_worst_ms"],
             )
         )
-        r = abuse.photo_flood(url, jpeg_bytes(crowd(3, 6, 60, 3000, 2000)[0]))
+        r = abuse.photo_flood(url, jpeg_bytes(group_photo()[0]))
         lines.append(
             (
                 "4 clients posting 3000x2000 18-face photos back to back (tiles), one live client at 30 fps",
@@ -161,7 +161,7 @@ def attacks(png: bytes, soak_s: float) -> None:
 
 def photo_flood_by_detector(rounds: int = 2) -> None:
     """The photo flood against a server with each UPLOAD_DETECTOR, alternating, in one run."""
-    photo = jpeg_bytes(crowd(3, 6, 60, 3000, 2000)[0])
+    photo = jpeg_bytes(group_photo()[0])
     print("\n4 clients posting a 3000x2000 18-face photo back to back, one live client at 30 fps\n")
     header = ("UPLOAD_DETECTOR", "round", "live p95 before, ms", "live p95 during, ms", "photos/s", "statuses")
     print(row(*header, "/healthz worst ms"))

@@ -23,15 +23,14 @@ import urllib.request
 
 import numpy as np
 
+from tests.abuse import live_round_trips_ms
 from tests.harness import (
     grace_hopper_rgb,
-    jpeg_bytes,
     reset_peak_rss,
     rss_mb,
     start_production_server,
     stop_production_server,
     video_bytes,
-    webcam_frame,
     worker_pid,
 )
 
@@ -141,37 +140,17 @@ def memory(url: str, pid: int, upload_mb: float) -> None:
         )
 
 
-def live_round_trips(url: str, seconds: float) -> list[float]:
-    import socketio
-
-    frame = jpeg_bytes(webcam_frame())
-    client = socketio.SimpleClient()
-    client.connect(url, transports=["websocket"])
-    times = []
-    try:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            sent = time.perf_counter()
-            reply = client.call("frame", frame, timeout=30)
-            times.append((time.perf_counter() - sent) * 1000)
-            assert "faces" in reply, reply
-            time.sleep(max(0.0, 1 / 30 - (time.perf_counter() - sent)))  # a camera's pace
-    finally:
-        client.disconnect()
-    return times
-
-
 def p95(values: list[float]) -> float:
     return float(np.percentile(values, 95))
 
 
 def live_during_job(url: str, seconds: float) -> None:
-    alone = live_round_trips(url, 5)
+    alone = live_round_trips_ms(url, 5)
     data = video_bytes(grace_hopper_rgb(), seconds=seconds)
     status, body = post(url, data, "?async=1")
     assert status == 202, body
     job = json.loads(body)["url"]
-    times = live_round_trips(url, 8)
+    times = live_round_trips_ms(url, 8)
     with urllib.request.urlopen(url + job) as reply:
         state = json.loads(reply.read())
     print(f"\n3. one live client at 30 fps, round trip in ms; a {seconds:g} s video job running beside it\n")

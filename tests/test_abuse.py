@@ -101,12 +101,12 @@ def test_engineio_session_flood_is_capped(server):
 
 def test_a_flood_of_group_photos_leaves_the_live_stream_answered():
     from tests.harness import jpeg_bytes
-    from tests.scenes import crowd
+    from tests.scenes import group_photo
 
     # a server of its own: the module's has its address's Socket.IO sessions used up by the session flood
     process, url = start_production_server()
     try:
-        photo = jpeg_bytes(crowd(3, 6, 60, 3000, 2000)[0])  # tiled: the dearest photo analysis per byte
+        photo = jpeg_bytes(group_photo()[0])  # tiled: the dearest photo analysis per byte
         result = abuse.photo_flood(url, photo, uploaders=2, seconds=4)  # raises if a live frame goes unanswered
     finally:
         stop_production_server(process)

@@ -500,9 +500,9 @@ def test_an_eight_class_model_gets_contempt_bars_series_and_columns(page, fer_pl
 
 
 def test_upload_page_labels_every_face_of_a_large_group_photo(page, live_server, tmp_path):
-    from tests.scenes import crowd
+    from tests.scenes import group_photo
 
-    photo, truth = crowd(3, 6, 60, 3000, 2000)  # 18 faces: more than the stream's MAX_FACES
+    photo, truth = group_photo()  # 18 faces: more than the stream's MAX_FACES
     path = tmp_path / "group.jpg"
     path.write_bytes(jpeg_bytes(photo))
     page.add_init_script("""

@@ -10,7 +10,7 @@ from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
 from tests.harness import jpeg_bytes, png_claiming
-from tests.scenes import crowd, match
+from tests.scenes import group_photo, match
 from webapp.vision.types import Box
 
 
@@ -51,7 +51,7 @@ def test_analyze_multipart(client, grace_jpeg):
 
 def test_analyze_finds_every_face_of_a_large_group_photo(client):
     # 18 faces 60 px tall in a 3000 px photo: the whole-image pass sees them at 4 px; more than MAX_FACES
-    photo, truth = crowd(3, 6, 60, 3000, 2000)
+    photo, truth = group_photo()
     reply = client.post("/api/v1/analyze", data=jpeg_bytes(photo), content_type="image/jpeg")
     assert reply.status_code == 200
     found = [Box(**face["box"]) for face in reply.get_json()["faces"]]

@@ -91,6 +91,25 @@ def from_env() -> dict:
     }
 
 
+# settings that must be above 0
+POSITIVE_SETTINGS = (
+    "MAX_UPLOAD_MB",
+    "MAX_FRAME_KB",
+    "MAX_PIXELS",
+    "MAX_FACES",
+    "UPLOAD_MAX_FACES",
+    "MAX_FPS_PER_CLIENT",
+    "MAX_DECODE_MB",
+    "HEAVY_DECODE_MB",
+    "MAX_HEAVY_ANALYSES",
+    "BODY_TIMEOUT_S",
+    "MAX_VIDEO_MB",
+    "MAX_VIDEO_SECONDS",
+    "MAX_VIDEO_JOBS",
+    "VIDEO_BODY_TIMEOUT_S",
+)
+
+
 def check(config: dict) -> None:
     """Fail fast at start-up on settings that cannot work.
 
@@ -99,18 +118,7 @@ def check(config: dict) -> None:
     """
     if config["ASYNC_MODE"] not in ASYNC_MODES:
         raise SettingsError(f"ASYNC_MODE must be one of {', '.join(ASYNC_MODES)}, got {config['ASYNC_MODE']!r}")
-    positive = ("MAX_UPLOAD_MB", "MAX_FRAME_KB", "MAX_PIXELS", "MAX_FACES", "UPLOAD_MAX_FACES")
-    positive += (
-        "MAX_FPS_PER_CLIENT",
-        "MAX_DECODE_MB",
-        "HEAVY_DECODE_MB",
-        "MAX_HEAVY_ANALYSES",
-        "BODY_TIMEOUT_S",
-        "MAX_VIDEO_MB",
-        "MAX_VIDEO_SECONDS",
-    )
-    positive += ("MAX_VIDEO_JOBS", "VIDEO_BODY_TIMEOUT_S")
-    for key in positive:
+    for key in POSITIVE_SETTINGS:
         if int(config[key]) <= 0:
             raise SettingsError(f"{key} must be positive, got {config[key]}")
     if int(config["TRUSTED_PROXIES"]) < 0:
