@@ -24,7 +24,8 @@ def call(url: str, data: bytes | None = None, method: str | None = None):
 def test_a_video_job_runs_beside_the_live_stream(server, grace_rgb, webcam_frame):
     import socketio
 
-    status, _, job = call(server + "/api/v1/analyze-video?async=1&fps=10", video_bytes(grace_rgb, seconds=40))
+    # 1,200 frames to analyse: still running when cancelled after the 4 s below (400 took ~3 s here)
+    status, _, job = call(server + "/api/v1/analyze-video?async=1&fps=30", video_bytes(grace_rgb, seconds=40))
     assert status == 202, job
     status, headers, busy = call(server + "/api/v1/analyze-video", video_bytes(grace_rgb, seconds=1))
     assert status == 503 and busy["error"]["code"] == "busy" and int(headers["Retry-After"]) > 0
