@@ -157,3 +157,37 @@ def test_folder_faces_are_decoded_as_the_server_decodes_uploads(tmp_path):
     # PGM, which the server does not take, still reads for training
     Image.fromarray(stored[:, :, 0]).save(tmp_path / "gray.pgm")
     assert np.array_equal(read_face(tmp_path / "gray.pgm"), face_to_input(stored[:, :, 0]))
+
+
+def test_kaggle_icml_face_data_csv_with_spaced_headers_and_a_bom_loads(tmp_path):
+    # Kaggle's other copy of FER-2013 writes `emotion, Usage, pixels`; spreadsheets add a byte-order mark
+    path = tmp_path / "icml_face_data.csv"
+    row = " ".join(["7"] * 2304)
+    path.write_text(f"\ufeffemotion, Usage, pixels\n3,Training,{row}\n5,PublicTest,{row}\n", encoding="utf-8")
+    assert load_split(path, "val").labels.tolist() == [5]
+
+
+def test_an_archive_given_as_the_csv_is_a_clear_error(tmp_path):
+    import gzip
+
+    path = tmp_path / "fer2013.tar.gz"
+    path.write_bytes(gzip.compress(b"emotion,pixels,Usage\n"))
+    with pytest.raises(DataError, match=r"not a CSV text file.*extract"):
+        load_split(path, "train")
+
+
+def test_hidden_and_tool_folders_beside_the_emotion_folders_are_ignored(fer_folders):
+    for root in (fer_folders / "test", fer_folders):
+        (root / ".ipynb_checkpoints").mkdir()
+        (root / "__MACOSX").mkdir()
+    assert len(load_split(fer_folders / "test", "val")) == 14
+    assert len(load_split(fer_folders, "val")) == 14
+
+
+def test_faces_of_a_class_the_model_lacks_are_a_clear_error(fer_folders):
+    (fer_folders / "test" / "contempt").mkdir()
+    cv2.imwrite(str(fer_folders / "test" / "contempt" / "0.jpg"), np.zeros((48, 48), np.uint8))
+    faces = load_split(fer_folders / "test", "val")
+    faces.check_classes((*EMOTIONS, "contempt"))
+    with pytest.raises(DataError, match="has contempt faces, which the model cannot answer"):
+        faces.check_classes(tuple(EMOTIONS))

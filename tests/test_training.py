@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from training import card, ensemble, evaluate, export, train
+from training import calibrate, card, choose, ensemble, evaluate, export, train
 
 # the shipped model's floors on val (its figures are in models/README.md)
 FER2013_LABELS_FLOOR = 0.605
@@ -111,10 +111,8 @@ def test_a_kept_run_gets_best_keras_back_only_when_its_last_epoch_was_the_best(t
     else:
         assert "best epoch 2 (0.7000) was not kept" in capsys.readouterr().out
     # either way a resumed run's best.keras is only written by an epoch that beats the log's best
-    import keras
-
     callbacks = train.make_callbacks(tmp_path, resume=True, train_images=1)
-    (best,) = [c for c in callbacks if isinstance(c, keras.callbacks.ModelCheckpoint) and c.save_best_only]
+    (best,) = [c for c in callbacks if getattr(c, "monitor", None) == "val_accuracy"]
     assert best.best == max(scores)
 
 
@@ -192,6 +190,41 @@ def test_evaluate_prints_accuracy_last_and_writes_json_and_png(trained_run, tmp_
     report = json.loads(out.read_text())
     assert report["count"] == 14 and len(report["confusion"]) == 7
     assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_evaluate_writes_into_a_new_folder_and_refuses_faces_the_model_cannot_answer(trained_run, tmp_path, capsys):
+    import shutil
+
+    root, run = trained_run
+    out = tmp_path / "not" / "yet" / "report.json"
+    assert evaluate.main(["--data", str(root / "val"), "--model", str(run / "best.keras"), "--json", str(out)]) == 0
+    assert out.is_file() and out.with_suffix(".png").is_file()
+
+    faces = shutil.copytree(root / "val", tmp_path / "with-contempt")
+    shutil.copytree(faces / "happy", faces / "contempt")
+    for main in (evaluate.main, calibrate.main):
+        argv = ["--data", str(faces), "--model", str(run / "best.keras")]
+        assert main(argv + (["--out", str(tmp_path / "c.keras")] if main is calibrate.main else [])) == 2
+        assert "has contempt faces, which the model cannot answer" in capsys.readouterr().err
+    assert choose.main(["--members", str(run / "best.keras"), "--data", str(faces)]) == 2
+    assert "has contempt faces" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [b"", b"not a model at all", "half"])
+def test_a_file_that_is_not_a_model_is_one_clear_line(trained_run, tmp_path, capsys, content):
+    root, run = trained_run
+    model = tmp_path / "model.keras"
+    whole = (run / "best.keras").read_bytes()
+    model.write_bytes(whole[: len(whole) // 2] if content == "half" else content)
+    for argv in (
+        lambda: evaluate.main(["--data", str(root / "val"), "--model", str(model)]),
+        lambda: calibrate.main(["--data", str(root), "--model", str(model), "--out", str(tmp_path / "c.keras")]),
+        lambda: choose.main(["--data", str(root), "--members", str(model)]),
+        lambda: export.main(["--model", str(model), "--out", str(tmp_path / "models")]),
+        lambda: ensemble.main(["--members", str(model), str(model), "--out", str(tmp_path / "e.keras")]),
+    ):
+        assert argv() == 2
+        assert "not a readable .keras or .tflite model" in capsys.readouterr().err
 
 
 def test_evaluate_reports_a_bad_path(tmp_path, capsys):
@@ -471,7 +504,7 @@ def test_fine_tune_on_sharp_faces_from_a_trained_model(trained_run, exported, tm
     assert (
         f"then fine-tuned from `{run / 'best.keras'}` as `tuned`" in text and "Augmentation `--augment sharp`" in text
     )
-    assert f"--init-from {run / 'best.keras'} --augment sharp" in text and "runs/tuned/last.keras" in text
+    assert f"--init-from {run / 'best.keras'}" in text and "--augment sharp" in text and "runs/tuned/last.keras" in text
     assert "Checkpoint used: the last, epoch 1" in text
 
 
@@ -597,6 +630,38 @@ def test_resume_errors_are_clear_and_leave_the_record_alone(tmp_path, capsys, br
     assert message in capsys.readouterr().err
     if breakage in ("last.keras", "state.json", "epochs", "data"):
         assert (run / "hparams.json").read_text() == record
+
+
+def test_a_checkpoint_cut_while_saving_is_a_clear_error_and_saving_leaves_no_partial_file(
+    trained_run, tmp_path, capsys
+):
+    import shutil
+
+    _, run = trained_run
+    assert not list(run.glob(".partial-*"))  # each save was renamed into place whole
+    cut = shutil.copytree(run, tmp_path / "cut")
+    whole = (cut / "last.keras").read_bytes()
+    (cut / "last.keras").write_bytes(whole[: len(whole) // 2])  # Keras writes in place: a kill left this
+    assert train.main(["--resume", str(cut), "--epochs", "4"]) == 2
+    assert f"--resume: {cut / 'last.keras'} cannot be read back" in capsys.readouterr().err
+
+
+def test_an_epoch_logged_but_not_counted_is_forgotten_before_it_runs_again(tmp_path):
+    (tmp_path / "log.csv").write_text("epoch,val_accuracy\n0,0.5\n1,0.6\n2,0.7\n")
+    train.forget_unfinished_epoch(tmp_path, epochs_done=2)
+    assert (tmp_path / "log.csv").read_text() == "epoch,val_accuracy\n0,0.5\n1,0.6\n"
+    train.forget_unfinished_epoch(tmp_path, epochs_done=2)
+    assert train.logged_val_accuracy(tmp_path) == [0.5, 0.6]
+
+
+def test_the_card_reproduces_every_option_a_run_changed(tmp_path):
+    given = ["--data", "d", "--epochs", "30", "--augment", "sharp", "--lr", "5e-4", "--dropout", "0.2"]
+    given += ["--batch-size", "128", "--label-smoothing", "0.2", "--weight-decay", "0.01", "--warmup-epochs", "3"]
+    given += ["--width", "40", "--seed", "7", "--name", "x", "--threads", "2", "--xla"]
+    hparams = vars(train.parse_args(given))
+    command = card._train_command({"hparams": hparams, "dir": tmp_path})
+    assert train.parse_args(command.split()[3:]) == train.parse_args([*given[:-3]])  # this session's choices left out
+    assert "--threads" not in command and "--arch" not in command  # compact is the default
 
 
 @pytest.mark.slow

@@ -104,10 +104,15 @@ def add_neutral_share_option(parser: argparse.ArgumentParser) -> None:
 def calibration_labels(val, classes: tuple[str, ...]) -> tuple[np.ndarray, str]:
     """What a model over `classes` is calibrated against on `val`, and its name: the FER+ majority
     over those classes (a 7-class model is not asked for contempt) when val has votes, else the
-    folder's labels. -1 marks faces without one (ties)."""
+    folder's labels. -1 marks faces without one (ties).
+
+    Raises:
+        DataError: without votes, for faces of an emotion outside `classes`.
+    """
     from training.ferplus import majority
 
     if val.votes is None:
+        val.check_classes(classes)
         return val.labels, "the folder's labels"
     return majority(val.votes, classes), "the FER+ majority"
 
@@ -158,18 +163,16 @@ def main(argv=None) -> int:
     flip_tta = args.flip_tta == "on"
 
     from training.evaluate import with_votes
-    from webapp.vision.layers import load_model, model_classes
+    from training.model_files import ModelFileError, read_model
+    from webapp.vision.layers import model_classes
 
-    if not Path(args.model).is_file():
-        print(f"error: model file {args.model!r} not found", file=sys.stderr)
-        return 2
     try:
-        val = with_votes(load_split(args.data, "val"), args.data, args.votes)
-    except DataError as error:
+        val = with_votes(load_split(args.data, "val"), args.data, args.votes)  # first: it is quicker to check
+        model = read_model(args.model)
+        labels, against = calibration_labels(val, model_classes(model))
+    except (ModelFileError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    model = load_model(args.model)
-    labels, against = calibration_labels(val, model_classes(model))
     known = labels >= 0
     probabilities = head_probabilities(model, val.images[known], flip_tta)
     labels = labels[known]

@@ -98,7 +98,7 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
             "",
         ]
     hparams, seconds = run["hparams"], run["state"]["epoch_seconds"]
-    weights = hparams["class_weights"]
+    weights, classes = hparams["class_weights"], hparams.get("classes", 7)
     is_best = run["checkpoint"] == "best.keras"
     used = run["best"] if is_best else run["last"]
     lines += [
@@ -112,8 +112,8 @@ def _recipe(run: dict, served: bool = True) -> list[str]:
         + (f"; sharpness-aware steps of radius {hparams['sam']:g} (`--sam`)." if hparams.get("sam") else "."),
         f"- Class imbalance: `--class-weights {weights}`"
         + {
-            "sqrt": ": each class's loss is weighted by (N / (7 n_c)) ** 0.5, a softened inverse frequency.",
-            "balanced": ": each class's loss is weighted by N / (7 n_c).",
+            "sqrt": f": each class's loss is weighted by (N / ({classes} n_c)) ** 0.5, a softened inverse frequency.",
+            "balanced": f": each class's loss is weighted by N / ({classes} n_c).",
             "none": ": no weights; every image counts the same, which favours overall accuracy over rare-class recall.",
         }[weights],
         _labels(hparams) + _teacher(run),
@@ -199,42 +199,33 @@ def _shape(width: int, stem_convs: int) -> str:
     return f"width {width}" + (f", {stem_convs} stem convs" if stem_convs > 1 else "")
 
 
+# recorded with every run but not choices of its recipe: the command names the data, epochs, seed and
+# name itself, and the rest are this session's (threads, XLA) or bookkeeping
+NOT_RECIPE = {"data", "votes", "epochs", "seed", "name", "runs_dir", "resume", "threads", "xla", "note"}
+NOT_RECIPE |= {"teacher", "teacher_weight"}  # written together, the teacher as the run folder's copy
+# a fine-tune's model is the --init-from file's: these record it, they were not given
+FINE_TUNE_RECORDS = {"arch", "width", "stem_convs"}
+
+
 def _train_command(run: dict) -> str:
-    """The `training.train` command line that sets a run's non-default choices."""
+    """The `training.train` command line that repeats a run: every recorded option that differs from its default."""
+    from training.train import parse_args
+
     hparams = run["hparams"]
-    if hparams.get("init_from"):
-        model = (
-            f"--init-from {hparams['init_from']} --augment {hparams['augment']}"
-            f" --lr {hparams['lr']:g} --warmup-epochs {hparams['warmup_epochs']:g}"
+    defaults = vars(parse_args(["--data", "-"]))
+    skipped = NOT_RECIPE | (FINE_TUNE_RECORDS if hparams.get("init_from") else set())
+    options = [f"--data {hparams['data']}", f"--epochs {hparams['epochs']}"]
+    for name, value in hparams.items():
+        if name in skipped or name not in defaults or value == defaults[name] or value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        options.append(
+            flag if value is True else f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
         )
-        if hparams.get("widen"):
-            model += f" --widen {hparams['widen']}"
-    else:
-        model = f"--arch {hparams['arch']} --width {hparams['width']}"
-        if _stem_convs(hparams) > 1:
-            model += f" --stem-convs {_stem_convs(hparams)}"
-    options = ""
-    if hparams.get("labels", "fer2013") != "fer2013":
-        options = (
-            f" --labels {hparams['labels']} --classes {hparams['classes']} --fer2013-weight {hparams['fer2013_weight']:g}"
-            f" --label-smoothing {hparams['label_smoothing']:g}"
-        )
-        if hparams.get("logit_adjust"):
-            options += f" --logit-adjust {hparams['logit_adjust']:g}"
-    if hparams.get("erase"):
-        options += f" --erase {hparams['erase']:g}"
-    if hparams.get("mixup"):
-        options += f" --mixup {hparams['mixup']:g}"
-    if hparams.get("ema"):
-        options += f" --ema {hparams['ema']:g}"
-    if hparams.get("sam"):
-        options += f" --sam {hparams['sam']:g}"
     if hparams.get("teacher"):
-        options += f" --teacher {run['dir'] / 'teacher.npz'} --teacher-weight {hparams['teacher_weight']:g}"
-    return (
-        f"python -m training.train --data {hparams['data']} {model} --epochs {hparams['epochs']}"
-        f" --class-weights {hparams['class_weights']}{options} --seed {hparams['seed']} --name {hparams['name']}"
-    )
+        options.append(f"--teacher {run['dir'] / 'teacher.npz'} --teacher-weight {hparams['teacher_weight']:g}")
+    options += [f"--seed {hparams['seed']}", f"--name {hparams['name']}"]
+    return " ".join(["python -m training.train", *options])
 
 
 def render(runs: list[Path], export: dict, report: dict, served: str, calibration: dict | None = None) -> str:

@@ -49,6 +49,7 @@ from training.data import DataError, FaceDataset, load_split
 from training.evaluate import Evaluation, score_all, with_votes
 from training.ferplus import NEUTRAL
 from training.metrics import mcnemar_p
+from training.model_files import ModelFileError
 from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
 
 
@@ -80,9 +81,10 @@ def member_heads(path: str, *faces: np.ndarray) -> np.ndarray:
     """The model's heads' probabilities (heads, views, N, classes), columns in canonical class order,
     on each array of uint8 faces (N, 48, 48) and its mirror image: views = 2 * len(faces), in that order.
     More arrays are other views of the same faces (`bench.tta_views`), read by one loaded model."""
-    from webapp.vision.layers import load_model, model_classes
+    from training.model_files import read_model
+    from webapp.vision.layers import model_classes
 
-    model = load_model(path)
+    model = read_model(path)
     classes = model_classes(model)
     order = [classes.index(name) for name in EMOTIONS_WITH_CONTEMPT[: len(classes)]]
     return np.concatenate([head_probabilities(model, images) for images in faces], axis=1)[..., order]
@@ -249,11 +251,15 @@ def main(argv=None) -> int:
     if match_neutral and val.votes is None:
         print("error: --match-neutral and --neutral-share need FER+ votes", file=sys.stderr)
         return 2
-    heads = {path: member_heads(path, val.images) for path in dict.fromkeys(args.members)}
-    if len({h.shape[-1] for h in heads.values()}) > 1:
-        print("error: the members output different numbers of classes", file=sys.stderr)
+    try:
+        heads = {path: member_heads(path, val.images) for path in dict.fromkeys(args.members)}
+        if len({h.shape[-1] for h in heads.values()}) > 1:
+            print("error: the members output different numbers of classes", file=sys.stderr)
+            return 2
+        candidates = rank(heads, val, args.max_members, match_neutral, args.tta, args.neutral_share)
+    except (ModelFileError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
         return 2
-    candidates = rank(heads, val, args.max_members, match_neutral, args.tta, args.neutral_share)
     baseline = baseline_of(candidates, args.baseline) if args.baseline else None
     print(format_table(candidates[: args.top], baseline))
     if args.json:

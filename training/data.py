@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -59,6 +61,16 @@ class FaceDataset:
     def class_counts(self) -> np.ndarray:
         """Number of images per class, in `EMOTIONS` order (8 entries when contempt is present)."""
         return np.bincount(self.labels, minlength=NUM_CLASSES)
+
+    def check_classes(self, classes: tuple[str, ...]) -> None:
+        """Raise DataError when the faces are labelled with an emotion outside a model's `classes`
+        (contempt faces for a 7-class model): it could never be right on them."""
+        present = {EMOTIONS_WITH_CONTEMPT[label] for label in np.unique(self.labels)}
+        if present - set(classes):
+            raise DataError(
+                f"{self.source} has {', '.join(sorted(present - set(classes)))} faces, which the model cannot "
+                f"answer (its classes: {', '.join(classes)}); leave that folder out"
+            )
 
     def subset(self, selection: np.ndarray) -> FaceDataset:
         """The images picked by a boolean mask or an index array, with their keys and votes."""
@@ -140,16 +152,15 @@ def _split_folder(path: Path, split: str) -> Path | None:
 def load_csv(path: str | os.PathLike, usage: str | None = None) -> FaceDataset:
     """Load the Kaggle `fer2013.csv` (columns emotion, pixels[, Usage]), keeping rows of `usage`."""
     images, labels, keys = [], [], []
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"emotion", "pixels"} - set(reader.fieldnames or ())
+    with csv_rows(path) as reader:
+        missing = {"emotion", "pixels"} - set(reader.fieldnames)
         if missing:
             raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}; expected emotion,pixels,Usage")
-        if usage is not None and "Usage" not in (reader.fieldnames or ()):
+        if usage is not None and "Usage" not in reader.fieldnames:
             raise DataError(f"{path}: no Usage column, cannot select the {usage} rows")
         for line, row in enumerate(reader, start=2):
             key = f"row:{line - 2}"  # FER+ numbers fer2013.csv's data rows from 0
-            if usage is not None and row["Usage"] != usage:
+            if usage is not None and (row["Usage"] or "").strip() != usage:
                 continue
             try:
                 label = int(row["emotion"])
@@ -166,6 +177,23 @@ def load_csv(path: str | os.PathLike, usage: str | None = None) -> FaceDataset:
     if not images:
         raise DataError(f"{path}: no rows with Usage == {usage!r}")
     return FaceDataset(np.stack(images), np.array(labels, dtype=np.int64), f"{path}[{usage}]", tuple(keys))
+
+
+@contextmanager
+def csv_rows(path: str | os.PathLike) -> Iterator[csv.DictReader]:
+    """A `csv.DictReader` over a CSV file, its column names stripped and a byte-order mark dropped
+    (Kaggle's other copy of FER-2013, icml_face_data.csv, writes `emotion, Usage, pixels`).
+
+    Raises:
+        DataError: for a file that is not CSV text (an archive not yet extracted), also while reading rows.
+    """
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            reader.fieldnames = [name.strip() for name in reader.fieldnames or ()]
+            yield reader
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"{path}: not a CSV text file ({error}); extract a .zip or .tar.gz first") from None
 
 
 def load_folder(path: str | os.PathLike, prefix: str | None = None) -> FaceDataset:
@@ -210,7 +238,8 @@ def read_face(file: str | os.PathLike) -> np.ndarray:
 
 
 def _subfolders(path: Path) -> list[Path]:
-    return sorted(child for child in path.iterdir() if child.is_dir())
+    """The folders in `path`, without hidden ones and tools' (.ipynb_checkpoints, __MACOSX), which hold no classes."""
+    return sorted(child for child in path.iterdir() if child.is_dir() and not child.name.startswith((".", "__")))
 
 
 def _is_class_folder(path: Path) -> bool:

@@ -60,21 +60,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from training.data import DataError, load_split
-    from webapp.vision.layers import load_model
+    from training.model_files import ModelFileError, read_model
 
-    missing = [path for path in args.members if not Path(path).is_file()]
-    if missing:
-        print(f"error: model file(s) not found: {', '.join(missing)}", file=sys.stderr)
-        return 2
     if len(args.members) < 2:
         print("error: an ensemble needs at least two --members", file=sys.stderr)
         return 2
     try:
+        members = [read_model(path) for path in args.members]
         held_out = load_split(args.data, args.split) if args.data else None
-    except DataError as error:
+    except (ModelFileError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    ensemble = make_ensemble([load_model(path) for path in args.members])
+    ensemble = make_ensemble(members)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     ensemble.save(args.out)
     print(f"wrote {args.out} ({len(args.members)} members, {ensemble.count_params():,} parameters)")

@@ -28,6 +28,7 @@ import numpy as np
 from training.data import DataError, FaceDataset, load_split
 from training.ferplus import NEUTRAL, attach_votes, clear_majority, majority, one_annotator_agreement, votes_table
 from training.metrics import Report, format_report, save_confusion_png, score
+from training.model_files import ModelFileError, read_model
 from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
 
 
@@ -106,7 +107,9 @@ def evaluate(model_path: str, dataset: FaceDataset, flip_tta: bool | None = None
     (flip TTA None: as the model file says)."""
     from webapp.vision.classifier import EmotionClassifier
 
-    return score_all(dataset, predict_probabilities(EmotionClassifier(model_path, flip_tta=flip_tta), dataset.images))
+    classifier = EmotionClassifier(model_path, flip_tta=flip_tta)
+    dataset.check_classes(classifier.classes)
+    return score_all(dataset, predict_probabilities(classifier, dataset.images))
 
 
 def with_votes(dataset: FaceDataset, data: str, votes: str | None) -> FaceDataset:
@@ -151,14 +154,20 @@ def main(argv=None) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if not Path(args.model).is_file():
-        print(f"error: model file {args.model!r} not found", file=sys.stderr)
-        return 2
-    from webapp.vision.classifier import served_flip_tta
+    from webapp.vision.classifier import EmotionClassifier
 
-    flip_tta = served_flip_tta(args.model) if args.flip_tta is None else args.flip_tta == "on"
-    result = evaluate(args.model, dataset, flip_tta=flip_tta)
+    chosen_tta = None if args.flip_tta is None else args.flip_tta == "on"  # None: as the model file says
+    try:
+        classifier = read_model(args.model, lambda path: EmotionClassifier(path, flip_tta=chosen_tta))
+        dataset.check_classes(classifier.classes)
+    except (ModelFileError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    flip_tta = classifier.flip_tta
+    result = score_all(dataset, predict_probabilities(classifier, dataset.images))
     png = Path(args.confusion_png or (Path(args.json).with_suffix(".png") if args.json else "confusion.png"))
+    for written in (png, Path(args.json or png)):
+        written.parent.mkdir(parents=True, exist_ok=True)
     name = f"{Path(args.model).name} on {Path(dataset.source).name}"
     save_confusion_png(result.labels, str(png), title=f"{name}, folder labels: accuracy {result.labels.accuracy:.4f}")
     print(f"model: {args.model}\ndata: {dataset.source}\nflip TTA: {flip_tta}\n")

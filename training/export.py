@@ -118,7 +118,7 @@ def median_latency_ms(classifier, repeats: int = 300, faces: int = 1) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.export",
-        description=__doc__.split("\n")[1],
+        description=__doc__.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model", required=True, help="trained .keras model (e.g. runs/NAME/best.keras)")
@@ -126,7 +126,9 @@ def main(argv=None) -> int:
     parser.add_argument("--data", help="dataset (CSV or folder): calibration from train, accuracy check on --split")
     parser.add_argument("--split", default="val", choices=("val", "test"))
     parser.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS), help="serving forms to write")
-    parser.add_argument("--calibration-size", type=int, default=500)
+    parser.add_argument(
+        "--calibration-size", type=int, default=500, help="training faces that set the int8 model's value ranges"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency-repeats", type=int, default=300, help="batch-1 calls timed per form")
     parser.add_argument(
@@ -136,20 +138,19 @@ def main(argv=None) -> int:
         help="recorded in each file: whether the server averages each face with its mirror image",
     )
     args = parser.parse_args(argv)
+    if args.calibration_size < 1:
+        parser.error("--calibration-size must be at least 1")
     flip_tta = args.flip_tta == "on"
 
     from training.evaluate import predict_probabilities, score_all, with_votes
+    from training.model_files import ModelFileError, read_model
     from webapp.vision.classifier import EmotionClassifier
-    from webapp.vision.layers import load_model
 
-    if not Path(args.model).is_file():
-        print(f"error: model file {args.model!r} not found", file=sys.stderr)
-        return 2
-    model = load_model(args.model)
     try:
+        model = read_model(args.model)
         train = load_split(args.data, "train") if args.data else None
         held_out = with_votes(load_split(args.data, args.split), args.data, None) if args.data else None
-    except DataError as error:
+    except (ModelFileError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if train is not None:

@@ -11,13 +11,12 @@ unusable: they are left out of training and of FER+ scores, as are images FER+ d
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
 import numpy as np
 
-from training.data import DataError, FaceDataset, image_key
+from training.data import DataError, FaceDataset, csv_rows, image_key
 from webapp.vision.labels import EMOTIONS, EMOTIONS_WITH_CONTEMPT
 
 VOTE_COLUMNS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "NF")
@@ -40,9 +39,8 @@ def read_votes(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"FER+ votes file {str(path)!r} not found")
     table: dict[str, np.ndarray] = {}
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"file", "fer2013_row", *VOTE_COLUMNS} - set(reader.fieldnames or ())
+    with csv_rows(path) as reader:
+        missing = {"file", "fer2013_row", *VOTE_COLUMNS} - set(reader.fieldnames)
         if missing:
             raise DataError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
         for line, row in enumerate(reader, start=2):

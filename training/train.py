@@ -41,7 +41,7 @@ from training.ferplus import LABEL_MODES
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m training.train",
-        description=__doc__.split("\n")[1],
+        description=__doc__.split("\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--data", help="fer2013.csv, or a folder with train/ and val/ (or test/) emotion folders")
@@ -459,12 +459,27 @@ def restore_best(run_dir: Path) -> None:
         return
     scores = logged_val_accuracy(run_dir)
     if scores and scores[-1] >= max(scores):
-        shutil.copyfile(run_dir / "last.keras", run_dir / "best.keras")
+        partial = partial_path(run_dir / "best.keras")
+        shutil.copyfile(run_dir / "last.keras", partial)
+        os.replace(partial, run_dir / "best.keras")
     elif scores:
         best = scores.index(max(scores))
         print(
             f"{run_dir}: best epoch {best + 1} ({max(scores):.4f}) was not kept; best.keras waits for one that beats it"
         )
+
+
+def forget_unfinished_epoch(run_dir: Path, epochs_done: int) -> None:
+    """Cut log.csv back to the `epochs_done` epochs that state.json counts.
+
+    The log's row is written first at an epoch's end and state.json last (`EPOCH_RECORDS`): a run
+    stopped in between logged an epoch it will run again, and would log it twice."""
+    log = run_dir / "log.csv"
+    if not log.exists():
+        return
+    lines = log.read_text().splitlines(keepends=True)
+    if len(lines) > epochs_done + 1:
+        log.write_text("".join(lines[: epochs_done + 1]))
 
 
 def write_run_record(run_dir: Path, args, model) -> None:
@@ -493,22 +508,47 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = F
             state = json.loads(state_file.read_text()) if state_file.exists() else {"epoch_seconds": []}
             state.update(epochs_done=epoch + 1, train_images=train_images)
             state["epoch_seconds"].append(round(time.time() - self.started, 1))
-            state_file.write_text(json.dumps(state, indent=2) + "\n")
+            partial = partial_path(state_file)
+            partial.write_text(json.dumps(state, indent=2) + "\n")
+            os.replace(partial, state_file)
 
-    best = keras.callbacks.ModelCheckpoint(
-        str(run_dir / "best.keras"), monitor="val_accuracy", mode="max", save_best_only=True
-    )
-    if resume:
-        # the restarted best-checkpoint callback must know the best accuracy so far
-        best.best = max(logged_val_accuracy(run_dir), default=best.best)
+    class SaveModel(keras.callbacks.Callback):
+        """Save the model at each epoch's end (with `monitor`: only when it beats its best so far).
+
+        Keras writes a .keras file in place, so a run killed while saving (or a full disk) lost its
+        last good checkpoint; this writes beside it and renames, which replaces a file whole or not at all.
+        """
+
+        def __init__(self, path: Path, monitor: str | None = None, best: float = float("-inf")):
+            super().__init__()
+            self.path, self.monitor, self.best = path, monitor, best
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.monitor:
+                score = (logs or {}).get(self.monitor)
+                if score is None or not score > self.best:
+                    return
+                self.best = float(score)
+            partial = partial_path(self.path)
+            self.model.save(partial)
+            os.replace(partial, self.path)
+
+    # a resumed run's best checkpoint must know the best accuracy so far
+    best_so_far = max(logged_val_accuracy(run_dir), default=float("-inf")) if resume else float("-inf")
     swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []
     return [
         *swap,
         keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resume),
-        best,
-        keras.callbacks.ModelCheckpoint(str(run_dir / "last.keras")),
+        SaveModel(run_dir / "best.keras", monitor="val_accuracy", best=best_so_far),
+        SaveModel(run_dir / "last.keras"),
         SaveState(),
     ]
+
+
+def partial_path(path: Path) -> Path:
+    """Where `path` is written before it is renamed into place (same folder, so the rename is atomic;
+    same suffix, which Keras checks)."""
+    return path.with_name(f".partial-{path.name}")
 
 
 # written, in this order, at the end of each epoch: a run goes on from both, as weights without the count
@@ -603,6 +643,7 @@ def main(argv=None) -> int:
     # only a start whose data loads makes the run folder, or rewrites a resumed run's record
     if args.resume:
         (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+        forget_unfinished_epoch(run_dir, initial_epoch)
     else:
         run_dir.mkdir(parents=True)
     if args.limit:
@@ -628,7 +669,11 @@ def main(argv=None) -> int:
     steps_per_epoch = int(np.ceil(len(train.images) / args.batch_size))
     if args.resume:
         restore_best(run_dir)
-        model = resume_model(run_dir / "last.keras", args, steps_per_epoch, prior, initial_epoch)
+        try:
+            model = resume_model(run_dir / "last.keras", args, steps_per_epoch, prior, initial_epoch)
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            print(f"error: --resume: {run_dir / 'last.keras'} cannot be read back ({error})", file=sys.stderr)
+            return 2
     else:
         try:
             model = build_model(args)
