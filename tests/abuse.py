@@ -340,6 +340,52 @@ def log_flood(url: str, log_file, packets: int = 1000, connections: int = 10) ->
     return {"packets": packets, "bytes_sent": sent, "log_bytes": logged, "healthz_worst_ms": probe.worst_ms}
 
 
+def packet_attack(url: str, pid: int, attachments_mb: int = 100, wide_json_kb: int = 1300) -> dict:
+    """Socket.IO packets built to eat memory, over one WebSocket: a `frame` declaring 9,999,999 binary
+    attachments followed by `attachments_mb` 1 MB binary messages, then JSON of `wide_json_kb` KB of
+    `[],`; then an ordinary frame on the same connection. Returns the first packet's ack, the peak growth
+    of the worker's memory, whether the ordinary frame was answered, and the worst /healthz latency."""
+    import websocket
+
+    host, port = _loopback(url)
+    baseline = rss_mb(pid)
+    ws = websocket.create_connection(f"ws://{host}:{port}/socket.io/?EIO=4&transport=websocket", timeout=30)
+    try:
+        ws.recv()  # Engine.IO open packet
+        ws.send("40")
+        ws.recv()  # Socket.IO connect
+        with HealthProbe(url) as probe, RssSampler(pid) as memory:
+            ws.send('459999999-7["frame",{"_placeholder":true,"num":0}]')
+            ack = _next_ack(ws, 7)
+            megabyte = os.urandom(1024 * 1024)
+            for _ in range(attachments_mb):
+                ws.send_binary(megabyte)
+            ws.send('428["frame",[' + "[]," * (wide_json_kb * 1024 // 3) + "0]]")
+            ws.send('451-9["frame",{"_placeholder":true,"num":0}]')
+            ws.send_binary(jpeg_bytes(webcam_frame()))
+            answered = _next_ack(ws, 9)
+    finally:
+        ws.close()
+    return {
+        "attachments_ack": ack,
+        "peak_growth_mb": memory.peak - baseline,
+        "frame_after": answered,
+        "healthz_worst_ms": probe.worst_ms,
+    }
+
+
+def _next_ack(ws, ack_id: int, timeout_s: float = 30) -> dict | None:
+    """The JSON of the ack numbered `ack_id` that arrives on a raw Engine.IO WebSocket (pings answered), or None."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        message = ws.recv()
+        if message == "2":
+            ws.send("3")
+        elif isinstance(message, str) and message.startswith(f"43{ack_id}["):
+            return json.loads(message[len(f"43{ack_id}") :])[0]
+    return None
+
+
 def soak(url: str, pid: int, clients: int = 6, fps: float = 30, seconds: float = 600, warmup_s: float = 10) -> dict:
     """`clients` Socket.IO clients at up to `fps` each, one frame in flight, for `seconds` after a warm-up."""
     _loopback(url)

@@ -89,6 +89,16 @@ def test_malformed_packets_do_not_flood_the_log(server):
     assert result["healthz_worst_ms"] <= 100, result
 
 
+def test_socketio_packets_built_to_eat_memory_are_refused(server):
+    process, url = server
+    result = abuse.packet_attack(url, worker_pid(process), attachments_mb=100, wide_json_kb=1300)
+    # before: the 100 MB of attachments were all kept (+1.3 GB for 200), and the JSON took ~26x its size
+    assert result["attachments_ack"]["error"]["code"] == "bad_payload", result
+    assert result["peak_growth_mb"] <= 60, result
+    assert "faces" in result["frame_after"], result  # the connection still serves its frames
+    assert result["healthz_worst_ms"] <= 100, result
+
+
 def test_engineio_session_flood_is_capped(server):
     # last: the sessions it opens hold this address's cap until they expire (~15 s)
     process, url = server

@@ -20,6 +20,7 @@ from webapp.concurrency import body_deadline, lock_factory
 from webapp.log_limit import limit_repeats
 from webapp.security import add_security_headers
 from webapp.sessions import SessionCap
+from webapp.socket_packets import BoundedPacket
 
 log = logging.getLogger("webapp")
 
@@ -81,7 +82,10 @@ def create_app(config: dict | None = None) -> Flask:
     socketio.init_app(
         app,
         async_mode=app.config["ASYNC_MODE"],
-        max_http_buffer_size=max_body,
+        # a frame's message, base64 in a polling request (4/3 of it): photos never come this way, so a
+        # message the size of an upload would only let a client make the server parse megabytes of JSON
+        max_http_buffer_size=app.config["MAX_FRAME_KB"] * 1024 * 4 // 3 + 4096,
+        serializer=BoundedPacket,
         cors_allowed_origins=app.config["CORS_ALLOWED_ORIGINS"],
         # an abandoned session expires ~15 s after its handshake, not 45 s (Engine.IO's 25 + 20)
         ping_interval=10,
