@@ -116,11 +116,23 @@ def png_16bit_rgba(width: int, height: int) -> bytes:
     same = b"\x02" + bytes(8 * width)  # filter "Up": the row above again
     data = compressor.compress(first) + b"".join(compressor.compress(same) for _ in range(height - 1))
     data += compressor.flush()
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+def png_with_text(chunks: int, text_bytes: int, after_pixels: bool = False) -> bytes:
+    """A 64x64 PNG carrying `chunks` zTXt chunks of `text_bytes` each once inflated (a few KB of file
+    each), before its pixels or, with `after_pixels`, after them."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 120, 80)).save(buffer, "PNG")
+    png = buffer.getvalue()
+    text = zlib.compress(b"A" * text_bytes, 9)
+    extra = b"".join(_png_chunk(b"zTXt", b"note%d\x00\x00" % i + text) for i in range(chunks))
+    at = len(png) - 12 if after_pixels else 33  # before IEND, or after IHDR
+    return png[:at] + extra + png[at:]
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def webcam_frame() -> np.ndarray:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.harness import png_claiming
+from tests.harness import png_claiming, png_with_text
 from webapp.vision.budget import DecodeLimits
 from webapp.vision.imaging import ImageError, decode_image, decode_opened, open_image
 
@@ -110,3 +110,17 @@ def test_a_progressive_jpeg_is_charged_for_its_full_size_coefficients():
     with pytest.raises(ImageError) as caught:
         open_image(encode(image, "JPEG", progressive=True, subsampling=0), limits)
     assert caught.value.code == "too_large" and "MB to decode" in caught.value.message
+
+
+@pytest.mark.parametrize("after_pixels", [False, True])
+def test_png_text_chunks_past_their_budget_are_too_large(after_pixels):
+    # 3 MB of zTXt in a file of a few KB: inflated while reading, before any pixel limit sees it
+    bomb = png_with_text(3, 1_000_000, after_pixels)
+    assert len(bomb) < 20_000
+    with pytest.raises(ImageError) as caught:
+        decode_opened(open_image(bomb, DecodeLimits(max_pixels=LIMIT)))
+    assert caught.value.code == "too_large" and "text chunks" in caught.value.message
+
+
+def test_png_metadata_of_a_real_size_still_decodes():
+    assert decode_image(png_with_text(2, 300_000), LIMIT).shape == (64, 64, 3)  # e.g. a large XMP packet

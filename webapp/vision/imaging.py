@@ -8,9 +8,15 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from webapp.vision.budget import DecodeLimits
+
+# A PNG's text chunks (tEXt, zTXt, iTXt: comments, XMP) are inflated while its header is read, before any
+# limit here sees them: Pillow allows 64 MB of them, so twenty 64 KB uploads held over 1 GB. Real metadata,
+# XMP included, is far below 2 MB.
+PngImagePlugin.MAX_TEXT_MEMORY = 2 * 2**20
+TEXT_TOO_LARGE = ("MAX_TEXT_CHUNK", "MAX_TEXT_MEMORY")  # in the messages of Pillow's refusals
 
 # MPO is a JPEG with more pictures after the first (phone photos with a depth map or an HDR gain map):
 # Pillow decodes the first picture, the one any viewer shows
@@ -93,7 +99,8 @@ def open_image(data: bytes, limits: DecodeLimits, formats: set[str] = ALLOWED_FO
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError("too_large", "the image has too many pixels") from None
-    except Exception:
+    except Exception as error:
+        _refuse_large_text(error)
         raise ImageError("not_an_image", "the data is not a readable image (JPEG, PNG, WebP or BMP expected)") from None
     if image.format not in formats:
         raise ImageError("unsupported_format", f"{image.format} images are not supported; send JPEG, PNG, WebP or BMP")
@@ -136,9 +143,19 @@ def decode_opened(opened: OpenedImage) -> DecodedImage:
         image = _reduced(image, opened.max_side)
         ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of the whole image
         rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-    except Exception:
+    except Exception as error:
+        _refuse_large_text(error)  # text chunks after the pixels are read with them
         raise ImageError("corrupt_image", "the image data is truncated or corrupt") from None
     return DecodedImage(rgb, width, height)
+
+
+def _refuse_large_text(error: Exception) -> None:
+    """Raise "too_large" when `error` is Pillow refusing a PNG's text chunks for their size."""
+    if isinstance(error, ValueError) and any(limit in str(error) for limit in TEXT_TOO_LARGE):
+        limit = PngImagePlugin.MAX_TEXT_MEMORY / 2**20
+        raise ImageError(
+            "too_large", f"the PNG's text chunks (metadata) hold more than {limit:g} MB; strip its metadata"
+        ) from None
 
 
 def decode_image(data: bytes, max_pixels: int, limits: DecodeLimits | None = None) -> np.ndarray:
