@@ -7,6 +7,7 @@ import io
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from tests.harness import SHIPPED_CLASSES, audio_only_bytes, video_bytes
@@ -523,3 +524,57 @@ def test_a_video_forms_part_limit_names_the_video_field(client):
     fields = {f"f{i}": "x" for i in range(1100)}
     reply = client.post("/api/v1/analyze-video", data=fields, content_type="multipart/form-data")
     assert reply.status_code == 413 and "'video'" in reply.json["error"]["message"]
+
+
+def _growing_mkv(small: int, large: int, large_frames: int) -> bytes:
+    """An MKV whose headers declare `small`x`small` frames: 20 of them, then `large_frames` of `large`x`large`."""
+    import fractions
+
+    import av
+
+    def h264(side: int, count: int) -> bytes:
+        out = io.BytesIO()
+        with av.open(out, mode="w", format="h264") as muxer:
+            stream = muxer.add_stream("libx264", rate=30)
+            stream.width, stream.height, stream.pix_fmt = side, side, "yuv420p"
+            stream.options = {"preset": "ultrafast", "keyint": "1"}
+            frame = av.VideoFrame.from_ndarray(np.zeros((side, side, 3), np.uint8), format="rgb24")
+            for i in range(count):
+                frame.pts = i
+                muxer.mux(stream.encode(frame))
+            muxer.mux(stream.encode())
+        return out.getvalue()
+
+    source = av.open(io.BytesIO(h264(small, 20) + h264(large, large_frames)), format="h264")
+    out = io.BytesIO()
+    with source, av.open(out, mode="w", format="matroska") as muxer:
+        stream = muxer.add_stream_from_template(source.streams.video[0])
+        for i, packet in enumerate(p for p in source.demux(source.streams.video[0]) if p.size):
+            packet.stream, packet.time_base, packet.pts, packet.dts = (
+                stream,
+                fractions.Fraction(1, 1000),
+                i * 33,
+                i * 33,
+            )
+            muxer.mux(packet)
+    return out.getvalue()
+
+
+def test_frames_that_grow_past_what_the_decoder_threads_may_hold_are_refused(monkeypatch):
+    import av
+
+    growing = _growing_mkv(64, 1024, 3)
+    monkeypatch.setattr(video, "FRAME_THREADS_BUDGET", 4 * 1024 * 1024)  # 1024x1024 frames: 2 threads at most
+    with av.open(io.BytesIO(growing)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type, stream.thread_count = "AUTO", 3
+        assert video.frame_threads_limit(stream) == 4 * 1024 * 1024 * 2 // 9
+        with pytest.raises(VideoError) as caught:
+            list(video.sampled_frames(container, stream, 30, 60))
+    assert caught.value.code == "too_large" and "grow to 1024x1024 mid-stream, from the 64x64" in caught.value.message
+    # one thread holds one frame: the same stream is decoded whole
+    with av.open(io.BytesIO(growing)) as container:
+        stream = container.streams.video[0]
+        stream.thread_count = 1
+        sizes = {frame.width for _, frame in video.sampled_frames(container, stream, 30, 60)}
+    assert sizes == {64, 1024}

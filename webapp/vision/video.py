@@ -248,16 +248,26 @@ def sampled_frames(
     Raises:
         VideoError: corrupt_video (undecodable data before any frame), too_long
             (frames past `max_seconds`: the container's duration can be missing or wrong),
-            too_large (a frame over `max_pixels`: the size can change mid-stream).
+            too_large (a frame over `max_pixels`: the size can change mid-stream; or one grown past what
+            the stream's frame threads may hold, `frame_threads_limit`).
     """
     import av
 
     step, next_t, start, yielded = 1.0 / fps, 0.0, None, False
+    # before decoding: the codec context follows the stream's size as it changes
+    declared, threads_limit = (stream.codec_context.width, stream.codec_context.height), frame_threads_limit(stream)
     try:
         for frame in container.decode(stream):
             if cancelled is not None and cancelled():
                 raise _Cancelled()
             _check_size(frame.width, frame.height, max_pixels)
+            if frame.width * frame.height > threads_limit:
+                raise VideoError(
+                    "too_large",
+                    f"the video's frames grow to {frame.width}x{frame.height} mid-stream, from the "
+                    f"{declared[0]}x{declared[1]} its headers declare; "
+                    f"frames over {threads_limit:,} pixels must be declared",
+                )
             if frame.time is None:
                 continue
             start = frame.time if start is None else start
@@ -284,6 +294,17 @@ def decoder_threads(pixels: int, cores: int | None = None) -> int:
     cores = cores or len(os.sched_getaffinity(0))
     automatic = 1 if cores == 1 else min(cores + 1, 16)
     return max(1, min(automatic, FRAME_THREADS_BUDGET // max(1, pixels * 3 // 2)))
+
+
+def frame_threads_limit(stream) -> int:
+    """The largest frame (pixels) `stream`'s decoder may hold one of per frame thread within
+    `FRAME_THREADS_BUDGET`, or the size its headers declare if larger (their thread count was chosen for it).
+
+    The threads are chosen from the declared size, but a stream can grow mid-way (a 114 KB file: 200
+    frames of 64x64, then 36 MP ones), and each thread then holds one grown frame: 1.7 GB on 16 cores.
+    A webcam recording that steps up its resolution stays far below this."""
+    declared = (stream.codec_context.width or 0) * (stream.codec_context.height or 0)
+    return max(declared, FRAME_THREADS_BUDGET * 2 // (3 * max(1, stream.thread_count or 1)))
 
 
 def _quarter_turns(frame: av.VideoFrame) -> int:
