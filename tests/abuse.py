@@ -103,9 +103,11 @@ class RssSampler(_Sampler):
         self.peak = max(self.peak, rss_mb(self.pid))
 
 
-def post(url: str, data: bytes, content_type: str = "image/png", timeout: float = 120) -> tuple[int, bytes, dict]:
-    """POST `data` to /api/v1/analyze; the status, body and headers whatever the status."""
-    request = urllib.request.Request(url + "/api/v1/analyze", data=data, headers={"Content-Type": content_type})
+def post(
+    url: str, data: bytes, content_type: str = "image/png", timeout: float = 120, path: str = "/api/v1/analyze"
+) -> tuple[int, bytes, dict]:
+    """POST `data` to `path`; the status, body and headers whatever the status."""
+    request = urllib.request.Request(url + path, data=data, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:
             return reply.status, reply.read(), dict(reply.headers)
@@ -175,6 +177,37 @@ def stalled_bodies(url: str, connections: int = 300, limit_s: float = 40) -> dic
         "fresh_client_status": fresh,
         "healthz_worst_ms": probe.worst_ms,
     }
+
+
+def trickled_video(url: str, video: bytes, declared: int = 1_000_000, limit_s: float = 60) -> dict:
+    """One client declares a `declared`-byte video and sends a byte a second; meanwhile another posts
+    `video` every 2 s until one is answered 200. When the trickler was dropped, and when the other got in."""
+    host, port = _loopback(url)
+    start = time.monotonic()
+    sock = socket.create_connection((host, port), timeout=1)
+    sock.sendall(
+        b"POST /api/v1/analyze-video HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\n"
+        b"Content-Length: %d\r\n\r\n" % declared
+    )
+    reply, dropped_s, served_s, next_try = b"", None, None, start + 1
+    while time.monotonic() - start < limit_s and (dropped_s is None or served_s is None):
+        if dropped_s is None:
+            try:
+                sock.sendall(b"\x00")
+                part = sock.recv(4096)
+                reply += part
+                if not part or b"\r\n\r\n" in reply:
+                    dropped_s = time.monotonic() - start
+            except TimeoutError:
+                pass
+            except OSError:
+                dropped_s = time.monotonic() - start
+        if served_s is None and time.monotonic() >= next_try:
+            if post(url, video, "video/mp4", timeout=60, path="/api/v1/analyze-video")[0] == 200:
+                served_s = time.monotonic() - start
+            next_try = time.monotonic() + 2
+    sock.close()
+    return {"dropped_s": dropped_s, "reply": reply.split(b"\r\n")[0], "other_served_s": served_s}
 
 
 @contextlib.contextmanager

@@ -10,7 +10,14 @@ import socket
 import pytest
 
 from tests import abuse
-from tests.harness import png_16bit_rgba, png_with_text, start_production_server, stop_production_server, worker_pid
+from tests.harness import (
+    png_16bit_rgba,
+    png_with_text,
+    start_production_server,
+    stop_production_server,
+    video_bytes,
+    worker_pid,
+)
 
 BODY_TIMEOUT_S = 3  # the default is 15; a short one keeps the test short
 
@@ -81,6 +88,15 @@ def test_chunked_body_over_the_limit_is_refused(server):
             reply += part
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert b'"too_large"' in reply
+
+
+def test_a_trickled_video_body_gives_the_one_video_slot_back_soon(server, grace_rgb):
+    _, url = server
+    result = abuse.trickled_video(url, video_bytes(grace_rgb, seconds=1.0), declared=1_000_000, limit_s=60)
+    # before: dropped by the 120-180 s body deadline only, the other upload refused busy all along
+    assert result["reply"].startswith(b"HTTP/1.1 408"), result
+    assert result["dropped_s"] <= 5 + 65536 / (64 * 1024) + 3, result  # grace + one read at MIN_BODY_KBPS
+    assert result["other_served_s"] is not None and result["other_served_s"] <= result["dropped_s"] + 5, result
 
 
 def test_reset_trick_no_longer_lifts_the_limits(server):

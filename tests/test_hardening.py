@@ -218,6 +218,36 @@ def test_body_past_its_deadline_gets_408_and_close():
     assert status.startswith("408") and headers["Connection"] == "close" and b"timeout" in body
 
 
+def test_a_body_slower_than_the_minimum_rate_gets_408_once_behind(monkeypatch):
+    from contextlib import contextmanager
+
+    from webapp.body_limits import MinimumRate
+
+    clock = [0.0]
+    monkeypatch.setattr("webapp.body_limits.time.monotonic", lambda: clock[0])
+    allowed = []
+
+    @contextmanager
+    def timeout(seconds, message):  # stands for the green timeout: a read given no time is late
+        allowed.append(seconds)
+        if seconds <= 0:
+            raise BodyTimeout(message)
+        yield
+
+    class Trickle(io.RawIOBase):
+        def read(self, n=-1):  # 100 bytes a second, whatever is asked
+            clock[0] += 1.0
+            return b"t" * 100
+
+    limits = BodyLimits(echo_app, max_bytes=10**6, min_rate=MinimumRate(1024, timeout, grace_s=5.0))
+    status, body, _ = call(limits, {"CONTENT_LENGTH": "100000", "wsgi.input": Trickle()})
+    assert status.startswith("408") and b"slower than 1 KB/s" in body
+    # the grace and one 64 KB read at 1 KB/s: 69 s for the first read, less and less after it
+    assert allowed[0] == 5 + 65536 / 1024 and allowed == sorted(allowed, reverse=True)
+    status, body, _ = call(limits, {"CONTENT_LENGTH": "3000", "wsgi.input": io.BytesIO(b"f" * 3000)})
+    assert status.startswith("200") and body == b"f" * 3000
+
+
 def test_chunked_upload_over_max_upload_mb_is_413_through_the_app(app):
     limits = BodyLimits(app.wsgi_app.app if isinstance(app.wsgi_app, BodyLimits) else app.wsgi_app, 10 * MB)
     big = b"\xff\xd8" + b"\x00" * (3 * MB)  # MAX_UPLOAD_MB is 2 in the test app

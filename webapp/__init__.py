@@ -15,8 +15,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import config as settings
-from webapp.body_limits import BodyLimits
-from webapp.concurrency import body_deadline, lock_factory
+from webapp.body_limits import BodyLimits, MinimumRate
+from webapp.concurrency import body_deadline, green_timeout, lock_factory
 from webapp.log_limit import limit_repeats
 from webapp.security import add_security_headers
 from webapp.sessions import SessionCap
@@ -106,6 +106,7 @@ def create_app(config: dict | None = None) -> Flask:
         },
         # a video's body is read only in a free job slot: one that would be refused as busy is refused unread
         slots={"/api/v1/analyze-video": app.extensions["video_jobs"].reserve},
+        min_rate=_minimum_rate(app.config),
     )
     if app.config["TRUSTED_PROXIES"]:  # outermost: every layer below sees the client's own address
         app.wsgi_app = ProxyFix(
@@ -118,6 +119,12 @@ def create_app(config: dict | None = None) -> Flask:
 def socketio_of(app: Flask) -> SocketIO:
     """The app's Flask-SocketIO object: `.run(app)` serves it, `.test_client(app)` talks to it."""
     return app.extensions["socketio"]
+
+
+def _minimum_rate(config) -> MinimumRate | None:
+    """MIN_BODY_KBPS as `BodyLimits` takes it; None without a way to time reads (the threaded server)."""
+    timeout = green_timeout(config["ASYNC_MODE"])
+    return MinimumRate(config["MIN_BODY_KBPS"] * 1024, timeout) if timeout and config["MIN_BODY_KBPS"] else None
 
 
 def _load_pipelines(config, new_lock) -> dict:

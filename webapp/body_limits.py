@@ -5,7 +5,9 @@ heartbeat), so a client that sends headers and part of a body, then nothing, hel
 connection for ever: 1,000 of them locked everyone else out. Chunked bodies, whose size
 is unknown in advance, were cut at the limit and analysed; here they are refused.
 Some paths read a body only while holding one of a few slots (the video upload, whose
-jobs are capped): a request that finds none is refused before its body is read.
+jobs are capped): a request that finds none is refused before its body is read. A body must
+also keep up a least average rate (`MinimumRate`), so that trickling a byte a second cannot
+hold a slot for the whole deadline.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 from webapp.errors import RETRY_AFTER_S, error_body
 from webapp.vision.budget import BusyError
@@ -27,6 +31,29 @@ SLOT = "webapp.body_slot"
 
 class BodyTimeout(Exception):
     """The body did not arrive before the deadline."""
+
+
+@dataclass(frozen=True)
+class MinimumRate:
+    """The least average rate a body must keep once `grace_s` have passed (as Apache's mod_reqtimeout
+    MinRate): a client declaring a large video and sending a byte a second held the one video slot for
+    the whole body deadline (up to 180 s), and again at once.
+
+    `timeout(seconds, message)`: a context manager that raises `BodyTimeout(message)` when its block
+    runs past `seconds` (`webapp.concurrency.green_timeout`).
+    """
+
+    bytes_per_s: int
+    timeout: Callable[[float, str], AbstractContextManager]
+    grace_s: float = 5.0
+
+    def next_read(self, started: float, size: int, chunk: int) -> AbstractContextManager:
+        """The time the read of `chunk` more bytes after `size` may take: until the body's average since
+        `started` (a `time.monotonic()`) would fall below the rate."""
+        due = started + self.grace_s + (size + chunk) / self.bytes_per_s
+        return self.timeout(
+            max(0.0, due - time.monotonic()), f"the request body came slower than {self.bytes_per_s / 1024:g} KB/s"
+        )
 
 
 class BodyLimits:
@@ -43,6 +70,7 @@ class BodyLimits:
             returns one (a context manager, left when the app has answered; the app may take
             it over from `environ[SLOT]`), or raises `BusyError` to have the request refused
             unread (503 busy; Retry-After: the error's `retry_after_s`, else `RETRY_AFTER_S`).
+        min_rate: the least rate every body must keep (None: none).
     """
 
     def __init__(
@@ -52,12 +80,14 @@ class BodyLimits:
         deadline: Callable[[], AbstractContextManager] | None = None,
         per_path: dict[str, tuple[int, Callable[[], AbstractContextManager] | None]] | None = None,
         slots: dict[str, Callable[[], AbstractContextManager]] | None = None,
+        min_rate: MinimumRate | None = None,
     ):
         self.app = app
         self.max_bytes = max_bytes
         self.deadline = deadline or nullcontext
         self.per_path = per_path or {}
         self.slots = slots or {}
+        self.min_rate = min_rate
 
     def __call__(self, environ, start_response):
         path = environ.get("PATH_INFO", "")
@@ -75,7 +105,7 @@ class BodyLimits:
             retry_after = getattr(busy, "retry_after_s", RETRY_AFTER_S)
             return _reply(start_response, 503, "busy", str(busy), [("Retry-After", str(retry_after))])
         with slot:
-            refusal = _buffer(environ, None if chunked else declared, max_bytes, deadline or nullcontext)
+            refusal = _buffer(environ, None if chunked else declared, max_bytes, deadline or nullcontext, self.min_rate)
             if refusal is not None:
                 return _reply(start_response, *refusal)
             return self.app(environ, start_response)
@@ -89,14 +119,16 @@ class BodyLimits:
         return slot
 
 
-def _buffer(environ, length: int | None, max_bytes: int, deadline) -> tuple[int, str, str] | None:
+def _buffer(
+    environ, length: int | None, max_bytes: int, deadline, min_rate: MinimumRate | None = None
+) -> tuple[int, str, str] | None:
     """Put the body, read in full, in the environ; or say why not: (status, code, message)."""
     try:
         with deadline():
-            body = _read(environ["wsgi.input"], length, max_bytes + 1)
-    except BodyTimeout:
-        log.info("request body not received in time from %s; connection dropped", environ.get("REMOTE_ADDR"))
-        return 408, "timeout", "the request body did not arrive in time"
+            body = _read(environ["wsgi.input"], length, max_bytes + 1, min_rate)
+    except BodyTimeout as late:
+        log.info("request body from %s: %s; connection dropped", environ.get("REMOTE_ADDR"), late)
+        return 408, "timeout", str(late)
     except (OSError, ValueError):
         return 400, "bad_request", "the request body could not be read"
     size = body.seek(0, io.SEEK_END)
@@ -115,16 +147,19 @@ def _buffer(environ, length: int | None, max_bytes: int, deadline) -> tuple[int,
     return None
 
 
-def _read(stream, length: int | None, cap: int) -> io.BytesIO:
-    """`length` bytes (or, chunked, up to `cap`) from `stream`, stopping early at end of input.
+def _read(stream, length: int | None, cap: int, min_rate: MinimumRate | None = None) -> io.BytesIO:
+    """`length` bytes (or, chunked, up to `cap`) from `stream`, stopping early at end of input,
+    each read timed by `min_rate` if given.
 
     Written into one growing buffer: joining a list of chunks held the body twice at the
     end, 400 MB for a 200 MB video.
     """
     want = cap if length is None else length
-    body, size = io.BytesIO(), 0
+    body, size, started = io.BytesIO(), 0, time.monotonic()
     while size < want:
-        part = stream.read(min(CHUNK, want - size))
+        ask = min(CHUNK, want - size)
+        with min_rate.next_read(started, size, ask) if min_rate else nullcontext():
+            part = stream.read(ask)
         if not part:
             break
         body.write(part)

@@ -74,9 +74,9 @@ def speed_up_eventlet_websocket() -> None:
     RFC6455WebSocket._apply_mask = staticmethod(fast_apply_mask)
 
 
-def body_deadline(async_mode: str, seconds: float):
-    """What `BodyLimits` reads request bodies under: a green timeout of `seconds` to 1.5 x `seconds` under eventlet,
-    None (no deadline) otherwise.
+def green_timeout(async_mode: str):
+    """What bounds a socket read in time: `timeout(seconds, message)`, a context manager that raises
+    `BodyTimeout(message)` when its block runs past `seconds`, under eventlet; None otherwise.
 
     Under eventlet every socket read yields to the hub, so an `eventlet.Timeout` interrupts
     a read that waits for a client that sends nothing. The threaded development server
@@ -89,17 +89,30 @@ def body_deadline(async_mode: str, seconds: float):
     from webapp.body_limits import BodyTimeout
 
     @contextmanager
-    def deadline():
-        # up to 50% later at random: a thousand bodies that stall together must not all time out in
-        # one tick of the event loop (that stalled every other client for 200 ms)
-        timer = eventlet.Timeout(seconds * (1 + 0.5 * random.random()))
+    def timeout(seconds: float, message: str):
+        timer = eventlet.Timeout(seconds)
         try:
             yield
         except eventlet.Timeout as expired:
             if expired is not timer:
                 raise
-            raise BodyTimeout(f"no body in {seconds} s") from None
+            raise BodyTimeout(message) from None
         finally:
             timer.cancel()
+
+    return timeout
+
+
+def body_deadline(async_mode: str, seconds: float):
+    """What `BodyLimits` reads request bodies under: a green timeout of `seconds` to 1.5 x `seconds` under eventlet,
+    None (no deadline) otherwise."""
+    timeout = green_timeout(async_mode)
+    if timeout is None:
+        return None
+
+    def deadline():
+        # up to 50% later at random: a thousand bodies that stall together must not all time out in
+        # one tick of the event loop (that stalled every other client for 200 ms)
+        return timeout(seconds * (1 + 0.5 * random.random()), "the request body did not arrive in time")
 
     return deadline

@@ -72,6 +72,8 @@ def from_env() -> dict:
         "MAX_HEAVY_ANALYSES": _int("MAX_HEAVY_ANALYSES", 2),
         # a request body must arrive within this many seconds (production server), or the connection is dropped
         "BODY_TIMEOUT_S": _int("BODY_TIMEOUT_S", 15),
+        # and, after its first 5 s, at this average rate at least (0: none): 512 kbit/s, a slow phone uplink
+        "MIN_BODY_KBPS": _int("MIN_BODY_KBPS", 64),
         # Engine.IO sessions open at once per client address (0: no cap); abandoned ones expire in ~15 s
         "MAX_SESSIONS_PER_ADDRESS": _int("MAX_SESSIONS_PER_ADDRESS", 20),
         # 1 / 0 override the model file; unset or "auto": as the file says (training.export --flip-tta),
@@ -109,6 +111,13 @@ POSITIVE_SETTINGS = (
     "VIDEO_BODY_TIMEOUT_S",
 )
 
+# settings where 0 means something: {name: what 0 means}
+ZERO_ALLOWED_SETTINGS = {
+    "TRUSTED_PROXIES": "no proxy",
+    "MAX_SESSIONS_PER_ADDRESS": "no cap",
+    "MIN_BODY_KBPS": "no minimum",
+}
+
 
 def check(config: dict) -> None:
     """Fail fast at start-up on settings that cannot work.
@@ -121,12 +130,9 @@ def check(config: dict) -> None:
     for key in POSITIVE_SETTINGS:
         if int(config[key]) <= 0:
             raise SettingsError(f"{key} must be positive, got {config[key]}")
-    if int(config["TRUSTED_PROXIES"]) < 0:
-        raise SettingsError(f"TRUSTED_PROXIES must be 0 or more, got {config['TRUSTED_PROXIES']}")
-    if int(config["MAX_SESSIONS_PER_ADDRESS"]) < 0:
-        raise SettingsError(
-            f"MAX_SESSIONS_PER_ADDRESS must be 0 (no cap) or more, got {config['MAX_SESSIONS_PER_ADDRESS']}"
-        )
+    for key, zero in ZERO_ALLOWED_SETTINGS.items():
+        if int(config[key]) < 0:
+            raise SettingsError(f"{key} must be 0 ({zero}) or more, got {config[key]}")
     if config.get("PIPELINES") is not None:
         return
     if not Path(config["MODEL_PATH"]).is_file():
