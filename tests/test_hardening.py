@@ -216,6 +216,8 @@ def test_body_past_its_deadline_gets_408_and_close():
     environ = {"CONTENT_LENGTH": "500", "wsgi.input": Stalled()}
     status, body, headers = call(BodyLimits(echo_app, max_bytes=1000), environ)
     assert status.startswith("408") and headers["Connection"] == "close" and b"timeout" in body
+    # answered before Flask, with the app's security headers all the same
+    assert headers["X-Content-Type-Options"] == "nosniff" and "frame-ancestors" in headers["Content-Security-Policy"]
 
 
 def test_a_body_slower_than_the_minimum_rate_gets_408_once_behind(monkeypatch):
@@ -277,6 +279,7 @@ def test_session_cap_refuses_handshakes_over_the_limit():
     handshake = {"PATH_INFO": "/socket.io/", "QUERY_STRING": "EIO=4&transport=polling", "REMOTE_ADDR": "10.0.0.1"}
     status, body, headers = call(cap, dict(handshake, **{"wsgi.input": io.BytesIO()}))
     assert status.startswith("429") and b"too_many_sessions" in body and headers["Retry-After"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
     other = dict(handshake, REMOTE_ADDR="10.0.0.2", **{"wsgi.input": io.BytesIO()})
     assert call(cap, other)[0].startswith("200")
     polling = dict(handshake, QUERY_STRING="EIO=4&transport=polling&sid=abc", **{"wsgi.input": io.BytesIO()})

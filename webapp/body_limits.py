@@ -13,14 +13,13 @@ hold a slot for the whole deadline.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-from webapp.errors import RETRY_AFTER_S, error_body
+from webapp.errors import RETRY_AFTER_S, wsgi_error
 from webapp.vision.budget import BusyError
 
 log = logging.getLogger(__name__)
@@ -168,9 +167,6 @@ def _read(stream, length: int | None, cap: int, min_rate: MinimumRate | None = N
 
 
 def _reply(start_response, status: int, code: str, message: str, extra_headers: list | None = None):
-    reason = {400: "Bad Request", 408: "Request Timeout", 413: "Request Entity Too Large", 503: "Service Unavailable"}
-    body = json.dumps(error_body(code, message)).encode()
-    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Connection", "close")]
-    headers += extra_headers or []
-    start_response(f"{status} {reason[status]}", headers)
-    return [body]
+    # "close" asks the server to drop the connection; gunicorn's eventlet worker drops the header and
+    # the connection some 2 s later
+    return wsgi_error(start_response, status, code, message, [("Connection", "close"), *(extra_headers or [])])

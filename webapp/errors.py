@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from http import HTTPStatus
+
+from webapp.security import HEADERS as SECURITY_HEADERS
 from webapp.vision.imaging import ImageError
 
 # HTTP status for each ImageError code
@@ -27,3 +31,18 @@ def from_video_error(code: str, message: str) -> tuple[dict, int]:
 def from_image_error(error: ImageError) -> tuple[dict, int]:
     """Body and HTTP status for an undecodable image."""
     return error_body(error.code, error.message), HTTP_STATUS.get(error.code, 400)
+
+
+def wsgi_error(start_response, status: int, code: str, message: str, headers: list | None = None) -> list[bytes]:
+    """An error answered by WSGI middleware, before Flask: the same JSON and security headers as the app's."""
+    body = json.dumps(error_body(code, message)).encode()
+    start_response(
+        f"{status} {HTTPStatus(status).phrase}",
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            *SECURITY_HEADERS.items(),
+            *(headers or []),
+        ],
+    )
+    return [body]

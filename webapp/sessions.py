@@ -8,10 +8,9 @@ X-Forwarded-For (ProxyFix, outside this middleware) instead.
 
 from __future__ import annotations
 
-import json
 from urllib.parse import parse_qs
 
-from webapp.errors import error_body
+from webapp.errors import wsgi_error
 
 
 class SessionCap:
@@ -32,14 +31,8 @@ class SessionCap:
 
     def __call__(self, environ, start_response):
         if self.limit and self._is_handshake(environ) and self.open_sessions(environ.get("REMOTE_ADDR")) >= self.limit:
-            body = json.dumps(
-                error_body("too_many_sessions", f"at most {self.limit} open sessions per client address")
-            ).encode()
-            start_response(
-                "429 Too Many Requests",
-                [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Retry-After", "15")],
-            )
-            return [body]
+            message = f"at most {self.limit} open sessions per client address"
+            return wsgi_error(start_response, 429, "too_many_sessions", message, [("Retry-After", "15")])
         return self.app(environ, start_response)
 
     def open_sessions(self, address: str | None) -> int:
