@@ -203,6 +203,14 @@ def test_cancel_and_the_busy_cap(video_app, face_mp4):
         del pipeline.analyze
 
 
+@pytest.mark.parametrize("job_id", ["x" * 5000, "%00", "..%2f..%2fetc", "%ff%fe", "1' or '1'='1"])
+def test_job_ids_of_any_shape_are_not_found_in_json(client, job_id):
+    for method in ("get", "delete"):
+        for path in (f"/api/v1/jobs/{job_id}", f"/api/v1/jobs/{job_id}/csv"):
+            reply = getattr(client, method)(path)
+            assert reply.status_code in (404, 405) and reply.is_json, (method, path, reply.status_code)
+
+
 def test_video_error_codes_are_distinct():
     with pytest.raises(VideoError) as caught:
         analyze_video(io.BytesIO(b"\x1a\x45\xdf\xa3" + bytes(100)), None)

@@ -144,6 +144,27 @@ def test_a_reset_during_an_analysis_leaves_the_old_frame_out_of_the_new_tracker(
     sio.disconnect()
 
 
+def test_reset_forgets_the_faces_and_takes_any_arguments(socket_client, webcam_frame):
+    from tests.scenes import place_face
+
+    face = jpeg_bytes(place_face(150)[0])
+    assert socket_client.emit("frame", face, callback=True)["faces"][0]["id"] == 1
+    for args in ((), ("garbage",), (b"\x00" * 1000, {"a": [1]})):
+        assert socket_client.emit("reset", *args, callback=True) == {"ok": True}
+        assert socket_client.emit("frame", face, callback=True)["faces"][0]["id"] == 1  # a new tracker's first
+
+
+def test_a_connection_the_server_holds_no_state_for_is_told_to_reconnect(app, webcam_frame):
+    from webapp import events, socketio_of
+
+    sio = socketio_of(app).test_client(app)
+    sio.emit("frame", jpeg_bytes(webcam_frame), callback=True)
+    events._clients.clear()  # as on an instance restarted under a client that kept its session
+    for event, args in (("frame", (jpeg_bytes(webcam_frame),)), ("reset", ())):
+        assert sio.emit(event, *args, callback=True)["error"]["code"] == "not_connected"
+    sio.disconnect()
+
+
 @pytest.mark.parametrize(
     "payload", ["text", {"frame": 1}, [1, 2], 42, None], ids=["str", "dict", "list", "int", "none"]
 )
