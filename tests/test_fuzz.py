@@ -1,4 +1,5 @@
-"""Seeded fuzzing: 1,000 mutations of valid JPEG, PNG and WebP files against the decoder and the API.
+"""Seeded fuzzing: 1,000 mutations of valid JPEG, PNG and WebP files against the decoder and the API,
+and 1,000 of small MP4, WebM, MKV and MOV videos against the video API.
 
 No crash, no 500, only coded errors, nothing slower than 1 s. A seeded generator instead of
 Hypothesis: the same 1,000 inputs on every run, no extra dependency.
@@ -119,3 +120,34 @@ def test_api_survives_mutations(client, mutations):
         statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
     assert slowest < 1.0, (slowest, statuses)
     assert statuses.get(200), statuses
+
+
+VIDEO_CASES = 1000
+VIDEO_STATUSES = {200, 400, 413, 415}
+
+
+@pytest.fixture(scope="module")
+def video_mutations(grace_rgb) -> list[bytes]:
+    from tests.harness import video_bytes
+
+    face = grace_rgb[100:400, 120:420]
+    originals = [
+        video_bytes(face, seconds=0.5, fps=10, codec=codec, container=container, size=(160, 120))
+        for codec, container in (("libx264", "mp4"), ("libvpx-vp9", "webm"), ("libx264", "matroska"), ("mpeg4", "mov"))
+    ]
+    rng = np.random.default_rng(SEED)
+    return [mutate(originals[i % len(originals)], rng) for i in range(VIDEO_CASES)]
+
+
+def test_video_api_survives_mutations(client, video_mutations):
+    statuses: dict[int, int] = {}
+    codes: dict[str, int] = {}
+    for data in video_mutations:
+        reply = client.post("/api/v1/analyze-video", data=data, content_type="application/octet-stream")
+        body = reply.get_json()
+        assert reply.status_code in VIDEO_STATUSES, (reply.status_code, body)
+        assert body is not None and (reply.status_code == 200) == ("error" not in body), body
+        statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
+        if "error" in body:
+            codes[body["error"]["code"]] = codes.get(body["error"]["code"], 0) + 1
+    assert statuses.get(200) and len(codes) >= 2, (statuses, codes)  # the mutations reach past the headers
