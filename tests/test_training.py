@@ -608,6 +608,15 @@ def test_resume_takes_data_and_votes_from_the_command_line(tmp_path):
     assert (args.data, args.votes, args.epochs) == ("/tmp/elsewhere/fer", "/tmp/elsewhere/votes.csv", 8)
 
 
+def test_resume_says_which_options_it_leaves_to_the_run(tmp_path, capsys):
+    run = str(fake_run(tmp_path / "run", lr=0.002))
+    args, _ = train.resumed_args(train.parse_args(["--resume", run, "--lr", "1e-4", "--batch-size", "32"]))
+    assert args.lr == 0.002 and args.batch_size == 64
+    assert "the run's own --batch-size, --lr: ignored here" in capsys.readouterr().err
+    train.resumed_args(train.parse_args(["--resume", run, "--epochs", "8", "--threads", "1"]))
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize(
     "breakage, message",
     [

@@ -556,6 +556,10 @@ def partial_path(path: Path) -> Path:
 EPOCH_RECORDS = ("last.keras", "state.json")
 
 
+# what a --resume command may give: the rest is the run's
+RESUME_OPTIONS = {"resume", "data", "votes", "epochs", "threads", "xla"}
+
+
 def resumed_args(args) -> tuple[argparse.Namespace, int]:
     """The configuration of the run in `args.resume`, and its epochs done.
 
@@ -576,7 +580,17 @@ def resumed_args(args) -> tuple[argparse.Namespace, int]:
             )
     epochs_done = json.loads((run_dir / "state.json").read_text())["epochs_done"]
     # runs recorded before an option existed ran with its default
-    saved = {**vars(parse_args(["--data", "-"])), **json.loads((run_dir / "hparams.json").read_text())}
+    defaults = vars(parse_args(["--data", "-"]))
+    saved = {**defaults, **json.loads((run_dir / "hparams.json").read_text())}
+    ignored = [
+        name for name, value in vars(args).items() if name not in RESUME_OPTIONS and value != defaults.get(name, value)
+    ]
+    if ignored:
+        print(
+            f"--resume goes on with the run's own {', '.join('--' + name.replace('_', '-') for name in ignored)}: "
+            "ignored here (start a new run, or --init-from its last.keras, to change them)",
+            file=sys.stderr,
+        )
     given = {name: getattr(args, name) for name in ("data", "votes", "epochs") if getattr(args, name) is not None}
     saved.update(given, resume=args.resume, threads=args.threads, xla=args.xla)
     if saved["epochs"] <= epochs_done:
