@@ -586,3 +586,39 @@ def test_frames_that_grow_past_what_the_decoder_threads_may_hold_are_refused(mon
         stream.thread_count = 1
         sizes = {frame.width for _, frame in video.sampled_frames(container, stream, 30, 60)}
     assert sizes == {64, 1024}
+
+
+def test_a_video_over_max_pixels_is_refused_from_its_headers_without_decoding_a_frame(tmp_path):
+    import subprocess
+    import sys
+
+    import av
+
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="mp4") as muxer:
+        stream = muxer.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt, stream.options = 8192, 6144, "yuv420p", {"preset": "ultrafast"}
+        frame = av.VideoFrame.from_ndarray(np.zeros((6144, 8192, 3), np.uint8), format="rgb24")
+        for pts in range(3):  # FFmpeg's probe decodes frames of a stream of several
+            frame.pts = pts
+            muxer.mux(stream.encode(frame))
+        muxer.mux(stream.encode())
+    (tmp_path / "8k.mp4").write_bytes(out.getvalue())
+    # a fresh process, so the peak is this open's alone (the kernel's VmHWM: ru_maxrss outlives exec)
+    script = f"""
+import io, os
+from tests.harness import rss_mb
+from webapp.vision import video
+data = open({str(tmp_path / "8k.mp4")!r}, "rb").read()
+import av
+before = rss_mb(os.getpid(), "VmHWM")
+try:
+    video.analyze_video(io.BytesIO(data), pipeline=None, max_pixels=40_000_000)
+except video.VideoError as error:
+    print(error.code, int(rss_mb(os.getpid(), "VmHWM") - before))
+"""
+    code, growth_mb = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.split()
+    # decoding one 8192x6144 frame while probing took +119 MB
+    assert code == "too_large" and int(growth_mb) < 60
