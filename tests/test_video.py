@@ -458,15 +458,19 @@ def _with_display_matrix(mp4: bytes, a: int, b: int, c: int, d: int) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "matrix, stored_turns, size",
+    "matrix, stored_as, size",
     [
-        ((0, 1, -1, 0), 1, (640, 480)),  # shown a quarter turn clockwise: a phone held upright
-        ((0, -1, 1, 0), -1, (640, 480)),  # counterclockwise
-        ((-1, 0, 0, -1), 2, (480, 640)),  # upside down
-        ((0, 0, 0, 0), 0, (480, 640)),  # a matrix with no angle: shown as stored
+        ((0, 1, -1, 0), lambda up: np.rot90(up, 1), (640, 480)),  # shown a quarter turn clockwise: a phone held upright
+        ((0, -1, 1, 0), lambda up: np.rot90(up, -1), (640, 480)),  # counterclockwise
+        ((-1, 0, 0, -1), lambda up: np.rot90(up, 2), (480, 640)),  # upside down
+        ((0, 0, 0, 0), lambda up: up, (480, 640)),  # a matrix with no angle: shown as stored
+        ((-1, 0, 0, 1), lambda up: up[:, ::-1], (480, 640)),  # mirrored (a front camera): read as 180 degrees before
+        ((1, 0, 0, -1), lambda up: up[::-1], (480, 640)),  # upside down by a mirror, not a turn
+        ((0, 1, 1, 0), lambda up: up.swapaxes(0, 1), (640, 480)),  # a quarter turn and a mirror
     ],
+    ids=["clockwise", "counterclockwise", "upside-down", "no-angle", "mirrored", "flipped", "turned-mirrored"],
 )
-def test_a_phone_video_is_analysed_upright_with_boxes_as_players_show_it(grace_rgb, app, matrix, stored_turns, size):
+def test_a_phone_video_is_analysed_upright_with_boxes_as_players_show_it(grace_rgb, app, matrix, stored_as, size):
     import cv2
     import numpy as np
 
@@ -475,7 +479,7 @@ def test_a_phone_video_is_analysed_upright_with_boxes_as_players_show_it(grace_r
     face = cv2.resize(grace_rgb, (400, round(400 * grace_rgb.shape[0] / grace_rgb.shape[1])))
     portrait[40 : 40 + face.shape[0], 40:440] = face
     # stored as the phone stored it: turned so that the display matrix turns it back upright
-    stored = np.ascontiguousarray(np.rot90(portrait, stored_turns))
+    stored = np.ascontiguousarray(stored_as(portrait))
     mp4 = _with_display_matrix(video_bytes(stored, seconds=1.0, size=size), *matrix)
     result = analyze_video(io.BytesIO(mp4), pipeline, fps=5)
     assert (result.info.width, result.info.height) == (480, 640)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from webapp.vision.budget import DecodeLimits
+from webapp.vision.display import Display, frame_display
 from webapp.vision.labels import EMOTIONS
 from webapp.vision.tracker import FaceTracker
 from webapp.vision.types import FaceResult, rescaled
@@ -310,32 +311,15 @@ def frame_threads_limit(stream) -> int:
     return max(declared, FRAME_THREADS_BUDGET * 2 // (3 * max(1, stream.thread_count or 1)))
 
 
-def _quarter_turns(frame: av.VideoFrame) -> int:
-    """Counterclockwise quarter turns that show `frame` upright. Phones store a portrait video as
-    landscape frames with a display rotation (FFmpeg's angle, counterclockwise: -90 for most), which
-    players apply; analysed as stored, every face would lie on its side."""
-    if not -360 <= frame.rotation <= 360:  # a matrix with no angle (FFmpeg's NaN): shown as stored
-        return 0
-    return round(frame.rotation / 90) % 4
-
-
-def _shown_size(frame: av.VideoFrame) -> tuple[int, int]:
-    """Width and height of `frame` as players show it."""
-    return (frame.height, frame.width) if _quarter_turns(frame) % 2 else (frame.width, frame.height)
-
-
-def _analysed_rgb(frame: av.VideoFrame) -> np.ndarray:
-    """The frame as RGB, upright, shrunk to `ANALYSED_SIDE` on its longer side when it is larger."""
-    import numpy as np
-
+def _analysed_rgb(frame: av.VideoFrame, display: Display) -> np.ndarray:
+    """The frame as RGB, as `display` shows it, shrunk to `ANALYSED_SIDE` on its longer side when it is larger."""
     scale = ANALYSED_SIDE / max(frame.width, frame.height)
     if scale >= 1:
         rgb = frame.to_ndarray(format="rgb24")
     else:
         width, height = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
         rgb = frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
-    turns = _quarter_turns(frame)
-    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+    return display.apply(rgb)
 
 
 def analyze_video(
@@ -376,12 +360,13 @@ def analyze_video(
         frames = []
         try:
             for t, frame in sampled_frames(container, stream, fps, max_seconds, max_pixels, cancelled):
-                if not frames:  # the display rotation comes with the frames, not the headers
-                    width, height = _shown_size(frame)
+                display = frame_display(frame)  # it comes with the frames, not the headers
+                if not frames:
+                    width, height = display.size(frame.width, frame.height)
                     info = replace(info, width=width, height=height)
-                rgb = _analysed_rgb(frame)
-                # boxes in the upright frame's own pixels, not the shrunk copy's
-                faces = rescaled(pipeline.analyze(rgb).faces, rgb.shape, *_shown_size(frame))
+                rgb = _analysed_rgb(frame, display)
+                # boxes in the shown frame's own pixels, not the shrunk copy's
+                faces = rescaled(pipeline.analyze(rgb).faces, rgb.shape, *display.size(frame.width, frame.height))
                 frames.append(VideoFrame(t, tracker.update(faces)))
                 if progress is not None and info.duration_s:
                     progress(min(1.0, t / info.duration_s))
