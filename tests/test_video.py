@@ -155,6 +155,19 @@ def test_too_large_video_while_images_keep_their_limit(video_app, grace_rgb):
     assert reply.json["error"]["code"] == "not_a_video"
     reply = client.post("/api/v1/analyze", data=bytes(2_500_000), content_type="image/jpeg")
     assert reply.status_code == 413 and "2 MB" in reply.json["error"]["message"]
+    # a file of exactly the limit fits in its multipart form (the pages say "up to N MB")
+    for path, field, megabytes in (("/api/v1/analyze-video", "video", 3), ("/api/v1/analyze", "image", 2)):
+        # built here: the test client would spool a form this large to a temporary file
+        form = (
+            (
+                f'--b\r\nContent-Disposition: form-data; name="{field}"; filename="exact.bin"\r\n'
+                "Content-Type: application/octet-stream\r\n\r\n"
+            ).encode()
+            + bytes(megabytes * 1024 * 1024)
+            + b"\r\n--b--\r\n"
+        )
+        reply = client.post(path, data=form, content_type="multipart/form-data; boundary=b")
+        assert reply.status_code in (400, 415), (path, reply.json)  # refused as no image or video: read
 
 
 def test_async_job_progress_result_csv_and_expiry(client, face_mp4):

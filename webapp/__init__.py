@@ -64,7 +64,7 @@ def create_app(config: dict | None = None) -> Flask:
     app.config.from_mapping(settings.from_env())
     app.config.from_mapping(config or {})
     settings.check(app.config)
-    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_UPLOAD_MB"] * 1024 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = settings.body_limit(app.config["MAX_UPLOAD_MB"])
 
     new_lock = lock_factory(app.config["ASYNC_MODE"])
     app.extensions["pipelines"] = app.config.get("PIPELINES") or _load_pipelines(app.config, new_lock)
@@ -100,7 +100,7 @@ def create_app(config: dict | None = None) -> Flask:
         body_deadline(app.config["ASYNC_MODE"], app.config["BODY_TIMEOUT_S"]),
         {
             "/api/v1/analyze-video": (
-                app.config["MAX_VIDEO_MB"] * 1024 * 1024 + 4096,
+                settings.body_limit(app.config["MAX_VIDEO_MB"]) + 4096,
                 body_deadline(app.config["ASYNC_MODE"], app.config["VIDEO_BODY_TIMEOUT_S"]),
             )
         },

@@ -111,6 +111,15 @@ POSITIVE_SETTINGS = (
     "VIDEO_BODY_TIMEOUT_S",
 )
 
+# a file of exactly MAX_UPLOAD_MB (or MAX_VIDEO_MB) comes inside a multipart form's few hundred bytes of headers
+FORM_SLACK_BYTES = 16 * 1024
+
+
+def body_limit(megabytes: int) -> int:
+    """The largest request body that carries a file of `megabytes` MB: the file and its form."""
+    return megabytes * 1024 * 1024 + FORM_SLACK_BYTES
+
+
 # settings where 0 means something: {name: what 0 means}
 ZERO_ALLOWED_SETTINGS = {
     "TRUSTED_PROXIES": "no proxy",

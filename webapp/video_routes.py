@@ -11,13 +11,13 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from webapp import socketio_of
 from webapp.body_limits import SLOT
 from webapp.concurrency import run_blocking
+from webapp.config import body_limit
 from webapp.errors import error_body, from_video_error
 from webapp.video_jobs import JobResult, JobsBusy, VideoJob, VideoJobs
 from webapp.vision.video import VideoError, analyze_video, available
 
 blueprint = Blueprint("video", __name__)
 log = logging.getLogger(__name__)
-MB = 1024 * 1024
 MAX_FPS = 30.0
 REPLY_FORMATS = ("json", "csv")
 
@@ -55,7 +55,7 @@ def analyze():
         return _bad(
             "video_unavailable", "this server was installed without PyAV (requirements-live.txt): no video files", 501
         )
-    request.max_content_length = current_app.config["MAX_VIDEO_MB"] * MB
+    request.max_content_length = body_limit(current_app.config["MAX_VIDEO_MB"])
     try:
         fps = float(request.args.get("fps", 5))
     except ValueError:

@@ -10,17 +10,22 @@ const input = document.getElementById("image");
 const message = document.getElementById("message");
 const canvas = document.getElementById("annotated");
 const table = document.getElementById("faces");
+const analyseButton = document.getElementById("analyze");
 const maxBytes = Number(app.dataset.maxUploadMb) * 1024 * 1024;
+// a small photo is drawn enlarged to at least this many pixels across, so its labels fit and read
+const MIN_DRAWN_PX = 360;
 let latest = 0; // the newest request: a photo chosen while another is analysed replaces it on the page
+let shown = null; // the photo and reply on the page, drawn again when the page's width changes
 
 async function analyse(file) {
+  if (!file) {
+    message.textContent = "Choose a photo first."; // the result on the page stays
+    return;
+  }
   const request = ++latest;
   table.hidden = true;
   canvas.hidden = true;
-  if (!file) {
-    message.textContent = "Choose a photo first.";
-    return;
-  }
+  shown = null;
   if (file.size > maxBytes) {
     message.textContent = `That file is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${app.dataset.maxUploadMb} MB.`;
     return;
@@ -29,10 +34,13 @@ async function analyse(file) {
   const body = new FormData();
   body.append("image", file);
   let reply;
+  analyseButton.disabled = true; // choosing a photo already sent it: a click would send it twice
   try {
     reply = await requestJson(app.dataset.analyzeUrl, { method: "POST", body });
   } catch (error) {
     reply = { error: { message: `The server could not be reached (${error.message}).` } };
+  } finally {
+    if (request === latest) analyseButton.disabled = false;
   }
   if (request !== latest) return;
   if (reply.error) {
@@ -50,15 +58,13 @@ async function show(file, reply, request) {
   // The server applies EXIF orientation; createImageBitmap does too, so the boxes line up.
   const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
   if (request !== latest) return;
-  canvas.width = reply.width;
-  canvas.height = reply.height;
+  const enlarged = Math.max(1, Math.ceil(MIN_DRAWN_PX / Math.max(reply.width, reply.height)));
+  canvas.width = reply.width * enlarged;
+  canvas.height = reply.height * enlarged;
+  canvas.classList.toggle("enlarged", enlarged > 1);
   canvas.hidden = false; // shown before drawing: labels are sized for the size it is shown at
-  const layer = Object.assign(document.createElement("canvas"), { width: reply.width, height: reply.height });
-  // numbered: a group photo's labels say which row of the table is theirs
-  drawFaces(layer.getContext("2d"), reply, { scale: displayScale(canvas), numbered: true });
-  const ctx = canvas.getContext("2d");
-  ctx.drawImage(bitmap, 0, 0, reply.width, reply.height);
-  ctx.drawImage(layer, 0, 0);
+  shown = { bitmap, reply };
+  draw();
   const count = reply.faces.length;
   message.textContent = count ? `${count} face${count > 1 ? "s" : ""} found (${Math.round(reply.timings_ms.total)} ms).` : "No face found in this photo.";
   const rows = reply.faces.map((face, i) => {
@@ -71,5 +77,26 @@ async function show(file, reply, request) {
   table.tBodies[0].replaceChildren(...rows);
   table.hidden = count === 0;
 }
+
+function draw() {
+  const { bitmap, reply } = shown;
+  const layer = Object.assign(document.createElement("canvas"), { width: canvas.width, height: canvas.height });
+  // numbered: a group photo's labels say which row of the table is theirs
+  drawFaces(layer.getContext("2d"), reply, { scale: displayScale(canvas), numbered: true });
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = !canvas.classList.contains("enlarged"); // a small crop's pixels, not a blur
+  ctx.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  ctx.drawImage(layer, 0, 0);
+}
+
+// labels are sized for the width the photo is shown at: drawn again when it changes (a window resized,
+// a phone turned), or they grew or shrank with the photo
+let drawnWidth = 0;
+new ResizeObserver(() => {
+  if (shown && !canvas.hidden && canvas.clientWidth !== drawnWidth) {
+    drawnWidth = canvas.clientWidth;
+    draw();
+  }
+}).observe(canvas);
 
 acceptFiles(form, input, analyse);

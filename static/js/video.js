@@ -20,6 +20,7 @@ const summaryTable = document.getElementById("summary");
 const jsonLink = document.getElementById("download-json");
 const csvLink = document.getElementById("download-csv");
 const POLL_MS = 300;
+const HOLD_MS = 4000; // how long a refusal stays in the status line before progress may replace it
 const PAD = { left: 36, right: 8, top: 8, bottom: 22 };
 
 let busy = false; // from the upload's start to the job's end: one analysis at a time
@@ -28,6 +29,13 @@ let jobUrl = null; // the job this page follows, once the upload is done
 let result = null;
 let previewUrl = null;
 let downloadUrls = []; // the Blob URLs of the result's downloads, freed with it
+let heldUntil = 0; // progress leaves the status line alone until then: a refusal must be read
+
+function say(text, { hold = false, force = false } = {}) {
+  if (!hold && !force && performance.now() < heldUntil) return;
+  heldUntil = hold ? performance.now() + HOLD_MS : 0;
+  message.textContent = text;
+}
 
 function setBusy(value) {
   busy = value;
@@ -49,23 +57,23 @@ function resetResult() {
 async function analyse(file) {
   if (busy) {
     // a second job would be refused (one per server by default) or race this one for the page
-    message.textContent = "A video is being analysed: cancel it before choosing another.";
+    say("A video is being analysed: cancel it before choosing another.", { hold: true });
+    return;
+  }
+  if (!file) {
+    say("Choose a video first."); // the result on the page stays
     return;
   }
   resetResult();
-  if (!file) {
-    message.textContent = "Choose a video first.";
-    return;
-  }
   if (file.size > maxBytes) {
-    message.textContent = `That file is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${app.dataset.maxVideoMb} MB.`;
+    say(`That file is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${app.dataset.maxVideoMb} MB.`);
     return;
   }
   const body = new FormData();
   body.append("video", file);
   setBusy(true);
   progress.removeAttribute("value"); // indeterminate while the upload travels
-  message.textContent = "Uploading…";
+  say("Uploading…");
   let reply;
   upload = new AbortController();
   try {
@@ -95,8 +103,9 @@ async function poll(url, file) {
       job = { error: { code: "network", message: error.message } };
     }
     // no answer, or a proxy's page while an instance restarts: the job may still be running
+    if (jobUrl !== url) return; // cancelled while the poll was out
     if (job.error && !job.state && (job.error.code === "network" || job.error.code.startsWith("http_5"))) {
-      message.textContent = `Lost the server (${job.error.message}); retrying…`;
+      say(`Lost the server (${job.error.message}); retrying…`);
       await new Promise((resolve) => setTimeout(resolve, POLL_MS * 3));
       continue;
     }
@@ -106,7 +115,7 @@ async function poll(url, file) {
     }
     progress.value = job.progress;
     if (job.state === "running") {
-      message.textContent = `Analysing… ${Math.round(job.progress * 100)}%`;
+      say(`Analysing… ${Math.round(job.progress * 100)}%`);
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
       continue;
     }
@@ -138,7 +147,7 @@ async function fetchCsv(url) {
 function finish(text) {
   jobUrl = null;
   setBusy(false);
-  message.textContent = text;
+  say(text, { force: true });
 }
 
 function show(file, reply, csv) {
@@ -236,14 +245,20 @@ timeline.addEventListener("click", (event) => {
   draw();
 });
 preview.addEventListener("timeupdate", draw);
-cancelButton.addEventListener("click", async () => {
+// Cancel ends the wait on the page at once; stopping the job on the server is best effort (it may be
+// unreachable: the page then waited for it, and showed the cancelled job's result once it came back).
+function cancelJob({ leaving = false } = {}) {
   if (upload) upload.abort();
   if (!jobUrl) return;
-  cancelButton.disabled = true;
-  try {
-    await fetch(jobUrl, { method: "DELETE" });
-  } finally {
-    cancelButton.disabled = false;
-  }
+  // keepalive: the request outlives a page being left, whose job would hold the server's one slot
+  fetch(jobUrl, { method: "DELETE", keepalive: leaving }).catch(() => {});
+  if (!leaving) finish("Cancelled.");
+}
+
+cancelButton.addEventListener("click", () => cancelJob());
+window.addEventListener("pagehide", () => cancelJob({ leaving: true }));
+// the chosen file waits for Analyse: frames per second may still be set
+acceptFiles(form, input, analyse, {
+  startOnChoose: false,
+  onChoose: (file) => file && !busy && say(`${file.name}: press Analyse to start.`),
 });
-acceptFiles(form, input, analyse);
