@@ -132,6 +132,170 @@ def test_a_slow_server_gets_the_newest_frame_not_one_queued_behind_it(page, live
     assert ages[len(ages) // 2] < 60, ages
 
 
+@pytest.fixture()
+def faulty_server(monkeypatch):
+    """Make the live server's frame analyses slow (`delay` seconds) or fail (`error`, raised), as the test sets."""
+    from webapp import events
+
+    fault = {"delay": 0.0, "error": None}
+    analyse = events.run_blocking
+
+    def faulty(function, *args):
+        time.sleep(fault["delay"])
+        if fault["error"]:
+            raise fault["error"]
+        return analyse(function, *args)
+
+    monkeypatch.setattr(events, "run_blocking", faulty)
+    return fault
+
+
+# every text the status takes, in order (the page's own writes, not its rendering)
+WATCH_STATUS = """() => { window.statuses = []; const status = document.getElementById('status');
+  new MutationObserver(() => statuses.push(status.textContent))
+    .observe(status, {childList: true, characterData: true, subtree: true}); }"""
+
+
+# the fake cameras at 5 frames a second, whatever the page asks for
+FIVE_FPS_CAMERAS = """if (navigator.mediaDevices) {
+  const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (asked) => open({...asked, video: {...asked.video, frameRate: {max: 5}}});
+}"""
+
+
+def test_restarting_the_camera_sends_each_camera_frame_once(playwright, live_server):
+    """Stop -> Start, and a camera switch, used to leave the old frame loop running beside the new one: each frame
+    sent twice, then three times. At 5 frames a second a slow machine still answers every frame, so the count
+    is the page's, not the server's."""
+    args = [arg for arg in CHROMIUM_ARGS if arg != "--use-fake-device-for-media-stream"]
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=[*args, "--use-fake-device-for-media-stream=device-count=2"]
+    )
+    try:
+        page = browser.new_page()
+        page.add_init_script(FIVE_FPS_CAMERAS)
+        page.goto(live_server + "/")
+        page.click("#toggle")
+        page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
+        page.click("#toggle")
+        page.click("#toggle")
+        page.wait_for_function("() => window.moodlens.stats.answered >= 6", timeout=30_000)
+        other = page.evaluate(
+            "() => { const s = document.getElementById('camera'); return s.options[1 - s.selectedIndex].value; }"
+        )
+        page.select_option("#camera", other)
+        page.wait_for_function(
+            f"() => document.getElementById('video').srcObject?.getVideoTracks()[0].getSettings().deviceId === '{other}'",
+            timeout=15_000,
+        )
+        page.wait_for_timeout(1000)
+        before = page.evaluate("window.moodlens.stats.sent")
+        page.wait_for_timeout(4000)
+        per_second = (page.evaluate("window.moodlens.stats.sent") - before) / 4
+        assert 1 <= per_second <= 6, per_second  # one loop per restart left running: 10 or 15 a second
+        assert page.evaluate("window.moodlens.stats.errors") == 0
+    finally:
+        browser.close()
+
+
+def test_an_answer_to_a_frame_sent_before_a_restart_is_not_drawn(page, live_server, faulty_server):
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("() => window.moodlens.stats.answered >= 2", timeout=60_000)
+    faulty_server["delay"] = 1.0
+    # Stop and Start at once, while a frame of the first session is being analysed
+    page.wait_for_function(
+        """() => { const s = window.moodlens.stats;
+                   if (s.sent <= s.answered + s.errors) return false;
+                   const toggle = document.getElementById('toggle'); toggle.click(); toggle.click(); return true; }""",
+        timeout=15_000,
+    )
+    sent, answered = page.evaluate("[window.moodlens.stats.sent, window.moodlens.stats.answered]")
+    # the new session sends its first frame once the old one's answer is in: that answer must have been dropped
+    page.wait_for_function(f"() => window.moodlens.stats.sent > {sent}", timeout=15_000)
+    assert page.evaluate("window.moodlens.stats.answered") == answered
+    assert page.evaluate("window.moodlens.stats.lastReply") is None
+    assert page.evaluate("window.moodlens.stats.errors") == 0
+
+
+def test_no_camera_is_announced_to_screen_readers(playwright, live_server):
+    args = [arg for arg in CHROMIUM_ARGS if arg != "--use-fake-device-for-media-stream"]
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True, args=[*args, "--use-fake-device-for-media-stream=device-count=0"]
+    )
+    try:
+        page = browser.new_page()
+        page.goto(live_server + "/")
+        assert page.get_attribute("#notice", "role") == "alert"
+        page.click("#toggle")
+        page.wait_for_selector("#notice:not([hidden])", timeout=15_000)
+        assert "No camera was found" in page.locator("#notice").inner_text()
+        assert page.get_by_role("alert").inner_text() == page.locator("#notice").inner_text()
+    finally:
+        browser.close()
+
+
+def test_stop_clears_the_readings_and_a_late_failure_says_nothing(page, live_server, faulty_server):
+    page.goto(live_server + "/")
+    page.click("#toggle")
+    page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
+    faulty_server["error"] = RuntimeError("the model fell over")  # something for the status to say
+    page.wait_for_function("() => window.moodlens.stats.errors >= 1", timeout=15_000)
+    faulty_server.update({"error": None, "delay": 6.0})  # past the page's 5 s wait for an answer
+    # the next frame, sent after the page's short wait that follows an error
+    page.wait_for_function("() => { const s = window.moodlens.stats; return s.sent > s.answered + s.errors; }")
+    readings = ["#status", "#fps", "#latency", "#bars-title"]
+    status, fps, latency, title = [page.locator(reading).inner_text() for reading in readings]
+    assert status and fps != "– fps" and latency != "– ms" and "#" in title, (status, fps, latency, title)
+    page.click("#toggle")
+    assert [page.locator(reading).inner_text() for reading in readings] == ["", "– fps", "– ms", "Largest face"]
+    errors = page.evaluate("window.moodlens.stats.errors")
+    page.evaluate(WATCH_STATUS)
+    page.wait_for_timeout(6000)  # the stopped session's frame goes unanswered
+    assert page.evaluate("window.statuses") == []
+    assert page.evaluate("window.moodlens.stats.errors") == errors
+
+
+def _fault(kind: str) -> dict:
+    from webapp.vision.imaging import ImageError
+
+    return {
+        "internal_error": {"error": RuntimeError("the model fell over")},
+        # what a frame gets while all the server's large-image slots are taken
+        "busy": {"error": ImageError("busy", "all heavy-analysis slots are in use")},
+        "timeout": {"delay": 7.0},  # past the page's 5 s wait for an answer
+    }[kind]
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [
+        ("internal_error", "the server could not analyse a frame; retrying…"),
+        ("busy", "the server is busy; retrying…"),
+        ("timeout", "the server did not answer; retrying…"),
+    ],
+)
+def test_after_errors_the_page_backs_off_and_says_so_in_words(page, live_server, faulty_server, kind, says):
+    page.goto(live_server + "/")
+    page.evaluate(WATCH_STATUS)
+    page.click("#toggle")
+    page.wait_for_function("() => window.moodlens.stats.answered >= 2", timeout=60_000)
+    faulty_server.update(_fault(kind))
+    page.wait_for_function("() => window.moodlens.stats.errors >= 1", timeout=15_000)
+    sent = page.evaluate("window.moodlens.stats.sent")
+    page.wait_for_timeout(3000)
+    # waits of 0.5, 1 and 2 s: a few frames in 3 s, where a page sending on every camera frame sends ~90
+    assert page.evaluate("window.moodlens.stats.sent") - sent <= 4
+    statuses = page.evaluate("window.statuses")
+    assert says in statuses, statuses
+    assert not [text for text in statuses if "frame at a time" in text or "this frame" in text], statuses
+    # the server recovers: the page sends again within its longest wait, and the status clears
+    faulty_server.update({"delay": 0.0, "error": None})
+    answered = page.evaluate("window.moodlens.stats.answered")
+    page.wait_for_function(f"() => window.moodlens.stats.answered > {answered}", timeout=15_000)
+    assert page.locator("#status").inner_text() == ""
+
+
 def test_on_a_phone_labels_stay_readable_and_the_stage_takes_the_camera_shape(browser, live_server):
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=3, is_mobile=True)
     page = context.new_page()

@@ -23,6 +23,21 @@ const JPEG_QUALITY = 0.8;
 const STALE_MS = 2000;
 // "no face in view" only after this long without one, so a face the detector misses once is not announced
 const NO_FACE_MS = 1000;
+// After a refused, failed or unanswered frame the page waits before sending again, doubling up to the
+// maximum: sending on every camera frame would only get more refusals from a server that is struggling.
+const FIRST_RETRY_MS = 500;
+const MAX_RETRY_MS = 4000;
+// What the status says for each error code; the server's own messages are written for developers.
+const ERROR_TEXT = {
+  busy: "the server is busy; retrying…",
+  rate_limited: "the server asked for fewer frames; slowing down…",
+  internal_error: "the server could not analyse a frame; retrying…",
+  timeout: "the server did not answer; retrying…",
+  disconnected: "reconnecting…",
+  not_connected: "the server lost this session; reload the page",
+  encode_failed: "this browser could not encode a camera frame; retrying…",
+};
+const OTHER_ERROR_TEXT = "a camera frame could not be analysed; retrying…";
 
 // Measurements, also read by the browser tests and the benchmark.
 // sendAges: how old each frame was when it was sent (capture to send), the last 600
@@ -42,7 +57,13 @@ window.moodlens = { stats, timeline, recording: recording.state };
 let stream = null;
 let frames = null;
 let running = false;
+// Counts starts and stops: a frame loop or an answer from an earlier session compares it and gives up,
+// so a restart never runs two loops or draws the old camera's faces.
+let session = 0;
+let cancelFrameRequest = () => {};
 let inFlight = false;
+let retryDelay = 0; // 0 while frames are being answered
+let retryAt = 0;
 let frameWaiting = false; // a camera frame arrived while one was in flight: the newest goes when the answer comes
 let answerTimes = [];
 let lastAnswerAt = 0;
@@ -62,7 +83,8 @@ function showNotice(html) {
 }
 
 function setStatus(text) {
-  status.textContent = text;
+  // rewriting the same text would have screen readers announce it again
+  if (status.textContent !== text) status.textContent = text;
 }
 
 function applyMirror() {
@@ -101,34 +123,42 @@ async function start() {
   idOffset = 0;
   highestId = 0;
   lastFaceAt = performance.now();
+  stopBackingOff();
   running = true;
+  session += 1;
   document.body.classList.add("streaming");
   toggle.textContent = "Stop";
   toggle.disabled = false;
   recording.enable(true);
-  scheduleNext();
+  scheduleNext(session);
 }
 
 function stop() {
   running = false;
+  session += 1;
+  // Chromium keeps a pending video-frame callback across streams and runs it on the next one's first frame
+  cancelFrameRequest();
   frameWaiting = false;
   stopStream(stream);
   stream = null;
   video.srcObject = null;
   clearFaces();
+  setStatus("");
   document.body.classList.remove("streaming");
   toggle.textContent = "Start camera";
   recording.enable(false);
 }
 
-/** Take the boxes, bars and frame rate off the page: they no longer describe what the camera shows. */
+/** Take the boxes, bars, frame rate and lag off the page: they no longer describe what the camera shows. */
 function clearFaces() {
   stats.lastReply = null;
   overlayCtx.clearRect(0, 0, overlay.width, overlay.height);
   renderBars(document.getElementById("bars"), emotions, null);
+  document.getElementById("bars-title").textContent = "Largest face";
   answerTimes = [];
   stats.fps = 0;
   document.getElementById("fps").textContent = "– fps";
+  document.getElementById("latency").textContent = "– ms";
 }
 
 function onConnection(state) {
@@ -139,6 +169,7 @@ function onConnection(state) {
   }
   if (connectedBefore) idOffset = highestId;
   connectedBefore = true;
+  stopBackingOff(); // a new connection has nothing in flight on the server
   setStatus("");
 }
 
@@ -150,24 +181,43 @@ async function fillCameraList() {
 }
 
 // Pace to the camera: one attempt per new video frame, skipped while a frame is in flight.
-function scheduleNext() {
-  if (!running) return;
-  if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(onVideoFrame);
-  else requestAnimationFrame(onVideoFrame);
+function scheduleNext(generation) {
+  const onFrame = () => onVideoFrame(generation);
+  if (video.requestVideoFrameCallback) {
+    const handle = video.requestVideoFrameCallback(onFrame);
+    cancelFrameRequest = () => video.cancelVideoFrameCallback(handle);
+  } else {
+    const handle = requestAnimationFrame(onFrame);
+    cancelFrameRequest = () => cancelAnimationFrame(handle);
+  }
 }
 
 // One frame stays in flight. A camera frame that arrives meanwhile is noted, and the frame on screen
 // when the answer comes back is sent at once: the newest one, so the boxes lag the camera by one
 // analysis, not two, and an answer that misses the next camera frame by a few milliseconds costs no
 // whole frame interval.
-function onVideoFrame() {
-  if (!running) return;
+function onVideoFrame(generation) {
+  if (generation !== session) return;
   if (stats.lastReply && performance.now() - lastAnswerAt > STALE_MS) clearFaces();
-  if (video.videoWidth && frames.connected) {
+  if (video.videoWidth && frames.connected && !backingOff()) {
     if (!inFlight) sendFrame();
     else frameWaiting = true;
   }
-  scheduleNext();
+  scheduleNext(generation);
+}
+
+function backingOff() {
+  return performance.now() < retryAt;
+}
+
+function backOff() {
+  retryDelay = Math.min(MAX_RETRY_MS, retryDelay ? retryDelay * 2 : FIRST_RETRY_MS);
+  retryAt = performance.now() + retryDelay;
+}
+
+function stopBackingOff() {
+  retryDelay = 0;
+  retryAt = 0;
 }
 
 /** The current video frame as JPEG bytes, with the time it was captured. */
@@ -184,7 +234,10 @@ async function encodeFrame() {
   return { bytes: await blob.arrayBuffer(), capturedAt };
 }
 
+// A frame of an earlier session may still be in flight after a restart: the new session waits for its
+// answer (the server analyses one frame per connection at a time) and then ignores it.
 async function sendFrame() {
+  const generation = session;
   inFlight = true;
   frameWaiting = false;
   try {
@@ -192,9 +245,10 @@ async function sendFrame() {
     try {
       encoded = await encodeFrame();
     } catch (error) {
-      reportError({ code: "client", message: `this frame could not be sent: ${error.message || error}` });
+      if (generation === session) reportError({ code: "encode_failed", message: `${error.message || error}` });
       return;
     }
+    if (generation !== session) return;
     stats.sent += 1;
     stats.sendAges.push(performance.now() - encoded.capturedAt);
     if (stats.sendAges.length > 600) stats.sendAges.shift();
@@ -202,26 +256,30 @@ async function sendFrame() {
     try {
       reply = await frames.sendFrame(encoded.bytes);
     } catch {
-      reportError({ code: "client", message: frames.connected ? "the server did not answer in time" : "reconnecting…" });
+      const code = frames.connected ? "timeout" : "disconnected";
+      if (generation === session) reportError({ code, message: "no answer to the frame" });
       return;
     }
-    if (!running) return;
+    if (generation !== session) return;
     if (reply.error) {
       reportError(reply.error);
       return;
     }
+    stopBackingOff();
     // the round trip counts from capture: how far the boxes lag behind the camera
     onReply(reply, performance.now() - encoded.capturedAt, encoded.capturedAt);
   } finally {
     inFlight = false;
-    if (frameWaiting && running && frames.connected) sendFrame();
+    if (frameWaiting && running && frames.connected && !backingOff()) sendFrame();
   }
 }
 
+/** Count the error, keep it for the tests, say it in words a user can act on, and wait before the next frame. */
 function reportError(error) {
   stats.errors += 1;
   stats.lastError = error;
-  setStatus(error.message);
+  setStatus(ERROR_TEXT[error.code] || OTHER_ERROR_TEXT);
+  backOff();
 }
 
 function onReply(reply, rtt, capturedAt) {
