@@ -347,6 +347,79 @@ def test_upload_page_reports_a_bad_file(page, live_server, tmp_path):
     )
 
 
+def test_upload_page_takes_the_old_photo_down_while_a_new_one_fails(page, live_server, tmp_path):
+    import matplotlib.cbook
+
+    page.goto(live_server + "/upload")
+    assert not page.locator("#annotated").is_visible()  # no empty canvas before the first photo
+    page.set_input_files("#image", matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('1 face')", timeout=30_000)
+    junk = tmp_path / "notes.jpg"
+    junk.write_bytes(b"these are notes")
+    page.set_input_files("#image", str(junk))
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('not a readable image')")
+    assert not page.locator("#annotated").is_visible()  # Grace Hopper's boxes stayed beside the error
+
+
+def test_a_dropped_photo_is_the_one_analyse_sends_again(page, live_server):
+    import base64
+
+    import matplotlib.cbook
+
+    photo = Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)).read_bytes()
+    page.goto(live_server + "/upload")
+    page.evaluate(
+        """(data) => { const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
+                       const drop = new DataTransfer(); drop.items.add(new File([bytes], 'dropped.jpg', {type: 'image/jpeg'}));
+                       document.getElementById('upload-form').dispatchEvent(new DragEvent('drop', {dataTransfer: drop})); }""",
+        base64.b64encode(photo).decode(),
+    )
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('1 face')", timeout=30_000)
+    assert page.evaluate("() => document.getElementById('image').files[0].name") == "dropped.jpg"
+    with page.expect_response("**/api/v1/analyze"):
+        page.click("#analyze")  # said "Choose a photo first." and hid the result
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('1 face')", timeout=30_000)
+    assert page.locator("#faces tbody tr").count() == 1
+
+
+def _label_css_px(page) -> float:
+    """The label font of the upload page's photo as seen on screen, in CSS pixels."""
+    return page.evaluate(
+        """() => { const c = document.getElementById('annotated');
+                   return window.labelPx * c.getBoundingClientRect().width / c.width; }"""
+    )
+
+
+def test_upload_labels_read_on_a_small_crop_and_after_the_window_is_resized(page, live_server, tmp_path, grace_rgb):
+    import cv2
+
+    page.add_init_script("""
+      const fillText = CanvasRenderingContext2D.prototype.fillText;
+      CanvasRenderingContext2D.prototype.fillText = function (...args) {
+        window.labelPx = parseInt(this.font, 10); window.label = args[0]; return fillText.apply(this, args); };
+    """)
+    crop = tmp_path / "crop.png"
+    cv2.imwrite(str(crop), cv2.cvtColor(cv2.resize(grace_rgb[80:330, 150:400], (64, 64)), cv2.COLOR_RGB2BGR))
+    page.goto(live_server + "/upload")
+    page.set_input_files("#image", str(crop))
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('1 face')", timeout=30_000)
+    shown = page.locator("#annotated").bounding_box()
+    assert shown["width"] >= 300, shown  # drawn enlarged: a 64 px photo had its label cut to "neutra"
+    assert 14 <= _label_css_px(page) <= 16
+    page.set_viewport_size({"width": 420, "height": 900})
+    page.set_input_files("#image", matplotlib_photo())
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('1 face')", timeout=30_000)
+    page.set_viewport_size({"width": 1100, "height": 900})
+    page.wait_for_timeout(300)
+    assert 14 <= _label_css_px(page) <= 16  # about 25 when drawn for the narrow window and shown wide
+
+
+def matplotlib_photo() -> str:
+    import matplotlib.cbook
+
+    return matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+
+
 def test_insecure_origin_explains_why_there_is_no_camera(page, live_server):
     port = live_server.rsplit(":", 1)[1]
     page.goto(f"http://moodlens.test:{port}/")  # not localhost, plain http: no camera allowed
