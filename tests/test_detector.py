@@ -195,3 +195,25 @@ def test_a_box_inside_a_face_is_the_same_face():
     face = Box(100, 100, 300, 300)
     assert covers_the_same_face(face, Box(200, 200, 80, 80))  # IoU 0.07, but wholly inside
     assert not covers_the_same_face(face, Box(380, 100, 300, 300))  # a neighbour overlapping its edge
+
+
+def test_a_part_of_a_face_found_as_a_face_of_its_own_is_dropped():
+    from webapp.vision.detector import without_parts
+    from webapp.vision.types import Box, FaceDetection
+
+    face = FaceDetection(Box(3, 16, 88, 80), 0.75)
+    eye = FaceDetection(Box(51, 28, 34, 34), 0.53)  # inside the face: NMS kept it (IoU 0.16)
+    neighbour = FaceDetection(Box(95, 16, 80, 80), 0.6)  # beside it: another face
+    assert without_parts([face, eye, neighbour]) == [face, neighbour]
+    # the better box stays, whichever is larger
+    assert without_parts([eye, face]) == [eye]
+
+
+def test_a_close_up_crop_is_one_face(grace_rgb):
+    import cv2
+
+    from webapp.vision.detector import make_detector
+
+    # a 96 px crop of the face: full range also drew a box on one eye (score 0.53)
+    crop = cv2.resize(grace_rgb[100:320, 160:380], (96, 96))
+    assert len(make_detector("blazeface-auto").detect(crop)) == 1
