@@ -382,12 +382,15 @@ def test_a_dropped_photo_is_the_one_analyse_sends_again(page, live_server):
     assert page.locator("#faces tbody tr").count() == 1
 
 
+# the label font of the upload page's photo as seen on screen, in CSS pixels
+LABEL_CSS_PX_JS = (
+    "window.labelPx * document.getElementById('annotated').getBoundingClientRect().width"
+    " / document.getElementById('annotated').width"
+)
+
+
 def _label_css_px(page) -> float:
-    """The label font of the upload page's photo as seen on screen, in CSS pixels."""
-    return page.evaluate(
-        """() => { const c = document.getElementById('annotated');
-                   return window.labelPx * c.getBoundingClientRect().width / c.width; }"""
-    )
+    return page.evaluate(f"() => {LABEL_CSS_PX_JS}")
 
 
 def test_upload_labels_read_on_a_small_crop_and_after_the_window_is_resized(page, live_server, tmp_path, grace_rgb):
@@ -410,8 +413,8 @@ def test_upload_labels_read_on_a_small_crop_and_after_the_window_is_resized(page
     page.set_input_files("#image", matplotlib_photo())
     page.wait_for_function("() => document.getElementById('message').textContent.includes('1 face')", timeout=30_000)
     page.set_viewport_size({"width": 1100, "height": 900})
-    page.wait_for_timeout(300)
-    assert 14 <= _label_css_px(page) <= 16  # about 25 when drawn for the narrow window and shown wide
+    # about 25 when drawn for the narrow window and shown wide; redrawn once the page has its new width
+    page.wait_for_function(f"() => {{ const px = {LABEL_CSS_PX_JS}; return px >= 14 && px <= 16; }}", timeout=10_000)
 
 
 def matplotlib_photo() -> str:

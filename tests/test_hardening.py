@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import time
+import types
 
 import numpy as np
 import pytest
@@ -220,13 +221,29 @@ def test_body_past_its_deadline_gets_408_and_close():
     assert headers["X-Content-Type-Options"] == "nosniff" and "frame-ancestors" in headers["Content-Security-Policy"]
 
 
+def test_socketio_packets_over_their_bounds():
+    from socketio import packet
+
+    from webapp.socket_packets import MAX_TEXT_CHARS, BoundedPacket
+
+    # a frame declaring more attachments than one goes to its handler at once, without them
+    declared = BoundedPacket(encoded_packet='59999999-7["frame",{"_placeholder":true,"num":0}]')
+    assert (declared.packet_type, declared.attachment_count, declared.id) == (packet.EVENT, 0, 7)
+    assert BoundedPacket(encoded_packet='51-["frame",{"_placeholder":true,"num":0}]').attachment_count == 1
+    # other packet types are left as they are: a DISCONNECT stays one
+    assert BoundedPacket(encoded_packet="12-").packet_type == packet.DISCONNECT
+    with pytest.raises(ValueError, match="characters"):
+        BoundedPacket(encoded_packet='42["frame",[' + "[]," * MAX_TEXT_CHARS + "0]]")
+
+
 def test_a_body_slower_than_the_minimum_rate_gets_408_once_behind(monkeypatch):
     from contextlib import contextmanager
 
     from webapp.body_limits import MinimumRate
 
     clock = [0.0]
-    monkeypatch.setattr("webapp.body_limits.time.monotonic", lambda: clock[0])
+    # body_limits' own clock only: the process's time.monotonic stays real for other threads
+    monkeypatch.setattr("webapp.body_limits.time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     allowed = []
 
     @contextmanager
@@ -241,13 +258,17 @@ def test_a_body_slower_than_the_minimum_rate_gets_408_once_behind(monkeypatch):
             clock[0] += 1.0
             return b"t" * 100
 
-    limits = BodyLimits(echo_app, max_bytes=10**6, min_rate=MinimumRate(1024, timeout, grace_s=5.0))
+    rate = MinimumRate(1024, timeout, grace_s=5.0, max_idle_s=100.0)
+    limits = BodyLimits(echo_app, max_bytes=10**6, min_rate=rate)
     status, body, _ = call(limits, {"CONTENT_LENGTH": "100000", "wsgi.input": Trickle()})
     assert status.startswith("408") and b"slower than 1 KB/s" in body
     # the grace and one 64 KB read at 1 KB/s: 69 s for the first read, less and less after it
     assert allowed[0] == 5 + 65536 / 1024 and allowed == sorted(allowed, reverse=True)
     status, body, _ = call(limits, {"CONTENT_LENGTH": "3000", "wsgi.input": io.BytesIO(b"f" * 3000)})
     assert status.startswith("200") and body == b"f" * 3000
+    # 12 MB sent at once banks no more than max_idle_s for the next read (it bought three minutes)
+    with MinimumRate(64 * 1024, timeout).next_read(started=0.0, size=12 * 2**20, chunk=65536):
+        assert allowed[-1] == 10.0
 
 
 def test_chunked_upload_over_max_upload_mb_is_413_through_the_app(app):

@@ -655,6 +655,24 @@ def test_a_checkpoint_cut_while_saving_is_a_clear_error_and_saving_leaves_no_par
     assert f"--resume: {cut / 'last.keras'} cannot be read back" in capsys.readouterr().err
 
 
+def test_a_save_that_fails_midway_leaves_the_last_good_checkpoint(tmp_path):
+    from pathlib import Path
+
+    class DiesWhileSaving:
+        def save(self, path):  # as a kill or a full disk leaves it: half a file, then nothing
+            Path(path).write_bytes(b"half an epoch")
+            raise OSError("no space left on device")
+
+    (tmp_path / "last.keras").write_bytes(b"the last finished epoch")
+    (last,) = [
+        c for c in train.make_callbacks(tmp_path, False, 1) if getattr(c, "path", None) == tmp_path / "last.keras"
+    ]
+    last.set_model(DiesWhileSaving())
+    with pytest.raises(OSError):
+        last.on_epoch_end(1, {})
+    assert (tmp_path / "last.keras").read_bytes() == b"the last finished epoch"  # Keras wrote over it in place
+
+
 def test_an_epoch_logged_but_not_counted_is_forgotten_before_it_runs_again(tmp_path):
     (tmp_path / "log.csv").write_text("epoch,val_accuracy\n0,0.5\n1,0.6\n2,0.7\n")
     train.forget_unfinished_epoch(tmp_path, epochs_done=2)

@@ -275,7 +275,7 @@ def test_leaving_the_page_cancels_its_job(page, server, slow_app, face_video):
 
 def test_a_refused_drop_stays_readable_while_the_job_goes_on(page, server, face_video):
     page.goto(server + "/video")
-    page.fill("#fps", "10")
+    page.fill("#fps", "30")  # 120 frames at >= 60 ms: the job outlasts the wait below
     choose_and_analyse(page, face_video)
     page.wait_for_function("() => document.getElementById('progress').value > 0", timeout=30_000)
     page.evaluate(
@@ -284,3 +284,4 @@ def test_a_refused_drop_stays_readable_while_the_job_goes_on(page, server, face_
     )
     time.sleep(1.5)  # five polls: each used to write its progress over the refusal
     assert "cancel it before" in page.text_content("#message")
+    page.click("#cancel")  # the one video slot is the next test's

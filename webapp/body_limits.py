@@ -45,14 +45,15 @@ class MinimumRate:
     bytes_per_s: int
     timeout: Callable[[float, str], AbstractContextManager]
     grace_s: float = 5.0
+    max_idle_s: float = 10.0
 
     def next_read(self, started: float, size: int, chunk: int) -> AbstractContextManager:
         """The time the read of `chunk` more bytes after `size` may take: until the body's average since
-        `started` (a `time.monotonic()`) would fall below the rate."""
+        `started` (a `time.monotonic()`) would fall below the rate, and `max_idle_s` at most (else 12 MB
+        sent at once bought three minutes of trickling: the whole body deadline, holding the slot again)."""
         due = started + self.grace_s + (size + chunk) / self.bytes_per_s
-        return self.timeout(
-            max(0.0, due - time.monotonic()), f"the request body came slower than {self.bytes_per_s / 1024:g} KB/s"
-        )
+        allowed = min(due - time.monotonic(), self.max_idle_s)
+        return self.timeout(max(0.0, allowed), f"the request body came slower than {self.bytes_per_s / 1024:g} KB/s")
 
 
 class BodyLimits:

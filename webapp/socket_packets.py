@@ -35,8 +35,9 @@ class BoundedPacket(packet.Packet):
                 f"a Socket.IO packet of {len(encoded_packet):,} characters; this app's are at most {MAX_TEXT_CHARS:,}"
             )
         attachments = super().decode(encoded_packet)
-        if attachments <= MAX_ATTACHMENTS:
-            return attachments
-        self.packet_type = packet.EVENT if self.packet_type == packet.BINARY_EVENT else packet.ACK
+        unbinary = {packet.BINARY_EVENT: packet.EVENT, packet.BINARY_ACK: packet.ACK}
+        if attachments <= MAX_ATTACHMENTS or self.packet_type not in unbinary:
+            return attachments  # (other packet types never collect attachments)
+        self.packet_type = unbinary[self.packet_type]
         self.attachment_count = 0
         return 0

@@ -16,6 +16,7 @@ const maxBytes = Number(app.dataset.maxUploadMb) * 1024 * 1024;
 const MIN_DRAWN_PX = 360;
 let latest = 0; // the newest request: a photo chosen while another is analysed replaces it on the page
 let shown = null; // the photo and reply on the page, drawn again when the page's width changes
+let drawnWidth = 0; // the width (CSS pixels) it was drawn for
 
 async function analyse(file) {
   if (!file) {
@@ -27,6 +28,7 @@ async function analyse(file) {
   canvas.hidden = true;
   shown = null;
   if (file.size > maxBytes) {
+    analyseButton.disabled = false; // a photo still in flight is dropped: it no longer holds the button
     message.textContent = `That file is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${app.dataset.maxUploadMb} MB.`;
     return;
   }
@@ -80,6 +82,7 @@ async function show(file, reply, request) {
 
 function draw() {
   const { bitmap, reply } = shown;
+  drawnWidth = canvas.clientWidth;
   const layer = Object.assign(document.createElement("canvas"), { width: canvas.width, height: canvas.height });
   // numbered: a group photo's labels say which row of the table is theirs
   drawFaces(layer.getContext("2d"), reply, { scale: displayScale(canvas), numbered: true });
@@ -91,12 +94,8 @@ function draw() {
 
 // labels are sized for the width the photo is shown at: drawn again when it changes (a window resized,
 // a phone turned), or they grew or shrank with the photo
-let drawnWidth = 0;
 new ResizeObserver(() => {
-  if (shown && !canvas.hidden && canvas.clientWidth !== drawnWidth) {
-    drawnWidth = canvas.clientWidth;
-    draw();
-  }
+  if (shown && !canvas.hidden && canvas.clientWidth !== drawnWidth) draw();
 }).observe(canvas);
 
 acceptFiles(form, input, analyse);
