@@ -198,10 +198,15 @@ def test_restarting_the_camera_sends_each_camera_frame_once(playwright, live_ser
         browser.close()
 
 
-def test_an_answer_to_a_frame_sent_before_a_restart_is_not_drawn(page, live_server, faulty_server):
-    page.goto(live_server + "/")
+def stream_until_answered(page, url: str, answers: int) -> None:
+    """Open the live page, start the camera and wait for `answers` analysed frames."""
+    page.goto(url + "/")
     page.click("#toggle")
-    page.wait_for_function("() => window.moodlens.stats.answered >= 2", timeout=60_000)
+    page.wait_for_function(f"() => window.moodlens.stats.answered >= {answers}", timeout=60_000)
+
+
+def test_an_answer_to_a_frame_sent_before_a_restart_is_not_drawn(page, live_server, faulty_server):
+    stream_until_answered(page, live_server, 2)
     faulty_server["delay"] = 1.0
     # Stop and Start at once, while a frame of the first session is being analysed
     page.wait_for_function(
@@ -236,9 +241,7 @@ def test_no_camera_is_announced_to_screen_readers(playwright, live_server):
 
 
 def test_stop_clears_the_readings_and_a_late_failure_says_nothing(page, live_server, faulty_server):
-    page.goto(live_server + "/")
-    page.click("#toggle")
-    page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
+    stream_until_answered(page, live_server, 3)
     faulty_server["error"] = RuntimeError("the model fell over")  # something for the status to say
     page.wait_for_function("() => window.moodlens.stats.errors >= 1", timeout=15_000)
     faulty_server.update({"error": None, "delay": 6.0})  # past the page's 5 s wait for an answer
