@@ -225,20 +225,18 @@ class RangeFaceDetector:
         faces = self.full.detect(rgb)
         if faces and max(face.box.height for face in faces) <= self.close_up * rgb.shape[0]:
             return faces
-        extra = [
-            near for near in self.short.detect(rgb) if not any(covers_the_same_face(near.box, f.box) for f in faces)
-        ]
-        return faces + extra
+        return without_parts(faces + self.short.detect(rgb))
 
 
 def without_parts(detections: list[FaceDetection]) -> list[FaceDetection]:
-    """`detections` (best first) less any that covers the same face as a better one.
+    """`detections` less any that covers the same face as one kept before it: the first win (a
+    detector's best first; a first pass's faces before a second pass's).
 
     NMS merges boxes by how much they overlap, and a box on a part of a face (an eye, the mouth: a
     96 px close-up had one at score 0.53 beside its face at 0.75) overlaps the face's little."""
     kept: list[FaceDetection] = []
     for face in detections:
-        if not any(covers_the_same_face(face.box, better.box) for better in kept):
+        if not any(covers_the_same_face(face.box, earlier.box) for earlier in kept):
             kept.append(face)
     return kept
 

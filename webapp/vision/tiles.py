@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from webapp.vision.detector import BlazeFaceDetector, covers_the_same_face
+from webapp.vision.detector import BlazeFaceDetector, without_parts
 from webapp.vision.types import FaceDetection
 
 # BlazeFace finds faces down to ~7% of what it is shown: a level whose shorter side is under this
@@ -26,7 +26,7 @@ class TiledFaceDetector:
     most 36 tiles in all) and sets the smallest face found: ~7% of a tile at that level,
     ~36 px in a 2048x1536 photo.
 
-    Faces found again on a finer level are dropped (`covers_the_same_face`), as are faces
+    Faces found again on a finer level are dropped (`without_parts`), as are faces
     cut by a tile's inner edge: the face is whole in a neighbouring tile or on a coarser level.
 
     Args:
@@ -49,11 +49,8 @@ class TiledFaceDetector:
             image = rgb
             if (level_width, level_height) != (width, height):
                 image = cv2.resize(rgb, (level_width, level_height), interpolation=cv2.INTER_AREA)
-            for face in self._tiled(image):
-                face = face.moved(fx=width / level_width, fy=height / level_height)
-                if not any(covers_the_same_face(face.box, kept.box) for kept in faces):
-                    faces.append(face)
-        return faces
+            faces += [face.moved(fx=width / level_width, fy=height / level_height) for face in self._tiled(image)]
+        return without_parts(faces)
 
     def _levels(self, height: int, width: int) -> list[tuple[int, int]]:
         """Each pyramid level's (width, height), from the coarsest above the whole image down to the finest."""

@@ -361,12 +361,12 @@ def analyze_video(
         try:
             for t, frame in sampled_frames(container, stream, fps, max_seconds, max_pixels, cancelled):
                 display = frame_display(frame)  # it comes with the frames, not the headers
+                shown_width, shown_height = display.size(frame.width, frame.height)
                 if not frames:
-                    width, height = display.size(frame.width, frame.height)
-                    info = replace(info, width=width, height=height)
+                    info = replace(info, width=shown_width, height=shown_height)
                 rgb = _analysed_rgb(frame, display)
                 # boxes in the shown frame's own pixels, not the shrunk copy's
-                faces = rescaled(pipeline.analyze(rgb).faces, rgb.shape, *display.size(frame.width, frame.height))
+                faces = rescaled(pipeline.analyze(rgb).faces, rgb.shape, shown_width, shown_height)
                 frames.append(VideoFrame(t, tracker.update(faces)))
                 if progress is not None and info.duration_s:
                     progress(min(1.0, t / info.duration_s))
