@@ -209,10 +209,10 @@ FINE_TUNE_RECORDS = {"arch", "width", "stem_convs"}
 
 def _train_command(run: dict) -> str:
     """The `training.train` command line that repeats a run: every recorded option that differs from its default."""
-    from training.train import parse_args
+    from training.train import default_args
 
     hparams = run["hparams"]
-    defaults = vars(parse_args(["--data", "-"]))
+    defaults = default_args()
     skipped = NOT_RECIPE | (FINE_TUNE_RECORDS if hparams.get("init_from") else set())
     options = [f"--data {hparams['data']}", f"--epochs {hparams['epochs']}"]
     for name, value in hparams.items():

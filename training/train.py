@@ -24,7 +24,7 @@ import json
 import os
 import sys
 import time
-import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,6 +36,7 @@ import numpy as np
 from training.augment import AUGMENT_MODES
 from training.data import DataError
 from training.ferplus import LABEL_MODES
+from training.model_files import UNREADABLE_MODEL_ERRORS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -459,9 +460,7 @@ def restore_best(run_dir: Path) -> None:
         return
     scores = logged_val_accuracy(run_dir)
     if scores and scores[-1] >= max(scores):
-        partial = partial_path(run_dir / "best.keras")
-        shutil.copyfile(run_dir / "last.keras", partial)
-        os.replace(partial, run_dir / "best.keras")
+        write_whole(run_dir / "best.keras", lambda partial: shutil.copyfile(run_dir / "last.keras", partial))
     elif scores:
         best = scores.index(max(scores))
         print(
@@ -508,9 +507,7 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = F
             state = json.loads(state_file.read_text()) if state_file.exists() else {"epoch_seconds": []}
             state.update(epochs_done=epoch + 1, train_images=train_images)
             state["epoch_seconds"].append(round(time.time() - self.started, 1))
-            partial = partial_path(state_file)
-            partial.write_text(json.dumps(state, indent=2) + "\n")
-            os.replace(partial, state_file)
+            write_whole(state_file, lambda partial: partial.write_text(json.dumps(state, indent=2) + "\n"))
 
     class SaveModel(keras.callbacks.Callback):
         """Save the model at each epoch's end (with `monitor`: only when it beats its best so far).
@@ -529,9 +526,7 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = F
                 if score is None or not score > self.best:
                     return
                 self.best = float(score)
-            partial = partial_path(self.path)
-            self.model.save(partial)
-            os.replace(partial, self.path)
+            write_whole(self.path, self.model.save)
 
     # a resumed run's best checkpoint must know the best accuracy so far
     best_so_far = max(logged_val_accuracy(run_dir), default=float("-inf")) if resume else float("-inf")
@@ -545,10 +540,17 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = F
     ]
 
 
-def partial_path(path: Path) -> Path:
-    """Where `path` is written before it is renamed into place (same folder, so the rename is atomic;
-    same suffix, which Keras checks)."""
-    return path.with_name(f".partial-{path.name}")
+def write_whole(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(partial)` beside `path`, then rename it over `path`: a run stopped mid-write leaves the
+    old file whole. Same folder, so the rename is atomic; same suffix, which Keras checks."""
+    partial = path.with_name(f".partial-{path.name}")
+    write(partial)
+    os.replace(partial, path)
+
+
+def default_args() -> dict:
+    """Every option's default, as a run records its configuration (hparams.json)."""
+    return vars(parse_args(["--data", "-"]))
 
 
 # written, in this order, at the end of each epoch: a run goes on from both, as weights without the count
@@ -580,7 +582,7 @@ def resumed_args(args) -> tuple[argparse.Namespace, int]:
             )
     epochs_done = json.loads((run_dir / "state.json").read_text())["epochs_done"]
     # runs recorded before an option existed ran with its default
-    defaults = vars(parse_args(["--data", "-"]))
+    defaults = default_args()
     saved = {**defaults, **json.loads((run_dir / "hparams.json").read_text())}
     ignored = [
         name for name, value in vars(args).items() if name not in RESUME_OPTIONS and value != defaults.get(name, value)
@@ -664,7 +666,7 @@ def main(argv=None) -> int:
         train = train.sample(args.limit, args.seed)
     try:
         train = with_teacher(train, args, run_dir)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+    except UNREADABLE_MODEL_ERRORS as error:
         print(f"error: --teacher: {error}", file=sys.stderr)
         return failed_start(run_dir, bool(args.resume))
     classes = classes_for(args.classes)
@@ -685,7 +687,7 @@ def main(argv=None) -> int:
         restore_best(run_dir)
         try:
             model = resume_model(run_dir / "last.keras", args, steps_per_epoch, prior, initial_epoch)
-        except (OSError, ValueError, zipfile.BadZipFile) as error:
+        except UNREADABLE_MODEL_ERRORS as error:
             print(f"error: --resume: {run_dir / 'last.keras'} cannot be read back ({error})", file=sys.stderr)
             return 2
     else:
