@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import time
 from pathlib import Path
@@ -549,7 +551,6 @@ def test_live_timeline_draws_the_largest_face(page, live_server):
 
 
 def test_recording_downloads_csv_and_json_and_summarises(page, live_server, tmp_path):
-    import csv
     import json
 
     page.goto(live_server + "/")
@@ -792,3 +793,126 @@ def test_a_label_stays_inside_the_photo_at_its_edges(page, live_server):
     page.wait_for_function("() => document.getElementById('message').textContent.includes('1 face')", timeout=30_000)
     ((x, y, w, h, width, height),) = page.evaluate("() => window.rects")  # the one label's background
     assert x >= 0 and y >= 0 and x + w <= width + 0.5 and y + h <= height + 0.5
+
+
+def test_csv_fields_holding_commas_or_quotes_are_quoted(page, live_server):
+    page.goto(live_server + "/")
+    text = page.evaluate(
+        """async () => {
+             const { createRecorder } = await import('/static/js/recorder.js');
+             const odd = 'fear, "panic"';
+             const recorder = createRecorder(['happy', odd]);
+             recorder.start(0);
+             recorder.add({ width: 640, height: 360, faces: [{ id: 1, box: { x: 1, y: 2, width: 3, height: 4 },
+                            emotion: odd, score: 0.9, probabilities: { happy: 0.1, [odd]: 0.9 } }] }, 10);
+             return await recorder.csv().text();
+           }"""
+    )
+    header, row = csv.reader(io.StringIO(text))
+    assert len(row) == len(header) == 12
+    assert header[9] == 'p_fear, "panic"' and row[6] == 'fear, "panic"' and row[9] == "0.9"
+
+
+def test_summary_counts_the_time_in_view_when_answers_come_slower_than_a_second(page, live_server):
+    page.goto(live_server + "/")
+    summary = page.evaluate(
+        """async () => {
+             const { summarize } = await import('/static/js/recorder.js');
+             // a busy server: one answer every 1.2 s for a minute, happy then sad
+             const rows = [];
+             for (let i = 0; i < 50; i++) rows.push([i * 1200, 1, 0, 0, 1, 1, i < 25 ? 'happy' : 'sad', 1]);
+             return summarize(rows, ['happy', 'sad']);
+           }"""
+    )
+    assert abs(summary[0]["seconds"] - 60) < 1e-9  # not 50 rows x 1/30 s
+    assert abs(summary[0]["shares"]["happy"] - 0.5) < 1e-9
+
+
+TIMELINE_PRELUDE = """
+  const { createTimeline } = await import('/static/js/timeline.js');
+  const container = document.createElement('div');
+  document.body.append(container);
+  const timeline = createTimeline(container, ['happy', 'sad']);
+  const face = (id, x, size) => ({ id, box: { x, y: 0, width: size, height: size },
+                                   probabilities: { happy: 1, sad: 0 } });
+  let t = 0;
+  const followed = [];
+  const push = (...faces) => { t += 33; timeline.push({ faces }, t); followed.push(timeline.faceId); };
+"""
+
+
+def on_a_timeline(page, script: str):
+    """Run `script` in the page beside a new timeline, `push(...faces)` and the `face(id, x, size)` maker."""
+    return page.evaluate(f"async () => {{ {TIMELINE_PRELUDE} {script} }}")
+
+
+def test_a_clicked_face_numbered_anew_after_a_miss_stays_followed(page, live_server):
+    page.goto(live_server + "/")
+    out = on_a_timeline(
+        page,
+        """for (let i = 0; i < 5; i++) push(face(2, 0, 200), face(3, 400, 100));
+           timeline.select(3);
+           // face 3 is missed for 0.4 s: the server's tracker drops it and numbers it 4 when it is back
+           for (let i = 0; i < 12; i++) push(face(2, 0, 200));
+           const during = timeline.faceId;
+           push(face(2, 0, 200), face(4, 404, 98));
+           const after = [timeline.faceId, timeline.followsLargest];
+           timeline.select(null);  // a click beside every box: the largest again
+           push(face(2, 0, 200), face(4, 404, 98));
+           return { during, after, back: [timeline.faceId, timeline.followsLargest] };""",
+    )
+    assert out == {"during": 3, "after": [4, False], "back": [2, True]}
+
+
+def test_the_timeline_keeps_one_of_two_faces_of_about_one_size(page, live_server):
+    page.goto(live_server + "/")
+    followed = on_a_timeline(
+        page,
+        """// face 2 is larger at first, then face 1 on every other frame
+           for (let i = 0; i < 40; i++) push(face(1, 0, 200 + (i % 2) * 3), face(2, 300, 201));
+           // until one is clearly larger
+           for (let i = 0; i < 3; i++) push(face(1, 0, 240), face(2, 300, 201));
+           return followed;""",
+    )
+    assert set(followed[:40]) == {2} and followed[-1] == 1
+
+
+def test_answers_in_other_classes_stop_the_page_and_ask_for_a_reload(page, live_server):
+    # a reconnect reached an instance serving another model: here the page is given 7 classes, the server
+    # has 8 (the attribute is changed as the page is parsed, before its module reads it; a page rewritten
+    # by the test's own route would count as public, and Chromium then blocks its loopback WebSocket)
+    page.add_init_script(
+        """new MutationObserver((changes, observer) => {
+             const app = document.getElementById('app');
+             if (!app) return;
+             app.dataset.emotions = JSON.stringify(JSON.parse(app.dataset.emotions).filter((e) => e !== 'contempt'));
+             observer.disconnect();
+           }).observe(document, { childList: true, subtree: true });"""
+    )
+    page.goto(live_server + "/")
+    assert "contempt" not in page.get_attribute("#app", "data-emotions")
+    page.click("#toggle")
+    page.wait_for_selector("#notice:not([hidden])", timeout=60_000)
+    assert "other emotions" in page.inner_text("#notice")
+    assert page.inner_text("#toggle") == "Start camera" and page.evaluate("window.moodlens.stats.answered") == 0
+
+
+def test_a_recordings_file_is_named_by_the_users_local_time(browser, live_server):
+    context = browser.new_context(timezone_id="Pacific/Kiritimati")  # UTC+14: never the UTC date and hour
+    try:
+        page = context.new_page()
+        page.goto(live_server + "/")
+        page.click("#toggle")
+        page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
+        page.click("#record")
+        page.wait_for_function("() => window.moodlens.recording.rows >= 2", timeout=60_000)
+        page.click("#record")
+        local = page.evaluate(
+            """() => { const d = new Date(), two = (n) => `${n}`.padStart(2, '0');
+                       return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())}T${two(d.getHours())}`; }"""
+        )
+        with page.expect_download() as info:
+            page.click("#download-json")
+        assert info.value.suggested_filename.startswith(f"moodlens-{local}-")
+    finally:
+        context.close()

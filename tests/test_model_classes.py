@@ -81,6 +81,14 @@ def test_a_class_list_that_does_not_fit_the_outputs_is_refused(plain_eight, tmp_
         read_classes(path)
 
 
+@pytest.mark.parametrize("odd", ["sad<img src=x>", "fear, panic", "Happy", "", "x" * 33])
+def test_class_names_that_pages_and_csv_files_cannot_carry_are_refused(plain_eight, tmp_path, odd):
+    path = tmp_path / "odd.tflite"
+    path.write_bytes(named_classes(plain_eight.read_bytes(), (*EMOTIONS_WITH_CONTEMPT[:7], odd)))
+    with pytest.raises(ValueError, match="class names must be"):
+        EmotionClassifier(path)
+
+
 def test_the_api_answers_with_the_models_eight_classes(fer_plus_app, grace_jpeg):
     client = fer_plus_app.test_client()
     for query in ("", "?faces=whole"):

@@ -30,7 +30,10 @@ export function stopStream(stream) {
   if (stream) stream.getTracks().forEach((track) => track.stop());
 }
 
-/** A sentence a person can act on, for a getUserMedia failure (`deviceId`: the camera asked for, if one was). */
+/**
+ * A sentence a person can act on, for a getUserMedia failure (`deviceId`: the camera asked for, if one was),
+ * as HTML: the live page puts it in its notice beside a link.
+ */
 export function describeCameraError(error, deviceId = "") {
   switch (error && error.name) {
     case "NotAllowedError":
@@ -45,6 +48,10 @@ export function describeCameraError(error, deviceId = "") {
     case "AbortError":
       return "The camera is in use by another program or could not be started.";
     default:
-      return `The camera could not be started (${error && error.message ? error.message : error}).`;
+      return `The camera could not be started (${escapeHtml(`${error && error.message ? error.message : error}`)}).`;
   }
+}
+
+function escapeHtml(text) {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }

@@ -265,6 +265,12 @@ async function sendFrame() {
       reportError(reply.error);
       return;
     }
+    if (!answersInOurClasses(reply)) {
+      // a reconnect reached an instance serving another model: its rows and bars would not fit this page's
+      stop();
+      showNotice("The server now answers with other emotions (a different model). <a href=\"\">Reload the page</a> to use it.");
+      return;
+    }
     stopBackingOff();
     // the round trip counts from capture: how far the boxes lag behind the camera
     onReply(reply, performance.now() - encoded.capturedAt, encoded.capturedAt);
@@ -272,6 +278,14 @@ async function sendFrame() {
     inFlight = false;
     if (frameWaiting && running && frames.connected && !backingOff()) sendFrame();
   }
+}
+
+/** Whether every face of `reply` has a probability for each of this page's emotions, and for no other. */
+function answersInOurClasses(reply) {
+  return reply.faces.every((face) => {
+    const names = Object.keys(face.probabilities);
+    return names.length === emotions.length && emotions.every((emotion) => emotion in face.probabilities);
+  });
 }
 
 /** Count the error, keep it for the tests, say it in words a user can act on, and wait before the next frame. */
@@ -317,16 +331,18 @@ function showSelected(reply) {
   const face = reply.faces.find((f) => f.id === timeline.faceId) || null;
   const largest = largestFace(reply);
   let title = "Largest face";
-  if (face) title = face === largest ? `Largest face (#${face.id})` : `Face #${face.id}`;
+  if (face) title = timeline.followsLargest || face === largest ? `Largest face (#${face.id})` : `Face #${face.id}`;
   else if (timeline.faceId != null) title = `Face #${timeline.faceId} (out of view)`;
   document.getElementById("bars-title").textContent = title;
   document.getElementById("timeline-title").textContent = `Last 60 seconds: ${timeline.faceId == null ? "no face yet" : `face #${timeline.faceId}`}`;
   renderBars(document.getElementById("bars"), emotions, face && face.probabilities);
 }
 
+/** Follow `face` on the bars and the timeline; null: the largest face again. */
 function follow(face) {
-  if (!face || face.id == null) return;
-  timeline.select(face.id);
+  if (face && face.id == null) return;
+  timeline.select(face ? face.id : null);
+  if (!stats.lastReply) return;
   drawFaces(overlayCtx, stats.lastReply, { mirror: mirror.checked, selectedId: timeline.faceId });
   showSelected(stats.lastReply);
 }

@@ -101,8 +101,18 @@ export function renderBars(container, emotions, probabilities) {
       const row = document.createElement("div");
       row.className = "bar";
       row.dataset.emotion = emotion;
-      row.innerHTML = `<span class="name">${emotion}</span><span class="track"><span class="fill"></span></span><span class="value"></span>`;
-      row.querySelector(".fill").style.background = colorOf(emotion);
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = emotion;
+      const track = document.createElement("span");
+      track.className = "track";
+      const fill = document.createElement("span");
+      fill.className = "fill";
+      fill.style.background = colorOf(emotion);
+      track.append(fill);
+      const value = document.createElement("span");
+      value.className = "value";
+      row.append(name, track, value);
       return row;
     }));
   }

@@ -2,8 +2,10 @@
 
 // 10 minutes at 30 fps with 5 faces is 90,000 rows: a few tens of MB at most
 export const DEFAULT_CAP = { rows: 100_000, ms: 10 * 60_000 };
-// a face missing for longer than this was out of view: the gap does not count as its time
+// a face missing for longer than this was out of view: the gap does not count as its time; or for longer
+// than this many of the recording's frame intervals, when answers come further apart (a busy server)
 const MAX_ROW_MS = 1000;
+const MAX_ROW_FRAMES = 3;
 // a recording with no two rows of a face close enough to measure a frame's span: one frame at 30 fps
 const FALLBACK_SPAN_MS = 1000 / 30;
 
@@ -49,7 +51,7 @@ export function createRecorder(emotions, cap = DEFAULT_CAP) {
       return true;
     },
     csv() {
-      const lines = [columns.join(","), ...recorder.rows.map((row) => row.map((v) => (v == null ? "" : v)).join(","))];
+      const lines = [columns, ...recorder.rows].map((row) => row.map(csvCell).join(","));
       return new Blob([lines.join("\n") + "\n"], { type: "text/csv" });
     },
     json() {
@@ -74,8 +76,9 @@ export function createRecorder(emotions, cap = DEFAULT_CAP) {
 
 /**
  * Per face: seconds in view and the share of that time spent in each emotion.
- * Each row lasts until the face's next row. A row with no next row within MAX_ROW_MS (the face left, the
- * connection dropped, the recording ended) lasts the face's typical span instead: the median of its own
+ * Each row lasts until the face's next row. A row with no next row within MAX_ROW_MS, or MAX_ROW_FRAMES of
+ * the recording's frame intervals where that is longer (the face left, the connection dropped, the recording
+ * ended) lasts the face's typical span instead: the median of its own
  * spans, which is its frame interval whatever a few slow answers did. A face with no span of its own (seen
  * once, or only in frames far apart) gets the recording's median span: every face is in the same frames.
  * Returns [{ faceId, seconds, shares: { emotion: 0..1 } }], longest in view first.
@@ -86,7 +89,10 @@ export function summarize(rows, emotions) {
     if (!byFace.has(row[1])) byFace.set(row[1], []);
     byFace.get(row[1]).push(row);
   }
-  const spans = new Map([...byFace].map(([faceId, faceRows]) => [faceId, spansOf(faceRows)]));
+  const times = [...new Set(rows.map((row) => row[0]))].sort((a, b) => a - b);
+  const frameInterval = median(times.slice(1).map((t, i) => t - times[i])) ?? 0;
+  const maxSpan = Math.max(MAX_ROW_MS, MAX_ROW_FRAMES * frameInterval);
+  const spans = new Map([...byFace].map(([faceId, faceRows]) => [faceId, spansOf(faceRows, maxSpan)]));
   const recordingSpan = median([...spans.values()].flat().filter((span) => span != null)) ?? FALLBACK_SPAN_MS;
   const result = [];
   for (const [faceId, faceRows] of byFace) {
@@ -103,12 +109,18 @@ export function summarize(rows, emotions) {
   return result.sort((a, b) => b.seconds - a.seconds);
 }
 
-/** Per row of one face: the time to its next row, or null where there is none within MAX_ROW_MS. */
-function spansOf(faceRows) {
+/** Per row of one face: the time to its next row, or null where there is none within `maxSpan`. */
+function spansOf(faceRows, maxSpan) {
   return faceRows.map((row, i) => {
     const span = i + 1 < faceRows.length ? faceRows[i + 1][0] - row[0] : Infinity;
-    return span <= MAX_ROW_MS ? span : null;
+    return span <= maxSpan ? span : null;
   });
+}
+
+/** A CSV field (RFC 4180): quoted when it holds a comma, a quote or a line break. */
+function csvCell(value) {
+  const text = value == null ? "" : `${value}`;
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
 /** The median of `values`, or null when there are none. */

@@ -57,9 +57,13 @@ export function createRecordingControls(emotions, { record, csv, json, status, s
     json.disabled = !enabled;
   }
 
+  /** moodlens-2026-11-28T14-32-25.csv: when the recording started, in the user's local time. */
   function fileName(extension) {
-    const stamp = recorder.startedAt.toISOString().replace(/[:.]/g, "-").slice(0, 19);
-    return `moodlens-${stamp}.${extension}`;
+    const at = recorder.startedAt;
+    const two = (n) => `${n}`.padStart(2, "0");
+    const date = `${at.getFullYear()}-${two(at.getMonth() + 1)}-${two(at.getDate())}`;
+    const time = `${two(at.getHours())}-${two(at.getMinutes())}-${two(at.getSeconds())}`;
+    return `moodlens-${date}T${time}.${extension}`;
   }
 
   record.addEventListener("click", () => (state.recording ? stop() : start()));

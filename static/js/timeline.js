@@ -7,17 +7,24 @@ export const WINDOW_MS = 60_000;
 const GAP_MS = 1000;
 // a clicked face missed by the detector for up to this long stays selected
 const HOLD_MS = 2000;
+// a clicked face back under a new id (missed long enough for the server's tracker to number it anew) is
+// recognised by its place: a new face whose box overlaps its last one at least this much
+const SAME_PLACE_IOU = 0.3;
+// the largest face followed stays followed until another is this much larger: two faces of about one
+// size would otherwise swap the chart on every frame
+const SWITCH_AREA_RATIO = 1.2;
 const HEIGHT = 180;
 const AXIS = { stroke: "#9a9ca5", grid: { stroke: "#2a2e36", width: 1 }, ticks: { stroke: "#2a2e36", width: 1 } };
 
 /**
  * A timeline in `container` for the probabilities of `emotions`.
- * Returns { push(reply, tMs), select(faceId), clear(), faceId, points, draws }: push each analysis with the
- * time its frame was captured (performance.now() milliseconds).
+ * Returns { push(reply, tMs), select(faceId), clear(), faceId, followsLargest, points, draws }: push each
+ * analysis with the time its frame was captured (performance.now() milliseconds).
  */
 export function createTimeline(container, emotions) {
   const history = new Map(); // face id -> [{ t, p: [probability per emotion] }], oldest first
   let chosen = null; // the face the user clicked, until it has been missed for HOLD_MS
+  let chosenBox = null; // where it was last seen
   let shown = null; // the face on the chart
   let lastT = 0;
   const plot = new uPlot(
@@ -40,40 +47,74 @@ export function createTimeline(container, emotions) {
 
   const timeline = {
     faceId: null,
+    followsLargest: true,
     points: 0,
     draws: 0,
     push(reply, tMs) {
       for (const face of reply.faces) {
         if (face.id == null) continue;
         if (!history.has(face.id)) history.set(face.id, []);
-        history.get(face.id).push({ t: tMs, p: emotions.map((e) => face.probabilities[e]) });
+        history.get(face.id).push({ t: tMs, box: face.box, p: emotions.map((e) => face.probabilities[e]) });
       }
       lastT = tMs;
       forgetBefore(tMs - WINDOW_MS);
       // the clicked face, through the odd frame where it is missed; once it is gone, the largest;
       // with no face in view the last one scrolls on
-      if (chosen != null && !(tMs - lastSeen(chosen) <= HOLD_MS)) chosen = null;
+      if (chosen != null) findChosen(reply);
+      if (chosen != null && !(tMs - lastSeen(chosen) <= HOLD_MS)) chosen = chosenBox = null;
       if (chosen != null) shown = chosen;
-      else if (reply.faces.length) shown = largestFace(reply).id;
+      else if (reply.faces.length) shown = largestKept(reply);
       else if (!history.has(shown)) shown = null;
       draw(tMs);
     },
-    /** Follow face `faceId` (a tracked id) instead of the largest. */
+    /** Follow face `faceId` (a tracked id) instead of the largest; null: the largest again. */
     select(faceId) {
       chosen = faceId;
-      if (history.has(faceId)) {
+      chosenBox = null;
+      const points = history.get(faceId);
+      if (points) {
+        chosenBox = points[points.length - 1].box;
         shown = faceId;
         draw(lastT);
       }
     },
     clear() {
       history.clear();
-      chosen = shown = null;
+      chosen = shown = chosenBox = null;
       timeline.faceId = null;
       timeline.points = 0;
       plot.setData(emptyData(emotions.length));
     },
   };
+
+  /** Keep the clicked face's last box; when it is missing, take a face first seen since that is in its place. */
+  function findChosen(reply) {
+    const seen = reply.faces.find((face) => face.id === chosen);
+    if (seen) {
+      chosenBox = seen.box;
+      return;
+    }
+    if (!chosenBox) return;
+    const missingSince = lastSeen(chosen);
+    let best = null;
+    let bestOverlap = SAME_PLACE_IOU;
+    for (const face of reply.faces) {
+      if (face.id == null || history.get(face.id)[0].t <= missingSince) continue;
+      const overlap = iou(face.box, chosenBox);
+      if (overlap >= bestOverlap) [best, bestOverlap] = [face, overlap];
+    }
+    if (best) {
+      chosen = best.id;
+      chosenBox = best.box;
+    }
+  }
+
+  /** The face on the chart while none is clicked: the largest, unless the one shown is about as large. */
+  function largestKept(reply) {
+    const largest = largestFace(reply);
+    const current = reply.faces.find((face) => face.id === shown && shown != null);
+    return current && area(largest.box) <= SWITCH_AREA_RATIO * area(current.box) ? current.id : largest.id;
+  }
 
   function lastSeen(faceId) {
     const points = history.get(faceId);
@@ -104,11 +145,24 @@ export function createTimeline(container, emotions) {
     }
     plot.setData(data);
     timeline.faceId = shown;
+    timeline.followsLargest = chosen == null;
     timeline.points = points.length;
     timeline.draws += 1;
   }
 
   return timeline;
+}
+
+function area(box) {
+  return box.width * box.height;
+}
+
+function iou(a, b) {
+  const width = Math.min(a.x + a.width, b.x + b.width) - Math.max(a.x, b.x);
+  const height = Math.min(a.y + a.height, b.y + b.height) - Math.max(a.y, b.y);
+  if (width <= 0 || height <= 0) return 0;
+  const overlap = width * height;
+  return overlap / (area(a) + area(b) - overlap);
 }
 
 function emptyData(series) {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from webapp.vision.labels import CLASS_SETS, classes_for
+from webapp.vision.labels import CLASS_NAME, CLASS_SETS, classes_for
 from webapp.vision.litert import load_interpreter, read_classes, read_flip_tta
 from webapp.vision.preprocess import INPUT_SIZE, to_model_input
 from webapp.vision.types import Emotion
@@ -106,6 +106,12 @@ class EmotionClassifier:
         classes = tuple(named) if named else classes_for(outputs)
         if len(classes) != outputs or len(set(classes)) != outputs:
             raise ValueError(f"{self.model_path}: {outputs} outputs, but the file names the classes {list(classes)}")
+        odd = [name for name in classes if not CLASS_NAME.fullmatch(name)]
+        if odd:
+            raise ValueError(
+                f"{self.model_path}: class names must be 1-32 lower-case letters, digits or _, starting with a "
+                f"letter; the file names {odd}"
+            )
         return classes
 
     def predict_probabilities(self, faces: np.ndarray) -> np.ndarray:

@@ -6,11 +6,15 @@ may add `contempt` as an eighth unit. A model file names its own classes (see
 are the 7 FER-2013 classes.
 """
 
+import re
+
 EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NUM_CLASSES = len(EMOTIONS)
 # FER+ adds contempt after FER-2013's classes, so index i means the same emotion in both sets
 EMOTIONS_WITH_CONTEMPT: tuple[str, ...] = (*EMOTIONS, "contempt")
 CLASS_SETS: dict[int, tuple[str, ...]] = {7: EMOTIONS, 8: EMOTIONS_WITH_CONTEMPT}
+# what a model file may name a class: the name becomes a JSON key, a CSV column (p_<name>) and page text
+CLASS_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
 def classes_for(count: int) -> tuple[str, ...]:
