@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 
 from flask import Flask, Request
 from flask_socketio import SocketIO
@@ -15,6 +16,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import config as settings
+from webapp.background import BackgroundThreads
 from webapp.body_limits import BodyLimits, MinimumRate
 from webapp.concurrency import body_deadline, green_timeout, lock_factory
 from webapp.log_limit import limit_repeats
@@ -67,7 +69,15 @@ def create_app(config: dict | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.body_limit(app.config["MAX_UPLOAD_MB"])
 
     new_lock = lock_factory(app.config["ASYNC_MODE"])
-    app.extensions["pipelines"] = app.config.get("PIPELINES") or _load_pipelines(app.config, new_lock)
+    # photos on as many threads as there are cores, each video job on its own
+    app.extensions["background"] = BackgroundThreads(
+        (os.cpu_count() or 1) + app.config["MAX_VIDEO_JOBS"],
+        app.config["BACKGROUND_NICE"],
+        green=app.config["ASYNC_MODE"] == "eventlet",
+    )
+    app.extensions["pipelines"] = app.config.get("PIPELINES") or _load_pipelines(
+        app.config, new_lock, app.extensions["background"]
+    )
 
     from webapp import events, routes, video_routes
     from webapp.video_jobs import VideoJobs
@@ -127,16 +137,19 @@ def _minimum_rate(config) -> MinimumRate | None:
     return MinimumRate(config["MIN_BODY_KBPS"] * 1024, timeout) if timeout and config["MIN_BODY_KBPS"] else None
 
 
-def _load_pipelines(config, new_lock) -> dict:
-    """The live-stream and upload pipelines: one classifier, each pipeline with its own detector."""
+def _load_pipelines(config, new_lock, background: BackgroundThreads) -> dict:
+    """The live-stream, upload and video pipelines, each with its own detector.
+
+    The photo and video pipelines share a second classifier, and both are built on a background thread,
+    so their interpreters' worker threads start at its lower priority and a photo never holds the live
+    frames' classifier.
+    """
     from webapp.vision.budget import DecodeLimits, HeavySlots
     from webapp.vision.classifier import EmotionClassifier
     from webapp.vision.pipeline import build_pipeline
 
-    classifier = EmotionClassifier(config["MODEL_PATH"], flip_tta=config["FLIP_TTA"], lock=new_lock())
     mb = 1024 * 1024
     shared = {
-        "classifier": classifier,
         "max_faces": config["MAX_FACES"],
         "max_pixels": config["MAX_PIXELS"],
         "new_lock": new_lock,
@@ -144,14 +157,28 @@ def _load_pipelines(config, new_lock) -> dict:
         # one cap for uploads and frames alike: memory is what it protects
         "heavy_slots": HeavySlots(config["MAX_HEAVY_ANALYSES"], config["HEAVY_DECODE_MB"] * mb, new_lock()),
     }
+
+    def classifier():
+        return EmotionClassifier(config["MODEL_PATH"], flip_tta=config["FLIP_TTA"], lock=new_lock())
+
+    def photos_and_videos() -> dict:
+        photos_classifier = classifier()
+        return {
+            "image": build_pipeline(
+                detector=config["UPLOAD_DETECTOR"],
+                classifier=photos_classifier,
+                **{**shared, "max_faces": config["UPLOAD_MAX_FACES"]},
+            ),
+            # video jobs get their own detector (and its lock), so a long job never queues the photos behind it
+            "video": build_pipeline(
+                detector=config["DETECTOR"], classifier=photos_classifier, padded_retry=False, **shared
+            ),
+        }
+
     # no padded retry on the stream: it would double the cost of every frame without a face
     pipelines = {
-        "stream": build_pipeline(detector=config["DETECTOR"], padded_retry=False, **shared),
-        "image": build_pipeline(
-            detector=config["UPLOAD_DETECTOR"], **{**shared, "max_faces": config["UPLOAD_MAX_FACES"]}
-        ),
-        # video jobs get their own detector (and its lock), so a long job never queues the live frames behind it
-        "video": build_pipeline(detector=config["DETECTOR"], padded_retry=False, **shared),
+        "stream": build_pipeline(detector=config["DETECTOR"], classifier=classifier(), padded_retry=False, **shared),
+        **background.run(photos_and_videos),
     }
     log.info("pipelines ready: %s", {kind: p.describe() for kind, p in pipelines.items()})
     return pipelines

@@ -49,6 +49,12 @@ def run_blocking(function, *args):
     return function(*args)
 
 
+def run_in_background(function, *args):
+    """Call `function(*args)` on one of the app's background threads (`webapp.background`): photos and
+    video jobs, which give the CPU to the live frames whenever both want it."""
+    return current_app.extensions["background"].run(function, *args)
+
+
 def fast_apply_mask(data, mask, length=None, offset=0) -> bytes:
     """Drop-in for eventlet's `RFC6455WebSocket._apply_mask`: XOR `data[:length]` with the 4-byte `mask`.
 

@@ -74,6 +74,8 @@ def from_env() -> dict:
         "BODY_TIMEOUT_S": _int("BODY_TIMEOUT_S", 15),
         # and, after its first 5 s, at this average rate at least (0: none): 512 kbit/s, a slow phone uplink
         "MIN_BODY_KBPS": _int("MIN_BODY_KBPS", 64),
+        # photos and video jobs run this much lower in CPU priority than live frames (0-19; 0: the same)
+        "BACKGROUND_NICE": _int("BACKGROUND_NICE", 10),
         # Engine.IO sessions open at once per client address (0: no cap); abandoned ones expire in ~15 s
         "MAX_SESSIONS_PER_ADDRESS": _int("MAX_SESSIONS_PER_ADDRESS", 20),
         # 1 / 0 override the model file; unset or "auto": as the file says (training.export --flip-tta),
@@ -125,6 +127,7 @@ ZERO_ALLOWED_SETTINGS = {
     "TRUSTED_PROXIES": "no proxy",
     "MAX_SESSIONS_PER_ADDRESS": "no cap",
     "MIN_BODY_KBPS": "no minimum",
+    "BACKGROUND_NICE": "the live frames' priority",
 }
 
 
@@ -142,6 +145,8 @@ def check(config: dict) -> None:
     for key, zero in ZERO_ALLOWED_SETTINGS.items():
         if int(config[key]) < 0:
             raise SettingsError(f"{key} must be 0 ({zero}) or more, got {config[key]}")
+    if int(config["BACKGROUND_NICE"]) > 19:
+        raise SettingsError(f"BACKGROUND_NICE must be at most 19, got {config['BACKGROUND_NICE']}")
     if config.get("PIPELINES") is not None:
         return
     if not Path(config["MODEL_PATH"]).is_file():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from webapp.concurrency import pipeline, run_blocking
+from webapp.concurrency import pipeline, run_in_background
 from webapp.errors import RETRY_AFTER_S, error_body, from_image_error
 from webapp.vision.imaging import ImageError
 
@@ -49,7 +49,7 @@ def analyze():
     else:  # any other body is the image itself (curl --data-binary sends it as form-urlencoded)
         data = request.get_data(cache=False)
     try:
-        analysis = run_blocking(pipeline("image").analyze_bytes, data, faces == "whole")
+        analysis = run_in_background(pipeline("image").analyze_bytes, data, faces == "whole")
     except ImageError as error:
         body, status = from_image_error(error)
         headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else {}

@@ -10,7 +10,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from webapp import socketio_of
 from webapp.body_limits import SLOT
-from webapp.concurrency import run_blocking
+from webapp.concurrency import run_in_background
 from webapp.config import body_limit
 from webapp.errors import error_body, from_video_error
 from webapp.video_jobs import JobResult, JobsBusy, VideoJob, VideoJobs
@@ -119,7 +119,8 @@ def _drop_body() -> None:
 
 
 def _run(app, job: VideoJob, source, pipeline, fps: float, max_seconds: float, max_pixels: int) -> None:
-    """Analyse in a native thread under eventlet (decoding and inference would stall the event loop)."""
+    """Analyse on a background thread (decoding and inference would stall the event loop, and must leave
+    the CPU to the live frames first)."""
 
     def progress(fraction: float) -> None:
         job.progress = fraction
@@ -129,7 +130,7 @@ def _run(app, job: VideoJob, source, pipeline, fps: float, max_seconds: float, m
 
     with app.app_context():
         try:
-            result = run_blocking(
+            result = run_in_background(
                 _serialised_analysis, source, pipeline, fps, max_seconds, progress, cancelled, max_pixels
             )
             _jobs().finish(job, result=result)

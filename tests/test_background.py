@@ -1,0 +1,160 @@
+"""Photos and video jobs run on background threads of lower CPU priority; live frames keep theirs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from webapp import background
+from webapp.background import BackgroundThreads
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nice values per thread are Linux's")
+
+
+def own_nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def test_a_call_returns_its_result_and_raises_its_error():
+    threads = BackgroundThreads(2, 0, green=False)
+    assert threads.run(divmod, 7, 2) == (3, 1)
+    with pytest.raises(ZeroDivisionError):
+        threads.run(divmod, 1, 0)
+
+
+@linux_only
+def test_background_calls_run_below_the_callers_priority_which_is_left_as_it_was():
+    before = own_nice()
+    assert BackgroundThreads(1, 10, green=False).run(own_nice) == min(19, before + 10)
+    assert BackgroundThreads(1, 0, green=False).run(own_nice) == before
+    assert own_nice() == before
+
+
+def test_no_more_calls_run_at_once_than_there_are_threads(monkeypatch):
+    monkeypatch.setattr(background, "IDLE_EXIT_S", 0.2)
+    threads = BackgroundThreads(2, 0, green=False)
+    lock, running, most = threading.Lock(), [0], [0]
+
+    def work():
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+
+    callers = [threading.Thread(target=threads.run, args=(work,)) for _ in range(8)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert most[0] == 2
+    deadline = time.monotonic() + 5
+    while threads._threads and time.monotonic() < deadline:  # idle threads end
+        time.sleep(0.05)
+    assert threads._threads == 0
+    assert threads.run(divmod, 9, 4) == (2, 1)  # and new ones start when work comes
+
+
+GREEN_CALLERS = textwrap.dedent(
+    """
+    import eventlet
+    eventlet.monkey_patch()
+    import time
+    from webapp.background import BackgroundThreads
+
+    threads = BackgroundThreads(2, 5, green=True)
+    ticks = []
+
+    def ticker():
+        while True:
+            ticks.append(time.monotonic())
+            eventlet.sleep(0.01)
+
+    eventlet.spawn(ticker)
+    pool = eventlet.GreenPool()
+    # a native thread that blocks 0.3 s: a green caller waiting on it must not block the event loop
+    results = list(pool.imap(lambda n: threads.run(lambda: (time.sleep(0.3), n * n)[1]), range(6)))
+    assert results == [n * n for n in range(6)], results
+    longest_gap = max(b - a for a, b in zip(ticks, ticks[1:]))
+    assert longest_gap < 0.15, longest_gap
+    try:
+        threads.run(int, "x")
+    except ValueError:
+        print("ok", len(ticks))
+    """
+)
+
+
+def test_green_callers_wait_without_blocking_the_event_loop():
+    done = subprocess.run(
+        [sys.executable, "-c", GREEN_CALLERS], capture_output=True, text=True, timeout=60, cwd=os.getcwd()
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok")
+
+
+class PriorityNoting:
+    """A pipeline that notes the nice value of the thread that analyses."""
+
+    def __init__(self, pipeline, seen: list):
+        self._pipeline, self._seen = pipeline, seen
+
+    def __getattr__(self, name):
+        return getattr(self._pipeline, name)
+
+    def analyze_bytes(self, *args):
+        self._seen.append(own_nice())
+        return self._pipeline.analyze_bytes(*args)
+
+
+@linux_only
+def test_photos_are_analysed_below_the_live_frames_priority(app, grace_jpeg):
+    from webapp import create_app, socketio_of
+
+    photos, frames = [], []
+    pipelines = app.extensions["pipelines"]
+    noting = {**pipelines, "image": PriorityNoting(pipelines["image"], photos)}
+    noting["stream"] = PriorityNoting(pipelines["stream"], frames)
+    twin = create_app({**app.config, "PIPELINES": noting, "BACKGROUND_NICE": 10})
+    assert twin.test_client().post("/api/v1/analyze", data=grace_jpeg, content_type="image/jpeg").status_code == 200
+    socket = socketio_of(twin).test_client(twin)
+    assert "faces" in socket.emit("frame", grace_jpeg, callback=True)
+    socket.disconnect()
+    assert frames == [own_nice()]
+    assert photos == [min(19, own_nice() + 10)]
+
+
+@pytest.mark.parametrize("value", ["-1", "20"])
+def test_background_nice_outside_0_to_19_is_refused(monkeypatch, value):
+    from webapp.config import SettingsError, check, from_env
+
+    monkeypatch.setenv("BACKGROUND_NICE", value)
+    with pytest.raises(SettingsError, match="BACKGROUND_NICE"):
+        check(from_env())
+
+
+@linux_only
+def test_the_production_servers_photo_interpreters_run_below_its_live_ones():
+    """The photo and video pipelines are built on a background thread, so their interpreters' own worker
+    threads start niced too; the live pipeline's do not."""
+    from tests.harness import start_production_server, stop_production_server, worker_pid
+
+    process, _ = start_production_server(env={"BACKGROUND_NICE": "7"})
+    try:
+        pid = worker_pid(process)
+        nices = []
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                nices.append(int(stat.read().rsplit(")", 1)[1].split()[16]))
+    finally:
+        stop_production_server(process)
+    server_nice = min(nices)
+    assert any(nice == min(19, server_nice + 7) for nice in nices), nices
+    assert nices.count(server_nice) >= 2, nices  # the event loop and the live interpreters' workers

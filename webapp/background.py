@@ -1,0 +1,178 @@
+"""Photos and video jobs run on threads of lower CPU priority, so the live frames go first.
+
+A flood of group photos took both cores from the live stream: its p95 round trip rose from 14 ms to
+55-61 ms (`python -m bench.abuse_bench --photo-flood`). Linux keeps a nice value per thread, and a thread
+starts with its creator's, so work run here, and the interpreters built here (whose worker threads are
+made with them), give the CPU to the live frames whenever both want it and take all of it otherwise.
+Raising one's own nice value needs no privilege; lowering it again does, so these threads stay niced
+and the live frames keep eventlet's thread pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+# seconds an idle thread waits for work before it ends (a new one starts when work comes)
+IDLE_EXIT_S = 30.0
+
+
+def lower_this_threads_priority(nice: int) -> None:
+    """Add `nice` to the calling thread's nice value, on Linux; elsewhere nothing (it would be the process's)."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    try:
+        # on Linux, "process" 0 is the calling thread
+        os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
+    except OSError as error:  # a sandbox that forbids it: the work still runs, at the usual priority
+        log.warning("could not lower a background thread's priority: %s", error)
+
+
+class BackgroundThreads:
+    """Up to `workers` native threads at nice `nice` run blocking calls in the order they come.
+
+    Args:
+        workers: threads at most; calls beyond them wait their turn.
+        nice: how much lower than the server's their priority is, 0-19 (0: the same).
+        green: the callers are eventlet green threads, which must wait without blocking the event loop.
+    """
+
+    def __init__(self, workers: int, nice: int, green: bool):
+        self.workers = workers
+        self.nice = nice
+        native = _native_modules() if green else (threading, queue)
+        self._thread_class = native[0].Thread
+        self._tasks = native[1].SimpleQueue()
+        self._no_task = native[1].Empty
+        self._lock = native[0].Lock()
+        self._threads = self._idle = 0
+        self._new_waiter = _GreenWaker(native).waiter if green else _ThreadWaiter
+
+    def run(self, function: Callable, *args):
+        """`function(*args)` on a background thread: its result, or the exception it raised."""
+        waiter = self._new_waiter()
+        self._tasks.put((function, args, waiter))
+        self._start_a_thread_if_none_is_free()
+        return waiter.outcome()
+
+    def _start_a_thread_if_none_is_free(self) -> None:
+        with self._lock:
+            if self._idle or self._threads >= self.workers:
+                return
+            self._threads += 1
+        self._thread_class(target=self._work, name="moodlens-background", daemon=True).start()
+
+    def _work(self) -> None:
+        lower_this_threads_priority(self.nice)
+        while True:
+            with self._lock:
+                self._idle += 1
+            try:
+                function, args, waiter = self._tasks.get(timeout=IDLE_EXIT_S)
+            except self._no_task:
+                with self._lock:
+                    self._idle -= 1
+                    # a call queued since the wait ended found this thread idle and started none
+                    if self._tasks.empty():
+                        self._threads -= 1
+                        return
+                continue
+            with self._lock:
+                self._idle -= 1
+            try:
+                outcome = (True, function(*args))
+            except BaseException as error:  # handed to the caller, who raises it
+                outcome = (False, error)
+            del function, args  # a photo's bytes must not live on in an idle thread
+            waiter.done(outcome)
+            del waiter, outcome
+
+
+def _native_modules():
+    """`threading` and `queue` as they were before eventlet patched them: real threads and their queues."""
+    from eventlet import patcher
+
+    return patcher.original("threading"), patcher.original("queue")
+
+
+def _unpacked(outcome):
+    succeeded, value = outcome
+    if succeeded:
+        return value
+    raise value
+
+
+class _ThreadWaiter:
+    """How a real thread waits for its call."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self._outcome = None
+
+    def done(self, outcome) -> None:
+        self._outcome = outcome
+        self._event.set()
+
+    def outcome(self):
+        self._event.wait()
+        return _unpacked(self._outcome)
+
+
+class _GreenWaker:
+    """How green threads wait for calls run on native threads: eventlet's hub is not thread-safe, so a
+    native thread queues the outcome and writes a byte to a pipe, and one green thread, woken by the
+    pipe, hands each outcome to its waiter (as eventlet's own thread pool does)."""
+
+    def __init__(self, native):
+        self._native_queue = native[1]
+        self._finished = native[1].SimpleQueue()
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        self._dispatcher = None
+
+    def waiter(self):
+        from eventlet.event import Event
+
+        if self._dispatcher is None or self._dispatcher.dead:
+            import eventlet
+
+            self._dispatcher = eventlet.spawn(self._dispatch)
+        return _GreenWaiter(Event(), self)
+
+    def wake(self, event, outcome) -> None:
+        """From a native thread: `event` has its outcome."""
+        self._finished.put((event, outcome))
+        os.write(self._write, b"\0")
+
+    def _dispatch(self) -> None:
+        from eventlet.hubs import trampoline
+
+        while True:
+            trampoline(self._read, read=True)
+            with contextlib.suppress(BlockingIOError):  # another wake-up read it
+                os.read(self._read, 4096)
+            while True:
+                try:
+                    event, outcome = self._finished.get_nowait()
+                except self._native_queue.Empty:
+                    break
+                event.send(outcome)
+
+
+class _GreenWaiter:
+    def __init__(self, event, waker: _GreenWaker):
+        self._event = event
+        self._waker = waker
+
+    def done(self, outcome) -> None:
+        self._waker.wake(self._event, outcome)
+
+    def outcome(self):
+        return _unpacked(self._event.wait())
