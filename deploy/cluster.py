@@ -38,6 +38,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_in_use(port: int) -> bool:
+    """Whether something listens on `port` on the loopback interface already."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def wait_listening(port: int, process: subprocess.Popen, timeout: float) -> None:
+    """Wait until `process` accepts connections on loopback `port`.
+
+    Raises:
+        RuntimeError: it exited or `timeout` seconds passed.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before it listened on {port}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{process.args[0]} did not listen on {port} in {timeout} s")
+
+
 def missing_tools() -> list[str]:
     """The system programs a cluster needs that are not installed."""
     return [tool for tool in ("nginx", "redis-server") if not shutil.which(tool)]
@@ -140,10 +166,15 @@ class Cluster:
         Raises:
             RuntimeError: nginx or redis-server is missing, or something did not start.
         """
-        if missing := missing_tools():
-            raise RuntimeError(f"not installed: {', '.join(missing)} (apt-get install nginx redis-server)")
-        self.runtime.chmod(0o755)
         try:
+            if missing := missing_tools():
+                raise RuntimeError(f"not installed: {', '.join(missing)} (apt-get install nginx redis-server)")
+            # else nginx retries its bind for seconds and gives up, while whatever holds the port answers /healthz
+            if port_in_use(self.port):
+                raise RuntimeError(
+                    f"port {self.port} is in use on 127.0.0.1: stop what listens there or choose another"
+                )
+            self.runtime.chmod(0o755)
             self.redis = self._spawn(
                 [
                     "redis-server",
@@ -158,6 +189,7 @@ class Cluster:
                 ],
                 "redis",
             )
+            wait_listening(self.redis_port, self.redis, 30)
             for index in range(len(self.instance_ports)):
                 self.instances.append(self._start_instance(index))
             for index, process in enumerate(self.instances):
@@ -169,6 +201,8 @@ class Cluster:
                 ["nginx", "-p", str(self.runtime), "-c", str(config), "-g", "daemon off;"], "nginx"
             )
             wait_ready(self.url + "/healthz", self.nginx, 30)
+            if self.nginx.poll() is not None:  # answered by something else that took the port meanwhile
+                raise RuntimeError(f"nginx exited with {self.nginx.returncode}: {self.log('nginx')}")
         except BaseException:
             self.stop()
             raise
@@ -240,14 +274,26 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=2)
     parser.add_argument("--port", type=int, default=8080, help="nginx's port on 127.0.0.1")
     args = parser.parse_args()
-    with Cluster(args.instances, args.port) as cluster:
+    # TERM (a service manager) or HUP (the terminal closed) stop everything, during start-up too: on HUP
+    # alone gunicorn and nginx would reload and run on with nothing watching them
+    for stop_signal in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop_signal, signal.default_int_handler)
+    cluster = Cluster(args.instances, args.port)
+    try:
+        cluster.start()  # stops what it started if it fails or is interrupted
+    except RuntimeError as error:
+        raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    try:
         print(f"Moodlens: {cluster.url} (nginx) -> {len(cluster.instance_ports)} instances")
         for index in range(len(cluster.instance_ports)):
             print(f"  instance-{index}: {cluster.instance_url(index)}")
         print(f"  redis: {cluster.message_queue}; logs in {cluster.runtime}; Ctrl-C stops everything")
-        signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop cleanly on TERM too
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
+    finally:
+        cluster.stop()
 
 
 if __name__ == "__main__":

@@ -7,14 +7,20 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from deploy.cluster import Cluster, missing_tools
+from deploy.cluster import Cluster, _children, free_port, missing_tools
 from tests.harness import CHROMIUM, CHROMIUM_ARGS, jpeg_bytes, write_y4m
 
 pytestmark = [
@@ -25,6 +31,7 @@ pytestmark = [
     ),
 ]
 FAILOVER_S = 5
+ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 4
 
 
@@ -88,6 +95,27 @@ def test_nginx_refuses_an_oversized_photo_in_json_and_passes_a_large_video_on(cl
         status,
         body,
     )
+
+
+def test_nginx_takes_two_videos_at_once_from_one_address_and_refuses_a_third_in_json(cluster):
+    host, port = cluster.url.removeprefix("http://").split(":")
+    uploads = []
+    try:
+        for _ in range(2):  # two uploads under way: headers and the first bytes of a 50 MB body
+            upload = socket.create_connection((host, int(port)), timeout=10)
+            upload.sendall(
+                b"POST /api/v1/analyze-video HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\n"
+                b"Content-Length: 52428800\r\n\r\n" + b"\0" * 65536
+            )
+            uploads.append(upload)
+        time.sleep(0.5)  # nginx has both in its body-reading phase
+        status, content_type, body = post(cluster.url + "/api/v1/analyze-video", b"\0" * 1024)
+        assert (status, content_type, body["error"]["code"]) == (429, "application/json", "too_many_uploads")
+    finally:
+        for upload in uploads:
+            upload.close()
+    time.sleep(0.5)
+    assert post(cluster.url + "/api/v1/analyze-video", b"\0" * 1024)[0] != 429  # a slot is free once they end
 
 
 def test_clients_fail_over_to_the_other_instance_within_5_s(cluster, webcam_frame):
@@ -203,3 +231,73 @@ def test_a_tls_balancer_in_front_of_nginx_keeps_its_scheme(cluster):
 
     assert handshake("https") == 200
     assert handshake(None) == 400  # a plain-http request from an https page is cross-origin
+
+
+def _cluster_command(port: int) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "deploy.cluster", "--instances", "1", "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _descendants(pid: int) -> set[int]:
+    found, frontier = set(), [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child in _children(parent):
+            found.add(child)
+            frontier.append(child)
+    return found
+
+
+def _runtime_folders() -> set[str]:
+    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("moodlens-cluster-")}
+
+
+@pytest.mark.parametrize("when", ["starting", "running"])
+def test_the_cluster_command_stops_everything_when_its_terminal_hangs_up(when):
+    """On HUP alone gunicorn and nginx reload and run on; the command stops them, during start-up too."""
+    before = _runtime_folders()
+    with _cluster_command(free_port()) as command:
+        _hang_up(command, when)
+        started = command.started
+    deadline = time.monotonic() + 15
+    while (alive := {pid for pid in started if os.path.exists(f"/proc/{pid}")}) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive, f"left running: {alive}"
+    assert _runtime_folders() <= before
+
+
+def _hang_up(command: subprocess.Popen, when: str) -> None:
+    """Send HUP to the cluster command once it is `when` ("starting" or "running"); note what it had started."""
+    try:
+        deadline = time.monotonic() + 120
+        if when == "running":
+            while "Ctrl-C stops everything" not in (line := command.stdout.readline()) and time.monotonic() < deadline:
+                assert line or command.poll() is None, command.stderr.read()
+        else:
+            while not _descendants(command.pid) and time.monotonic() < deadline:  # redis is up, the rest starting
+                time.sleep(0.05)
+        command.started = _descendants(command.pid)
+        assert command.started
+        command.send_signal(signal.SIGHUP)
+        command.wait(60)
+    finally:
+        if command.poll() is None:
+            command.kill()
+
+
+def test_the_cluster_command_refuses_a_port_in_use_and_leaves_nothing_behind():
+    before = _runtime_folders()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = _cluster_command(port)
+        _, stderr = command.communicate(timeout=60)
+    assert command.returncode == 1 and f"port {port} is in use" in stderr
+    assert stderr.startswith("error:") and "Traceback" not in stderr
+    assert _runtime_folders() <= before
