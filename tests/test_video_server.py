@@ -54,3 +54,23 @@ def test_a_video_job_runs_beside_the_live_stream(server, grace_rgb, webcam_frame
     assert state["state"] in ("cancelled", "done")
     status, _, reply = call(server + "/api/v1/analyze-video?fps=2", video_bytes(grace_rgb, seconds=1))
     assert status == 200 and len(reply["frames"]) == 2
+
+
+def test_a_synchronous_video_whose_client_leaves_frees_the_slot(server, grace_rgb):
+    import socket
+
+    # 1,200 frames: ~9 s of analysis here, were it left to run
+    video = video_bytes(grace_rgb, seconds=40)
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as leaving:
+        leaving.sendall(
+            b"POST /api/v1/analyze-video?fps=30 HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\n"
+            + f"Content-Length: {len(video)}\r\n\r\n".encode()
+            + video
+        )
+        time.sleep(1.5)  # the analysis under way
+    left = time.monotonic()
+    while (reply := call(server + "/api/v1/analyze-video?fps=1", video_bytes(grace_rgb, seconds=1)))[0] == 503:
+        assert time.monotonic() - left < 4, "the video slot stayed taken after its client left"
+        time.sleep(0.2)
+    assert reply[0] == 200 and len(reply[2]["frames"]) == 1

@@ -8,6 +8,7 @@ nothing of eventlet: it takes the locks made here.
 from __future__ import annotations
 
 import random
+import socket
 import threading
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -53,6 +54,38 @@ def run_in_background(function, *args):
     """Call `function(*args)` on one of the app's background threads (`webapp.background`): photos and
     video jobs, which give the CPU to the live frames whenever both want it."""
     return current_app.extensions["background"].run(function, *args)
+
+
+@contextmanager
+def on_hang_up(environ: dict, hang_up: Callable[[], None]):
+    """Call `hang_up()` if the request's client closes its connection while the block runs (under eventlet
+    and gunicorn, which hands the app the client's socket); elsewhere nothing.
+
+    The request's body has been read by then, so the connection turns readable only when the client sends
+    again (a pipelined request: then nothing is done) or goes away (an empty read): a green thread waits for
+    that, and the block's end stops it before the reply is written.
+    """
+    client = environ.get("gunicorn.socket")
+    if client is None or current_app.config["ASYNC_MODE"] != "eventlet":
+        yield
+        return
+    import eventlet
+
+    def watch() -> None:
+        try:
+            sent = client.recv(1, socket.MSG_PEEK)  # green: waits until the client sends or closes
+        except ValueError:  # a TLS socket (gunicorn --certfile) cannot peek: no watch
+            return
+        except OSError:
+            sent = b""
+        if not sent:
+            hang_up()
+
+    watcher = eventlet.spawn(watch)
+    try:
+        yield
+    finally:
+        watcher.kill()
 
 
 def fast_apply_mask(data, mask, length=None, offset=0) -> bytes:

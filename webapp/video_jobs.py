@@ -52,6 +52,10 @@ class VideoJob:
     finished_at: float | None = None
     started_at: float = field(default_factory=time.monotonic)
 
+    def cancel(self) -> None:
+        """Ask the analysis to stop: it does within one decoded frame."""
+        self.cancel_requested = True
+
     def to_dict(self) -> dict:
         """The job's state, without its result (`json_parts` adds it)."""
         reply = {"id": self.id, "state": self.state, "progress": round(self.progress, 4)}

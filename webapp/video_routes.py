@@ -10,7 +10,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from webapp import socketio_of
 from webapp.body_limits import SLOT
-from webapp.concurrency import run_in_background
+from webapp.concurrency import on_hang_up, run_in_background
 from webapp.config import body_limit
 from webapp.errors import error_body, from_video_error
 from webapp.video_jobs import JobResult, JobsBusy, VideoJob, VideoJobs
@@ -95,10 +95,14 @@ def analyze():
         socketio_of(current_app).start_background_task(_run, current_app._get_current_object(), job, *settings)
         return jsonify({**job.to_dict(), "url": url_for("video.job", job_id=job.id)}), 202
     try:
-        _run(current_app._get_current_object(), job, *settings)
+        # a client that gives up waiting (or nginx's read timeout) must not keep the video slot to the end
+        with on_hang_up(request.environ, job.cancel):
+            _run(current_app._get_current_object(), job, *settings)
     finally:
         # its id was never given out: kept, it would only crowd out async results a client is polling
         _jobs().forget(job)
+    if job.state == "cancelled":  # nobody reads this
+        return _bad("cancelled", "the client closed the connection before the answer", 410)
     if job.error is not None:
         return _job_error(job)
     if reply_format == "csv":
@@ -185,5 +189,5 @@ def cancel(job_id: str):
         return _bad("not_found", "no such job", 404)
     if found.state != "running":
         return jsonify(found.to_dict()), 200
-    found.cancel_requested = True
+    found.cancel()
     return jsonify(found.to_dict()), 202
