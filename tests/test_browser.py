@@ -916,3 +916,48 @@ def test_a_recordings_file_is_named_by_the_users_local_time(browser, live_server
         assert info.value.suggested_filename.startswith(f"moodlens-{local}-")
     finally:
         context.close()
+
+
+CONTROLS_PRELUDE = """
+  const { createRecordingControls } = await import('/static/js/recording-controls.js');
+  const make = (tag) => document.body.appendChild(document.createElement(tag));
+  const parts = { record: make('button'), csv: make('button'), json: make('button'), status: make('p'),
+                  summary: make('section'), summaryFaces: make('div') };
+  const controls = createRecordingControls(['happy', 'sad'], parts);
+  controls.enable(true);
+  const face = { id: 1, box: { x: 1, y: 2, width: 3, height: 4 }, emotion: 'happy', score: 0.9,
+                 probabilities: { happy: 0.9, sad: 0.1 } };
+  const answer = () => controls.add({ width: 640, height: 360, faces: [face] }, performance.now() + 5);
+"""
+
+
+def test_a_recording_not_downloaded_is_discarded_only_on_a_second_press(page, live_server):
+    page.goto(live_server + "/")
+    with page.expect_download():
+        steps = page.evaluate(
+            f"""async () => {{ {CONTROLS_PRELUDE}
+                 const steps = [];
+                 const note = () => steps.push([controls.state.recording, parts.status.textContent]);
+                 parts.record.click(); answer(); parts.record.click();  // a recording of one row, stopped
+                 parts.record.click(); note();  // asks first
+                 parts.record.click(); note();  // starts anew
+                 answer(); parts.record.click(); parts.csv.click();  // downloaded: one press starts the next
+                 parts.record.click(); note();
+                 return steps; }}"""
+        )
+    assert steps[0][0] is False and "not downloaded" in steps[0][1] and "1 rows" in steps[0][1]
+    assert steps[1] == [True, "recording…"] and steps[2] == [True, "recording…"]
+
+
+def test_a_recording_ends_at_its_duration_cap_without_answers(page, live_server):
+    page.goto(live_server + "/")
+    state = page.evaluate(
+        f"""async () => {{ {CONTROLS_PRELUDE}
+             controls.state.cap = {{ rows: 100, ms: 1000 }};
+             parts.record.click();
+             answer();  // then the connection is lost: no more answers
+             await new Promise((done) => setTimeout(done, 1400));
+             return {{ ...controls.state, text: parts.status.textContent }}; }}"""
+    )
+    assert state["recording"] is False and state["capped"] == "duration" and state["rows"] == 1
+    assert state["text"] == "Stopped: the recording reached its cap of 1 s. 1 rows"

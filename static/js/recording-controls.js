@@ -12,8 +12,18 @@ export function createRecordingControls(emotions, { record, csv, json, status, s
   let recorder = createRecorder(emotions);
   let startedAt = 0;
   let shownSecond = -1;
+  let capTimer = 0;
+  let unsaved = false; // a stopped recording with rows, not downloaded yet
+  let discardAsked = false;
 
   function start() {
+    if (unsaved && !discardAsked) {
+      // one press must not throw away minutes of rows nobody downloaded
+      discardAsked = true;
+      status.textContent = `The last recording (${recorder.rows.length} rows) is not downloaded. Press Record again to discard it and start anew.`;
+      return;
+    }
+    unsaved = discardAsked = false;
     recorder = createRecorder(emotions, state.cap);
     startedAt = performance.now();
     recorder.start(startedAt);
@@ -24,11 +34,16 @@ export function createRecordingControls(emotions, { record, csv, json, status, s
     summary.hidden = true;
     setDownloads(false);
     status.textContent = "recording…";
+    // the duration cap is checked as answers come; without answers (a lost connection) this timer ends it
+    const cap = state.cap.ms;
+    capTimer = setTimeout(() => add({ width: 0, height: 0, faces: [] }, startedAt + cap + 1), cap + 1);
   }
 
   function stop() {
     if (!state.recording) return;
+    clearTimeout(capTimer);
     recorder.stop();
+    unsaved = recorder.rows.length > 0;
     Object.assign(state, { rows: recorder.rows.length, capped: recorder.capped, recording: false });
     record.textContent = "Record";
     record.classList.remove("on");
@@ -67,8 +82,13 @@ export function createRecordingControls(emotions, { record, csv, json, status, s
   }
 
   record.addEventListener("click", () => (state.recording ? stop() : start()));
-  csv.addEventListener("click", () => download(recorder.csv(), fileName("csv")));
-  json.addEventListener("click", () => download(recorder.json(), fileName("json")));
+  csv.addEventListener("click", () => saved(recorder.csv(), fileName("csv")));
+  json.addEventListener("click", () => saved(recorder.json(), fileName("json")));
+
+  function saved(blob, filename) {
+    download(blob, filename);
+    unsaved = discardAsked = false;
+  }
 
   return {
     state,
