@@ -208,3 +208,26 @@ def test_val_is_the_ferplus_majority_and_optional(voted_data, tmp_path):
     (data / "val" / "happy" / "broken.png").write_bytes(b"not an image")
     with pytest.raises(DataError):
         consistent.load_faces(args)
+
+
+def test_a_run_never_overwrites_models_or_a_run_record(tmp_path, capsys):
+    """Refused before the data loads: --data here does not even exist."""
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "w4-s0.keras").write_bytes(b"a trained teacher")
+    common = ["--data", str(tmp_path / "absent"), "--out", str(out)]
+    assert consistent.main([*common, "--widths", "4", "--teachers", str(out / "w4-s0.keras")]) == 2
+    assert f"a student would be saved over its teacher {out / 'w4-s0.keras'}" in capsys.readouterr().err
+    assert consistent.main([*common, "--widths", "4"]) == 2
+    assert f"{out / 'w4-s0.keras'} exists: pick another --out" in capsys.readouterr().err
+    assert (out / "w4-s0.keras").read_bytes() == b"a trained teacher"
+    (out / "run.json").write_text("{}")
+    assert consistent.main([*common, "--widths", "8"]) == 2
+    assert "run.json exists" in capsys.readouterr().err
+
+
+def test_a_missing_model_to_fine_tune_is_one_error_line(voted_data, tmp_path, capsys):
+    args = ["--data", str(voted_data), "--out", str(tmp_path / "ft"), "--init-from", str(tmp_path / "absent.keras")]
+    assert consistent.main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --init-from: model file") and "not found" in err and len(err.splitlines()) == 1

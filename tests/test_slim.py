@@ -118,3 +118,11 @@ def test_with_record_keeps_what_resume_and_the_card_read(trained_with_optimizer,
     assert sorted(path.name for path in kept.iterdir()) == ["hparams.json", "last.keras", "state.json"]
     assert (kept / "state.json").read_text() == '{"epochs_done": 1}'
     assert "copied hparams.json, state.json" in capsys.readouterr().out
+
+
+def test_with_record_beside_the_source_keeps_the_record_where_it_is(trained_with_optimizer, capsys):
+    run = trained_with_optimizer.parent
+    (run / "hparams.json").write_text('{"width": 8}')
+    assert main([str(trained_with_optimizer), str(run / "slim.keras"), "--with-record"]) == 0
+    assert is_slim(run / "slim.keras") and (run / "hparams.json").read_text() == '{"width": 8}'
+    assert "the record (hparams.json) is there already" in capsys.readouterr().out

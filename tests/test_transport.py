@@ -79,3 +79,22 @@ def test_models_travel_as_float16_and_come_back_whole(tmp_path, stem_convs):
 
 def test_gpu_run_script_parses():
     assert subprocess.run(["bash", "-n", "training/gpu_run.sh"]).returncode == 0
+
+
+def test_a_pack_goes_into_a_new_folder_or_into_the_dataset_itself(voted_data, tmp_path):
+    import shutil
+
+    data = shutil.copytree(voted_data, tmp_path / "data")
+    # .device/ does not exist on a fresh checkout
+    assert transport.main(["pack-data", str(data), str(tmp_path / ".device" / "faces.npz")]) == 0
+    assert (tmp_path / ".device" / "ferplus_votes.csv").read_text() == (data / "ferplus_votes.csv").read_text()
+    # beside its own vote table: not copied onto itself, and the pack is not packed into itself
+    assert transport.main(["pack-data", str(data), str(data / "faces.npz")]) == 0
+    assert transport.main(["unpack-data", str(data / "faces.npz"), str(tmp_path / "out")]) == 0
+    assert (tmp_path / "out" / "ferplus_votes.csv").is_file() and not (tmp_path / "out" / "faces.npz").exists()
+
+
+def test_fer2013_csv_is_refused_with_the_layout_to_use(tmp_path, capsys):
+    (tmp_path / "fer2013.csv").write_text("emotion,pixels,Usage\n")
+    assert transport.main(["pack-data", str(tmp_path / "fer2013.csv"), str(tmp_path / "faces.npz")]) == 2
+    assert "pack-data packs a dataset folder (<split>/<emotion>/ images" in capsys.readouterr().err

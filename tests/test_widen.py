@@ -63,3 +63,14 @@ def test_only_compact_cnns_widen_and_ema_must_be_below_one(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train.main(["--data", str(tmp_path), "--ema", "1"])
     assert "--ema must be in [0, 1)" in capsys.readouterr().err
+
+
+def test_a_compact_cnn_is_known_by_its_layers_not_its_name():
+    """training.consistent and transport unpack-models save compact CNNs as w<width>-s<seed>."""
+    import keras
+
+    model = make_compact_cnn(width=8, classes=EMOTIONS_WITH_CONTEMPT)
+    renamed = keras.Model(model.input, model.output, name="w8-s0")
+    faces = np.random.default_rng(2).random((3, 48, 48, 1), dtype=np.float32)
+    wide = widen(renamed, 12, noise=0.0)
+    np.testing.assert_allclose(wide.predict(faces, verbose=0), model.predict(faces, verbose=0), atol=1e-5)

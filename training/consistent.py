@@ -282,22 +282,52 @@ def student_name(path) -> str:
     return f"{Path(path).parent.name}-{Path(path).stem}"
 
 
+def student_names(args) -> list[str]:
+    """The name each model is trained and saved under: `w<width>-s<seed>` (`w<width>-stem<n>-s<seed>`
+    with a deeper stem) for a new one, `<folder>-<file>` of the original for a fine-tune."""
+    if args.init_from:
+        return [student_name(path) for path in args.init_from]
+    stem = f"-stem{args.stem_convs}" if args.stem_convs > 1 else ""
+    return [f"w{width}{stem}-s{args.seed + index}" for index, width in enumerate(args.widths)]
+
+
+def check_out_is_free(args) -> None:
+    """Refuse a run that would overwrite models: a student file or run.json already in --out (as
+    `training.train` refuses an existing run folder), a teacher above all.
+
+    Raises:
+        ValueError: naming the first such file.
+    """
+    out = Path(args.out)
+    teachers = {Path(path).resolve() for path in args.teachers}
+    for path in [out / f"{name}.keras" for name in student_names(args)]:
+        if path.resolve() in teachers:
+            raise ValueError(f"a student would be saved over its teacher {path}: pick another --out")
+        if path.exists():
+            raise ValueError(f"{path} exists: pick another --out, or move it away")
+    if (out / "run.json").exists():
+        raise ValueError(f"{out / 'run.json'} exists: {out} holds another run; pick another --out")
+
+
 def make_students(args, classes: tuple[str, ...]) -> list:
-    """The models to train: new compact CNNs (`args.widths`, seeded `args.seed`, +1, ...), or the
-    `args.init_from` models with the blur this run's augmentation needs and a head for `classes`.
-    Each is named as its file will be: `w<width>-s<seed>` (`w<width>-stem<n>-s<seed>` with a deeper
-    stem), or `<folder>-<file>` of the original."""
+    """The models to train, named as `student_names` says: new compact CNNs (`args.widths`, seeded
+    `args.seed`, +1, ...), or the `args.init_from` models with the blur this run's augmentation needs
+    and a head for `classes`.
+
+    Raises:
+        ModelFileError: for an --init-from file that is missing or not a model.
+    """
     import keras
 
     from training.model import blur_sigma_for, make_model, with_blur_sigma, with_classes
-    from webapp.vision.layers import load_model
+    from training.model_files import read_model
 
     sigma = blur_sigma_for(args.augment)
+    names = student_names(args)
     if args.init_from:
-        models = [with_classes(with_blur_sigma(load_model(path), sigma), classes) for path in args.init_from]
-        names = [student_name(path) for path in args.init_from]
+        models = [with_classes(with_blur_sigma(read_model(path), sigma), classes) for path in args.init_from]
     else:
-        models, names = [], []
+        models = []
         for index, width in enumerate(args.widths):
             keras.utils.set_random_seed(args.seed + index)
             models.append(
@@ -310,17 +340,16 @@ def make_students(args, classes: tuple[str, ...]) -> list:
                     stem_convs=args.stem_convs,
                 )
             )
-            stem = f"-stem{args.stem_convs}" if args.stem_convs > 1 else ""
-            names.append(f"w{width}{stem}-s{args.seed + index}")
     return [keras.Model(model.input, model.output, name=name) for model, name in zip(models, names, strict=True)]
 
 
 def load_teachers(paths, classes: tuple[str, ...]) -> list:
     """The teacher models, each checked to output `classes` in that order (their columns are
     averaged and blended with the targets as they stand)."""
-    from webapp.vision.layers import load_model, model_classes
+    from training.model_files import read_model
+    from webapp.vision.layers import model_classes
 
-    teachers = [load_model(path) for path in paths]
+    teachers = [read_model(path) for path in paths]
     for path, teacher in zip(paths, teachers, strict=True):
         if model_classes(teacher) != tuple(classes):
             raise ValueError(
@@ -343,13 +372,15 @@ def main(argv=None) -> int:
     import keras
 
     from training.model import blur_sigma_for, with_blur_sigma
+    from training.model_files import ModelFileError
     from webapp.vision.labels import classes_for
     from webapp.vision.preprocess import to_model_input
 
     keras.utils.set_random_seed(args.seed)
     try:
+        check_out_is_free(args)  # before the data loads: a refused run costs nothing
         train, val = load_faces(args)
-    except DataError as error:
+    except (ValueError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     classes = classes_for(args.classes)
@@ -358,7 +389,11 @@ def main(argv=None) -> int:
     except (OSError, ValueError) as error:
         print(f"error: --teachers: {error}", file=sys.stderr)
         return 2
-    students = make_students(args, classes)
+    try:
+        students = make_students(args, classes)
+    except ModelFileError as error:
+        print(f"error: --init-from: {error}", file=sys.stderr)
+        return 2
     # the augmented faces are already as soft as the teachers' training faces: no second blur
     sigma = blur_sigma_for(args.augment)
     trainer = build_trainer(students, [with_blur_sigma(t, 0.0) if sigma else t for t in teachers], args, len(classes))

@@ -47,6 +47,14 @@ def make_ensemble(members: list) -> keras.Model:
     return keras.Model(inputs, named, name=f"ensemble_of_{len(members)}")
 
 
+def same_file(first: str | os.PathLike, second: str | os.PathLike) -> bool:
+    """Whether two paths name one file, however spelled (relative, through links, hard-linked)."""
+    first, second = Path(first), Path(second)
+    if first.exists() and second.exists():
+        return os.path.samefile(first, second)
+    return first.resolve() == second.resolve()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.ensemble",
@@ -65,13 +73,17 @@ def main(argv=None) -> int:
     if len(args.members) < 2:
         print("error: an ensemble needs at least two --members", file=sys.stderr)
         return 2
+    overwritten = next((path for path in args.members if same_file(path, args.out)), None)
+    if overwritten is not None:
+        print(f"error: --out {args.out} is the member {overwritten}: write the ensemble to a new file", file=sys.stderr)
+        return 2
     try:
         members = [read_model(path) for path in args.members]
         held_out = load_split(args.data, args.split) if args.data else None
-    except (ModelFileError, DataError) as error:
+        ensemble = make_ensemble(members)  # (members of different classes are refused here)
+    except (ModelFileError, DataError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    ensemble = make_ensemble(members)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     ensemble.save(args.out)
     print(f"wrote {args.out} ({len(args.members)} members, {ensemble.count_params():,} parameters)")

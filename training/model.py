@@ -159,6 +159,24 @@ def stem_conv_count(model: keras.Model) -> int:
     raise ValueError(f"{model.name} is not a compact CNN: it has no pooling")
 
 
+def compact_cnn_shape(model: keras.Model) -> tuple[int, int] | None:
+    """A compact CNN's (width, stem_convs), read from its layers; None for any other model.
+
+    Judged by structure, not by name: `training.consistent` and `transport unpack-models` rename the
+    models they save (`w40-s0`). A compact CNN of that width, stem and classes must have the same weights."""
+    convs = [layer for layer in model.layers if isinstance(layer, layers.Conv2D)]
+    if not convs:
+        return None
+    try:
+        stem_convs, classes = stem_conv_count(model), model_classes(model)
+    except ValueError:
+        return None
+    twin = make_compact_cnn(convs[0].filters, classes=classes, stem_convs=stem_convs)
+    if [w.shape for w in twin.weights] != [w.shape for w in model.weights]:
+        return None
+    return convs[0].filters, stem_convs
+
+
 def make_mobilenetv2(
     dropout: float = 0.2,
     weights: str | None = "imagenet",

@@ -120,6 +120,17 @@ def compare(source: Path, destination: Path, faces: np.ndarray) -> tuple[int, fl
     return int((before.argmax(1) != after.argmax(1)).sum()), float(np.abs(before - after).max())
 
 
+def copy_record(run: Path, kept: Path) -> None:
+    """Copy the run's record (`RUN_RECORD`) from `run` to `kept`, saying what was copied."""
+    record = [name for name in RUN_RECORD if (run / name).is_file()]
+    if record and kept.resolve() == run.resolve():  # a slim copy beside its source: a file is not copied onto itself
+        print(f"{kept}: the record ({', '.join(record)}) is there already")
+        return
+    for name in record:
+        shutil.copyfile(run / name, kept / name)
+    print(f"{kept}: copied {', '.join(record) or 'no record (none beside the source)'}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.slim", description=__doc__.split("\n")[0])
     parser.add_argument("source", type=Path, help="a trained .keras model (optimizer state is dropped)")
@@ -143,10 +154,7 @@ def main(argv=None) -> int:
     mb = args.destination.stat().st_size / 1e6
     print(f"{args.destination}: {rewritten} weight arrays in float16, {mb:.1f} MB")
     if args.with_record:
-        copied = [name for name in RUN_RECORD if (args.source.parent / name).is_file()]
-        for name in copied:
-            shutil.copyfile(args.source.parent / name, args.destination.parent / name)
-        print(f"{args.destination.parent}: copied {', '.join(copied) or 'no record (none beside the source)'}")
+        copy_record(args.source.parent, args.destination.parent)
     if args.data:
         from training.data import load_split
 

@@ -208,11 +208,25 @@ def parse_args(argv=None) -> argparse.Namespace:
 def class_weights(counts: np.ndarray, mode: str) -> np.ndarray | None:
     """Per-class loss weights that counter FER-2013's imbalance (disgust is 1.5% of Training).
 
-    `counts` may be fractional: the summed targets of soft labels."""
+    `counts` may be fractional: the summed targets of soft labels. A class with no targets is
+    weighted 0 and left out of K: it weighs no face, and counting it would scale the others' weights
+    as if it shared their mass."""
     if mode == "none":
         return None
-    raw = counts.sum() / (len(counts) * np.maximum(counts, 1))
+    present = counts > 0
+    raw = np.where(present, counts.sum() / (present.sum() * np.where(present, counts, 1)), 0.0)
     return np.sqrt(raw) if mode == "sqrt" else raw
+
+
+def warn_of_empty_classes(classes: tuple[str, ...], counts: np.ndarray) -> None:
+    """Say which of the model's classes no training target names: the model cannot learn them."""
+    empty = [name for name, count in zip(classes, counts, strict=True) if not count > 0]
+    if empty:
+        print(
+            f"warning: no training targets for {', '.join(empty)}: the model cannot learn to recognise "
+            + ("it" if len(empty) == 1 else "them"),
+            file=sys.stderr,
+        )
 
 
 class LabeledFaces(NamedTuple):
@@ -347,15 +361,37 @@ def first_conv_filters(classifier) -> int:
     return next(layer.filters for layer in classifier.layers if isinstance(layer, keras.layers.Conv2D))
 
 
+def fine_tuned_architecture(model, path: str) -> tuple[str, int | None, int | None]:
+    """(arch, width, stem_convs) of a model given to --init-from, as the run records them.
+
+    Raises:
+        ValueError: for a model that is neither a compact CNN nor MobileNetV2 (an ensemble: its
+            members are whole models inside it, with no layers a fine-tune can record).
+    """
+    from training.model import compact_cnn_shape
+
+    if "mobilenetv2" in model.name:
+        return "mobilenetv2", None, None
+    shape = compact_cnn_shape(model)
+    if shape is None:
+        raise ValueError(
+            f"--init-from {path}: {model.name} is neither a compact CNN nor MobileNetV2 "
+            "(an ensemble is not fine-tuned: fine-tune its members)"
+        )
+    return "compact", *shape
+
+
 def build_model(args):
     """An untrained model for `args`, or the --init-from model with the blur this run's augmentation needs."""
     from training.model import blur_sigma_for, make_model, with_blur_sigma, with_classes
+    from training.model_files import read_model
     from webapp.vision.labels import classes_for
-    from webapp.vision.layers import load_model
 
     sigma, classes = blur_sigma_for(args.augment), classes_for(args.classes)
     if args.init_from:
-        model = with_classes(with_blur_sigma(load_model(args.init_from), sigma), classes)
+        model = read_model(args.init_from)
+        fine_tuned_architecture(model, args.init_from)  # before the copies below, which assume one
+        model = with_classes(with_blur_sigma(model, sigma), classes)
         if args.widen:
             from training.widen import widen
 
@@ -427,15 +463,27 @@ def resume_model(checkpoint: Path, args, steps_per_epoch: int, prior: np.ndarray
     for variable, saved in zip(model.optimizer.variables, state.variables, strict=True):
         variable.assign(saved)
     if args.ema:
-        # the checkpoint was saved with the averaged weights swapped into the model (SwapEMAWeights)
-        # and the raw ones in the optimizer's average slots: swap back, as an uninterrupted run has them
-        for weights, average in zip(
-            model.trainable_variables, model.optimizer._model_variables_moving_average, strict=True
-        ):
-            raw = keras.ops.convert_to_numpy(average)
-            average.assign(weights)
-            weights.assign(raw)
+        swap_raw_weights_back(model, checkpoint)
     return model
+
+
+def swap_raw_weights_back(model, checkpoint: Path) -> None:
+    """Put an --ema checkpoint's raw weights back in the model and its average in the slots.
+
+    The checkpoint was saved with the averaged weights swapped into the model (`KeepRawWeights`)
+    and the raw ones in the optimizer's average slots: an uninterrupted run has them the other way."""
+    import keras
+
+    pairs = list(zip(model.trainable_variables, model.optimizer._model_variables_moving_average, strict=True))
+    as_arrays = [(keras.ops.convert_to_numpy(w), keras.ops.convert_to_numpy(a)) for w, a in pairs]
+    if all(np.array_equal(weights, average) for weights, average in as_arrays):
+        # Keras's own swap callback, at a run's last epoch, wrote the average over the raw weights
+        print(
+            f"{checkpoint} holds the average in place of its raw weights (saved by an older version): going on from it"
+        )
+    for (weights, average), (weight_values, average_values) in zip(pairs, as_arrays, strict=True):
+        weights.assign(average_values)
+        average.assign(weight_values)
 
 
 def logged_val_accuracy(run_dir: Path) -> list[float]:
@@ -496,6 +544,20 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = F
     checkpoint was slimmed)."""
     import keras
 
+    class KeepRawWeights(keras.callbacks.SwapEMAWeights):
+        """Swap the averaged weights in at each epoch's end, the raw ones into the average slots.
+
+        Keras's own callback, at the last epoch, also copies the average over the slots (for fit's
+        final overwrite of the weights with the slots), so the last.keras of a finished run held the
+        average twice and an extended run (--resume with more --epochs) went on from it, its raw
+        weights lost. Here every epoch's checkpoints hold both; the model left in memory after fit
+        holds the raw weights, which nothing saves."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if not self._ema_weights_in_model:
+                self._swap_variables()
+                self._ema_weights_in_model = True
+
     class SaveState(keras.callbacks.Callback):
         """Record finished epochs and wall time, so --resume and the model card can use them."""
 
@@ -530,7 +592,7 @@ def make_callbacks(run_dir: Path, resume: bool, train_images: int, ema: bool = F
 
     # a resumed run's best checkpoint must know the best accuracy so far
     best_so_far = max(logged_val_accuracy(run_dir), default=float("-inf")) if resume else float("-inf")
-    swap = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema else []
+    swap = [KeepRawWeights(swap_on_epoch=True)] if ema else []
     return [
         *swap,
         keras.callbacks.CSVLogger(str(run_dir / "log.csv"), append=resume),
@@ -626,6 +688,52 @@ def failed_start(run_dir: Path, resumed: bool) -> int:
     return 2
 
 
+def go_on_with(run_dir: Path, args, steps_per_epoch: int, prior: np.ndarray, epochs_done: int):
+    """The resumed run's model from its last.keras; only once it loads is the run's record brought up
+    to this session (hparams.json rewritten, log.csv cut to the epochs done, best.keras restored), so
+    a failed resume leaves the run as it was. None, after the error line, when it cannot be read back."""
+    checkpoint = run_dir / "last.keras"
+    try:
+        model = resume_model(checkpoint, args, steps_per_epoch, prior, epochs_done)
+    except UNREADABLE_MODEL_ERRORS as error:
+        print(f"error: --resume: {checkpoint} cannot be read back ({error})", file=sys.stderr)
+        return None
+    (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+    forget_unfinished_epoch(run_dir, epochs_done)
+    restore_best(run_dir)
+    return model
+
+
+def start_model(run_dir: Path, args, steps_per_epoch: int, prior: np.ndarray):
+    """A fresh run's compiled model, its record written; None, after the error line, when it cannot be built."""
+    try:
+        model = build_model(args)
+        if args.init_from:  # the run's record names the architecture it fine-tunes (as widened)
+            args.arch, args.width, args.stem_convs = fine_tuned_architecture(model, args.init_from)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    compile_model(model, args, steps_per_epoch, prior)
+    write_run_record(run_dir, args, model)
+    return model
+
+
+def cap_warmup(args) -> None:
+    """Keep a fresh run's warm-up shorter than the run, saying so when it was not.
+
+    A run no longer than its warm-up trains at a rising rate throughout and never decays (the
+    first try's `--epochs 1` with the default one-epoch warm-up); like `training.consistent`,
+    such a run warms up in all but its last epoch."""
+    if args.warmup_epochs < args.epochs:
+        return
+    capped = float(args.epochs - 1)
+    print(
+        f"note: --warmup-epochs {args.warmup_epochs:g} is not shorter than the run's {args.epochs} epochs: "
+        f"warming up over {capped:g} instead"
+    )
+    args.warmup_epochs = capped
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     initial_epoch = 0
@@ -636,6 +744,7 @@ def main(argv=None) -> int:
         else:
             args.epochs = 30 if args.epochs is None else args.epochs
             run_dir = new_run_dir(args)
+            cap_warmup(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -656,11 +765,8 @@ def main(argv=None) -> int:
     except DataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    # only a start whose data loads makes the run folder, or rewrites a resumed run's record
-    if args.resume:
-        (run_dir / "hparams.json").write_text(json.dumps(vars(args), indent=2) + "\n")
-        forget_unfinished_epoch(run_dir, initial_epoch)
-    else:
+    # only a start whose data loads makes the run folder (a resumed run's record waits for its model)
+    if not args.resume:
         run_dir.mkdir(parents=True)
     if args.limit:
         train = train.sample(args.limit, args.seed)
@@ -678,34 +784,20 @@ def main(argv=None) -> int:
         "target mass per class: "
         + ", ".join(f"{name} {count:.0f}" for name, count in zip(classes, counts, strict=True))
     )
+    warn_of_empty_classes(classes, counts)
     if weights is not None:
         print("class weights: " + ", ".join(f"{name} {w:.2f}" for name, w in zip(classes, weights, strict=True)))
 
     train_ds, val_ds = make_datasets(args, train, val, weights, session_seed)
     steps_per_epoch = int(np.ceil(len(train.images) / args.batch_size))
     if args.resume:
-        restore_best(run_dir)
-        try:
-            model = resume_model(run_dir / "last.keras", args, steps_per_epoch, prior, initial_epoch)
-        except UNREADABLE_MODEL_ERRORS as error:
-            print(f"error: --resume: {run_dir / 'last.keras'} cannot be read back ({error})", file=sys.stderr)
+        model = go_on_with(run_dir, args, steps_per_epoch, prior, initial_epoch)
+        if model is None:
             return 2
     else:
-        try:
-            model = build_model(args)
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
+        model = start_model(run_dir, args, steps_per_epoch, prior)
+        if model is None:
             return failed_start(run_dir, resumed=False)
-        if args.init_from:  # the run's record names the architecture it fine-tunes
-            from training.model import stem_conv_count
-
-            args.arch, args.width, args.stem_convs = (
-                ("mobilenetv2", None, None)
-                if "mobilenetv2" in model.name
-                else ("compact", first_conv_filters(model), stem_conv_count(model))
-            )
-        compile_model(model, args, steps_per_epoch, prior)
-        write_run_record(run_dir, args, model)
     sharpness_aware(model, args.sam)
     model.jit_compile = args.xla
     if initial_epoch:

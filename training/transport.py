@@ -30,7 +30,15 @@ MAX_RETURNED_FILE = 16 * 2**20
 
 def pack_data(folder: Path, pack: Path, limit_per_split: dict[str, int] | None = None, seed: int = 0) -> int:
     """Pack the image files under `folder` (its `<split>/<emotion>/` files) into `pack`; with
-    `limit_per_split`, keep a random sample of that many files of a split. Returns the file count."""
+    `limit_per_split`, keep a random sample of that many files of a split. Returns the file count.
+
+    Only the folder layout travels: fer2013.csv holds the faces as text, over the 64 MiB a GPU
+    machine takes, while the folder's JPEG files fit."""
+    if folder.is_file():
+        raise ValueError(
+            f"{folder} is a file: pack-data packs a dataset folder (<split>/<emotion>/ images, as "
+            "../shared/datasets/fer2013 has), not fer2013.csv"
+        )
     files = sorted(path for path in folder.rglob("*") if path.is_file() and path.parent.parent.parent == folder)
     if not files:
         raise ValueError(f"{folder} holds no <split>/<emotion>/ image files")
@@ -42,15 +50,21 @@ def pack_data(folder: Path, pack: Path, limit_per_split: dict[str, int] | None =
             files = [path for path in files if path not in dropped]
     contents = [path.read_bytes() for path in files]
     names = "\n".join(path.relative_to(folder).as_posix() for path in files).encode()
+    pack.parent.mkdir(parents=True, exist_ok=True)  # (.device/ on a fresh checkout)
     np.savez(
         pack,
         blob=np.frombuffer(b"".join(contents), np.uint8),
         offsets=np.cumsum([0] + [len(content) for content in contents]),
         names=np.frombuffer(names, np.uint8),
     )
-    if (folder / VOTES_FILE).exists():
-        shutil.copy(folder / VOTES_FILE, pack.parent / VOTES_FILE)
+    copy_votes(folder, pack.parent)
     return len(files)
+
+
+def copy_votes(source: Path, destination: Path) -> None:
+    """Copy the FER+ vote table, if `source` has one, into `destination`, unless it is that folder."""
+    if (source / VOTES_FILE).exists() and source.resolve() != destination.resolve():
+        shutil.copy(source / VOTES_FILE, destination / VOTES_FILE)
 
 
 def unpack_data(pack: Path, folder: Path) -> int:
@@ -65,8 +79,7 @@ def unpack_data(pack: Path, folder: Path) -> int:
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(blob[offsets[index] : offsets[index + 1]].tobytes())
-    if (pack.parent / VOTES_FILE).exists():
-        shutil.copy(pack.parent / VOTES_FILE, folder / VOTES_FILE)
+    copy_votes(pack.parent, folder)
     return len(names)
 
 

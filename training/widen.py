@@ -38,25 +38,22 @@ def widen(model, width: int, noise: float = 0.01, seed: int = 0):
     """
     import keras
 
-    from training.model import make_compact_cnn, stem_conv_count
-    from webapp.vision.layers import InferenceBlur, model_classes
+    from training.model import compact_cnn_shape, make_compact_cnn
+    from webapp.vision.layers import inference_blur_sigma, model_classes
 
     rng = np.random.default_rng(seed)
+    shape = compact_cnn_shape(model)  # (its name may be any: training.consistent renames its models)
+    if shape is None:
+        raise ValueError(f"--widen needs a compact CNN; {model.name} is not one")
+    old_width, stem_convs = shape
     convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    if not convs or not model.name.startswith("compact_cnn"):
-        raise ValueError(f"--widen needs a compact CNN; {model.name} is not one")
-    blur = next(layer for layer in model.layers if isinstance(layer, InferenceBlur))
-    dropout = next(layer for layer in model.layers if isinstance(layer, keras.layers.Dropout))
-    if width < convs[0].filters:
-        raise ValueError(f"cannot narrow a width-{convs[0].filters} model to {width}")
-    wide = make_compact_cnn(
-        width, dropout.rate, blur.get_config()["sigma"], model_classes(model), stem_convs=stem_conv_count(model)
-    )
+    dropout = next((layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)), 0.4)
+    if width < old_width:
+        raise ValueError(f"cannot narrow a width-{old_width} model to {width}")
+    wide = make_compact_cnn(width, dropout, inference_blur_sigma(model), model_classes(model), stem_convs=stem_convs)
     wide_convs = [layer for layer in wide.layers if isinstance(layer, keras.layers.Conv2D)]
     wide_norms = [layer for layer in wide.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    if len(convs) != len(wide_convs) or len(norms) != len(wide_norms):
-        raise ValueError(f"{model.name} is not a compact CNN")
 
     incoming = np.arange(1)  # the gray input channel, never copied
     for conv, norm, wide_conv, wide_norm in zip(convs, norms, wide_convs, wide_norms, strict=True):
