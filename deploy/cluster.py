@@ -41,6 +41,8 @@ def free_port() -> int:
 def port_in_use(port: int) -> bool:
     """Whether something listens on `port` on the loopback interface already."""
     with socket.socket() as s:
+        # as nginx binds: a port whose last connections linger in TIME_WAIT is free to listen on
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -277,7 +279,8 @@ def main() -> None:
     # TERM (a service manager) or HUP (the terminal closed) stop everything, during start-up too: on HUP
     # alone gunicorn and nginx would reload and run on with nothing watching them
     for stop_signal in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(stop_signal, signal.default_int_handler)
+        if signal.getsignal(stop_signal) != signal.SIG_IGN:  # started under nohup: HUP stays ignored
+            signal.signal(stop_signal, signal.default_int_handler)
     cluster = Cluster(args.instances, args.port)
     try:
         cluster.start()  # stops what it started if it fails or is interrupted
@@ -293,6 +296,9 @@ def main() -> None:
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
     finally:
+        # a second Ctrl-C (or TERM) while gunicorn stops gracefully must not cut the stop short
+        for stop_signal in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop_signal, signal.SIG_IGN)
         cluster.stop()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -62,6 +63,42 @@ def test_no_more_calls_run_at_once_than_there_are_threads(monkeypatch):
     assert threads.run(divmod, 9, 4) == (2, 1)  # and new ones start when work comes
 
 
+class SlowToWake:
+    """A task queue whose threads take 0.1 s from receiving a call to counting themselves busy, as a thread
+    the OS has not scheduled yet does."""
+
+    def __init__(self, tasks):
+        self._tasks = tasks
+
+    def __getattr__(self, name):
+        return getattr(self._tasks, name)
+
+    def get(self, *args, **kwargs):
+        task = self._tasks.get(*args, **kwargs)
+        time.sleep(0.1)
+        return task
+
+
+def test_a_quick_call_never_waits_behind_a_long_one_while_threads_are_to_spare():
+    threads = BackgroundThreads(4, 0, green=False)
+    threads._tasks = SlowToWake(threads._tasks)
+    threads.run(int)  # one thread, idle
+    took = {}
+
+    def call(name, seconds):
+        start = time.monotonic()
+        threads.run(time.sleep, seconds)
+        took[name] = time.monotonic() - start
+
+    # a video, then a photo while the idle thread is taking the video: it must not count on that thread
+    video = threading.Thread(target=call, args=("video", 1))
+    video.start()
+    time.sleep(0.03)
+    call("photo", 0)
+    video.join()
+    assert took["photo"] < 0.5, took
+
+
 GREEN_CALLERS = textwrap.dedent(
     """
     import eventlet
@@ -98,6 +135,46 @@ def test_green_callers_wait_without_blocking_the_event_loop():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok")
+
+
+MANY_GREEN_POOLS = textwrap.dedent(
+    """
+    import eventlet
+    eventlet.monkey_patch()
+    import os
+    from webapp.background import BackgroundThreads
+
+    BackgroundThreads(1, 0, green=True).run(int)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(30):  # an app each, as a test session makes them
+        assert BackgroundThreads(1, 0, green=True).run(divmod, 7, 2) == (3, 1)
+    print(len(os.listdir("/proc/self/fd")) - before)
+    """
+)
+
+
+@linux_only
+def test_green_pools_share_one_pipe():
+    done = subprocess.run(
+        [sys.executable, "-c", MANY_GREEN_POOLS], capture_output=True, text=True, timeout=60, cwd=os.getcwd()
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == 0
+
+
+@linux_only
+def test_a_forked_child_runs_calls_on_threads_of_its_own():
+    threads = BackgroundThreads(2, 0, green=False)
+    threads.run(int)  # a thread, idle, in this process only (gunicorn --preload forks after the app is made)
+    child = os.fork()
+    if child == 0:
+        signal.alarm(10)  # a call that hangs ends the child
+        try:
+            os._exit(0 if threads.run(divmod, 7, 2) == (3, 1) else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 class PriorityNoting:

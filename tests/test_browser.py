@@ -961,3 +961,36 @@ def test_a_recording_ends_at_its_duration_cap_without_answers(page, live_server)
     )
     assert state["recording"] is False and state["capped"] == "duration" and state["rows"] == 1
     assert state["text"] == "Stopped: the recording reached its cap of 1 s. 1 rows"
+
+
+def test_a_face_seen_once_every_two_seconds_is_not_counted_in_view_between(page, live_server):
+    page.goto(live_server + "/")
+    summary = page.evaluate(
+        """async () => {
+             const { createRecorder } = await import('/static/js/recorder.js');
+             const recorder = createRecorder(['happy', 'sad']);
+             recorder.start(0);
+             const face = { id: 1, box: { x: 1, y: 2, width: 3, height: 4 }, emotion: 'happy', score: 0.9,
+                            probabilities: { happy: 0.9, sad: 0.1 } };
+             // answers at 30 fps for a minute; the face is in one frame of every 60
+             for (let i = 1; i <= 1800; i++) recorder.add({ width: 640, height: 360, faces: i % 60 ? [] : [face] }, i * 100 / 3);
+             recorder.stop();
+             return recorder.summary();
+           }"""
+    )
+    assert abs(summary[0]["seconds"] - 1) < 0.05  # 30 frames of 1/30 s, not a minute
+
+
+def test_a_click_beside_the_boxes_follows_the_largest_face_however_close_in_size(page, live_server):
+    page.goto(live_server + "/")
+    out = on_a_timeline(
+        page,
+        """for (let i = 0; i < 3; i++) push(face(1, 0, 100), face(2, 300, 95));
+           timeline.select(2);
+           push(face(1, 0, 100), face(2, 300, 95));
+           timeline.select(null);
+           const at_once = [timeline.faceId, timeline.followsLargest];
+           push(face(1, 0, 100), face(2, 300, 95));
+           return { at_once, after: [timeline.faceId, timeline.followsLargest] };""",
+    )
+    assert out == {"at_once": [1, True], "after": [1, True]}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.cluster import Cluster, _children, free_port, missing_tools
+from deploy.cluster import Cluster, _children, free_port, missing_tools, port_in_use
 from tests.harness import CHROMIUM, CHROMIUM_ARGS, jpeg_bytes, write_y4m
 
 pytestmark = [
@@ -233,9 +233,9 @@ def test_a_tls_balancer_in_front_of_nginx_keeps_its_scheme(cluster):
     assert handshake(None) == 400  # a plain-http request from an https page is cross-origin
 
 
-def _cluster_command(port: int) -> subprocess.Popen:
+def _cluster_command(port: int, prefix: tuple[str, ...] = ()) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "deploy.cluster", "--instances", "1", "--port", str(port)],
+        [*prefix, sys.executable, "-m", "deploy.cluster", "--instances", "1", "--port", str(port)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -257,37 +257,91 @@ def _runtime_folders() -> set[str]:
     return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("moodlens-cluster-")}
 
 
-@pytest.mark.parametrize("when", ["starting", "running"])
-def test_the_cluster_command_stops_everything_when_its_terminal_hangs_up(when):
-    """On HUP alone gunicorn and nginx reload and run on; the command stops them, during start-up too."""
-    before = _runtime_folders()
-    with _cluster_command(free_port()) as command:
-        _hang_up(command, when)
-        started = command.started
+def _wait_until(command: subprocess.Popen, when: str) -> set[int]:
+    """Wait until the cluster command is `when` ("starting": redis is up, the rest starting; "running");
+    return the processes it has started."""
+    deadline = time.monotonic() + 120
+    if when == "running":
+        while "Ctrl-C stops everything" not in (line := command.stdout.readline()) and time.monotonic() < deadline:
+            assert line or command.poll() is None, command.stderr.read()
+    else:
+        while not _descendants(command.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    started = _descendants(command.pid)
+    assert started
+    return started
+
+
+def _all_ended(started: set[int]) -> None:
     deadline = time.monotonic() + 15
     while (alive := {pid for pid in started if os.path.exists(f"/proc/{pid}")}) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not alive, f"left running: {alive}"
+
+
+@pytest.mark.parametrize(
+    ("when", "signals"),
+    [
+        ("starting", [signal.SIGHUP]),  # on HUP alone gunicorn and nginx reload and run on
+        ("running", [signal.SIGHUP]),
+        ("running", [signal.SIGTERM, signal.SIGTERM]),  # the second while gunicorn stops: the stop goes on
+    ],
+)
+def test_the_cluster_command_stops_everything_on_a_stop_signal(when, signals):
+    before = _runtime_folders()
+    with _cluster_command(free_port()) as command:
+        try:
+            started = _wait_until(command, when)
+            for stop_signal in signals:
+                command.send_signal(stop_signal)
+                time.sleep(0.3)
+            command.wait(60)
+        finally:
+            if command.poll() is None:
+                command.kill()
+    _all_ended(started)
     assert _runtime_folders() <= before
 
 
-def _hang_up(command: subprocess.Popen, when: str) -> None:
-    """Send HUP to the cluster command once it is `when` ("starting" or "running"); note what it had started."""
-    try:
-        deadline = time.monotonic() + 120
-        if when == "running":
-            while "Ctrl-C stops everything" not in (line := command.stdout.readline()) and time.monotonic() < deadline:
-                assert line or command.poll() is None, command.stderr.read()
-        else:
-            while not _descendants(command.pid) and time.monotonic() < deadline:  # redis is up, the rest starting
-                time.sleep(0.05)
-        command.started = _descendants(command.pid)
-        assert command.started
-        command.send_signal(signal.SIGHUP)
-        command.wait(60)
-    finally:
-        if command.poll() is None:
-            command.kill()
+def test_the_cluster_command_started_under_nohup_ignores_hang_ups():
+    port = free_port()
+    with _cluster_command(port, prefix=("nohup",)) as command:
+        try:
+            started = _wait_until(command, "running")
+            command.send_signal(signal.SIGHUP)
+            time.sleep(1)
+            assert command.poll() is None and instance_behind(f"http://127.0.0.1:{port}") == "instance-0"
+            command.send_signal(signal.SIGTERM)
+            command.wait(60)
+        finally:
+            if command.poll() is None:
+                command.kill()
+    _all_ended(started)
+
+
+def test_a_port_whose_last_connections_linger_in_time_wait_is_free():
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nginx listens
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = listener.accept()
+            accepted.close()  # the server's side closes first: its end of the connection lingers in TIME_WAIT
+            client.recv(1)
+    assert not port_in_use(port)
+
+
+def test_nginx_answers_a_video_over_its_limit_in_json(cluster):
+    host, port = cluster.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as upload:
+        upload.sendall(
+            b"POST /api/v1/analyze-video HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\n"
+            b"Content-Length: 314572800\r\n\r\n"
+        )
+        head, _, body = upload.recv(65536).decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 413") and "application/json" in head, head
+    assert '"too_large"' in body
 
 
 def test_the_cluster_command_refuses_a_port_in_use_and_leaves_nothing_behind():

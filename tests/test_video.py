@@ -425,7 +425,7 @@ def test_a_finished_result_is_serialised_once_in_the_job_not_at_each_poll(client
 
     blocking, serialised = [False], []
 
-    def run_in_background(function, *args):  # stands for the background thread
+    def run_blocking(function, *args):  # stands for eventlet's native thread
         blocking[0] = True
         try:
             return function(*args)
@@ -439,7 +439,7 @@ def test_a_finished_result_is_serialised_once_in_the_job_not_at_each_poll(client
 
         return wrapper
 
-    monkeypatch.setattr(video_routes, "run_in_background", run_in_background)
+    monkeypatch.setattr(video_routes, "run_blocking", run_blocking)
     monkeypatch.setattr(VideoAnalysis, "to_dict", noting(VideoAnalysis.to_dict))
     monkeypatch.setattr(VideoAnalysis, "to_csv", noting(VideoAnalysis.to_csv))
     url = client.post(VIDEO_API + "?async=1&fps=2", data=face_mp4, content_type="video/mp4").json["url"]

@@ -47,16 +47,26 @@ class BackgroundThreads:
     def __init__(self, workers: int, nice: int, green: bool):
         self.workers = workers
         self.nice = nice
-        native = _native_modules() if green else (threading, queue)
+        self.green = green
+        self._start_afresh()
+
+    def _start_afresh(self) -> None:
+        """No threads and an empty queue: at creation, and in a forked child, which inherits the counts
+        and the queue but none of the threads (gunicorn --preload)."""
+        native = _native_modules() if self.green else (threading, queue)
+        self._pid = os.getpid()
         self._thread_class = native[0].Thread
         self._tasks = native[1].SimpleQueue()
         self._no_task = native[1].Empty
         self._lock = native[0].Lock()
-        self._threads = self._idle = 0
-        self._new_waiter = _GreenWaker(native).waiter if green else _ThreadWaiter
+        # threads running, those of them waiting for work, and calls queued that no thread has taken yet
+        self._threads = self._idle = self._queued = 0
+        self._new_waiter = green_waker().waiter if self.green else _ThreadWaiter
 
     def run(self, function: Callable, *args):
         """`function(*args)` on a background thread: its result, or the exception it raised."""
+        if os.getpid() != self._pid:
+            self._start_afresh()
         waiter = self._new_waiter()
         self._tasks.put((function, args, waiter))
         self._start_a_thread_if_none_is_free()
@@ -64,7 +74,10 @@ class BackgroundThreads:
 
     def _start_a_thread_if_none_is_free(self) -> None:
         with self._lock:
-            if self._idle or self._threads >= self.workers:
+            self._queued += 1
+            # more calls queued than threads waiting: two calls that come together must not count on one
+            # idle thread, or the second waits for the first, a whole video behind which a photo would wait
+            if self._queued <= self._idle or self._threads >= self.workers:
                 return
             self._threads += 1
         self._thread_class(target=self._work, name="moodlens-background", daemon=True).start()
@@ -79,13 +92,13 @@ class BackgroundThreads:
             except self._no_task:
                 with self._lock:
                     self._idle -= 1
-                    # a call queued since the wait ended found this thread idle and started none
-                    if self._tasks.empty():
+                    if self._queued <= self._idle:  # no call queued counts on this thread: it ends
                         self._threads -= 1
                         return
-                continue
+                continue  # a call came as the wait ended, counting on this thread
             with self._lock:
                 self._idle -= 1
+                self._queued -= 1
             try:
                 outcome = (True, function(*args))
             except BaseException as error:  # handed to the caller, who raises it
@@ -125,12 +138,30 @@ class _ThreadWaiter:
         return _unpacked(self._outcome)
 
 
+_waker = None
+
+
+def green_waker() -> _GreenWaker:
+    """The process's one waker: one pipe and one green thread serve every `BackgroundThreads` (a new one
+    after a fork, whose pipe the parent would share)."""
+    global _waker
+    if _waker is None or _waker.pid != os.getpid():
+        _waker = _GreenWaker(_native_modules())
+    return _waker
+
+
 class _GreenWaker:
     """How green threads wait for calls run on native threads: eventlet's hub is not thread-safe, so a
     native thread queues the outcome and writes a byte to a pipe, and one green thread, woken by the
     pipe, hands each outcome to its waiter (as eventlet's own thread pool does)."""
 
     def __init__(self, native):
+        from eventlet import patcher
+
+        self.pid = os.getpid()
+        # eventlet's green os.write waits on a hub: called from a native thread, it made a hub (an epoll
+        # descriptor, never closed) in each thread that wrote
+        self._os = patcher.original("os")
         self._native_queue = native[1]
         self._finished = native[1].SimpleQueue()
         self._read, self._write = os.pipe()
@@ -149,7 +180,7 @@ class _GreenWaker:
     def wake(self, event, outcome) -> None:
         """From a native thread: `event` has its outcome."""
         self._finished.put((event, outcome))
-        os.write(self._write, b"\0")
+        self._os.write(self._write, b"\0")
 
     def _dispatch(self) -> None:
         from eventlet.hubs import trampoline
@@ -157,7 +188,7 @@ class _GreenWaker:
         while True:
             trampoline(self._read, read=True)
             with contextlib.suppress(BlockingIOError):  # another wake-up read it
-                os.read(self._read, 4096)
+                self._os.read(self._read, 4096)
             while True:
                 try:
                     event, outcome = self._finished.get_nowait()

@@ -10,7 +10,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from webapp import socketio_of
 from webapp.body_limits import SLOT
-from webapp.concurrency import on_hang_up, run_in_background
+from webapp.concurrency import on_hang_up, run_blocking, run_in_background
 from webapp.config import body_limit
 from webapp.errors import error_body, from_video_error
 from webapp.video_jobs import JobResult, JobsBusy, VideoJob, VideoJobs
@@ -124,7 +124,7 @@ def _drop_body() -> None:
 
 def _run(app, job: VideoJob, source, pipeline, fps: float, max_seconds: float, max_pixels: int) -> None:
     """Analyse on a background thread (decoding and inference would stall the event loop, and must leave
-    the CPU to the live frames first)."""
+    the CPU to the live frames first), then serialise the result off the event loop too."""
 
     def progress(fraction: float) -> None:
         job.progress = fraction
@@ -134,22 +134,20 @@ def _run(app, job: VideoJob, source, pipeline, fps: float, max_seconds: float, m
 
     with app.app_context():
         try:
-            result = run_in_background(
-                _serialised_analysis, source, pipeline, fps, max_seconds, progress, cancelled, max_pixels
+            analysis = run_in_background(
+                analyze_video, source, pipeline, fps, max_seconds, progress, cancelled, max_pixels
             )
+            # A long video's result takes seconds to serialise, which on the event loop would stall every
+            # client. It is pure Python, holding the GIL the event loop needs: on a niced thread, beside other
+            # busy processes, it would hold it for longer. Only the bytes are kept, not the result's objects.
+            result = None if analysis is None else run_blocking(JobResult.of, analysis)
+            del analysis
             _jobs().finish(job, result=result)
         except VideoError as error:
             _jobs().finish(job, error=(error.code, error.message))
         except Exception:
             log.exception("video job %s failed", job.id)
             _jobs().finish(job, error=("internal_error", "the server could not analyse this video"))
-
-
-def _serialised_analysis(*args) -> JobResult | None:
-    """`analyze_video`, its result serialised in the same thread: a long video's takes seconds, which
-    on the event loop would stall every live client. Only the bytes are kept, not the result's objects."""
-    analysis = analyze_video(*args)
-    return None if analysis is None else JobResult.of(analysis)
 
 
 def _csv(job: VideoJob) -> Response:

@@ -43,6 +43,10 @@ export function createRecorder(emotions, cap = DEFAULT_CAP) {
       if (t > cap.ms) return hitCap("duration");
       // a frame is recorded whole or not at all: half of its faces would skew the summary
       if (recorder.rows.length + reply.faces.length > cap.rows) return hitCap("rows");
+      // every answer's time, those without a face too: the summary's frame interval (rows alone would
+      // take a face seen once every 2 s for a slow server, and count the gaps as time in view)
+      if (lastAnswer != null) answerIntervals.push(t - lastAnswer);
+      lastAnswer = t;
       for (const face of reply.faces) {
         const { x, y, width, height } = face.box;
         recorder.rows.push([t, face.id, round(x, 1), round(y, 1), round(width, 1), round(height, 1), face.emotion, round(face.score, 4),
@@ -60,10 +64,12 @@ export function createRecorder(emotions, cap = DEFAULT_CAP) {
       return new Blob([JSON.stringify(body)], { type: "application/json" });
     },
     summary() {
-      return summarize(recorder.rows, emotions);
+      return summarize(recorder.rows, emotions, median(answerIntervals));
     },
   };
   let origin = 0;
+  let lastAnswer = null;
+  const answerIntervals = [];
 
   function hitCap(reason) {
     recorder.recording = false;
@@ -80,20 +86,25 @@ export function createRecorder(emotions, cap = DEFAULT_CAP) {
  * the recording's frame intervals where that is longer (the face left, the connection dropped, the recording
  * ended) lasts the face's typical span instead: the median of its own
  * spans, which is its frame interval whatever a few slow answers did. A face with no span of its own (seen
- * once, or only in frames far apart) gets the recording's median span: every face is in the same frames.
+ * once, or only in frames far apart) gets the recording's median span (every face is in the same frames), or
+ * with none, one frame interval. `frameInterval`: the median time between the recording's answers, faceless
+ * ones too (null: from the rows' own times).
  * Returns [{ faceId, seconds, shares: { emotion: 0..1 } }], longest in view first.
  */
-export function summarize(rows, emotions) {
+export function summarize(rows, emotions, frameInterval = null) {
   const byFace = new Map();
   for (const row of rows) {
     if (!byFace.has(row[1])) byFace.set(row[1], []);
     byFace.get(row[1]).push(row);
   }
-  const times = [...new Set(rows.map((row) => row[0]))].sort((a, b) => a - b);
-  const frameInterval = median(times.slice(1).map((t, i) => t - times[i])) ?? 0;
+  if (frameInterval == null) {
+    const times = [...new Set(rows.map((row) => row[0]))].sort((a, b) => a - b);
+    frameInterval = median(times.slice(1).map((t, i) => t - times[i])) ?? 0;
+  }
   const maxSpan = Math.max(MAX_ROW_MS, MAX_ROW_FRAMES * frameInterval);
   const spans = new Map([...byFace].map(([faceId, faceRows]) => [faceId, spansOf(faceRows, maxSpan)]));
-  const recordingSpan = median([...spans.values()].flat().filter((span) => span != null)) ?? FALLBACK_SPAN_MS;
+  const recordingSpan =
+    median([...spans.values()].flat().filter((span) => span != null)) ?? (frameInterval || FALLBACK_SPAN_MS);
   const result = [];
   for (const [faceId, faceRows] of byFace) {
     const time = Object.fromEntries(emotions.map((e) => [e, 0]));

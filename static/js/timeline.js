@@ -27,6 +27,7 @@ export function createTimeline(container, emotions) {
   let chosenBox = null; // where it was last seen
   let shown = null; // the face on the chart
   let lastT = 0;
+  let lastFaces = []; // the faces of the last answer
   const plot = new uPlot(
     {
       width: Math.max(200, container.clientWidth),
@@ -57,6 +58,7 @@ export function createTimeline(container, emotions) {
         history.get(face.id).push({ t: tMs, box: face.box, p: emotions.map((e) => face.probabilities[e]) });
       }
       lastT = tMs;
+      lastFaces = reply.faces.filter((face) => face.id != null);
       forgetBefore(tMs - WINDOW_MS);
       // the clicked face, through the odd frame where it is missed; once it is gone, the largest;
       // with no face in view the last one scrolls on
@@ -71,6 +73,12 @@ export function createTimeline(container, emotions) {
     select(faceId) {
       chosen = faceId;
       chosenBox = null;
+      if (faceId == null) {
+        // the largest in view now, not the face followed so far, however close in size
+        shown = lastFaces.length ? largestFace({ faces: lastFaces }).id : shown;
+        draw(lastT);
+        return;
+      }
       const points = history.get(faceId);
       if (points) {
         chosenBox = points[points.length - 1].box;
@@ -81,6 +89,7 @@ export function createTimeline(container, emotions) {
     clear() {
       history.clear();
       chosen = shown = chosenBox = null;
+      lastFaces = [];
       timeline.faceId = null;
       timeline.points = 0;
       plot.setData(emptyData(emotions.length));
