@@ -550,15 +550,20 @@ def test_live_timeline_draws_the_largest_face(page, live_server):
     page.screenshot(path=str(ARTIFACTS / "live-timeline.png"), full_page=True)
 
 
-def test_recording_downloads_csv_and_json_and_summarises(page, live_server, tmp_path):
-    import json
-
-    page.goto(live_server + "/")
+def record_from_the_camera(page, url: str, rows: int) -> None:
+    """Open the live page, start the camera, and record until the recording has `rows` rows."""
+    page.goto(url + "/")
     page.click("#toggle")
     page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
     page.click("#record")
-    page.wait_for_function("() => window.moodlens.recording.rows >= 20", timeout=60_000)
+    page.wait_for_function(f"() => window.moodlens.recording.rows >= {rows}", timeout=60_000)
     page.click("#record")
+
+
+def test_recording_downloads_csv_and_json_and_summarises(page, live_server, tmp_path):
+    import json
+
+    record_from_the_camera(page, live_server, rows=20)
     rows = page.evaluate("window.moodlens.recording.rows")
     assert page.evaluate("window.moodlens.recording.capped") is None
     with page.expect_download() as info:
@@ -901,12 +906,7 @@ def test_a_recordings_file_is_named_by_the_users_local_time(browser, live_server
     context = browser.new_context(timezone_id="Pacific/Kiritimati")  # UTC+14: never the UTC date and hour
     try:
         page = context.new_page()
-        page.goto(live_server + "/")
-        page.click("#toggle")
-        page.wait_for_function("() => window.moodlens.stats.answered >= 3", timeout=60_000)
-        page.click("#record")
-        page.wait_for_function("() => window.moodlens.recording.rows >= 2", timeout=60_000)
-        page.click("#record")
+        record_from_the_camera(page, live_server, rows=2)
         local = page.evaluate(
             """() => { const d = new Date(), two = (n) => `${n}`.padStart(2, '0');
                        return `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())}T${two(d.getHours())}`; }"""
