@@ -74,8 +74,9 @@ def from_env() -> dict:
         "BODY_TIMEOUT_S": _int("BODY_TIMEOUT_S", 15),
         # and, after its first 5 s, at this average rate at least (0: none): 512 kbit/s, a slow phone uplink
         "MIN_BODY_KBPS": _int("MIN_BODY_KBPS", 64),
-        # photos and video jobs run this much lower in CPU priority than live frames (0-19; 0: the same)
-        "BACKGROUND_NICE": _int("BACKGROUND_NICE", 10),
+        # photos and video jobs run this much lower in CPU priority than live frames (0-19; 0: the same). 10
+        # starved them, and through the GIL the live frames too, on a host whose cores other processes kept busy
+        "BACKGROUND_NICE": _int("BACKGROUND_NICE", 5),
         # Engine.IO sessions open at once per client address (0: no cap); abandoned ones expire in ~15 s
         "MAX_SESSIONS_PER_ADDRESS": _int("MAX_SESSIONS_PER_ADDRESS", 20),
         # 1 / 0 override the model file; unset or "auto": as the file says (training.export --flip-tta),
