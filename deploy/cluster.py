@@ -50,25 +50,43 @@ def port_in_use(port: int) -> bool:
     return False
 
 
-def wait_listening(port: int, process: subprocess.Popen, timeout: float) -> None:
-    """Wait until `process` accepts connections on loopback `port`.
-
-    Raises:
-        RuntimeError: it exited or `timeout` seconds passed.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode} before it listened on {port}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"{process.args[0]} did not listen on {port} in {timeout} s")
-
-
 def missing_tools() -> list[str]:
     """The system programs a cluster needs that are not installed."""
     return [tool for tool in ("nginx", "redis-server") if not shutil.which(tool)]
+
+
+def wait_until(ready, process: subprocess.Popen | None, what: str, timeout: float) -> None:
+    """Poll `ready()` until it is true; `what` names it in the errors ("http://...:8001/healthz answered").
+
+    Raises:
+        RuntimeError: `process` exited or `timeout` seconds passed.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode} before {what}")
+        if ready():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"not {what} in {timeout} s")
+
+
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 now."""
+    try:
+        with urllib.request.urlopen(url, timeout=1) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+def listens(port: int) -> bool:
+    """Whether something accepts connections on loopback `port` now."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def wait_ready(url: str, process: subprocess.Popen | None, timeout: float) -> None:
@@ -77,17 +95,7 @@ def wait_ready(url: str, process: subprocess.Popen | None, timeout: float) -> No
     Raises:
         RuntimeError: `process` exited or `timeout` seconds passed.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer in {timeout} s")
+    wait_until(lambda: answers(url), process, f"{url} answered", timeout)
 
 
 def nginx_config(upstreams: list[str], listen: str, runtime: Path, sticky_key: str = "$remote_addr") -> str:
@@ -191,7 +199,7 @@ class Cluster:
                 ],
                 "redis",
             )
-            wait_listening(self.redis_port, self.redis, 30)
+            wait_until(lambda: listens(self.redis_port), self.redis, f"redis listened on {self.redis_port}", 30)
             for index in range(len(self.instance_ports)):
                 self.instances.append(self._start_instance(index))
             for index, process in enumerate(self.instances):

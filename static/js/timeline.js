@@ -22,9 +22,8 @@ const AXIS = { stroke: "#9a9ca5", grid: { stroke: "#2a2e36", width: 1 }, ticks: 
  * analysis with the time its frame was captured (performance.now() milliseconds).
  */
 export function createTimeline(container, emotions) {
-  const history = new Map(); // face id -> [{ t, p: [probability per emotion] }], oldest first
+  const history = new Map(); // face id -> [{ t, box, p: [probability per emotion] }], oldest first
   let chosen = null; // the face the user clicked, until it has been missed for HOLD_MS
-  let chosenBox = null; // where it was last seen
   let shown = null; // the face on the chart
   let lastT = 0;
   let lastFaces = []; // the faces of the last answer
@@ -63,7 +62,7 @@ export function createTimeline(container, emotions) {
       // the clicked face, through the odd frame where it is missed; once it is gone, the largest;
       // with no face in view the last one scrolls on
       if (chosen != null) findChosen(reply);
-      if (chosen != null && !(tMs - lastSeen(chosen) <= HOLD_MS)) chosen = chosenBox = null;
+      if (chosen != null && !(tMs - lastSeen(chosen) <= HOLD_MS)) chosen = null;
       if (chosen != null) shown = chosen;
       else if (reply.faces.length) shown = largestKept(reply);
       else if (!history.has(shown)) shown = null;
@@ -72,23 +71,20 @@ export function createTimeline(container, emotions) {
     /** Follow face `faceId` (a tracked id) instead of the largest; null: the largest again. */
     select(faceId) {
       chosen = faceId;
-      chosenBox = null;
       if (faceId == null) {
         // the largest in view now, not the face followed so far, however close in size
         shown = lastFaces.length ? largestFace({ faces: lastFaces }).id : shown;
         draw(lastT);
         return;
       }
-      const points = history.get(faceId);
-      if (points) {
-        chosenBox = points[points.length - 1].box;
+      if (history.has(faceId)) {
         shown = faceId;
         draw(lastT);
       }
     },
     clear() {
       history.clear();
-      chosen = shown = chosenBox = null;
+      chosen = shown = null;
       lastFaces = [];
       timeline.faceId = null;
       timeline.points = 0;
@@ -96,26 +92,19 @@ export function createTimeline(container, emotions) {
     },
   };
 
-  /** Keep the clicked face's last box; when it is missing, take a face first seen since that is in its place. */
+  /** When the clicked face is missing, take a face first seen since, in the place it was last seen. */
   function findChosen(reply) {
-    const seen = reply.faces.find((face) => face.id === chosen);
-    if (seen) {
-      chosenBox = seen.box;
-      return;
-    }
-    if (!chosenBox) return;
-    const missingSince = lastSeen(chosen);
+    const points = history.get(chosen);
+    if (!points || reply.faces.some((face) => face.id === chosen)) return;
+    const { t: missingSince, box: lastBox } = points[points.length - 1];
     let best = null;
     let bestOverlap = SAME_PLACE_IOU;
     for (const face of reply.faces) {
       if (face.id == null || history.get(face.id)[0].t <= missingSince) continue;
-      const overlap = iou(face.box, chosenBox);
+      const overlap = iou(face.box, lastBox);
       if (overlap >= bestOverlap) [best, bestOverlap] = [face, overlap];
     }
-    if (best) {
-      chosen = best.id;
-      chosenBox = best.box;
-    }
+    if (best) chosen = best.id;
   }
 
   /** The face on the chart while none is clicked: the largest, unless the one shown is about as large. */
