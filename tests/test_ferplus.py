@@ -195,11 +195,11 @@ def test_soft_label_losses_on_a_toy_batch():
 def test_mixup_blends_images_targets_and_weights_alike():
     import tensorflow as tf
 
-    from training.augment import make_mixup
+    from training.augment import add_mixup
 
     faces = np.stack([np.full((48, 48, 1), i, np.float32) for i in range(8)])
     targets, weights = np.eye(8, dtype=np.float32), np.arange(8, dtype=np.float32)
-    batch = tf.data.Dataset.from_tensors((faces, targets, weights)).map(make_mixup(0.4, seed=3))
+    batch = add_mixup(tf.data.Dataset.from_tensors((faces, targets, weights)), 0.4, seed=3)
     x, y, w = (tensor.numpy() for tensor in next(iter(batch)))
     assert np.allclose(y.sum(1), 1) and (y.max(1) >= 0.5).all()  # each face keeps most of its own target
     own = y[np.arange(8), np.arange(8)]
@@ -207,6 +207,23 @@ def test_mixup_blends_images_targets_and_weights_alike():
     mixed = own < 1
     assert np.allclose(x[:, 0, 0, 0][mixed], (own * np.arange(8) + (1 - own) * partner)[mixed], atol=1e-4)
     assert np.allclose(w, x[:, 0, 0, 0], atol=1e-4)  # the weights blend with the same shares
+
+
+def test_mixup_draws_new_blends_every_epoch_and_the_same_ones_for_a_seed():
+    import tensorflow as tf
+
+    from training.augment import add_mixup
+
+    faces = np.arange(64, dtype=np.float32).reshape(64, 1, 1, 1)
+    batches = tf.data.Dataset.from_tensor_slices((faces, np.eye(64, dtype=np.float32))).batch(16)
+
+    def epochs(dataset, count):
+        return [np.concatenate([x.numpy().ravel() for x, _ in dataset]) for _ in range(count)]
+
+    first, second = epochs(add_mixup(batches, 0.4, seed=3), 2)
+    assert not np.allclose(first, second)  # a seeded op in a map would repeat epoch 1's blends
+    (again,) = epochs(add_mixup(batches, 0.4, seed=3), 1)
+    assert np.allclose(first, again)  # a run started again from its seed blends as it did
 
 
 def test_erasing_hides_one_small_rectangle_of_some_faces_and_only_while_training():

@@ -69,26 +69,33 @@ def make_eraser(probability: float, seed: int = 0) -> keras.layers.Layer:
     )
 
 
-def make_mixup(alpha: float, seed: int = 0):
-    """A tf.data map that blends each image, target (and sample weight) of a batch with those of
-    another image of the batch (mixup, Zhang et al. 2018), with a weight drawn from Beta(alpha, alpha).
+def add_mixup(dataset, alpha: float, seed: int = 0):
+    """`dataset` (batches of image, target and optionally sample weight) with each image, target and
+    weight blended with those of another image of its batch (mixup, Zhang et al. 2018), with a weight
+    drawn from Beta(alpha, alpha).
 
     Blending two faces pixel by pixel is a regulariser, not a face a camera would see: it keeps a
-    fine-tune on labels the model already fits closely from memorising them.
+    fine-tune on labels the model already fits closely from memorising them. The draws come from a
+    seed stream that changes every epoch: seeded random ops inside a `tf.data` map start again from
+    their seed each time the dataset is iterated, so every epoch would repeat the same blends.
     """
     import tensorflow as tf
 
-    def mix(x, y, *weights):
-        size = tf.shape(x)[0]
-        first = tf.random.gamma([size], alpha, seed=seed)
-        lam = first / (first + tf.random.gamma([size], alpha, seed=seed + 1))
+    def mix(batch, seed_pair):
+        gamma_seeds = tf.random.experimental.stateless_split(seed_pair, 3)
+        size = tf.shape(batch[0])[0]
+        first = tf.random.stateless_gamma([size], gamma_seeds[0], alpha)
+        lam = first / (first + tf.random.stateless_gamma([size], gamma_seeds[1], alpha))
         lam = tf.maximum(lam, 1 - lam)  # each image keeps most of itself
-        partner = tf.random.shuffle(tf.range(size), seed=seed)
+        partner = tf.random.experimental.stateless_shuffle(tf.range(size), gamma_seeds[2])
 
         def blend(tensor):
             share = tf.reshape(lam, [-1] + [1] * (len(tensor.shape) - 1))
             return share * tensor + (1 - share) * tf.gather(tensor, partner)
 
-        return tuple(blend(tensor) for tensor in (x, y, *weights))
+        return tuple(blend(tensor) for tensor in batch)
 
-    return mix
+    seed_pairs = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(dataset, seed_pairs).map(
+        lambda batch, seed_pair: mix(batch, seed_pair), num_parallel_calls=tf.data.AUTOTUNE
+    )

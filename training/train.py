@@ -347,9 +347,9 @@ def make_datasets(args, train: LabeledFaces, val: LabeledFaces, weights: np.ndar
         eraser = make_eraser(args.erase, seed + 5)
         train_ds = train_ds.map(lambda x, *rest: (eraser(x, training=True), *rest), num_parallel_calls=tf.data.AUTOTUNE)
     if args.mixup:
-        from training.augment import make_mixup
+        from training.augment import add_mixup
 
-        train_ds = train_ds.map(make_mixup(args.mixup, seed), num_parallel_calls=tf.data.AUTOTUNE)
+        train_ds = add_mixup(train_ds, args.mixup, seed)
     val_ds = tf.data.Dataset.from_tensor_slices((to_model_input(val.images), val.targets)).batch(256)
     return train_ds.prefetch(tf.data.AUTOTUNE), val_ds
 
