@@ -126,3 +126,19 @@ def test_with_record_beside_the_source_keeps_the_record_where_it_is(trained_with
     assert main([str(trained_with_optimizer), str(run / "slim.keras"), "--with-record"]) == 0
     assert is_slim(run / "slim.keras") and (run / "hparams.json").read_text() == '{"width": 8}'
     assert "the record (hparams.json) is there already" in capsys.readouterr().out
+
+
+def test_an_existing_destination_or_record_is_replaced_only_when_asked(trained_with_optimizer, tmp_path):
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (trained_with_optimizer.parent / "log.csv").write_text("epoch,val_accuracy\n0,0.5\n")
+    (kept / "last.keras").write_bytes(b"last session's weights")
+    with pytest.raises(SystemExit):
+        main([str(trained_with_optimizer), str(kept / "last.keras")])
+    assert (kept / "last.keras").read_bytes() == b"last session's weights"
+    (kept / "last.keras").unlink()
+    (kept / "log.csv").write_text("last session's log")
+    with pytest.raises(SystemExit):
+        main([str(trained_with_optimizer), str(kept / "last.keras"), "--with-record"])
+    assert main([str(trained_with_optimizer), str(kept / "last.keras"), "--with-record", "--replace"]) == 0
+    assert is_slim(kept / "last.keras") and (kept / "log.csv").read_text().startswith("epoch")

@@ -98,3 +98,18 @@ def test_fer2013_csv_is_refused_with_the_layout_to_use(tmp_path, capsys):
     (tmp_path / "fer2013.csv").write_text("emotion,pixels,Usage\n")
     assert transport.main(["pack-data", str(tmp_path / "fer2013.csv"), str(tmp_path / "faces.npz")]) == 2
     assert "pack-data packs a dataset folder (<split>/<emotion>/ images" in capsys.readouterr().err
+
+
+def test_unpacking_never_writes_over_existing_files(voted_data, tmp_path, capsys):
+    pack = tmp_path / "faces.npz"
+    assert transport.main(["pack-data", str(voted_data), str(pack)]) == 0
+    assert transport.main(["unpack-data", str(pack), str(tmp_path / "out")]) == 0
+    assert transport.main(["unpack-data", str(pack), str(tmp_path / "out")]) == 2
+    assert "exists: unpack into a new folder" in capsys.readouterr().err
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "w8-s1.npz").write_bytes(b"")
+    (tmp_path / "students").mkdir()
+    kept = tmp_path / "students" / "w8-s1.keras"
+    kept.write_bytes(b"a model trained earlier")
+    assert transport.main(["unpack-models", str(tmp_path / "models"), str(tmp_path / "students")]) == 2
+    assert "w8-s1.keras exists" in capsys.readouterr().err and kept.read_bytes() == b"a model trained earlier"

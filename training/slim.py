@@ -14,6 +14,8 @@ A run in progress is kept the same way, with its record (hparams, log, state) be
 
     python -m training.slim runs/NAME/last.keras checkpoints/NAME/last.keras --with-record
 
+(with `--replace` in a later session: an existing destination is never written over without it).
+
 `training.train --resume` goes on from a copy of that folder in runs/, with a fresh optimizer
 (AdamW's slots are two more copies of the weights in float32: too big for the repository).
 """
@@ -141,11 +143,24 @@ def main(argv=None) -> int:
         action="store_true",
         help=f"copy the run's record ({', '.join(RUN_RECORD)}) beside the destination",
     )
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="write over an existing destination (and, with --with-record, its record): a run kept across sessions",
+    )
     args = parser.parse_args(argv)
     if not args.source.is_file():
         parser.error(f"{args.source} is not a file")
     if args.destination.resolve() == args.source.resolve():
         parser.error("the destination must differ from the source (they are compared, and the source is the record)")
+    if not args.replace:
+        taken = [args.destination] if args.destination.exists() else []
+        if args.with_record and args.destination.parent.resolve() != args.source.parent.resolve():
+            taken += [
+                args.destination.parent / name for name in RUN_RECORD if (args.destination.parent / name).exists()
+            ]
+        if taken:
+            parser.error(f"{taken[0]} exists: add --replace to write over it, or pick another destination")
     try:
         rewritten = slim(args.source, args.destination)
     except ValueError as error:
