@@ -134,6 +134,22 @@ def test_the_docker_image_runs_the_procfiles_command():
     assert all(f"ENV {name}={value}" in dockerfile for name, value in env.items())
 
 
+def test_compose_builds_the_proxy_from_the_same_checkout_as_the_app():
+    import re
+
+    from deploy.procfile import PROCFILE
+
+    deploy = PROCFILE.parent / "deploy"
+    dockerfile, compose = (deploy / "Dockerfile").read_text(), (deploy / "docker-compose.yml").read_text()
+    stages = re.findall(r"^FROM (\S+)(?: AS (\w+))?$", dockerfile, re.MULTILINE)
+    assert stages[-1][0].startswith("python:")  # a plain `docker build` still makes the app
+    proxy = dockerfile.split(" AS proxy")[1].split("\nFROM ")[0]
+    assert "COPY static/ /srv/moodlens/static/" in proxy and "COPY deploy/moodlens.conf.template" in proxy
+    nginx = compose.split("\n  nginx:\n")[1]
+    assert "target: proxy" in nginx and "dockerfile: deploy/Dockerfile" in nginx
+    assert "STATIC_ROOT: /srv/moodlens/static" in nginx and "../static" not in nginx  # no bind mount of a newer static/
+
+
 @pytest.mark.parametrize(
     ("line", "command"),
     [
