@@ -344,6 +344,39 @@ def test_nginx_answers_a_video_over_its_limit_in_json(cluster):
     assert '"too_large"' in body
 
 
+def test_a_large_answer_to_a_slow_reader_is_passed_on_whole_and_never_spooled_to_disk(monkeypatch, grace_rgb):
+    pytest.importorskip("av", reason="video support (PyAV) is not installed")
+    import deploy.cluster
+    from tests.harness import video_bytes
+
+    # a 4 KB send buffer towards the client: on loopback the kernel would otherwise take the whole answer
+    with_small_send_buffer = deploy.cluster.nginx_config
+    monkeypatch.setattr(
+        deploy.cluster,
+        "nginx_config",
+        lambda upstreams, listen, *rest: with_small_send_buffer(upstreams, f"{listen} sndbuf=4096", *rest),
+    )
+    video = video_bytes(grace_rgb, seconds=10, size=(320, 240))
+    with Cluster(instances=1) as small_buffers:
+        host, port = small_buffers.url.removeprefix("http://").split(":")
+        with socket.socket() as reader:
+            reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+            reader.connect((host, int(port)))
+            reader.sendall(
+                f"POST /api/v1/analyze-video?fps=30 HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: video/mp4\r\n"
+                f"Content-Length: {len(video)}\r\nConnection: close\r\n\r\n".encode()
+                + video
+            )
+            time.sleep(8)  # the analysis, then an answer the reader does not take in (within send_timeout)
+            reader.settimeout(10)
+            answer = b"".join(iter(lambda: reader.recv(65536), b""))
+        errors = (small_buffers.runtime / "nginx-error.log").read_text()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert len(json.loads(body)["frames"]) == 300  # ~80 KB: far more than nginx's buffers
+    assert "upstream response is buffered to a temporary file" not in errors
+
+
 def test_the_cluster_command_refuses_a_port_in_use_and_leaves_nothing_behind():
     before = _runtime_folders()
     with socket.socket() as taken:
