@@ -49,6 +49,54 @@ def test_exif_orientation_turns_every_format_upright_and_reports_the_upright_siz
     assert decoded.rgb[0].mean() > 200 and decoded.rgb[-1].mean() < 20
 
 
+XMP_ORIENTATION_6 = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description rdf:about="" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/>'
+    b"</rdf:RDF></x:xmpmeta>"
+)
+
+
+def _raw_profile_png(image: Image.Image, exif: bytes) -> bytes:
+    """A PNG with its EXIF in an ImageMagick "Raw profile type exif" text chunk, not an eXIf chunk."""
+    from PIL import PngImagePlugin
+
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Raw profile type exif", f"\nexif\n{len(exif):8d}\n{exif.hex()}\n")
+    return encode(image, "PNG", pnginfo=text)
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["WebP EXIF", "JPEG XMP", "PNG raw profile"],
+)
+def test_an_orientation_browsers_ignore_is_ignored(where):
+    # the upload page draws the boxes over the browser's rendering: Chromium shows these files as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = _stored_sideways("RGB")
+    data = {
+        "WebP EXIF": lambda: encode(stored, "WEBP", exif=exif.tobytes(), lossless=True),
+        "JPEG XMP": lambda: encode(stored, "JPEG", xmp=XMP_ORIENTATION_6),
+        "PNG raw profile": lambda: _raw_profile_png(stored, b"Exif\x00\x00" + exif.tobytes()),
+    }[where]()
+    assert Image.open(io.BytesIO(data)).getexif().get(0x0112) == 6  # Pillow alone would turn it
+    decoded = decode_opened(open_image(data, DecodeLimits()))
+    assert decoded.rgb.shape == (32, 64, 3) and (decoded.width, decoded.height) == (64, 32)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_each_exif_orientation_turns_the_stored_pixels_as_browsers_do(orientation):
+    # one bright pixel at the stored top-left corner of a 6x4 PNG; where a browser shows it (EXIF 2.32, table 4)
+    stored = np.zeros((4, 6, 3), np.uint8)
+    stored[0, 0] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    rgb = decode_image(encode(Image.fromarray(stored), "PNG", exif=exif.tobytes()), LIMIT)
+    shown_at = {1: (0, 0), 2: (0, 5), 3: (3, 5), 4: (3, 0), 5: (0, 0), 6: (0, 3), 7: (5, 3), 8: (5, 0)}
+    assert rgb.shape[:2] == ((4, 6) if orientation < 5 else (6, 4))
+    assert tuple(np.argwhere(rgb[..., 0] > 128)[0]) == shown_at[orientation]
+
+
 def test_a_png_is_not_decoded_before_its_budget_is_taken():
     # the pipeline takes a heavy-image slot between open_image and decode_opened; a PNG with no
     # EXIF in its header (most of them) is decoded whole by Pillow to look for one further on

@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, PngImagePlugin
 
 from webapp.vision.budget import DecodeLimits
 
@@ -24,6 +24,18 @@ ALLOWED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP"}
 JPEG_FORMATS = {"JPEG", "MPO"}
 # Pillow modes that hold more than 8 bits per sample
 WIDE_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+BROWSER_EXIF_FORMATS = JPEG_FORMATS | {"PNG"}
+EXIF_ORIENTATION = 0x0112
+# what turns a stored image upright, per EXIF orientation
+UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 
 
 class ImageError(ValueError):
@@ -136,12 +148,14 @@ def decode_opened(opened: OpenedImage) -> DecodedImage:
     width, height = opened.width, opened.height
     try:
         image.load()
-        if _orientation(image) in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
+        orientation = _orientation(image)
+        if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
             width, height = height, width
         if image.mode in WIDE_MODES:  # to 8 bits at once: Pillow would clip to white, at 4 bytes a sample
             image = _to_8bit(image)
         image = _reduced(image, opened.max_side)
-        ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of the whole image
+        if orientation in UPRIGHT:
+            image = image.transpose(UPRIGHT[orientation])
         rgb = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except Exception as error:
         _refuse_large_text(error)  # text chunks after the pixels are read with them
@@ -174,8 +188,18 @@ def decode_image(data: bytes, max_pixels: int, limits: DecodeLimits | None = Non
 
 
 def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8) a browser applies when it shows `image`: that of the EXIF block of a
+    JPEG or of a PNG's eXIf chunk. The upload page draws the boxes over the browser's own rendering
+    of the photo, so the server must turn it exactly as browsers do. Pillow's `getexif` also finds an
+    orientation in a WebP's EXIF, a JPEG's XMP and an ImageMagick "Raw profile" PNG text chunk,
+    which Chromium ignores: a photo turned by it came back under boxes that missed its faces."""
+    exif_block = image.info.get("exif")
+    if image.format not in BROWSER_EXIF_FORMATS or not isinstance(exif_block, bytes):
+        return 1
     try:
-        return int(image.getexif().get(0x0112, 1))
+        exif = Image.Exif()
+        exif.load(exif_block)
+        return int(exif.get(EXIF_ORIENTATION, 1))
     except Exception:
         return 1
 
