@@ -264,16 +264,19 @@ def video_bytes(
     container: str = "mp4",
     size: tuple[int, int] = (640, 480),
     audio: bool = False,
+    declare_duration: bool = True,
 ) -> bytes:
     """Encode a video in memory: `rgb` pasted into a `size` frame, drifting right by 1 px a frame.
 
     `audio` adds a silent stereo track; `seconds=0` writes a file with a video stream and no frames.
+    `declare_duration=False` writes it as a stream is recorded (MediaRecorder's WebM): the muxer
+    cannot seek back to the headers, which then hold no duration.
     """
     import av
 
     width, height = size
     out = io.BytesIO()
-    with av.open(out, mode="w", format=container) as muxer:
+    with av.open(out if declare_duration else _Unseekable(out), mode="w", format=container) as muxer:
         stream = muxer.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         muxer.start_encoding()  # the headers, even when no frame follows
@@ -289,6 +292,13 @@ def video_bytes(
         if sound is not None:
             muxer.mux(sound.encode())
     return out.getvalue()
+
+
+class _Unseekable:
+    """A file object that can only be written to, as a pipe."""
+
+    def __init__(self, out: io.BytesIO):
+        self.write = out.write
 
 
 def audio_only_bytes(seconds: float = 1.0) -> bytes:

@@ -36,12 +36,19 @@ def video_app(app):
 
 
 def test_analyze_video_samples_at_fps_and_tracks_the_face(face_mp4, app):
-    progress = []
-    result = analyze_video(io.BytesIO(face_mp4), app.extensions["pipelines"]["video"], fps=5, progress=progress.append)
+    reports = []
+    result = analyze_video(
+        io.BytesIO(face_mp4),
+        app.extensions["pipelines"]["video"],
+        fps=5,
+        progress=lambda *report: reports.append(report),
+    )
+    video_s, progress = zip(*reports, strict=True)
+    assert list(video_s) == pytest.approx([frame.t for frame in result.frames])
     assert [frame.t for frame in result.frames] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8])
     assert all(len(frame.faces) == 1 for frame in result.frames)
     assert {frame.faces[0].track_id for frame in result.frames} == {1}  # one face, one track
-    assert progress == sorted(progress) and progress[-1] > 0.85
+    assert list(progress) == sorted(progress) and progress[-1] > 0.85
     assert result.summary()["tracks"][0]["frames"] == 10
 
 
@@ -170,6 +177,50 @@ def test_too_large_video_while_images_keep_their_limit(video_app, grace_rgb):
         assert reply.status_code in (400, 415), (path, reply.json)  # refused as no image or video: read
 
 
+def test_a_video_that_declares_no_duration_reports_the_seconds_done(app, grace_rgb):
+    recorded = video_bytes(grace_rgb, seconds=1.0, codec="libvpx", container="webm", declare_duration=False)
+    reports = []
+    result = analyze_video(
+        io.BytesIO(recorded),
+        app.extensions["pipelines"]["video"],
+        fps=5,
+        progress=lambda *report: reports.append(report),
+    )
+    assert result.info.duration_s is None
+    assert reports == [(pytest.approx(frame.t), None) for frame in result.frames]
+
+
+def test_an_async_job_nobody_polls_is_cancelled_and_frees_its_slot(video_app, face_mp4):
+    # a page that left while the 202 was on its way never learnt the id: it cannot poll or cancel the job
+    app = video_app(MAX_VIDEO_JOBS=1, VIDEO_POLL_TIMEOUT_S=1)
+    client = app.test_client()
+    pipeline = app.extensions["pipelines"]["video"]
+    original = pipeline.analyze
+
+    def slow(rgb, *args):
+        time.sleep(0.2)
+        return original(rgb, *args)
+
+    pipeline.analyze = slow
+    try:
+        polled = client.post("/api/v1/analyze-video?async=1", data=face_mp4, content_type="video/mp4").json["url"]
+        for _ in range(10):  # polled more often than the timeout: it keeps running
+            time.sleep(0.3)
+            state = client.get(polled).json
+        assert state["state"] in ("running", "done") and state["video_s"] > 0.5, state
+        deadline = time.monotonic() + 30
+        while client.get(polled).json["state"] == "running" and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert client.get(polled).json["state"] == "done"
+
+        forgotten = client.post("/api/v1/analyze-video?async=1", data=face_mp4, content_type="video/mp4").json["url"]
+        time.sleep(2.5)  # not polled for longer than VIDEO_POLL_TIMEOUT_S
+        assert client.get(forgotten).json["state"] == "cancelled"
+        assert client.post("/api/v1/analyze-video?fps=1", data=face_mp4, content_type="video/mp4").status_code == 200
+    finally:
+        del pipeline.analyze
+
+
 def test_async_job_progress_result_csv_and_expiry(client, face_mp4):
     reply = client.post("/api/v1/analyze-video?async=1", data=face_mp4, content_type="video/mp4")
     assert reply.status_code == 202 and reply.json["state"] == "running"
@@ -177,7 +228,7 @@ def test_async_job_progress_result_csv_and_expiry(client, face_mp4):
     deadline = time.monotonic() + 60
     while (state := client.get(url).json)["state"] == "running" and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert state["state"] == "done" and state["progress"] == 1.0
+    assert state["state"] == "done" and state["progress"] == 1.0 and state["video_s"] == pytest.approx(1.8)
     assert len(state["result"]["frames"]) == 10
     assert client.get(url + "?format=csv").mimetype == "text/csv"
     assert client.get("/api/v1/jobs/nope").json["error"]["code"] == "not_found"

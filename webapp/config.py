@@ -64,6 +64,7 @@ def from_env() -> dict:
         "MAX_VIDEO_JOBS": _int("MAX_VIDEO_JOBS", 1),
         # a video body's deadline: 200 MB in 15 s would take 110 Mbit/s; 120 s takes 14
         "VIDEO_BODY_TIMEOUT_S": _int("VIDEO_BODY_TIMEOUT_S", 120),
+        "VIDEO_POLL_TIMEOUT_S": _int("VIDEO_POLL_TIMEOUT_S", 30),
         "MAX_FPS_PER_CLIENT": _int("MAX_FPS_PER_CLIENT", 60),
         # width x height x channels x bytes per sample: a 311 KB PNG can declare 320 MB of 16-bit RGBA
         "MAX_DECODE_MB": _int("MAX_DECODE_MB", 100),
@@ -112,6 +113,7 @@ POSITIVE_SETTINGS = (
     "MAX_VIDEO_SECONDS",
     "MAX_VIDEO_JOBS",
     "VIDEO_BODY_TIMEOUT_S",
+    "VIDEO_POLL_TIMEOUT_S",
 )
 
 # a file of exactly MAX_UPLOAD_MB (or MAX_VIDEO_MB) comes inside a multipart form's few hundred bytes of headers

@@ -45,12 +45,18 @@ class VideoJob:
 
     id: str
     state: str = "running"
-    progress: float = 0.0
+    progress: float | None = 0.0  # None while the video's length is unknown (it declares no duration)
+    video_s: float = 0.0  # seconds of video analysed so far
     result: JobResult | None = None
     error: tuple[str, str] | None = None
     cancel_requested: bool = False
     finished_at: float | None = None
     started_at: float = field(default_factory=time.monotonic)
+    polled_at: float = field(default_factory=time.monotonic)  # when its client last asked about it
+
+    def unpolled_for(self) -> float:
+        """Seconds since the job was started or last polled."""
+        return time.monotonic() - self.polled_at
 
     def cancel(self) -> None:
         """Ask the analysis to stop: it does within one decoded frame."""
@@ -58,7 +64,8 @@ class VideoJob:
 
     def to_dict(self) -> dict:
         """The job's state, without its result (`json_parts` adds it)."""
-        reply = {"id": self.id, "state": self.state, "progress": round(self.progress, 4)}
+        progress = None if self.progress is None else round(self.progress, 4)
+        reply = {"id": self.id, "state": self.state, "progress": progress, "video_s": round(self.video_s, 2)}
         if self.error is not None:
             reply["error"] = {"code": self.error[0], "message": self.error[1]}
         return reply
@@ -167,10 +174,13 @@ class VideoJobs:
             self._jobs.pop(job.id, None)
 
     def get(self, job_id: str) -> VideoJob | None:
-        """The job, if it is running or finished recently."""
+        """The job, if it is running or finished recently; asking counts as polling it."""
         with self._lock:
             self._expire()
-            return self._jobs.get(job_id)
+            job = self._jobs.get(job_id)
+            if job is not None:
+                job.polled_at = time.monotonic()
+            return job
 
     def _expire(self) -> None:
         now = time.monotonic()

@@ -92,7 +92,11 @@ def analyze():
     config = current_app.config
     settings = (source, _pipeline(), fps, float(config["MAX_VIDEO_SECONDS"]), int(config["MAX_PIXELS"]))
     if request.args.get("async") == "1":
-        socketio_of(current_app).start_background_task(_run, current_app._get_current_object(), job, *settings)
+        # a client that never learnt the job's id (it left while the 202 was on its way) cannot poll or cancel it
+        give_up_after = float(config["VIDEO_POLL_TIMEOUT_S"])
+        socketio_of(current_app).start_background_task(
+            _run, current_app._get_current_object(), job, *settings, give_up_after
+        )
         return jsonify({**job.to_dict(), "url": url_for("video.job", job_id=job.id)}), 202
     try:
         # a client that gives up waiting (or nginx's read timeout) must not keep the video slot to the end
@@ -122,14 +126,28 @@ def _drop_body() -> None:
     request.__dict__.pop("stream", None)
 
 
-def _run(app, job: VideoJob, source, pipeline, fps: float, max_seconds: float, max_pixels: int) -> None:
+def _run(
+    app,
+    job: VideoJob,
+    source,
+    pipeline,
+    fps: float,
+    max_seconds: float,
+    max_pixels: int,
+    give_up_after: float | None = None,
+) -> None:
     """Analyse on a background thread (decoding and inference would stall the event loop, and must leave
-    the CPU to the live frames first), then serialise the result off the event loop too."""
+    the CPU to the live frames first), then serialise the result off the event loop too. With
+    `give_up_after`, a job nobody has polled for that many seconds is cancelled: it would hold a video
+    slot for minutes with no one to read its result."""
 
-    def progress(fraction: float) -> None:
-        job.progress = fraction
+    def progress(video_s: float, fraction: float | None) -> None:
+        job.video_s, job.progress = video_s, fraction
 
     def cancelled() -> bool:
+        if give_up_after is not None and job.unpolled_for() > give_up_after:
+            log.info("video job %s: not polled for %.0f s, cancelled", job.id, give_up_after)
+            job.cancel()
         return job.cancel_requested
 
     with app.app_context():

@@ -327,7 +327,7 @@ def analyze_video(
     pipeline,
     fps: float = 5.0,
     max_seconds: float = 600.0,
-    progress: Callable[[float], None] | None = None,
+    progress: Callable[[float, float | None], None] | None = None,
     cancelled: Callable[[], bool] | None = None,
     max_pixels: int = DecodeLimits.max_pixels,
 ) -> VideoAnalysis | None:
@@ -338,7 +338,8 @@ def analyze_video(
         pipeline: an `EmotionPipeline` (`analyze(rgb)`, `classes`).
         fps: frames analysed per second of video.
         max_seconds: longest video accepted.
-        progress: called with the fraction of the video done, after each sampled frame.
+        progress: called after each sampled frame with the seconds of video done and the fraction of
+            the video done (None for a video that declares no duration, as a recorded WebM).
         cancelled: polled before each decoded frame; when it answers True the analysis stops.
         max_pixels: largest frame (width x height) accepted.
 
@@ -368,8 +369,8 @@ def analyze_video(
                 # boxes in the shown frame's own pixels, not the shrunk copy's
                 faces = rescaled(pipeline.analyze(rgb).faces, rgb.shape, shown_width, shown_height)
                 frames.append(VideoFrame(t, tracker.update(faces)))
-                if progress is not None and info.duration_s:
-                    progress(min(1.0, t / info.duration_s))
+                if progress is not None:
+                    progress(t, min(1.0, t / info.duration_s) if info.duration_s else None)
         except _Cancelled:
             return None
     if not frames:
