@@ -187,7 +187,7 @@ def test_a_video_that_declares_no_duration_reports_the_seconds_done(app, grace_r
         progress=lambda *report: reports.append(report),
     )
     assert result.info.duration_s is None
-    assert reports == [(pytest.approx(frame.t), None) for frame in result.frames]
+    assert reports == [(0.0, None)] + [(pytest.approx(frame.t), None) for frame in result.frames]
 
 
 def test_an_async_job_nobody_polls_is_cancelled_and_frees_its_slot(video_app, face_mp4):

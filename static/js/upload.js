@@ -14,6 +14,11 @@ const analyseButton = document.getElementById("analyze");
 const maxBytes = Number(app.dataset.maxUploadMb) * 1024 * 1024;
 // a small photo is drawn enlarged to at least this many pixels across, so its labels fit and read
 const MIN_DRAWN_PX = 360;
+// and a large one shrunk to at most this many: a 40 MP photo drawn whole took two 160 MB canvases, and
+// iOS Safari leaves a canvas over 16.7 MP blank
+const MAX_DRAWN_PX = 4096;
+// the boxes are drawn on this canvas, then over the photo: one for the page, not one per drawing
+const layer = document.createElement("canvas");
 let latest = 0; // the newest request: a photo chosen while another is analysed replaces it on the page
 let shown = null; // the photo and reply on the page, drawn again when the page's width changes
 let drawnWidth = 0; // the width (CSS pixels) it was drawn for
@@ -26,6 +31,7 @@ async function analyse(file) {
   const request = ++latest;
   table.hidden = true;
   canvas.hidden = true;
+  if (shown) shown.bitmap.close(); // a large photo's decoded pixels, freed now rather than by the collector
   shown = null;
   if (file.size > maxBytes) {
     analyseButton.disabled = false; // a photo still in flight is dropped: it no longer holds the button
@@ -33,10 +39,16 @@ async function analyse(file) {
     return;
   }
   message.textContent = "Analysing…";
+  analyseButton.disabled = true; // choosing a photo already sent it: a click would send it twice
+  if (!(await readable(file))) {
+    if (request !== latest) return;
+    analyseButton.disabled = false;
+    message.textContent = "The file changed or can't be read; choose it again.";
+    return;
+  }
   const body = new FormData();
   body.append("image", file);
   let reply;
-  analyseButton.disabled = true; // choosing a photo already sent it: a click would send it twice
   try {
     reply = await requestJson(app.dataset.analyzeUrl, { method: "POST", body });
   } catch (error) {
@@ -46,7 +58,12 @@ async function analyse(file) {
   }
   if (request !== latest) return;
   if (reply.error) {
-    message.textContent = reply.error.message;
+    message.textContent = errorText(reply.error);
+    return;
+  }
+  if (!answersInOurClasses(reply)) {
+    // an instance serving another model (a deploy under way): its columns would not fit this page's table
+    message.textContent = "The server now answers with other emotions (a different model): reload the page to use it.";
     return;
   }
   try {
@@ -56,13 +73,40 @@ async function analyse(file) {
   }
 }
 
+/** Whether `file` can still be read: a file changed on disk since it was chosen fails only once sent. */
+async function readable(file) {
+  try {
+    await file.slice(0, 1).arrayBuffer();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The server's message for a refused photo, with what the user can do about a slow upload. */
+function errorText(error) {
+  // the server's answer to a body that did not arrive in time (webapp/body_limits.py): a slow uplink
+  if (error.code === "timeout") return `${error.message}: try a smaller file or a faster connection.`;
+  return error.message;
+}
+
+/** Whether every face of `reply` has a probability for each of this page's emotions, and for no other. */
+function answersInOurClasses(reply) {
+  return reply.faces.every((face) => {
+    const names = Object.keys(face.probabilities);
+    return names.length === emotions.length && emotions.every((emotion) => emotion in face.probabilities);
+  });
+}
+
 async function show(file, reply, request) {
   // The server applies EXIF orientation; createImageBitmap does too, so the boxes line up.
   const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
   if (request !== latest) return;
-  const enlarged = Math.max(1, Math.ceil(MIN_DRAWN_PX / Math.max(reply.width, reply.height)));
-  canvas.width = reply.width * enlarged;
-  canvas.height = reply.height * enlarged;
+  const longer = Math.max(reply.width, reply.height);
+  const enlarged = Math.max(1, Math.ceil(MIN_DRAWN_PX / longer));
+  const shrunk = Math.min(1, MAX_DRAWN_PX / longer); // the boxes follow: they are drawn to the canvas's size
+  canvas.width = Math.max(1, Math.round(reply.width * enlarged * shrunk));
+  canvas.height = Math.max(1, Math.round(reply.height * enlarged * shrunk));
   canvas.classList.toggle("enlarged", enlarged > 1);
   canvas.hidden = false; // shown before drawing: labels are sized for the size it is shown at
   shown = { bitmap, reply };
@@ -83,7 +127,10 @@ async function show(file, reply, request) {
 function draw() {
   const { bitmap, reply } = shown;
   drawnWidth = canvas.clientWidth;
-  const layer = Object.assign(document.createElement("canvas"), { width: canvas.width, height: canvas.height });
+  if (layer.width !== canvas.width || layer.height !== canvas.height) {
+    layer.width = canvas.width;
+    layer.height = canvas.height;
+  }
   // numbered: a group photo's labels say which row of the table is theirs
   drawFaces(layer.getContext("2d"), reply, { scale: displayScale(canvas), numbered: true });
   const ctx = canvas.getContext("2d");

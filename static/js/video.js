@@ -14,6 +14,7 @@ const cancelButton = document.getElementById("cancel");
 const progress = document.getElementById("progress");
 const message = document.getElementById("message");
 const preview = document.getElementById("preview");
+const previewNote = document.getElementById("preview-note");
 const timeline = document.getElementById("timeline");
 const downloads = document.getElementById("downloads");
 const summaryTable = document.getElementById("summary");
@@ -21,20 +22,52 @@ const jsonLink = document.getElementById("download-json");
 const csvLink = document.getElementById("download-csv");
 const POLL_MS = 300;
 const HOLD_MS = 4000; // how long a refusal stays in the status line before progress may replace it
-const PAD = { left: 36, right: 8, top: 8, bottom: 22 };
+// The status line is a live region: each new text is read out. Progress goes there in 10% steps (or
+// whole seconds of video) at most this often; the bar shows every poll's value.
+const ANNOUNCE_MS = 3000;
+// Behind a load balancer a poll can reach an instance that does not hold the job (nginx takes one that
+// failed to connect out of rotation for 10 s): a job is taken as gone only after this long of 404s.
+const GONE_AFTER_MS = 12_000;
+// chart margins and text, in CSS pixels: the backing store is sized to the shown size times the pixel ratio
+const PAD = { left: 36, right: 8, top: 8 };
+const FONT_PX = 12;
+const LINE_PX = 16; // one line of the legend or of the time axis
+const MIN_CHART_PX = 60; // the plot keeps at least this much height however many legend lines wrap
 
 let busy = false; // from the upload's start to the job's end: one analysis at a time
 let upload = null; // AbortController of the upload in progress
 let jobUrl = null; // the job this page follows, once the upload is done
 let result = null;
 let previewUrl = null;
+let playable = true; // false once the browser failed to play the preview: the timeline cannot seek it
+let cursorT = 0; // the time the timeline's cursor shows, seconds
+let area = null; // the timeline's plot area (CSS pixels) as last drawn: clicks are mapped through it
 let downloadUrls = []; // the Blob URLs of the result's downloads, freed with it
 let heldUntil = 0; // progress leaves the status line alone until then: a refusal must be read
+let announcedAt = -Infinity; // when progress last went to the status line
 
 function say(text, { hold = false, force = false } = {}) {
   if (!hold && !force && performance.now() < heldUntil) return;
   heldUntil = hold ? performance.now() + HOLD_MS : 0;
-  message.textContent = text;
+  // rewriting the same text would have screen readers announce it again
+  if (message.textContent !== text) message.textContent = text;
+}
+
+/** Show a poll's progress: the bar at once, the status line in coarse steps (see ANNOUNCE_MS). */
+function showProgress(job) {
+  let text;
+  if (job.progress == null) {
+    // a video that declares no duration (a recorded WebM): no fraction to show, only how far it got
+    progress.removeAttribute("value");
+    text = `Analysing… ${Math.floor(job.video_s ?? 0)} s of video done`;
+  } else {
+    progress.value = job.progress;
+    text = `Analysing… ${Math.floor(job.progress * 10) * 10}%`;
+  }
+  if (text === message.textContent || performance.now() - announcedAt < ANNOUNCE_MS) return;
+  if (performance.now() < heldUntil) return; // a refusal is being read: the next poll says it
+  announcedAt = performance.now();
+  say(text);
 }
 
 function setBusy(value) {
@@ -46,12 +79,33 @@ function setBusy(value) {
 }
 
 function resetResult() {
-  for (const element of [preview, timeline, downloads, summaryTable]) element.hidden = true;
+  for (const element of [preview, previewNote, timeline, downloads, summaryTable]) element.hidden = true;
   result = null;
+  // the old preview would go on decoding (and holding its file) until the element is emptied
+  preview.pause();
+  preview.removeAttribute("src");
+  preview.load();
   if (previewUrl) URL.revokeObjectURL(previewUrl);
   previewUrl = null;
   for (const url of downloadUrls) URL.revokeObjectURL(url);
   downloadUrls = [];
+}
+
+/** Whether `file` can still be read: a file changed on disk since it was chosen fails only once sent. */
+async function readable(file) {
+  try {
+    await file.slice(0, 1).arrayBuffer();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The server's message for a refused upload, with what the user can do about a slow one. */
+function uploadError(error) {
+  // the server's answer to a body that did not arrive in time (webapp/body_limits.py): a slow uplink
+  if (error.code === "timeout") return `${error.message}: try a smaller file or a faster connection.`;
+  return error.message;
 }
 
 async function analyse(file) {
@@ -69,11 +123,16 @@ async function analyse(file) {
     say(`That file is ${(file.size / 1048576).toFixed(1)} MB; the limit is ${app.dataset.maxVideoMb} MB.`);
     return;
   }
+  setBusy(true);
+  if (!(await readable(file))) {
+    finish("The file changed or can't be read; choose it again.");
+    return;
+  }
   const body = new FormData();
   body.append("video", file);
-  setBusy(true);
   progress.removeAttribute("value"); // indeterminate while the upload travels
   say("Uploading…");
+  announcedAt = -Infinity; // the first progress is said at once
   let reply;
   upload = new AbortController();
   try {
@@ -86,7 +145,7 @@ async function analyse(file) {
     upload = null;
   }
   if (reply.error) {
-    finish(reply.error.message);
+    finish(uploadError(reply.error));
     return;
   }
   jobUrl = reply.url;
@@ -95,6 +154,7 @@ async function analyse(file) {
 
 async function poll(url, file) {
   // polling rather than Socket.IO: the page needs no connection of its own, and a lost reply costs one interval
+  let missingSince = null; // when polls started answering 404 (null: the last one found the job)
   while (jobUrl === url) {
     let job;
     try {
@@ -109,13 +169,21 @@ async function poll(url, file) {
       await new Promise((resolve) => setTimeout(resolve, POLL_MS * 3));
       continue;
     }
+    if (job.error && job.error.code === "not_found" && !job.state) {
+      // another instance's answer, or the job really is gone: only a while of them says which
+      missingSince ??= performance.now();
+      if (performance.now() - missingSince <= GONE_AFTER_MS) {
+        await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+        continue;
+      }
+    }
     if (job.error && !job.state) {
       finish(job.error.message);
       return;
     }
-    progress.value = job.progress;
+    missingSince = null;
     if (job.state === "running") {
-      say(`Analysing… ${Math.round(job.progress * 100)}%`);
+      showProgress(job);
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
       continue;
     }
@@ -152,19 +220,23 @@ function finish(text) {
 
 function show(file, reply, csv) {
   result = reply;
+  playable = true;
+  cursorT = 0;
   previewUrl = URL.createObjectURL(file);
   preview.src = previewUrl;
   preview.hidden = false;
   const withFaces = reply.summary.frames_with_faces;
-  message.textContent =
+  say(
     `${reply.frames.length} frames analysed (${reply.sampled_fps} per second of ${reply.duration_s.toFixed(1)} s), ` +
-    `${withFaces} with a face; mostly ${reply.summary.dominant ?? "no face"}.`;
+      `${withFaces} with a face; mostly ${reply.summary.dominant ?? "no face"}.` +
+      // no CSV (the job was forgotten or the connection dropped in between): no link that would fail
+      (csv ? "" : " The CSV could not be fetched: analyse the video again for it."),
+    { force: true },
+  );
   const json = new Blob([JSON.stringify(reply, null, 1)], { type: "application/json" });
   jsonLink.href = blobUrl(json);
-  // no CSV (the job was forgotten or the connection dropped in between): no link that would fail
   csvLink.hidden = !csv;
   if (csv) csvLink.href = blobUrl(csv);
-  else message.textContent += " The CSV could not be fetched: analyse the video again for it.";
   downloads.hidden = false;
   const rows = reply.summary.tracks.map((track) => {
     const row = document.createElement("tr");
@@ -185,26 +257,77 @@ function blobUrl(blob) {
   return url;
 }
 
-function xOf(t) {
-  const span = Math.max(result.duration_s, 1e-3);
-  return PAD.left + (t / span) * (timeline.width - PAD.left - PAD.right);
+// A video the browser cannot decode (HEVC in Chromium without its codec) was analysed on the server all
+// the same: its player would sit at 0:00, so it goes, and the timeline's cursor moves alone.
+preview.addEventListener("error", () => {
+  if (!previewUrl || !preview.error) return; // the element emptied by a new analysis
+  playable = false;
+  preview.hidden = true;
+  previewNote.textContent =
+    "This browser cannot play this video's format (its codec), so there is no preview; the analysis is not affected.";
+  previewNote.hidden = false;
+});
+
+/** The chart's size in CSS pixels, with the backing store set to it times the pixel ratio (sharp on any screen). */
+function fitTimeline(ctx) {
+  const width = timeline.clientWidth;
+  const height = timeline.clientHeight;
+  const ratio = window.devicePixelRatio || 1;
+  const [backingWidth, backingHeight] = [Math.round(width * ratio), Math.round(height * ratio)];
+  if (timeline.width !== backingWidth || timeline.height !== backingHeight) {
+    timeline.width = backingWidth;
+    timeline.height = backingHeight;
+  }
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0); // drawn in CSS pixels from here on
+  return { width, height };
 }
 
-function yOf(p) {
-  return PAD.top + (1 - p) * (timeline.height - PAD.top - PAD.bottom);
+/** The legend's entries, wrapped onto as many lines as the width needs: [{emotion, x, line}]. */
+function legendLayout(ctx, width) {
+  const entries = [];
+  let [x, line] = [PAD.left + 4, 0];
+  for (const emotion of emotions) {
+    const w = ctx.measureText(emotion).width;
+    if (x + w > width - PAD.right && x > PAD.left + 4) [x, line] = [PAD.left + 4, line + 1];
+    entries.push({ emotion, x, line });
+    x += w + 12;
+  }
+  return entries;
+}
+
+/** Where the plot area lies, in CSS pixels: under it one line for the time axis, then the legend's lines. */
+function plotArea(size, legendLines) {
+  const bottom = Math.max(PAD.top + MIN_CHART_PX, size.height - LINE_PX * (1 + legendLines) - 4);
+  return { left: PAD.left, right: size.width - PAD.right, top: PAD.top, bottom };
+}
+
+function xOf(area, t) {
+  const span = Math.max(result.duration_s, 1e-3);
+  return area.left + (t / span) * (area.right - area.left);
+}
+
+function yOf(area, p) {
+  return area.top + (1 - p) * (area.bottom - area.top);
 }
 
 // One line per emotion: the probability of the largest face in each sampled frame; gaps where no face was
 // found, and a break where the largest face is another tracked face: one person's line never runs into another's.
 function draw() {
-  if (!result) return;
+  if (!result || timeline.hidden) return;
   const ctx = timeline.getContext("2d");
-  ctx.clearRect(0, 0, timeline.width, timeline.height);
+  const size = fitTimeline(ctx);
+  ctx.clearRect(0, 0, size.width, size.height);
+  ctx.font = `${FONT_PX}px system-ui, sans-serif`;
+  const legend = legendLayout(ctx, size.width);
+  area = plotArea(size, legend.at(-1).line + 1);
   ctx.fillStyle = "#8a93a6";
-  ctx.font = "11px sans-serif";
-  ctx.fillText("100%", 2, yOf(1) + 9);
-  ctx.fillText("0", 2, yOf(0));
-  ctx.fillText(`${result.duration_s.toFixed(1)} s`, timeline.width - PAD.right - 40, timeline.height - 6);
+  ctx.textBaseline = "alphabetic";
+  ctx.fillText("100%", 2, yOf(area, 1) + FONT_PX - 2);
+  ctx.fillText("0", 2, yOf(area, 0));
+  const axisY = area.bottom + LINE_PX - 2;
+  const end = `${result.duration_s.toFixed(1)} s`;
+  const endX = area.right - ctx.measureText(end).width;
+  ctx.fillText(end, endX, axisY);
   for (const emotion of emotions) {
     ctx.strokeStyle = colorOf(emotion);
     ctx.lineWidth = 1.5;
@@ -216,35 +339,49 @@ function draw() {
         drawnId = null;
         continue;
       }
-      const [x, y] = [xOf(frame.t), yOf(face.probabilities[emotion])];
+      const [x, y] = [xOf(area, frame.t), yOf(area, face.probabilities[emotion])];
       if (face.id === drawnId) ctx.lineTo(x, y);
       else ctx.moveTo(x, y);
       drawnId = face.id;
     }
     ctx.stroke();
   }
-  let legendX = PAD.left + 4;
-  for (const emotion of emotions) {
+  for (const { emotion, x, line } of legend) {
     ctx.fillStyle = colorOf(emotion);
-    ctx.fillText(emotion, legendX, timeline.height - 6);
-    legendX += ctx.measureText(emotion).width + 12;
+    ctx.fillText(emotion, x, axisY + LINE_PX * (line + 1));
   }
+  drawCursor(ctx, axisY, endX - 8);
+}
+
+/** The playhead (or, with no playable preview, the clicked time), and its time on the axis line left of `maxX`. */
+function drawCursor(ctx, axisY, maxX) {
+  const t = playable ? preview.currentTime || 0 : cursorT;
+  const x = xOf(area, t);
   ctx.strokeStyle = "#ffffff";
+  ctx.lineWidth = 1;
   ctx.beginPath();
-  ctx.moveTo(xOf(preview.currentTime || 0), yOf(1));
-  ctx.lineTo(xOf(preview.currentTime || 0), yOf(0));
+  ctx.moveTo(x, yOf(area, 1));
+  ctx.lineTo(x, yOf(area, 0));
   ctx.stroke();
+  // its time under it: the readout a click moves, also where no preview shows the time
+  const label = `${t.toFixed(1)} s`;
+  const w = ctx.measureText(label).width;
+  ctx.fillStyle = "#ffffff";
+  ctx.fillText(label, Math.max(area.left, Math.min(x - w / 2, maxX - w)), axisY);
 }
 
 timeline.addEventListener("click", (event) => {
-  if (!result) return;
-  const bounds = timeline.getBoundingClientRect();
-  const x = ((event.clientX - bounds.left) / bounds.width) * timeline.width;
-  const fraction = Math.min(1, Math.max(0, (x - PAD.left) / (timeline.width - PAD.left - PAD.right)));
-  preview.currentTime = fraction * result.duration_s;
+  if (!result || !area) return;
+  const x = event.clientX - timeline.getBoundingClientRect().left; // CSS pixels, as the chart is drawn in
+  const fraction = Math.min(1, Math.max(0, (x - area.left) / (area.right - area.left)));
+  cursorT = fraction * result.duration_s;
+  // a preview that cannot play would only pretend to seek: the cursor alone moves
+  if (playable) preview.currentTime = cursorT;
   draw();
 });
 preview.addEventListener("timeupdate", draw);
+// drawn again for its new size: a window resized, a phone turned, the page zoomed
+new ResizeObserver(draw).observe(timeline);
 // Cancel ends the wait on the page at once; stopping the job on the server is best effort (it may be
 // unreachable: the page then waited for it, and showed the cancelled job's result once it came back).
 function cancelJob({ leaving = false } = {}) {

@@ -352,6 +352,8 @@ def analyze_video(
     started = time.perf_counter()
     with _open(source, max_pixels) as container:
         info = probe(container, max_seconds, max_pixels)
+        if progress is not None and not info.duration_s:
+            progress(0.0, None)  # said at once: no fraction is coming, so none should show before the first frame
         stream = container.streams.video[0]
         # read while the container is open: closing it frees the stream's data under PyAV's object
         rate = sampled_rate(stream, fps)
