@@ -61,7 +61,7 @@ def tta_label(flip: bool) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--data", default=str(DEFAULT_DATA), help="folder of <emotion>/ face crops, or fer2013.csv")
     parser.add_argument("--split", default="val")
     parser.add_argument("--repeats", type=int, default=300, help="batch-1 calls timed per classifier")

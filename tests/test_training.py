@@ -327,6 +327,7 @@ def test_model_card_is_written_from_the_run_files(trained_run, exported, tmp_pat
     for fitted, flag, said in (
         ({"neutral_shift": 0.0}, "", "divided by 0.55;"),
         ({"neutral_shift": 0.02}, " --match-neutral", "than the FER+ majority does"),
+        ({"neutral_shift": 0.0, "match_neutral": True}, " --match-neutral", "divided by 0.55;"),  # none needed
         (
             {"neutral_shift": 0.14, "neutral_share_target": 0.354},
             " --neutral-share 0.354",

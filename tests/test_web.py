@@ -307,6 +307,21 @@ def test_the_api_and_the_socket_ack_give_probabilities_in_the_models_order(clien
     assert tuple(served) == tuple(ack["faces"][0]["probabilities"]) == SHIPPED_CLASSES
 
 
+def test_a_keras_model_on_a_server_without_tensorflow_is_refused_at_start_up(monkeypatch):
+    import importlib.util
+
+    from tests.harness import ROOT
+    from webapp import config
+
+    settings = {**config.from_env(), "MODEL_PATH": str(ROOT / "checkpoints/sc-w64-a20-s51/best.keras")}
+    found = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *rest: None if name == "keras" else found(name, *rest)
+    )
+    with pytest.raises(config.SettingsError, match="is a Keras model, which needs TensorFlow"):
+        config.check(settings)
+
+
 @pytest.mark.parametrize(
     ("setting", "named"),
     [

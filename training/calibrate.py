@@ -225,6 +225,7 @@ def main(argv=None) -> int:
             "flip_tta": flip_tta,
             "temperature": temperature,
             "neutral_shift": shift,
+            "match_neutral": bool(args.match_neutral),  # asked for even where no shift was needed
             **({} if args.neutral_share is None else {"neutral_share_target": args.neutral_share}),
             "ece_before": round(ece(probabilities, labels, 1.0), 4),
             "ece_after": round(ece(probabilities, labels, temperature, shift), 4),

@@ -307,7 +307,7 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
         neutral = ""
         if held_share is not None:
             neutral = f" --neutral-share {held_share}"
-        elif shift:
+        elif shift or calibration.get("match_neutral"):
             neutral = " --match-neutral"
         lowered = ""
         if shift:

@@ -204,7 +204,7 @@ def format_table(candidates: list[Candidate], baseline: Candidate | None = None)
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.choose",
-        description=__doc__.split("\n")[0],
+        description=" ".join(__doc__.split("\n\n")[0].split()),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(

@@ -121,7 +121,7 @@ def with_votes(dataset: FaceDataset, data: str, votes: str | None) -> FaceDatase
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m training.evaluate",
-        description=__doc__.split("\n")[0],
+        description=" ".join(__doc__.split("\n\n")[0].split()),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(

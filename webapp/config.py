@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import socket
@@ -154,6 +155,11 @@ def check(config: dict) -> None:
         return
     if not Path(config["MODEL_PATH"]).is_file():
         raise SettingsError(f"MODEL_PATH {config['MODEL_PATH']!r} does not exist; see models/README.md")
+    if Path(config["MODEL_PATH"]).suffix != ".tflite" and importlib.util.find_spec("keras") is None:
+        raise SettingsError(
+            f"MODEL_PATH {config['MODEL_PATH']!r} is a Keras model, which needs TensorFlow: "
+            "pip install -r requirements-train.txt, or serve a .tflite (python -m training.export)"
+        )
     from webapp.vision.detector import DETECTOR_NAMES
 
     for key in ("DETECTOR", "UPLOAD_DETECTOR"):
