@@ -9,6 +9,12 @@
    (target: peak <= the upload + 300 MB over the idle worker; the peak is the kernel's high-water mark).
 3. One live Socket.IO client at 30 fps while a video job runs on the same server: round trip p95
    (target <= 60 ms), beside the same client with no video job.
+
+    python -m bench.video_bench --by-nice [--rounds 2]
+
+4. Only that last measure, with the video job at the live frames' CPU priority (BACKGROUND_NICE=0) and
+   below it (5, the default), on a quiet host and on one whose every core another process keeps busy,
+   alternating in one run; with the seconds of video the job gets through per second meanwhile.
 """
 
 from __future__ import annotations
@@ -167,6 +173,32 @@ def live_during_job(url: str, seconds: float) -> None:
             state = json.loads(reply.read())
 
 
+def live_beside_job_by_nice(rounds: int) -> None:
+    from bench.abuse_bench import busy_cpus
+
+    data = video_bytes(grace_hopper_rgb(), seconds=300)
+    print("\n4. one live client at 30 fps beside a 300 s video job, by the job's BACKGROUND_NICE\n")
+    print(row("host", "BACKGROUND_NICE", "round", "live p95 alone, ms", "live p95 beside the job, ms", "video s/s"))
+    print(row(*["---"] * 6))
+    for host in ("quiet", "busy"):
+        with busy_cpus(host == "busy"):
+            for round_ in range(1, rounds + 1):
+                for nice in ("0", "5"):
+                    process, url = start_production_server(env={"BACKGROUND_NICE": nice})
+                    try:
+                        alone = live_round_trips_ms(url, 5)
+                        status, body = post(url, data, "?async=1")
+                        assert status == 202, body
+                        job, started = json.loads(body)["url"], time.monotonic()
+                        beside = live_round_trips_ms(url, 8)
+                        with urllib.request.urlopen(url + job) as reply:
+                            done_s = json.loads(reply.read())["video_s"]
+                        rate = done_s / (time.monotonic() - started)
+                    finally:
+                        stop_production_server(process)
+                    print(row(host, nice, round_, f"{p95(alone):.0f}", f"{p95(beside):.0f}", f"{rate:.1f}"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=60, help="length of the throughput video")
@@ -174,7 +206,16 @@ def main() -> None:
     parser.add_argument("--upload-mb", type=float, default=198, help="size of the memory test's upload")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs of the throughput video (median)")
     parser.add_argument("--skip-server", action="store_true", help="only the in-process throughput")
+    parser.add_argument(
+        "--by-nice",
+        action="store_true",
+        help="only the live stream beside a video job, by BACKGROUND_NICE, on a quiet host and a busy one",
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of --by-nice")
     args = parser.parse_args()
+    if args.by_nice:
+        live_beside_job_by_nice(args.rounds)
+        return
     throughput(args.seconds, args.repeats)
     if args.skip_server:
         return
