@@ -312,6 +312,39 @@ def test_body_limits_give_the_video_route_its_own_size_and_deadline():
     assert call("/api/v1/analyze", 90) == ("200 OK", 90) and used == ["video", "default"]
     # over the limit: passed on unread, for the app to refuse with its own message
     assert call("/api/v1/analyze", 900)[0] == "200 OK" and used == ["video", "default"]
+    # the path as the router matches it: a doubled slash still reaches the video route
+    assert call("//api/v1//analyze-video", 900) == ("200 OK", 900) and used[-1] == "video"
+
+
+def test_body_limits_give_other_clients_a_turn_after_each_chunk():
+    from webapp.body_limits import CHUNK, BodyLimits
+
+    turns = []
+
+    def echo(environ, start_response):
+        start_response("200 OK", [])
+        return [environ["wsgi.input"].read()]
+
+    limits = BodyLimits(echo, 10 * CHUNK, pause=lambda: turns.append(1))
+    size = 4 * CHUNK + 1
+    environ = {"PATH_INFO": "/api/v1/analyze", "CONTENT_LENGTH": str(size), "wsgi.input": io.BytesIO(b"v" * size)}
+    assert len(b"".join(limits(environ, lambda *_: None))) == size and len(turns) == 5
+
+
+def test_a_video_body_that_escaped_the_body_limits_is_refused_unread(video_app, face_mp4):
+    from webapp.body_limits import SLOT
+
+    app = video_app()
+    view = app.view_functions["video.analyze"]
+    never_read = io.BytesIO(face_mp4)
+    with app.test_request_context(
+        "/api/v1/analyze-video", method="POST", input_stream=never_read, content_type="video/mp4"
+    ) as context:
+        context.request.environ["wsgi.input"] = never_read  # a socket's stream, not BodyLimits' buffer
+        context.request.environ.pop(SLOT, None)
+        reply = app.make_response(view())
+    assert reply.status_code == 400 and reply.json["error"]["code"] == "bad_request"
+    assert never_read.tell() == 0
 
 
 # --- frame size: MAX_PIXELS, cancelling between samples, shrinking large frames

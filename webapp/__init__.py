@@ -18,7 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from webapp import config as settings
 from webapp.background import BackgroundThreads
 from webapp.body_limits import BodyLimits, MinimumRate
-from webapp.concurrency import body_deadline, green_timeout, lock_factory
+from webapp.concurrency import body_deadline, green_pause, green_timeout, lock_factory
 from webapp.log_limit import limit_repeats
 from webapp.security import add_security_headers
 from webapp.sessions import SessionCap
@@ -117,6 +117,7 @@ def create_app(config: dict | None = None) -> Flask:
         # a video's body is read only in a free job slot: one that would be refused as busy is refused unread
         slots={"/api/v1/analyze-video": app.extensions["video_jobs"].reserve},
         min_rate=_minimum_rate(app.config),
+        pause=green_pause(app.config["ASYNC_MODE"]),
     )
     if app.config["TRUSTED_PROXIES"]:  # outermost: every layer below sees the client's own address
         app.wsgi_app = ProxyFix(

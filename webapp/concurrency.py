@@ -159,6 +159,16 @@ def green_timeout(async_mode: str):
     return timeout
 
 
+def green_pause(async_mode: str) -> Callable[[], None] | None:
+    """What gives the other green threads a turn in a loop that never waits (`eventlet.sleep(0)`);
+    None where threads are preempted anyway."""
+    if async_mode != "eventlet":
+        return None
+    import eventlet
+
+    return lambda: eventlet.sleep(0)
+
+
 def body_deadline(async_mode: str, seconds: float):
     """What `BodyLimits` reads request bodies under: a green timeout of `seconds` to 1.5 x `seconds` under eventlet,
     None (no deadline) otherwise."""
