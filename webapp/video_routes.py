@@ -150,9 +150,8 @@ def _run(
     def progress(video_s: float, fraction: float | None) -> None:
         job.video_s, job.progress = video_s, fraction
 
-    def cancelled() -> bool:
+    def cancelled() -> bool:  # on the background thread: no logging here (its locks are green under eventlet)
         if give_up_after is not None and job.unpolled_for() > give_up_after:
-            log.info("video job %s: not polled for %.0f s, cancelled", job.id, give_up_after)
             job.cancel()
         return job.cancel_requested
 
@@ -164,6 +163,8 @@ def _run(
             # A long video's result takes seconds to serialise, which on the event loop would stall every
             # client. It is pure Python, holding the GIL the event loop needs: on a niced thread, beside other
             # busy processes, it would hold it for longer. Only the bytes are kept, not the result's objects.
+            if analysis is None and give_up_after is not None and job.unpolled_for() > give_up_after:
+                log.info("video job %s: not polled for %.0f s, cancelled", job.id, give_up_after)
             result = None if analysis is None else run_blocking(JobResult.of, analysis)
             del analysis
             _jobs().finish(job, result=result)
