@@ -15,3 +15,20 @@ export async function requestJson(url, options) {
   const message = PROXY_MESSAGES[response.status] || `The server answered ${response.status} ${response.statusText}.`;
   return { error: { code: `http_${response.status}`, message } };
 }
+
+/** Whether `file` can still be read: a file changed on disk since it was chosen fails only once sent. */
+export async function readable(file) {
+  try {
+    await file.slice(0, 1).arrayBuffer();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The server's message for a refused upload, with what the user can do about a slow one. */
+export function refusalText(error) {
+  // the server's answer to a body that did not arrive in time (webapp/body_limits.py): a slow uplink
+  if (error.code === "timeout") return `${error.message}: try a smaller file or a faster connection.`;
+  return error.message;
+}

@@ -1,6 +1,6 @@
 // Upload page: send a still image to the JSON API, draw the faces, list probabilities.
 import { acceptFiles } from "./dropzone.js";
-import { requestJson } from "./http.js";
+import { readable, refusalText, requestJson } from "./http.js";
 import { colorOf, displayScale, drawFaces } from "./overlay.js";
 
 const app = document.getElementById("app");
@@ -58,7 +58,7 @@ async function analyse(file) {
   }
   if (request !== latest) return;
   if (reply.error) {
-    message.textContent = errorText(reply.error);
+    message.textContent = refusalText(reply.error);
     return;
   }
   if (!answersInOurClasses(reply)) {
@@ -71,23 +71,6 @@ async function analyse(file) {
   } catch (error) {
     if (request === latest) message.textContent = `The photo was analysed but could not be shown (${error.message}).`;
   }
-}
-
-/** Whether `file` can still be read: a file changed on disk since it was chosen fails only once sent. */
-async function readable(file) {
-  try {
-    await file.slice(0, 1).arrayBuffer();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The server's message for a refused photo, with what the user can do about a slow upload. */
-function errorText(error) {
-  // the server's answer to a body that did not arrive in time (webapp/body_limits.py): a slow uplink
-  if (error.code === "timeout") return `${error.message}: try a smaller file or a faster connection.`;
-  return error.message;
 }
 
 /** Whether every face of `reply` has a probability for each of this page's emotions, and for no other. */

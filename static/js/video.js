@@ -1,6 +1,6 @@
 // Video page: upload a video as a job, poll its progress (cancellable), then draw the emotion timeline.
 import { acceptFiles } from "./dropzone.js";
-import { requestJson } from "./http.js";
+import { readable, refusalText, requestJson } from "./http.js";
 import { colorOf } from "./overlay.js";
 
 const app = document.getElementById("app");
@@ -91,23 +91,6 @@ function resetResult() {
   downloadUrls = [];
 }
 
-/** Whether `file` can still be read: a file changed on disk since it was chosen fails only once sent. */
-async function readable(file) {
-  try {
-    await file.slice(0, 1).arrayBuffer();
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** The server's message for a refused upload, with what the user can do about a slow one. */
-function uploadError(error) {
-  // the server's answer to a body that did not arrive in time (webapp/body_limits.py): a slow uplink
-  if (error.code === "timeout") return `${error.message}: try a smaller file or a faster connection.`;
-  return error.message;
-}
-
 async function analyse(file) {
   if (busy) {
     // a second job would be refused (one per server by default) or race this one for the page
@@ -145,7 +128,7 @@ async function analyse(file) {
     upload = null;
   }
   if (reply.error) {
-    finish(uploadError(reply.error));
+    finish(refusalText(reply.error));
     return;
   }
   jobUrl = reply.url;
