@@ -53,12 +53,25 @@ def _raw_profile_png() -> bytes:
     return _encoded("PNG", pnginfo=text)
 
 
+def _exif_after_image_data() -> bytes:
+    """A PNG whose eXIf chunk (orientation 6) follows its image data, just before IEND."""
+    import struct
+    import zlib
+
+    png = _encoded("PNG")
+    exif = _exif(6).removeprefix(b"Exif\x00\x00")
+    chunk = struct.pack(">I", len(exif)) + b"eXIf" + exif + struct.pack(">I", zlib.crc32(b"eXIf" + exif))
+    end = png.rindex(b"IEND") - 4
+    return png[:end] + chunk + png[end:]
+
+
 FILES = {
     **{f"JPEG EXIF {n}": lambda n=n: _encoded("JPEG", exif=_exif(n), quality=95) for n in range(1, 9)},
     "PNG eXIf 6": lambda: _encoded("PNG", exif=_exif(6)),
     "WebP EXIF 6": lambda: _encoded("WEBP", exif=_exif(6), lossless=True),
     "JPEG XMP 6": lambda: _encoded("JPEG", xmp=XMP_ORIENTATION_6, quality=95),
     "PNG raw profile 6": _raw_profile_png,
+    "PNG eXIf 6 after the image data": _exif_after_image_data,
 }
 
 SHOWN_BY_CHROMIUM = """async (encoded) => {

@@ -332,6 +332,12 @@ def test_a_port_whose_last_connections_linger_in_time_wait_is_free():
     assert not port_in_use(port)
 
 
+def test_nginx_has_browsers_revalidate_static_files(cluster):
+    # the pages' ES modules import each other by plain URL: an hour-old http.js beside a new upload.js breaks the page
+    with urllib.request.urlopen(cluster.url + "/static/js/http.js", timeout=5) as reply:
+        assert reply.headers["Cache-Control"] == "no-cache" and reply.headers["Last-Modified"]
+
+
 def test_nginx_answers_a_video_over_its_limit_in_json(cluster):
     host, port = cluster.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as upload:

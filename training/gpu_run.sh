@@ -35,6 +35,8 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 export PYTHONPATH=/tmp/site:$PWD KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 LOG=$OUT/log.txt
 nvidia-smi -L | tee -a "$LOG"
+# a warm machine keeps /tmp from an earlier call: unpack-data and training.consistent refuse to write over it
+rm -rf /tmp/fer2013 /tmp/students
 python3 -m training.transport unpack-data "${PACK:-.device/faces.npz}" /tmp/fer2013 | tee -a "$LOG" || exit 1
 quiet() { grep -v "^WARNING\|^W0000\|^I0000\|^Epoch" | tee -a "$LOG"; }
 

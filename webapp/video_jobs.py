@@ -52,11 +52,13 @@ class VideoJob:
     cancel_requested: bool = False
     finished_at: float | None = None
     started_at: float = field(default_factory=time.monotonic)
-    polled_at: float = field(default_factory=time.monotonic)  # when its client last asked about it
+    polled: bool = False  # whether its client has asked about it: it then knows the id
 
-    def unpolled_for(self) -> float:
-        """Seconds since the job was started or last polled."""
-        return time.monotonic() - self.polled_at
+    def never_polled_for(self) -> float:
+        """Seconds since the job started, if nobody has polled it yet; 0 once someone has. A page that
+        learnt the id cancels the job when it leaves; a hidden tab whose timers a browser suspends
+        must find its job still running when it comes back."""
+        return 0.0 if self.polled else time.monotonic() - self.started_at
 
     def cancel(self) -> None:
         """Ask the analysis to stop: it does within one decoded frame."""
@@ -179,7 +181,7 @@ class VideoJobs:
             self._expire()
             job = self._jobs.get(job_id)
             if job is not None:
-                job.polled_at = time.monotonic()
+                job.polled = True
             return job
 
     def _expire(self) -> None:

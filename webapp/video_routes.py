@@ -76,6 +76,8 @@ def analyze():
     if request.mimetype == "multipart/form-data":
         # parsing a 200 MB form takes 0.6 s of pure Python: off the event loop, or every live frame waits
         form = request._get_current_object()
+        # the form limits are read from the app's config, which the native thread has no context for
+        form.max_form_memory_size, form.max_form_parts = form.max_form_memory_size, form.max_form_parts
         file = run_blocking(lambda: form.files.get("video"))
         if file is None:
             return _bad("missing_video", "send the video as the multipart field 'video'")
@@ -144,14 +146,14 @@ def _run(
 ) -> None:
     """Analyse on a background thread (decoding and inference would stall the event loop, and must leave
     the CPU to the live frames first), then serialise the result off the event loop too. With
-    `give_up_after`, a job nobody has polled for that many seconds is cancelled: it would hold a video
-    slot for minutes with no one to read its result."""
+    `give_up_after`, a job nobody has polled within that many seconds of its start is cancelled: its
+    client never learnt its id, and it would hold a video slot for minutes with no one to read it."""
 
     def progress(video_s: float, fraction: float | None) -> None:
         job.video_s, job.progress = video_s, fraction
 
     def cancelled() -> bool:  # on the background thread: no logging here (its locks are green under eventlet)
-        if give_up_after is not None and job.unpolled_for() > give_up_after:
+        if give_up_after is not None and job.never_polled_for() > give_up_after:
             job.cancel()
         return job.cancel_requested
 
@@ -163,8 +165,8 @@ def _run(
             # A long video's result takes seconds to serialise, which on the event loop would stall every
             # client. It is pure Python, holding the GIL the event loop needs: on a niced thread, beside other
             # busy processes, it would hold it for longer. Only the bytes are kept, not the result's objects.
-            if analysis is None and give_up_after is not None and job.unpolled_for() > give_up_after:
-                log.info("video job %s: not polled for %.0f s, cancelled", job.id, give_up_after)
+            if analysis is None and give_up_after is not None and job.never_polled_for() > give_up_after:
+                log.info("video job %s: not polled within %.0f s, cancelled", job.id, give_up_after)
             result = None if analysis is None else run_blocking(JobResult.of, analysis)
             del analysis
             _jobs().finish(job, result=result)

@@ -134,7 +134,7 @@ def open_image(data: bytes, limits: DecodeLimits, formats: set[str] = ALLOWED_FO
             f"the image would take {needed / 2**20:.0f} MB to decode ({width}x{height}, {image.mode}); "
             f"the limit is {limits.max_bytes / 2**20:.0f} MB",
         )
-    # the orientation is read once the pixels are: Pillow decodes a whole PNG to look for its EXIF
+    # nothing here asks Pillow for the EXIF: its getexif() decodes a whole PNG to look for one
     return OpenedImage(image, needed, width, height, limits.draft_side)
 
 
@@ -147,8 +147,10 @@ def decode_opened(opened: OpenedImage) -> DecodedImage:
     image = opened.image
     width, height = opened.width, opened.height
     try:
-        image.load()
+        # before the pixels: an eXIf chunk after a PNG's image data, which Pillow reads with them, is one
+        # Chromium ignores
         orientation = _orientation(image)
+        image.load()
         if orientation in (5, 6, 7, 8):  # rotated by 90 or 270 degrees
             width, height = height, width
         if image.mode in WIDE_MODES:  # to 8 bits at once: Pillow would clip to white, at 4 bytes a sample
