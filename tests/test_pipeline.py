@@ -141,6 +141,24 @@ def test_eye_alignment_levels_a_tilted_face(grace_rgb):
     )  # below the tilt threshold: the plain crop
 
 
+@pytest.mark.parametrize("width, height", [(80, 80), (80, 40), (40, 80)])
+def test_a_levelled_face_is_framed_as_the_plain_crop_frames_it(width, height):
+    # the rotated path at 0 degrees must give the plain crop, flat boxes (cut by the image's edge) included
+    from webapp.vision.align import upright_face_input
+    from webapp.vision.preprocess import DEFAULT_FRAMING, face_to_input
+    from webapp.vision.types import FaceDetection
+
+    gray = np.tile(np.arange(300, dtype=np.float64)[:, None] * 255 / 299, (1, 300)).astype(np.uint8)
+    box = Box(100, 100, width, height)
+    level_eyes = ((110.0, 120.0), (150.0, 120.0))
+    rotated = upright_face_input(gray, FaceDetection(box, 0.9, level_eyes), min_tilt=0.0).astype(float)
+    plain = face_to_input(gray, (box.x, box.y, box.width, box.height)).astype(float)
+    # on a vertical gradient the mean brightness gives the crop's height in the image
+    shift_px = np.mean(rotated - plain) / (255 / 299)
+    side = max(width, height) * DEFAULT_FRAMING.scale
+    assert abs(shift_px * 48 / side) < 0.5  # in output pixels
+
+
 @pytest.mark.parametrize(
     "left, top, side", [(-30, -30, 20), (-10, 5, 30), (60, 40, 30), (-200, -200, 500), (65, -5, 12)]
 )

@@ -87,3 +87,15 @@ def test_a_video_tracker_forgets_a_face_gone_for_seconds_at_any_rate():
         for _ in range(round(3 * fps)):  # 3 s out of view
             tracker.update([])
         assert tracker.update([face(0, "happy")])[0].track_id == 2
+
+
+def test_a_face_passing_in_front_of_another_keeps_its_id_and_emotion():
+    # B stands at x=200 and is hidden while A, moving right 25 px a frame, is within 60 px of it
+    tracker = FaceTracker()
+    for frame in range(16):
+        a = face(25 * frame, "happy")
+        faces = [a] if abs(a.box.x - 200) < 60 else [a, face(200, "sad")]
+        tracked = tracker.update(faces)
+        assert tracked[0].track_id == 1 and tracked[0].emotion.label == "happy", frame
+        if len(tracked) == 2:
+            assert tracked[1].track_id == 2 and tracked[1].emotion.label == "sad", frame

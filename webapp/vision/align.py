@@ -56,8 +56,9 @@ def upright_face_input(gray: np.ndarray, detection: FaceDetection, min_tilt: flo
         size / 2 + (box.y + box.height / 2 - cy) * size / (2 * half),
     )
     matrix = cv2.getRotationMatrix2D(centre, tilt, scale)
-    # the box centre lands below the output's centre by the crop's forehead shift
-    target = (INPUT_SIZE / 2, INPUT_SIZE / 2 - framing.shift_y * INPUT_SIZE / framing.scale)
+    # the box centre lands above the output's centre by the crop's forehead shift, which `crop_box` takes
+    # from the box's height: for a box cut flat by the image's edge that is not its longer side
+    target = (INPUT_SIZE / 2, INPUT_SIZE / 2 - framing.shift_y * box.height * INPUT_SIZE / side)
     matrix[:, 2] += np.array(target) - np.array(centre)
     return cv2.warpAffine(
         region, matrix, (INPUT_SIZE, INPUT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE

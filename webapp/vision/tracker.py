@@ -55,23 +55,32 @@ class FaceTracker:
         )
 
     def update(self, faces: tuple[FaceResult, ...] | list[FaceResult]) -> tuple[FaceResult, ...]:
-        """Return `faces` with track ids and smoothed emotions, in the input order."""
-        pairs = sorted(
-            (
-                (face.box.iou(track.face.box), i, t)
-                for i, face in enumerate(faces)
-                for t, track in enumerate(self._tracks)
-            ),
-            reverse=True,
-        )
+        """Return `faces` with track ids and smoothed emotions, in the input order.
+
+        Tracks are matched in order of how recently they were seen, those of the last frame first: a
+        missing face's track keeps its last box, and a face passing in front of it overlapped that box
+        more than its own, took its id and blended in its emotion (and the hidden face took the mover's
+        id when it came back).
+        """
         matched_faces: dict[int, int] = {}
         used_tracks: set[int] = set()
-        for iou, i, t in pairs:
-            if iou < self.min_iou:
-                break
-            if i not in matched_faces and t not in used_tracks:
-                matched_faces[i] = t
-                used_tracks.add(t)
+        for missed in sorted({track.missed for track in self._tracks}):
+            pairs = sorted(
+                (
+                    (face.box.iou(track.face.box), i, t)
+                    for i, face in enumerate(faces)
+                    if i not in matched_faces
+                    for t, track in enumerate(self._tracks)
+                    if track.missed == missed
+                ),
+                reverse=True,
+            )
+            for iou, i, t in pairs:
+                if iou < self.min_iou:
+                    break
+                if i not in matched_faces and t not in used_tracks:
+                    matched_faces[i] = t
+                    used_tracks.add(t)
         results = []
         for i, face in enumerate(faces):
             if i in matched_faces:
