@@ -14,7 +14,7 @@ import threading
 import time
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -292,6 +292,24 @@ def video_bytes(
         if sound is not None:
             muxer.mux(sound.encode())
     return out.getvalue()
+
+
+@contextlib.contextmanager
+def video_frames_delayed(app, wait: Callable[[], object]):
+    """`app`'s video pipeline calling `wait()` before it analyses each frame, while the block runs: jobs that
+    last long enough to be polled, cancelled or left alone."""
+    pipeline = app.extensions["pipelines"]["video"]
+    original = pipeline.analyze
+
+    def delayed(rgb, *args):
+        wait()
+        return original(rgb, *args)
+
+    pipeline.analyze = delayed
+    try:
+        yield
+    finally:
+        del pipeline.analyze
 
 
 class _Unseekable:

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.harness import SHIPPED_CLASSES, audio_only_bytes, video_bytes
+from tests.harness import SHIPPED_CLASSES, audio_only_bytes, video_bytes, video_frames_delayed
 from webapp.vision import video
 from webapp.vision.video import VideoError, analyze_video
 
@@ -35,14 +35,20 @@ def video_app(app):
     return make
 
 
-def test_analyze_video_samples_at_fps_and_tracks_the_face(face_mp4, app):
+def analysed_with_progress(app, data: bytes):
+    """The video pipeline's analysis of `data` at 5 fps, and every (video_s, fraction) progress report."""
     reports = []
     result = analyze_video(
-        io.BytesIO(face_mp4),
+        io.BytesIO(data),
         app.extensions["pipelines"]["video"],
         fps=5,
         progress=lambda *report: reports.append(report),
     )
+    return result, reports
+
+
+def test_analyze_video_samples_at_fps_and_tracks_the_face(face_mp4, app):
+    result, reports = analysed_with_progress(app, face_mp4)
     video_s, progress = zip(*reports, strict=True)
     assert list(video_s) == pytest.approx([frame.t for frame in result.frames])
     assert [frame.t for frame in result.frames] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8])
@@ -179,13 +185,7 @@ def test_too_large_video_while_images_keep_their_limit(video_app, grace_rgb):
 
 def test_a_video_that_declares_no_duration_reports_the_seconds_done(app, grace_rgb):
     recorded = video_bytes(grace_rgb, seconds=1.0, codec="libvpx", container="webm", declare_duration=False)
-    reports = []
-    result = analyze_video(
-        io.BytesIO(recorded),
-        app.extensions["pipelines"]["video"],
-        fps=5,
-        progress=lambda *report: reports.append(report),
-    )
+    result, reports = analysed_with_progress(app, recorded)
     assert result.info.duration_s is None
     assert reports == [(0.0, None)] + [(pytest.approx(frame.t), None) for frame in result.frames]
 
@@ -194,15 +194,7 @@ def test_an_async_job_nobody_polls_is_cancelled_and_frees_its_slot(video_app, fa
     # a page that left while the 202 was on its way never learnt the id: it cannot poll or cancel the job
     app = video_app(MAX_VIDEO_JOBS=1, VIDEO_POLL_TIMEOUT_S=1)
     client = app.test_client()
-    pipeline = app.extensions["pipelines"]["video"]
-    original = pipeline.analyze
-
-    def slow(rgb, *args):
-        time.sleep(0.3)
-        return original(rgb, *args)
-
-    pipeline.analyze = slow
-    try:
+    with video_frames_delayed(app, lambda: time.sleep(0.3)):
         forgotten = client.post("/api/v1/analyze-video?async=1", data=face_mp4, content_type="video/mp4").json["url"]
         time.sleep(2.5)  # never polled, for longer than VIDEO_POLL_TIMEOUT_S
         assert client.get(forgotten).json["state"] == "cancelled"
@@ -215,8 +207,6 @@ def test_an_async_job_nobody_polls_is_cancelled_and_frees_its_slot(video_app, fa
         while (state := client.get(polled).json)["state"] == "running" and time.monotonic() < deadline:
             time.sleep(0.3)
         assert state["state"] == "done" and state["video_s"] == pytest.approx(1.8)
-    finally:
-        del pipeline.analyze
 
 
 def test_async_job_progress_result_csv_and_expiry(client, face_mp4):
@@ -236,15 +226,7 @@ def test_cancel_and_the_busy_cap(video_app, face_mp4):
     app = video_app(MAX_VIDEO_JOBS=1)
     client = app.test_client()
     gate = threading.Event()
-    pipeline = app.extensions["pipelines"]["video"]
-    original = pipeline.analyze
-
-    def slow(rgb, *args):
-        gate.wait(10)
-        return original(rgb, *args)
-
-    pipeline.analyze = slow
-    try:
+    with video_frames_delayed(app, lambda: gate.wait(10)):
         url = client.post("/api/v1/analyze-video?async=1", data=face_mp4, content_type="video/mp4").json["url"]
         busy = client.post("/api/v1/analyze-video", data=face_mp4, content_type="video/mp4")
         assert busy.status_code == 503 and busy.json["error"]["code"] == "busy"
@@ -261,8 +243,6 @@ def test_cancel_and_the_busy_cap(video_app, face_mp4):
         assert client.delete(url).status_code == 200 and client.get(url).json["state"] == "cancelled"
         # the slot is free again
         assert client.post("/api/v1/analyze-video?fps=1", data=face_mp4, content_type="video/mp4").status_code == 200
-    finally:
-        del pipeline.analyze
 
 
 @pytest.mark.parametrize("job_id", ["x" * 5000, "%00", "..%2f..%2fetc", "%ff%fe", "1' or '1'='1"])

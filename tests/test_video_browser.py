@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, serve_in_thread, video_bytes, watch_page
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, serve_in_thread, video_bytes, video_frames_delayed, watch_page
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = ROOT / "test-artifacts"
@@ -21,16 +21,8 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright n
 @pytest.fixture(scope="module")
 def slow_app(app):
     """The session's app with video frames slowed to 60 ms each, so progress can be seen."""
-    pipeline = app.extensions["pipelines"]["video"]
-    original = pipeline.analyze
-
-    def slow(rgb, *args):
-        time.sleep(0.06)
-        return original(rgb, *args)
-
-    pipeline.analyze = slow
-    yield app
-    del pipeline.analyze
+    with video_frames_delayed(app, lambda: time.sleep(0.06)):
+        yield app
 
 
 @pytest.fixture(scope="module")
