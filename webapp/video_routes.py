@@ -88,7 +88,7 @@ def analyze():
     elif isinstance(request.environ["wsgi.input"], io.BytesIO):
         source = request.environ["wsgi.input"]  # the body as BodyLimits buffered it: a copy would double it
     else:
-        source = io.BytesIO(request.get_data(cache=False))
+        source = io.BytesIO()  # no body: any other was buffered by BodyLimits or refused above
     source.seek(0, io.SEEK_END)
     if source.tell() == 0:
         return _bad("empty", "the video is empty (0 bytes)")
@@ -162,11 +162,11 @@ def _run(
             analysis = run_in_background(
                 analyze_video, source, pipeline, fps, max_seconds, progress, cancelled, max_pixels
             )
+            if analysis is None and give_up_after is not None and not job.polled:  # a DELETE polls it
+                log.info("video job %s: not polled within %.0f s, cancelled", job.id, give_up_after)
             # A long video's result takes seconds to serialise, which on the event loop would stall every
             # client. It is pure Python, holding the GIL the event loop needs: on a niced thread, beside other
             # busy processes, it would hold it for longer. Only the bytes are kept, not the result's objects.
-            if analysis is None and give_up_after is not None and job.never_polled_for() > give_up_after:
-                log.info("video job %s: not polled within %.0f s, cancelled", job.id, give_up_after)
             result = None if analysis is None else run_blocking(JobResult.of, analysis)
             del analysis
             _jobs().finish(job, result=result)
