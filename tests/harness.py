@@ -116,7 +116,7 @@ def png_16bit_rgba(width: int, height: int) -> bytes:
     same = b"\x02" + bytes(8 * width)  # filter "Up": the row above again
     data = compressor.compress(first) + b"".join(compressor.compress(same) for _ in range(height - 1))
     data += compressor.flush()
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
 
 
 def png_with_text(chunks: int, text_bytes: int, after_pixels: bool = False) -> bytes:
@@ -126,13 +126,32 @@ def png_with_text(chunks: int, text_bytes: int, after_pixels: bool = False) -> b
     Image.new("RGB", (64, 64), (200, 120, 80)).save(buffer, "PNG")
     png = buffer.getvalue()
     text = zlib.compress(b"A" * text_bytes, 9)
-    extra = b"".join(_png_chunk(b"zTXt", b"note%d\x00\x00" % i + text) for i in range(chunks))
+    extra = b"".join(png_chunk(b"zTXt", b"note%d\x00\x00" % i + text) for i in range(chunks))
+    return png_with_chunks(png, extra, after_pixels)
+
+
+def png_with_chunks(png: bytes, chunks: bytes, after_pixels: bool) -> bytes:
+    """`png` with encoded `chunks` (`png_chunk`) after its header or, with `after_pixels`, just before its end."""
     at = len(png) - 12 if after_pixels else 33  # before IEND, or after IHDR
-    return png[:at] + extra + png[at:]
+    return png[:at] + chunks + png[at:]
 
 
-def _png_chunk(kind: bytes, body: bytes) -> bytes:
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, body and CRC."""
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def made_up_face(box: tuple[float, float, float, float], classes, emotion: str | None = None, id=None) -> dict:
+    """A face as the API's wire format gives it, for a faked server answer: the same probability for every
+    one of `classes`, labelled `emotion` (by default the first class)."""
+    return {
+        "id": id,
+        "box": dict(zip(("x", "y", "width", "height"), box, strict=True)),
+        "detection_score": 0.9,
+        "emotion": emotion or classes[0],
+        "score": 0.5,
+        "probabilities": {name: 1 / len(classes) for name in classes},
+    }
 
 
 def webcam_frame() -> np.ndarray:

@@ -16,6 +16,7 @@ from tests.harness import (
     ROOT,
     SHIPPED_CLASSES,
     jpeg_bytes,
+    made_up_face,
     serve_in_thread,
     twin_app,
     watch_page,
@@ -773,16 +774,8 @@ def test_a_label_stays_inside_the_photo_at_its_edges(page, live_server):
     import matplotlib.cbook
 
     photo = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    probabilities = {emotion: 1 / len(SHIPPED_CLASSES) for emotion in SHIPPED_CLASSES}
     # made up: a face at the right edge running from the top to the bottom, no room above or below it
-    face = {
-        "id": None,
-        "box": {"x": 490, "y": 5, "width": 20, "height": 590},
-        "detection_score": 0.9,
-        "emotion": "neutral",
-        "score": 0.5,
-        "probabilities": probabilities,
-    }
+    face = made_up_face((490, 5, 20, 590), SHIPPED_CLASSES, "neutral")
     reply = {"width": 512, "height": 600, "faces": [face], "timings_ms": {"total": 1}}
     page.route("**/api/v1/analyze", lambda route: route.fulfill(json=reply))
     page.add_init_script("""

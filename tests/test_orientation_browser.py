@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from tests.harness import CHROMIUM, CHROMIUM_ARGS
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, png_chunk, png_with_chunks
 from webapp.vision.imaging import decode_image
 
 pytestmark = pytest.mark.browser
@@ -55,14 +55,8 @@ def _raw_profile_png() -> bytes:
 
 def _exif_after_image_data() -> bytes:
     """A PNG whose eXIf chunk (orientation 6) follows its image data, just before IEND."""
-    import struct
-    import zlib
-
-    png = _encoded("PNG")
     exif = _exif(6).removeprefix(b"Exif\x00\x00")
-    chunk = struct.pack(">I", len(exif)) + b"eXIf" + exif + struct.pack(">I", zlib.crc32(b"eXIf" + exif))
-    end = png.rindex(b"IEND") - 4
-    return png[:end] + chunk + png[end:]
+    return png_with_chunks(_encoded("PNG"), png_chunk(b"eXIf", exif), after_pixels=True)
 
 
 FILES = {

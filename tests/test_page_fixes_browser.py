@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import CHROMIUM, CHROMIUM_ARGS, serve_in_thread, twin_app, video_bytes, watch_page
+from tests.harness import CHROMIUM, CHROMIUM_ARGS, made_up_face, serve_in_thread, twin_app, video_bytes, watch_page
 
 pytestmark = pytest.mark.browser
 
@@ -84,14 +84,7 @@ def emotions_of(page) -> list[str]:
 
 def made_up_result(emotions: list[str], duration_s: float = 4.0) -> dict:
     """A video job's result: one face in each of 5 frames."""
-    face = {
-        "id": 1,
-        "box": {"x": 0, "y": 0, "width": 9, "height": 9},
-        "detection_score": 0.9,
-        "emotion": emotions[0],
-        "score": 0.5,
-        "probabilities": {e: 1 / len(emotions) for e in emotions},
-    }
+    face = made_up_face((0, 0, 9, 9), emotions, id=1)
     return {
         "duration_s": duration_s,
         "sampled_fps": 1,
@@ -260,14 +253,7 @@ def test_a_reply_in_other_classes_asks_for_a_reload_not_nan(page, server):
 
     page.goto(server + "/upload")
     emotions = [*emotions_of(page), "unheard_of"]  # an instance serving a model with one class more
-    face = {
-        "id": None,
-        "box": {"x": 165, "y": 140, "width": 200, "height": 205},
-        "detection_score": 0.9,
-        "emotion": "unheard_of",
-        "score": 0.5,
-        "probabilities": {e: 1 / len(emotions) for e in emotions},
-    }
+    face = made_up_face((165, 140, 200, 205), emotions, "unheard_of")
     reply = {"width": 512, "height": 600, "faces": [face], "timings_ms": {"total": 1}}
     page.route("**/api/v1/analyze", lambda route: route.fulfill(json=reply))
     page.set_input_files("#image", matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
@@ -288,14 +274,7 @@ def test_a_huge_photo_is_drawn_at_most_4096_wide_with_its_box_on_the_face(page, 
     path.write_bytes(buffer.getvalue())
     page.goto(server + "/upload")
     emotions = emotions_of(page)
-    found = {
-        "id": None,
-        "box": dict(zip(("x", "y", "width", "height"), face, strict=True)),
-        "detection_score": 0.9,
-        "emotion": emotions[0],
-        "score": 0.5,
-        "probabilities": {e: 1 / len(emotions) for e in emotions},
-    }
+    found = made_up_face(face, emotions)
     reply = {"width": width, "height": height, "faces": [found], "timings_ms": {"total": 1}}
     page.route("**/api/v1/analyze", lambda route: route.fulfill(json=reply))
     page.add_init_script("""

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, serve_in_thread, video_bytes, video_frames_delayed, watch_page
+from tests.harness import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ROOT,
+    made_up_face,
+    serve_in_thread,
+    video_bytes,
+    video_frames_delayed,
+    watch_page,
+)
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = ROOT / "test-artifacts"
@@ -163,17 +172,7 @@ def test_video_page_reports_a_bad_file(page, server, tmp_path):
 def test_the_timeline_breaks_where_the_largest_face_is_another_person(page, server, face_video):
     # the server's reply is made up here: face 1 is the largest for two frames, then face 2 is
     emotions = page.context.request.get(server + "/healthz").json()["emotions"]
-    faces = [
-        {
-            "id": i,
-            "box": {"x": 0, "y": 0, "width": 9, "height": 9},
-            "detection_score": 0.9,
-            "emotion": emotions[0],
-            "score": 0.5,
-            "probabilities": {e: 1 / len(emotions) for e in emotions},
-        }
-        for i in (1, 1, 2, 2)
-    ]
+    faces = [made_up_face((0, 0, 9, 9), emotions, id=i) for i in (1, 1, 2, 2)]
     result = {
         "duration_s": 4.0,
         "sampled_fps": 1,
