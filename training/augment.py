@@ -82,12 +82,12 @@ def add_mixup(dataset, alpha: float, seed: int = 0):
     import tensorflow as tf
 
     def mix(batch, seed_pair):
-        gamma_seeds = tf.random.experimental.stateless_split(seed_pair, 3)
+        seeds = tf.random.experimental.stateless_split(seed_pair, 3)
         size = tf.shape(batch[0])[0]
-        first = tf.random.stateless_gamma([size], gamma_seeds[0], alpha)
-        lam = first / (first + tf.random.stateless_gamma([size], gamma_seeds[1], alpha))
+        first = tf.random.stateless_gamma([size], seeds[0], alpha)
+        lam = first / (first + tf.random.stateless_gamma([size], seeds[1], alpha))
         lam = tf.maximum(lam, 1 - lam)  # each image keeps most of itself
-        partner = tf.random.experimental.stateless_shuffle(tf.range(size), gamma_seeds[2])
+        partner = tf.random.experimental.stateless_shuffle(tf.range(size), seeds[2])
 
         def blend(tensor):
             share = tf.reshape(lam, [-1] + [1] * (len(tensor.shape) - 1))
@@ -96,6 +96,4 @@ def add_mixup(dataset, alpha: float, seed: int = 0):
         return tuple(blend(tensor) for tensor in batch)
 
     seed_pairs = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    return tf.data.Dataset.zip(dataset, seed_pairs).map(
-        lambda batch, seed_pair: mix(batch, seed_pair), num_parallel_calls=tf.data.AUTOTUNE
-    )
+    return tf.data.Dataset.zip(dataset, seed_pairs).map(mix, num_parallel_calls=tf.data.AUTOTUNE)

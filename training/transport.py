@@ -75,15 +75,20 @@ def unpack_data(pack: Path, folder: Path) -> int:
     outside = [name for name in names if ".." in Path(name).parts or Path(name).is_absolute()]
     if outside:
         raise ValueError(f"{pack}: {outside[0]!r} is not a path inside the dataset")
-    taken = next((folder / name for name in names if (folder / name).exists()), None)
-    if taken is not None:
-        raise ValueError(f"{taken} exists: unpack into a new folder, or move it away")
+    _refuse_existing(folder / name for name in names)
     for index, name in enumerate(names):
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(blob[offsets[index] : offsets[index + 1]].tobytes())
     copy_votes(pack.parent, folder)
     return len(names)
+
+
+def _refuse_existing(paths) -> None:
+    """Raise ValueError naming the first of `paths` that exists: unpacking never writes over a file."""
+    taken = next((path for path in paths if path.exists()), None)
+    if taken is not None:
+        raise ValueError(f"{taken} exists: unpack into a new folder, or move it away")
 
 
 def model_from_recipe(recipe: dict):
@@ -132,10 +137,7 @@ def unpack_models(folder: Path, out: Path) -> list[Path]:
     """Rebuild every model packed in `folder` (see `pack_models`) as `<out>/<name>.keras`."""
     import keras
 
-    targets = [out / f"{path.stem}.keras" for path in sorted(folder.glob("*.npz"))]
-    taken = next((path for path in targets if path.exists()), None)
-    if taken is not None:
-        raise ValueError(f"{taken} exists: unpack into a new folder, or move it away")
+    _refuse_existing(out / f"{path.stem}.keras" for path in sorted(folder.glob("*.npz")))
     out.mkdir(parents=True, exist_ok=True)
     saved = []
     for path in sorted(folder.glob("*.npz")):
