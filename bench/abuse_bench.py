@@ -1,13 +1,14 @@
 """Issue-11 attacks against the Procfile's server (gunicorn, one eventlet worker), loopback only, bounded.
 
-    python -m bench.abuse_bench [--steps] [--soak SECONDS] [--photo-flood]
+    python -m bench.abuse_bench [--steps] [--soak SECONDS] [--photo-flood] [--body-flood]
 
 Prints each attack's figures against its target. --steps also measures the memory attack
 under each hardening step (no budget and no cap, then the cap, the allocator setting and
 the decode budget). --soak runs 6 clients at 30 fps for SECONDS (the target: 600). --photo-flood
 compares the live stream under a flood of group photos with and without tiled detection, with photos at
 the live frames' CPU priority (BACKGROUND_NICE=0) or below it (5, the default, and 10), on a quiet host and
-on one whose every core another process keeps busy.
+on one whose every core another process keeps busy. --body-flood compares 150 clients posting a 10 MB
+photo at once without a budget for the bodies held and with the default one (MAX_HELD_BODIES_MB).
 """
 
 from __future__ import annotations
@@ -19,9 +20,18 @@ import sys
 from contextlib import contextmanager
 
 from tests import abuse
-from tests.harness import jpeg_bytes, png_16bit_rgba, start_production_server, stop_production_server, worker_pid
+from tests.harness import (
+    jpeg_bytes,
+    noise_jpeg,
+    png_16bit_rgba,
+    start_production_server,
+    stop_production_server,
+    worker_pid,
+)
 from tests.scenes import group_photo
 
+# a 2960x2500 photo of noise: 9.9 MB, within the default MAX_UPLOAD_MB
+LARGE_PHOTO = (2960, 2500)
 UNLIMITED = {"MAX_DECODE_MB": "100000", "MAX_HEAVY_ANALYSES": "1000"}
 STEPS = [
     ("no decode budget, no cap, glibc's arenas", {**UNLIMITED, "MALLOC_ARENA_MAX": None}),
@@ -84,6 +94,17 @@ def attacks(png: bytes, soak_s: float) -> None:
         lines.append(
             (
                 "30 decodable 60 MB PNGs (3000x2500x16-bit RGBA), 10 at a time",
+                "peak <= +1 GB, +300 MB 5 s after, JSON, 503s with Retry-After",
+                f"peak +{peak:.0f} MB, after +{after:.0f} MB, {r['statuses']}, Retry-After {r['retry_after']}",
+                peak <= 1024 and after <= 300 and r["all_json"] and r["retry_after"],
+                r["healthz_worst_ms"],
+            )
+        )
+        r = abuse.memory_attack(url, pid, noise_jpeg(*LARGE_PHOTO), count=150, at_once=150)
+        peak, after = r["peak_mb"] - r["baseline_mb"], r["after_mb"] - r["baseline_mb"]
+        lines.append(
+            (
+                "150 clients posting a 10 MB photo at once",
                 "peak <= +1 GB, +300 MB 5 s after, JSON, 503s with Retry-After",
                 f"peak +{peak:.0f} MB, after +{after:.0f} MB, {r['statuses']}, Retry-After {r['retry_after']}",
                 peak <= 1024 and after <= 300 and r["all_json"] and r["retry_after"],
@@ -215,6 +236,37 @@ def photo_flood_by_setting(rounds: int = 2) -> None:
                     )
 
 
+def body_flood(rounds: int = 2) -> None:
+    """150 clients posting a 10 MB photo at once, against a server with no budget for the bodies it holds and
+    one with the default budget, alternating, in one run."""
+    photo = noise_jpeg(*LARGE_PHOTO)
+    print(f"\n150 clients posting a {len(photo) / 2**20:.1f} MB photo at once (worker RSS, MB)\n")
+    print(
+        row("MAX_HELD_BODIES_MB", "round", "baseline", "peak", "5 s after", "replies", "all JSON", "/healthz worst ms")
+    )
+    print(row(*["---"] * 8))
+    for round_ in range(1, rounds + 1):
+        for name, held in (("100000 (no budget)", "100000"), ("160 (default)", None)):
+            process, url = start_production_server(env={"MAX_HELD_BODIES_MB": held} if held else None)
+            try:
+                r = abuse.memory_attack(url, worker_pid(process), photo, count=150, at_once=150)
+            finally:
+                stop_production_server(process)
+            print(
+                row(
+                    name,
+                    round_,
+                    f"{r['baseline_mb']:.0f}",
+                    f"+{r['peak_mb'] - r['baseline_mb']:.0f}",
+                    f"+{r['after_mb'] - r['baseline_mb']:.0f}",
+                    r["statuses"],
+                    r["all_json"],
+                    ms(r["healthz_worst_ms"]),
+                ),
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", action="store_true", help="memory attack under each hardening step")
@@ -224,7 +276,15 @@ def main() -> None:
         action="store_true",
         help="only the photo flood: each upload detector, BACKGROUND_NICE 0, 5 or 10, a quiet host or a busy one",
     )
+    parser.add_argument(
+        "--body-flood",
+        action="store_true",
+        help="only 150 clients posting a 10 MB photo at once, with no budget for the bodies held and the default",
+    )
     args = parser.parse_args()
+    if args.body_flood:
+        body_flood()
+        return
     if args.photo_flood:
         photo_flood_by_setting()
         return

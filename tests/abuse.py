@@ -106,13 +106,20 @@ class RssSampler(_Sampler):
 def post(
     url: str, data: bytes, content_type: str = "image/png", timeout: float = 120, path: str = "/api/v1/analyze"
 ) -> tuple[int, bytes, dict]:
-    """POST `data` to `path`; the status, body and headers whatever the status."""
+    """POST `data` to `path`; the status, body and headers whatever the status (status 0, no body: the
+    server dropped the connection before a reply came)."""
     request = urllib.request.Request(url + path, data=data, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as reply:
             return reply.status, reply.read(), dict(reply.headers)
     except urllib.error.HTTPError as error:
         return error.code, error.read(), dict(error.headers)
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, ConnectionError):
+            return 0, b"", {}
+        raise
+    except ConnectionError:
+        return 0, b"", {}
 
 
 def is_json(body: bytes) -> bool:

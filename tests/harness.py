@@ -99,6 +99,29 @@ def jpeg_bytes(rgb: np.ndarray, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
+def noise_jpeg(width: int, height: int, seed: int = 0) -> bytes:
+    """A JPEG of random pixels: as large a file as its size in pixels allows (1.4 bytes per pixel: 3000x2500
+    is 10.0 MB), cheap to decode, with no face to find."""
+    rgb = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    return jpeg_bytes(rgb, quality=97)
+
+
+class ReadWatcher(io.BytesIO):
+    """A request body that counts the bytes read from it and calls `on_first_read` once."""
+
+    def __init__(self, data: bytes, on_first_read=None):
+        super().__init__(data)
+        self.bytes_read, self.on_first_read = 0, on_first_read
+
+    def read(self, size=-1):
+        if self.on_first_read is not None:
+            self.on_first_read, hook = None, self.on_first_read
+            hook()
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+
 def png_claiming(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims a huge size (a decompression bomb's first bytes)."""
     buffer = io.BytesIO()

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.harness import SHIPPED_CLASSES, audio_only_bytes, video_bytes, video_frames_delayed
+from tests.harness import SHIPPED_CLASSES, ReadWatcher, audio_only_bytes, video_bytes, video_frames_delayed
 from webapp.vision import video
 from webapp.vision.video import VideoError, analyze_video
 
@@ -389,22 +389,6 @@ def test_large_frames_are_analysed_shrunk_with_boxes_in_full_size_pixels(face_mp
 
 
 # --- uploads wait for a job slot before their bodies are read
-
-
-class ReadWatcher(io.BytesIO):
-    """A request body that counts the bytes read from it and calls `on_first_read` once."""
-
-    def __init__(self, data: bytes, on_first_read=None):
-        super().__init__(data)
-        self.bytes_read, self.on_first_read = 0, on_first_read
-
-    def read(self, size=-1):
-        if self.on_first_read is not None:
-            self.on_first_read, hook = None, self.on_first_read
-            hook()
-        data = super().read(size)
-        self.bytes_read += len(data)
-        return data
 
 
 def _post_stream(client, body: ReadWatcher, query: str = ""):

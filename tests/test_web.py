@@ -329,6 +329,7 @@ def test_a_keras_model_on_a_server_without_tensorflow_is_refused_at_start_up(mon
         ({"FLIP_TTA": "ture"}, "FLIP_TTA must be"),
         ({"MAX_UPLOAD_MB": "abc"}, "MAX_UPLOAD_MB must be an integer"),
         ({"UPLOAD_MAX_FACES": "0"}, "UPLOAD_MAX_FACES must be positive"),
+        ({"MAX_HELD_BODIES_MB": "21"}, "MAX_HELD_BODIES_MB must be at least 22"),
         ({"UPLOAD_DETECTOR": "tiles"}, "UPLOAD_DETECTOR must be one of"),
         ({"MODEL_PATH": "missing.tflite"}, "MODEL_PATH 'missing.tflite' does not exist"),
         ({"PORT": "http"}, "PORT must be a port number"),

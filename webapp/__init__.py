@@ -17,12 +17,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import config as settings
 from webapp.background import BackgroundThreads
+from webapp.body_budget import MB, BodyBudget
 from webapp.body_limits import BodyLimits, MinimumRate
-from webapp.concurrency import body_deadline, green_pause, green_timeout, lock_factory
+from webapp.concurrency import body_deadline, green_pause, green_timeout, lock_factory, off_the_event_loop
 from webapp.log_limit import limit_repeats
 from webapp.security import add_security_headers
 from webapp.sessions import SessionCap
 from webapp.socket_packets import BoundedPacket
+from webapp.vision.budget import release_free_memory
 
 log = logging.getLogger("webapp")
 
@@ -82,7 +84,8 @@ def create_app(config: dict | None = None) -> Flask:
     from webapp import events, routes, video_routes
     from webapp.video_jobs import VideoJobs
 
-    app.extensions["video_jobs"] = VideoJobs(app.config["MAX_VIDEO_JOBS"], new_lock())
+    give_back_memory = off_the_event_loop(app.config["ASYNC_MODE"], release_free_memory)
+    app.extensions["video_jobs"] = VideoJobs(app.config["MAX_VIDEO_JOBS"], new_lock(), release_memory=give_back_memory)
     app.register_blueprint(routes.blueprint)
     app.register_blueprint(video_routes.blueprint)
     app.after_request(add_security_headers)
@@ -116,6 +119,9 @@ def create_app(config: dict | None = None) -> Flask:
         },
         # a video's body is read only in a free job slot: one that would be refused as busy is refused unread
         slots={"/api/v1/analyze-video": app.extensions["video_jobs"].reserve},
+        budget=BodyBudget(
+            app.config["MAX_HELD_BODIES_MB"] * MB, app.config["MAX_HELD_BODIES_MB"] * MB // 2, give_back_memory
+        ),
         min_rate=_minimum_rate(app.config),
         pause=green_pause(app.config["ASYNC_MODE"]),
     )

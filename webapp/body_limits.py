@@ -5,7 +5,8 @@ heartbeat), so a client that sends headers and part of a body, then nothing, hel
 connection for ever: 1,000 of them locked everyone else out. Chunked bodies, whose size
 is unknown in advance, were cut at the limit and analysed; here they are refused.
 Some paths read a body only while holding one of a few slots (the video upload, whose
-jobs are capped): a request that finds none is refused before its body is read. A body must
+jobs are capped), the others within a budget of bytes held at once (`webapp.body_budget`): a request
+that finds no room is refused before its body is read. A body must
 also keep up a least average rate (`MinimumRate`), so that trickling a byte a second cannot
 hold a slot for the whole deadline.
 """
@@ -15,11 +16,13 @@ from __future__ import annotations
 import io
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
+from webapp.body_budget import BodiesBusy, BodyBudget
 from webapp.errors import RETRY_AFTER_S, wsgi_error
 from webapp.vision.budget import BusyError
 
@@ -28,6 +31,8 @@ CHUNK = 64 * 1024
 # the environ key of the slot a body was read in (see `BodyLimits`' slots), for the app to take over
 SLOT = "webapp.body_slot"
 REPEATED_SLASHES = re.compile("//+")
+# bodies read only to be dropped before a refusal, at once (see `BodyLimits._drop`)
+MAX_DROPPING = 16
 
 
 class BodyTimeout(Exception):
@@ -72,6 +77,10 @@ class BodyLimits:
             returns one (a context manager, left when the app has answered; the app may take
             it over from `environ[SLOT]`), or raises `BusyError` to have the request refused
             unread (503 busy; Retry-After: the error's `retry_after_s`, else `RETRY_AFTER_S`).
+        budget: the bytes of bodies held at once (`webapp.body_budget.BodyBudget`), reserved for a
+            body of another path than `slots`' before it is read (its declared length; a chunked one,
+            `max_bytes`) and held until the app has answered; a body it cannot take is refused unread
+            (503 busy). None: no budget.
         min_rate: the least rate every body must keep (None: none).
         pause: called after each chunk read, to give the other clients a turn (`eventlet.sleep(0)`;
             None: nothing). A green socket read yields only when the socket is empty, and behind
@@ -86,6 +95,7 @@ class BodyLimits:
         deadline: Callable[[], AbstractContextManager] | None = None,
         per_path: dict[str, tuple[int, Callable[[], AbstractContextManager] | None]] | None = None,
         slots: dict[str, Callable[[], AbstractContextManager]] | None = None,
+        budget: BodyBudget | None = None,
         min_rate: MinimumRate | None = None,
         pause: Callable[[], None] | None = None,
     ):
@@ -94,6 +104,9 @@ class BodyLimits:
         self.deadline = deadline or nullcontext
         self.per_path = per_path or {}
         self.slots = slots or {}
+        self.budget = budget
+        self._lock = threading.Lock()  # green under eventlet, where only green threads call the middleware
+        self._dropping = 0
         self.min_rate = min_rate
         self.pause = pause
 
@@ -107,11 +120,18 @@ class BodyLimits:
             declared = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return _reply(start_response, 400, "bad_request", "Content-Length is not a number")
-        if (not chunked and declared <= 0) or declared > max_bytes:
-            return self.app(environ, start_response)  # no body, or one the app refuses unread (413)
+        if not chunked and declared <= 0:
+            return self.app(environ, start_response)  # no body
+        if declared > max_bytes:  # the app refuses it unread (413)
+            if declared <= 2 * max_bytes:  # a photo a little too large: the client should read why
+                self._drop(environ, declared, declared, deadline)
+                environ["wsgi.input"] = io.BytesIO()
+            return self.app(environ, start_response)
         try:
-            slot = self._reserve(path, environ)
+            slot = self._reserve(path, environ, max_bytes if chunked else declared)
         except BusyError as busy:
+            if isinstance(busy, BodiesBusy):  # bodies the size of a photo's, not videos'
+                self._drop(environ, None if chunked else declared, max_bytes, deadline)
             retry_after = getattr(busy, "retry_after_s", RETRY_AFTER_S)
             return _reply(start_response, 503, "busy", str(busy), [("Retry-After", str(retry_after))])
         with slot:
@@ -122,13 +142,38 @@ class BodyLimits:
                 return _reply(start_response, *refusal)
             return self.app(environ, start_response)
 
-    def _reserve(self, path: str, environ) -> AbstractContextManager:
-        """The slot `path`'s body is read in, also put in the environ for the app; a no-op for other paths."""
+    def _drop(self, environ, length: int | None, max_bytes: int, deadline) -> None:
+        """Read the body and drop it, within the same deadline and rate, before a refusal; unless its client
+        waits for "100 Continue" and has sent nothing. A client still sending when the server answers and
+        closes gets a reset, not the answer: 150 clients sending 10 MB photos at once, or one sending an
+        11 MB photo, saw resets instead of 503 and 413. At most `MAX_DROPPING` bodies are dropped at once:
+        reading 142 of them took the event loop's turns from the other clients (/healthz 95-124 ms); a
+        client beyond those is refused unread."""
+        with self._lock:
+            if _expects_continue(environ) or self._dropping >= MAX_DROPPING:
+                return
+            self._dropping += 1
+        try:
+            _buffer(environ, length, max_bytes, deadline or nullcontext, self.min_rate, self.pause, keep=False)
+        finally:
+            with self._lock:
+                self._dropping -= 1
+
+    def _reserve(self, path: str, environ, size: int) -> AbstractContextManager:
+        """The slot `path`'s body is read in, also put in the environ for the app; for other paths, `size`
+        bytes of the budget."""
         reserve = self.slots.get(path)
         if reserve is None:
-            return nullcontext()
+            if self.budget is None:
+                return nullcontext()
+            return self.budget.reserve(environ.get("REMOTE_ADDR") or "", size)
         environ[SLOT] = slot = reserve()
         return slot
+
+
+def _expects_continue(environ) -> bool:
+    """The client waits for "100 Continue" before it sends its body (curl does for bodies over 1 MB)."""
+    return environ.get("HTTP_EXPECT", "").lower() == "100-continue"
 
 
 def _buffer(
@@ -138,16 +183,20 @@ def _buffer(
     deadline,
     min_rate: MinimumRate | None = None,
     pause: Callable[[], None] | None = None,
+    keep: bool = True,
 ) -> tuple[int, str, str] | None:
-    """Put the body, read in full, in the environ; or say why not: (status, code, message)."""
+    """Put the body, read in full, in the environ (`keep`; else read and dropped); or say why not:
+    (status, code, message)."""
     try:
         with deadline():
-            body = _read(environ["wsgi.input"], length, max_bytes + 1, min_rate, pause)
+            body = _read(environ["wsgi.input"], length, max_bytes + 1, min_rate, pause, keep)
     except BodyTimeout as late:
         log.info("request body from %s: %s; connection dropped", environ.get("REMOTE_ADDR"), late)
         return 408, "timeout", str(late)
     except (OSError, ValueError):
         return 400, "bad_request", "the request body could not be read"
+    if not keep:
+        return None
     size = body.seek(0, io.SEEK_END)
     if size > max_bytes:
         return 413, "too_large", f"the request body exceeds {max_bytes:,} bytes"
@@ -165,10 +214,16 @@ def _buffer(
 
 
 def _read(
-    stream, length: int | None, cap: int, min_rate: MinimumRate | None = None, pause: Callable[[], None] | None = None
+    stream,
+    length: int | None,
+    cap: int,
+    min_rate: MinimumRate | None = None,
+    pause: Callable[[], None] | None = None,
+    keep: bool = True,
 ) -> io.BytesIO:
     """`length` bytes (or, chunked, up to `cap`) from `stream`, stopping early at end of input,
-    each read timed by `min_rate` if given, `pause()` called after each.
+    each read timed by `min_rate` if given, `pause()` called after each; kept in the buffer returned if
+    `keep` (else it stays empty).
 
     Written into one growing buffer: joining a list of chunks held the body twice at the
     end, 400 MB for a 200 MB video.
@@ -181,7 +236,8 @@ def _read(
             part = stream.read(ask)
         if not part:
             break
-        body.write(part)
+        if keep:
+            body.write(part)
         size += len(part)
         if pause is not None:
             pause()

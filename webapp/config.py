@@ -67,6 +67,9 @@ def from_env() -> dict:
         "VIDEO_BODY_TIMEOUT_S": _int("VIDEO_BODY_TIMEOUT_S", 120),
         "VIDEO_POLL_TIMEOUT_S": _int("VIDEO_POLL_TIMEOUT_S", 30),
         "MAX_FPS_PER_CLIENT": _int("MAX_FPS_PER_CLIENT", 60),
+        # bytes of request bodies (photos, polling frames; videos have their slots) held at once, half of
+        # it at most by one client address; more are refused unread with 503 until answers free room
+        "MAX_HELD_BODIES_MB": _int("MAX_HELD_BODIES_MB", 160),
         # width x height x channels x bytes per sample: a 311 KB PNG can declare 320 MB of 16-bit RGBA
         "MAX_DECODE_MB": _int("MAX_DECODE_MB", 100),
         # images over HEAVY_DECODE_MB decoded are analysed at most MAX_HEAVY_ANALYSES at once; others get 503 busy
@@ -106,6 +109,7 @@ POSITIVE_SETTINGS = (
     "MAX_FACES",
     "UPLOAD_MAX_FACES",
     "MAX_FPS_PER_CLIENT",
+    "MAX_HELD_BODIES_MB",
     "MAX_DECODE_MB",
     "HEAVY_DECODE_MB",
     "MAX_HEAVY_ANALYSES",
@@ -149,6 +153,12 @@ def check(config: dict) -> None:
     for key, zero in ZERO_ALLOWED_SETTINGS.items():
         if int(config[key]) < 0:
             raise SettingsError(f"{key} must be 0 ({zero}) or more, got {config[key]}")
+    largest_mb = max(int(config["MAX_UPLOAD_MB"]), -(-int(config["MAX_FRAME_KB"]) // 1024))
+    if int(config["MAX_HELD_BODIES_MB"]) < 2 * (largest_mb + 1):
+        raise SettingsError(
+            f"MAX_HELD_BODIES_MB must be at least {2 * (largest_mb + 1)}: one client's half of it must hold "
+            f"the largest photo or frame (MAX_UPLOAD_MB, MAX_FRAME_KB) with its form, got {config['MAX_HELD_BODIES_MB']}"
+        )
     if int(config["BACKGROUND_NICE"]) > 19:
         raise SettingsError(f"BACKGROUND_NICE must be at most 19, got {config['BACKGROUND_NICE']}")
     if config.get("PIPELINES") is not None:

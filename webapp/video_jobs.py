@@ -6,6 +6,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from webapp.vision.budget import BusyError, release_free_memory
@@ -111,10 +112,20 @@ class VideoJobs:
         lock: a lock usable from green and native threads (`webapp.concurrency.lock_factory`).
         keep: finished jobs remembered for polling; the oldest are forgotten first.
         keep_s: seconds a finished job is remembered.
+        release_memory: hands freed memory back to the system when a job ends (under eventlet, off the
+            event loop: `webapp.concurrency.off_the_event_loop`).
     """
 
-    def __init__(self, limit: int = 1, lock=None, keep: int = 8, keep_s: float = 600.0):
+    def __init__(
+        self,
+        limit: int = 1,
+        lock=None,
+        keep: int = 8,
+        keep_s: float = 600.0,
+        release_memory: Callable[[], None] = release_free_memory,
+    ):
         self.limit, self.keep, self.keep_s = limit, keep, keep_s
+        self.release_memory = release_memory
         self._lock = lock or threading.Lock()
         self._jobs: dict[str, VideoJob] = {}
         self._uploads = 0  # slots held by uploads not yet started as jobs
@@ -168,7 +179,7 @@ class VideoJobs:
             job.state = "done" if result is not None else "failed" if error is not None else "cancelled"
             if result is not None:
                 job.progress = 1.0
-        release_free_memory()  # the upload and the decoder's buffers are gone
+        self.release_memory()  # the upload and the decoder's buffers are gone
 
     def forget(self, job: VideoJob) -> None:
         """Drop a job that nobody will poll (a synchronous request's, once answered)."""
