@@ -245,3 +245,44 @@ def test_the_production_servers_photo_interpreters_run_below_its_live_ones():
     server_nice = min(nices)
     assert any(nice == min(19, server_nice + 7) for nice in nices), nices
     assert nices.count(server_nice) >= 2, nices  # the event loop and the live interpreters' workers
+
+
+GIVING_MEMORY_BACK = textwrap.dedent(
+    """
+    import eventlet
+    eventlet.monkey_patch()
+    from eventlet import patcher
+    from webapp.concurrency import off_the_event_loop
+
+    native = patcher.original("threading")
+    ran_on, ticks = [], []
+
+    def trim():  # stands for malloc_trim: native, blocking
+        ran_on.append(native.get_ident())
+        patcher.original("time").sleep(0.3)
+
+    def tick():
+        for _ in range(20):
+            ticks.append(1)
+            eventlet.sleep(0.01)
+
+    ticker = eventlet.spawn(tick)
+    eventlet.sleep(0)
+    off_the_event_loop("eventlet", trim)()
+    print(ran_on[0] != native.get_ident(), len(ticks))
+    """
+)
+
+
+def test_memory_is_given_back_off_the_event_loop():
+    from webapp.concurrency import off_the_event_loop
+    from webapp.vision.budget import release_free_memory
+
+    assert off_the_event_loop("threading", release_free_memory) is release_free_memory
+    done = subprocess.run(
+        [sys.executable, "-c", GIVING_MEMORY_BACK], capture_output=True, text=True, timeout=60, cwd=os.getcwd()
+    )
+    assert done.returncode == 0, done.stderr
+    other_thread, ticks = done.stdout.split()
+    # on another thread, and the other green threads kept running meanwhile (blocking: 1 tick)
+    assert other_thread == "True" and int(ticks) >= 10, done.stdout
