@@ -83,6 +83,25 @@ def test_api_json(client, face_mp4):
     assert summary["dominant"] in SHIPPED_CLASSES and len(summary["tracks"]) == 1
 
 
+def test_a_video_form_is_read_in_place_and_answered_as_the_raw_body_is(client, face_mp4, monkeypatch):
+    from webapp import video_routes
+    from webapp.form_view import BufferReader
+
+    sources = []
+
+    def recording(source, *args):
+        sources.append(type(source))
+        return analyze_video(source, *args)
+
+    monkeypatch.setattr(video_routes, "analyze_video", recording)
+    as_form = client.post("/api/v1/analyze-video?fps=2", data={"video": (io.BytesIO(face_mp4), "face.mp4")})
+    raw = client.post("/api/v1/analyze-video?fps=2", data=face_mp4, content_type="video/mp4")
+    assert as_form.status_code == raw.status_code == 200
+    # no copy of the video: a view of the body BodyLimits buffered, as the raw body is that body
+    assert sources == [BufferReader, io.BytesIO]
+    assert as_form.json["frames"] == raw.json["frames"] and as_form.json["summary"] == raw.json["summary"]
+
+
 def test_api_raw_body_and_webm(client, grace_rgb):
     webm = video_bytes(grace_rgb, seconds=1.0, codec="libvpx-vp9", container="webm")
     reply = client.post("/api/v1/analyze-video", data=webm, content_type="video/webm")
