@@ -8,7 +8,9 @@ the decode budget). --soak runs 6 clients at 30 fps for SECONDS (the target: 600
 compares the live stream under a flood of group photos with and without tiled detection, with photos at
 the live frames' CPU priority (BACKGROUND_NICE=0) or below it (5, the default, and 10), on a quiet host and
 on one whose every core another process keeps busy. --body-flood compares 150 clients posting a 10 MB
-photo at once without a budget for the bodies held and with the default one (MAX_HELD_BODIES_MB).
+photo at once without a budget for the bodies held and with the default one (MAX_HELD_BODIES_MB), then
+another client's photo while 60 connections of one address post photos back to back (photos take turns by
+client address).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from contextlib import contextmanager
 
 from tests import abuse
 from tests.harness import (
+    grace_hopper_rgb,
     jpeg_bytes,
     noise_jpeg,
     png_16bit_rgba,
@@ -267,6 +270,35 @@ def body_flood(rounds: int = 2) -> None:
             )
 
 
+def photo_turns_table(rounds: int = 2) -> None:
+    """Another client's photo beside a flood of photos from one address, on a server trusting one proxy."""
+    photo = jpeg_bytes(grace_hopper_rgb())
+    print("\nA 512x600 portrait from one address while 60 connections of another post it back to back\n")
+    print(
+        row(
+            "round", "alone, median ms", "during, median ms", "during, worst ms", "flood's replies", "/healthz worst ms"
+        )
+    )
+    print(row(*["---"] * 6))
+    for round_ in range(1, rounds + 1):
+        process, url = start_production_server(env={"TRUSTED_PROXIES": "1"})
+        try:
+            r = abuse.photo_turns(url, photo)
+        finally:
+            stop_production_server(process)
+        print(
+            row(
+                round_,
+                f"{r['alone_median_ms']:.0f}",
+                f"{r['flood_median_ms']:.0f}",
+                f"{r['flood_worst_ms']:.0f}",
+                r["flood_statuses"],
+                ms(r["healthz_worst_ms"]),
+            ),
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", action="store_true", help="memory attack under each hardening step")
@@ -279,11 +311,13 @@ def main() -> None:
     parser.add_argument(
         "--body-flood",
         action="store_true",
-        help="only 150 clients posting a 10 MB photo at once, with no budget for the bodies held and the default",
+        help="only floods of photos: 150 clients posting a 10 MB photo at once, with no budget for the bodies held "
+        "and the default; another client's photo beside 60 connections of one address",
     )
     args = parser.parse_args()
     if args.body_flood:
         body_flood()
+        photo_turns_table()
         return
     if args.photo_flood:
         photo_flood_by_setting()

@@ -286,6 +286,64 @@ def photo_flood(url: str, photo: bytes, uploaders: int = 4, seconds: float = 10)
     }
 
 
+def photo_turns(url: str, photo: bytes, flooders: int = 60, photos: int = 10) -> dict:
+    """Another client's photo while `flooders` connections of one address post `photo` back to back: its
+    round trip (ms) alone and during the flood. The server must trust one proxy (TRUSTED_PROXIES=1): the
+    two clients' addresses are given in X-Forwarded-For, as nginx would."""
+    _loopback(url)
+
+    def post_as(address: str) -> int:
+        request = urllib.request.Request(
+            url + "/api/v1/analyze",
+            data=photo,
+            headers={"Content-Type": "image/jpeg", "X-Forwarded-For": address},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as reply:
+                return reply.status
+        except urllib.error.HTTPError as error:
+            return error.code
+        except OSError:
+            return 0
+
+    def timed_ms() -> float:
+        start = time.perf_counter()
+        post_as("10.0.0.2")
+        return (time.perf_counter() - start) * 1000
+
+    alone = [timed_ms() for _ in range(photos)]
+    stop, statuses = threading.Event(), []
+
+    def flood() -> None:
+        while not stop.is_set():
+            statuses.append(post_as("10.0.0.1"))
+
+    with HealthProbe(url) as probe:
+        flooders_ = [threading.Thread(target=flood) for _ in range(flooders)]
+        for flooder in flooders_:
+            flooder.start()
+        try:
+            time.sleep(3)  # the queue fills
+            during = []
+            for _ in range(photos):
+                during.append(timed_ms())
+                time.sleep(0.3)
+        finally:
+            stop.set()
+            for flooder in flooders_:
+                flooder.join()
+    counts: dict[int, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return {
+        "alone_median_ms": float(np.median(alone)),
+        "flood_median_ms": float(np.median(during)),
+        "flood_worst_ms": max(during),
+        "flood_statuses": counts,
+        "healthz_worst_ms": probe.worst_ms,
+    }
+
+
 def reset_trick(url: str, frames: int = 300) -> dict:
     """Flood `frames` frames in about a second, each after an event named "disconnect" or "connect".
 

@@ -286,3 +286,57 @@ def test_memory_is_given_back_off_the_event_loop():
     other_thread, ticks = done.stdout.split()
     # on another thread, and the other green threads kept running meanwhile (blocking: 1 tick)
     assert other_thread == "True" and int(ticks) >= 10, done.stdout
+
+
+def test_queued_calls_take_turns_by_client():
+    turns = background.TakingTurns(threading)
+    for item in ("a1", "a2", "a3"):
+        turns.put("10.0.0.1", item)
+    turns.put("10.0.0.2", "b1")
+    turns.put("10.0.0.1", "a4")
+    turns.put("10.0.0.3", "c1")
+    assert [turns.get(timeout=0) for _ in range(6)] == ["a1", "b1", "c1", "a2", "a3", "a4"]
+    with pytest.raises(background.queue.Empty):
+        turns.get(timeout=0.05)
+
+
+def test_a_clients_photo_does_not_wait_behind_anothers_flood():
+    threads = BackgroundThreads(1, 0, green=False)
+    started, order = threading.Event(), []
+
+    def first():  # holds the one thread while the others queue
+        started.set()
+        time.sleep(0.3)
+
+    def photo(name):
+        order.append(name)
+
+    holder = threading.Thread(target=threads.run, args=(first,), kwargs={"turn": "flood"})
+    holder.start()
+    started.wait(5)
+    callers = [
+        threading.Thread(target=threads.run, args=(photo, f"flood {i}"), kwargs={"turn": "flood"}) for i in range(5)
+    ]
+    for caller in callers:
+        caller.start()
+        time.sleep(0.02)  # queued in this order
+    other = threading.Thread(target=threads.run, args=(photo, "other"), kwargs={"turn": "other"})
+    other.start()
+    for caller in [holder, *callers, other]:
+        caller.join()
+    assert order[:2] == ["flood 0", "other"], order  # first in line after at most one of the flood's
+
+
+def test_the_api_queues_photos_by_the_clients_address(app, grace_jpeg, monkeypatch):
+    background_threads = app.extensions["background"]
+    turns, run = [], background_threads.run
+
+    def noting(function, *args, turn=""):
+        turns.append(turn)
+        return run(function, *args, turn=turn)
+
+    monkeypatch.setattr(background_threads, "run", noting)
+    reply = app.test_client().post(
+        "/api/v1/analyze", data=grace_jpeg, content_type="image/jpeg", environ_base={"REMOTE_ADDR": "10.1.2.3"}
+    )
+    assert reply.status_code == 200 and turns == ["10.1.2.3"]

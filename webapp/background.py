@@ -16,6 +16,7 @@ import os
 import queue
 import sys
 import threading
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -56,19 +57,23 @@ class BackgroundThreads:
         native = _native_modules() if self.green else (threading, queue)
         self._pid = os.getpid()
         self._thread_class = native[0].Thread
-        self._tasks = native[1].SimpleQueue()
-        self._no_task = native[1].Empty
+        self._tasks = TakingTurns(native[0])
+        self._no_task = queue.Empty
         self._lock = native[0].Lock()
         # threads running, those of them waiting for work, and calls queued that no thread has taken yet
         self._threads = self._idle = self._queued = 0
         self._new_waiter = green_waker().waiter if self.green else _ThreadWaiter
 
-    def run(self, function: Callable, *args):
-        """`function(*args)` on a background thread: its result, or the exception it raised."""
+    def run(self, function: Callable, *args, turn: str = ""):
+        """`function(*args)` on a background thread: its result, or the exception it raised.
+
+        Calls wait their turn by `turn` (a client's address): one call of each turn in rotation, so that a
+        client that sends sixty photos at once does not make another's one photo wait behind all of them.
+        """
         if os.getpid() != self._pid:
             self._start_afresh()
         waiter = self._new_waiter()
-        self._tasks.put((function, args, waiter))
+        self._tasks.put(turn, (function, args, waiter))
         self._start_a_thread_if_none_is_free()
         return waiter.outcome()
 
@@ -106,6 +111,40 @@ class BackgroundThreads:
             del function, args  # a photo's bytes must not live on in an idle thread
             waiter.done(outcome)
             del waiter, outcome
+
+
+class TakingTurns:
+    """A queue whose items are taken by turn: the oldest item of each turn in rotation, a turn that put
+    more going to the back of the line each time.
+
+    Args:
+        threading_module: `threading` as the callers' threads need it (the original, unpatched one
+            under eventlet: workers are native threads).
+    """
+
+    def __init__(self, threading_module):
+        self._ready = threading_module.Condition(threading_module.Lock())
+        self._turns: OrderedDict[str, deque] = OrderedDict()
+
+    def put(self, turn: str, item) -> None:
+        with self._ready:
+            self._turns.setdefault(turn, deque()).append(item)
+            self._ready.notify()
+
+    def get(self, timeout: float):
+        """The next item, waiting up to `timeout` seconds for one.
+
+        Raises:
+            queue.Empty: none came in time.
+        """
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._turns, timeout):
+                raise queue.Empty
+            turn, items = self._turns.popitem(last=False)
+            item = items.popleft()
+            if items:
+                self._turns[turn] = items
+            return item
 
 
 def _native_modules():

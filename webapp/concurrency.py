@@ -64,10 +64,11 @@ def off_the_event_loop(async_mode: str, function: Callable[[], None]) -> Callabl
     return call
 
 
-def run_in_background(function, *args):
+def run_in_background(function, *args, turn: str = ""):
     """Call `function(*args)` on one of the app's background threads (`webapp.background`): photos and
-    video jobs, which give the CPU to the live frames whenever both want it."""
-    return current_app.extensions["background"].run(function, *args)
+    video jobs, which give the CPU to the live frames whenever both want it. Calls queued there take turns
+    by `turn` (the client's address)."""
+    return current_app.extensions["background"].run(function, *args, turn=turn)
 
 
 @contextmanager

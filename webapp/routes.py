@@ -49,7 +49,9 @@ def analyze():
     else:  # any other body is the image itself (curl --data-binary sends it as form-urlencoded)
         data = request.get_data(cache=False)
     try:
-        analysis = run_in_background(pipeline("image").analyze_bytes, data, faces == "whole")
+        analysis = run_in_background(
+            pipeline("image").analyze_bytes, data, faces == "whole", turn=request.remote_addr or ""
+        )
     except ImageError as error:
         body, status = from_image_error(error)
         headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else {}
