@@ -108,7 +108,7 @@ def attacks(png: bytes, soak_s: float) -> None:
         lines.append(
             (
                 "150 clients posting a 10 MB photo at once",
-                "peak <= +1 GB, +300 MB 5 s after, JSON, 503s with Retry-After",
+                "peak <= +1 GB, +300 MB 5 s after, answers JSON (0: reset, refused unread), 503s with Retry-After",
                 f"peak +{peak:.0f} MB, after +{after:.0f} MB, {r['statuses']}, Retry-After {r['retry_after']}",
                 peak <= 1024 and after <= 300 and r["all_json"] and r["retry_after"],
                 r["healthz_worst_ms"],

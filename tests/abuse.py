@@ -145,7 +145,8 @@ def memory_attack(url: str, pid: int, image: bytes, count: int = 30, at_once: in
         "peak_mb": sampler.peak,
         "after_mb": rss_mb(pid),
         "statuses": statuses,
-        "all_json": all(is_json(body) for _, body, _ in replies),
+        # a reset (status 0) has no body: counted in statuses, not here
+        "all_json": all(is_json(body) for status, body, _ in replies if status),
         "retry_after": all("Retry-After" in headers for status, _, headers in replies if status == 503),
         "healthz_worst_ms": probe.worst_ms,
     }
