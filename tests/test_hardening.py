@@ -234,6 +234,31 @@ def test_socketio_packets_over_their_bounds():
     assert BoundedPacket(encoded_packet="12-").packet_type == packet.DISCONNECT
     with pytest.raises(ValueError, match="characters"):
         BoundedPacket(encoded_packet='42["frame",[' + "[]," * MAX_TEXT_CHARS + "0]]")
+    # none declared: python-socketio took the next message as its attachment and refused every one after
+    assert BoundedPacket(encoded_packet='50-1["frame",{"_placeholder":true,"num":0}]').packet_type == packet.EVENT
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    [
+        '{"_placeholder":true,"num":3}',  # no such attachment
+        '{"_placeholder":true,"num":"a"}',
+        "[" * 550 + '{"_placeholder":true,"num":0}' + "]" * 550,  # deeper than the rebuild recurses
+    ],
+)
+def test_a_binary_frame_whose_placeholder_points_nowhere_is_handed_on_not_left_waiting(placeholder):
+    from socketio import packet
+
+    from webapp.socket_packets import BoundedPacket
+
+    frame = BoundedPacket(encoded_packet=f'51-1["frame",{placeholder}]')
+    assert frame.packet_type == packet.BINARY_EVENT and frame.attachment_count == 1
+    # complete (python-socketio then hands it to the handler, which refuses a placeholder as a frame);
+    # raising here left the connection waiting for an attachment, its later messages all refused
+    assert frame.add_attachment(b"\xff\xd8jpeg") is True
+    assert frame.data[0] == "frame" and not isinstance(frame.data[1], bytes)
+    good = BoundedPacket(encoded_packet='51-2["frame",{"_placeholder":true,"num":0}]')
+    assert good.add_attachment(b"jpeg") is True and good.data == ["frame", b"jpeg"]
 
 
 def test_a_body_slower_than_the_minimum_rate_gets_408_once_behind(monkeypatch):

@@ -17,8 +17,9 @@ MAX_ATTACHMENTS = 1
 
 
 class BoundedPacket(packet.Packet):
-    """`socketio.Packet` (the default serializer) that refuses long text and answers packets with too
-    many attachments without collecting them."""
+    """`socketio.Packet` (the default serializer) that refuses long text, answers packets with too
+    many attachments (or none) without collecting them, and hands on an event whose placeholders point
+    nowhere instead of waiting on."""
 
     def decode(self, encoded_packet):
         """Decode as `Packet` does; the return value is the number of attachments still to collect.
@@ -36,8 +37,21 @@ class BoundedPacket(packet.Packet):
             )
         attachments = super().decode(encoded_packet)
         unbinary = {packet.BINARY_EVENT: packet.EVENT, packet.BINARY_ACK: packet.ACK}
-        if attachments <= MAX_ATTACHMENTS or self.packet_type not in unbinary:
+        # none declared: python-socketio would wait for an attachment, take the next message as one, refuse
+        # it as unexpected and every message after it, and the connection would never be answered again
+        if 1 <= attachments <= MAX_ATTACHMENTS or self.packet_type not in unbinary:
             return attachments  # (other packet types never collect attachments)
         self.packet_type = unbinary[self.packet_type]
         self.attachment_count = 0
         return 0
+
+    def add_attachment(self, attachment) -> bool:
+        """Take an attachment as `Packet` does; when the placeholders cannot be filled (a number out of
+        range or not a number, or nested deeper than Python recurses), the event goes to its handler
+        with its placeholders standing in, which it refuses in its ack. Raised, the error left the packet
+        waiting for an attachment for ever: every later message on the connection was refused unanswered."""
+        try:
+            return super().add_attachment(attachment)
+        except (IndexError, KeyError, TypeError, RecursionError):
+            self.attachments = []
+            return True
