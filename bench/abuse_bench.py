@@ -52,9 +52,25 @@ def ms(value: float) -> str:
     return "no answer" if value == float("inf") else f"{value:.0f}"
 
 
+# the columns `memory_cells` fills
+MEMORY_COLUMNS = ("baseline", "peak", "5 s after", "replies (0: reset)", "answers JSON", "/healthz worst ms")
+
+
+def memory_cells(r: dict) -> tuple:
+    """A `memory_attack` result as table cells: RSS baseline, peak and after (MB), replies, /healthz."""
+    return (
+        f"{r['baseline_mb']:.0f}",
+        f"+{r['peak_mb'] - r['baseline_mb']:.0f}",
+        f"+{r['after_mb'] - r['baseline_mb']:.0f}",
+        r["statuses"],
+        r["all_json"],
+        ms(r["healthz_worst_ms"]),
+    )
+
+
 def memory_steps(png: bytes) -> None:
     print("\n30 uploads of a 320 KB 16-bit RGBA PNG declaring 8000x5000, 10 at a time (worker RSS, MB)\n")
-    print(row("configuration", "baseline", "peak", "5 s after", "replies", "all JSON", "/healthz worst ms"))
+    print(row("configuration", *MEMORY_COLUMNS))
     print(row(*["---"] * 7))
     for name, env in STEPS:
         process, url = start_production_server(env=env)
@@ -65,15 +81,22 @@ def memory_steps(png: bytes) -> None:
         print(
             row(
                 name,
-                f"{r['baseline_mb']:.0f}",
-                f"+{r['peak_mb'] - r['baseline_mb']:.0f}",
-                f"+{r['after_mb'] - r['baseline_mb']:.0f}",
-                r["statuses"],
-                r["all_json"],
-                ms(r["healthz_worst_ms"]),
+                *memory_cells(r),
             ),
             flush=True,
         )
+
+
+def busy_line(attack: str, r: dict) -> tuple:
+    """A line of the attack table for a `memory_attack` that the server must partly refuse as busy."""
+    peak, after = r["peak_mb"] - r["baseline_mb"], r["after_mb"] - r["baseline_mb"]
+    return (
+        attack,
+        "peak <= +1 GB, +300 MB 5 s after, answers JSON (0: a reset, refused unread), 503s with Retry-After",
+        f"peak +{peak:.0f} MB, after +{after:.0f} MB, {r['statuses']}, Retry-After {r['retry_after']}",
+        peak <= 1024 and after <= 300 and r["all_json"] and r["retry_after"],
+        r["healthz_worst_ms"],
+    )
 
 
 def attacks(png: bytes, soak_s: float) -> None:
@@ -93,27 +116,9 @@ def attacks(png: bytes, soak_s: float) -> None:
             )
         )
         r = abuse.memory_attack(url, pid, png_16bit_rgba(3000, 2500), count=30, at_once=10)
-        peak, after = r["peak_mb"] - r["baseline_mb"], r["after_mb"] - r["baseline_mb"]
-        lines.append(
-            (
-                "30 decodable 60 MB PNGs (3000x2500x16-bit RGBA), 10 at a time",
-                "peak <= +1 GB, +300 MB 5 s after, JSON, 503s with Retry-After",
-                f"peak +{peak:.0f} MB, after +{after:.0f} MB, {r['statuses']}, Retry-After {r['retry_after']}",
-                peak <= 1024 and after <= 300 and r["all_json"] and r["retry_after"],
-                r["healthz_worst_ms"],
-            )
-        )
+        lines.append(busy_line("30 decodable 60 MB PNGs (3000x2500x16-bit RGBA), 10 at a time", r))
         r = abuse.memory_attack(url, pid, noise_jpeg(*LARGE_PHOTO), count=150, at_once=150)
-        peak, after = r["peak_mb"] - r["baseline_mb"], r["after_mb"] - r["baseline_mb"]
-        lines.append(
-            (
-                "150 clients posting a 10 MB photo at once",
-                "peak <= +1 GB, +300 MB 5 s after, answers JSON (0: reset, refused unread), 503s with Retry-After",
-                f"peak +{peak:.0f} MB, after +{after:.0f} MB, {r['statuses']}, Retry-After {r['retry_after']}",
-                peak <= 1024 and after <= 300 and r["all_json"] and r["retry_after"],
-                r["healthz_worst_ms"],
-            )
-        )
+        lines.append(busy_line("150 clients posting a 10 MB photo at once", r))
         r = abuse.stalled_bodies(url, connections=900, limit_s=40)
         lines.append(
             (
@@ -244,9 +249,7 @@ def body_flood(rounds: int = 2) -> None:
     one with the default budget, alternating, in one run."""
     photo = noise_jpeg(*LARGE_PHOTO)
     print(f"\n150 clients posting a {len(photo) / 2**20:.1f} MB photo at once (worker RSS, MB)\n")
-    print(
-        row("MAX_HELD_BODIES_MB", "round", "baseline", "peak", "5 s after", "replies", "all JSON", "/healthz worst ms")
-    )
+    print(row("MAX_HELD_BODIES_MB", "round", *MEMORY_COLUMNS))
     print(row(*["---"] * 8))
     for round_ in range(1, rounds + 1):
         for name, held in (("100000 (no budget)", "100000"), ("160 (default)", None)):
@@ -259,12 +262,7 @@ def body_flood(rounds: int = 2) -> None:
                 row(
                     name,
                     round_,
-                    f"{r['baseline_mb']:.0f}",
-                    f"+{r['peak_mb'] - r['baseline_mb']:.0f}",
-                    f"+{r['after_mb'] - r['baseline_mb']:.0f}",
-                    r["statuses"],
-                    r["all_json"],
-                    ms(r["healthz_worst_ms"]),
+                    *memory_cells(r),
                 ),
                 flush=True,
             )
