@@ -17,14 +17,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webapp import config as settings
 from webapp.background import BackgroundThreads
-from webapp.body_budget import MB, BodyBudget
+from webapp.body_budget import BodyBudget
 from webapp.body_limits import BodyLimits, MinimumRate
 from webapp.concurrency import body_deadline, green_pause, green_timeout, lock_factory, off_the_event_loop
 from webapp.log_limit import limit_repeats
 from webapp.security import add_security_headers
 from webapp.sessions import SessionCap
 from webapp.socket_packets import BoundedPacket
-from webapp.vision.budget import release_free_memory
+from webapp.vision.budget import MB, release_free_memory
 
 log = logging.getLogger("webapp")
 

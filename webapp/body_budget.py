@@ -15,9 +15,7 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
-from webapp.vision.budget import BusyError
-
-MB = 1024 * 1024
+from webapp.vision.budget import MB, BusyError
 
 
 class BodiesBusy(BusyError):

@@ -149,8 +149,9 @@ def _video_from_form():
 
 
 def _drop_body() -> None:
-    """Let the parsed multipart body go: its video part is a copy, and two copies of a 200 MB upload
-    would double the memory a job holds. Werkzeug caches the input stream on the request."""
+    """Let the request's hold on the multipart body go: the job keeps what it reads (a view of the body, or
+    Werkzeug's copy of the part, beside which the body would double a 200 MB upload's memory). Werkzeug
+    caches the input stream on the request."""
     request.environ["wsgi.input"] = io.BytesIO()
     request.__dict__.pop("stream", None)
 
