@@ -33,6 +33,8 @@ class StreamClient:
         self.max_fps = max_fps
         self.tracker = FaceTracker()
         self._busy = threading.Lock()
+        # the threaded server (`python -m webapp`) runs one client's events on several threads at once
+        self._window_lock = threading.Lock()
         self._recent: deque[float] = deque()
 
     @contextmanager
@@ -49,12 +51,13 @@ class StreamClient:
             )
         if len(data) > self.max_frame_bytes:
             raise FrameRefused("too_large", f"the frame is {len(data):,} bytes; the limit is {self.max_frame_bytes:,}")
-        now = time.monotonic()
-        while self._recent and now - self._recent[0] > 1.0:
-            self._recent.popleft()
-        if len(self._recent) >= self.max_fps:
-            raise FrameRefused("rate_limited", f"more than {self.max_fps} frames per second; wait for each ack")
-        self._recent.append(now)
+        with self._window_lock:
+            now = time.monotonic()
+            while self._recent and now - self._recent[0] > 1.0:
+                self._recent.popleft()
+            if len(self._recent) >= self.max_fps:
+                raise FrameRefused("rate_limited", f"more than {self.max_fps} frames per second; wait for each ack")
+            self._recent.append(now)
         if not self._busy.acquire(blocking=False):
             raise FrameRefused("busy", "the previous frame is still being analysed; send one frame at a time")
         try:
