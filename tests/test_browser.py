@@ -25,6 +25,10 @@ from tests.harness import (
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = ROOT / "test-artifacts"
+# the overlay pixels anything was drawn on
+PAINTED_OVERLAY_PIXELS = """() => { const c = document.getElementById('overlay');
+  const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+  let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
 
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium chromium-driver)", allow_module_level=True)
@@ -87,12 +91,7 @@ def test_live_page_boxes_the_face_and_draws_the_overlay(page, live_server):
     assert len(reply["faces"]) == 1
     box = reply["faces"][0]["box"]
     assert 120 < box["x"] < 300 and 20 < box["y"] < 200 and 100 < box["width"] < 300  # the face in the fake video
-    painted = page.evaluate(
-        """() => { const c = document.getElementById('overlay');
-                   const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-                   let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
-    )
-    assert painted > 1000  # box outline and label drawn
+    assert page.evaluate(PAINTED_OVERLAY_PIXELS) > 1000  # box outline and label drawn
     assert page.locator("#bars .bar").count() == len(SHIPPED_CLASSES)
     assert page.locator("#fps").inner_text().endswith("fps") and page.locator("#fps").inner_text() != "– fps"
     page.screenshot(path=str(ARTIFACTS / "live.png"))
@@ -223,6 +222,31 @@ def test_an_answer_to_a_frame_sent_before_a_restart_is_not_drawn(page, live_serv
     page.wait_for_function(f"() => window.moodlens.stats.sent > {sent}", timeout=15_000)
     assert page.evaluate("window.moodlens.stats.answered") == answered
     assert page.evaluate("window.moodlens.stats.lastReply") is None
+    assert page.evaluate("window.moodlens.stats.errors") == 0
+
+
+def test_an_answer_about_a_frame_of_another_shape_is_not_stretched_over_the_video(page, live_server, monkeypatch):
+    """A phone turned while a frame was analysed: its answer describes a portrait frame over a landscape one."""
+    from dataclasses import replace
+
+    from webapp import events
+
+    analyse = events.run_blocking
+    turned = {"on": True}
+
+    def answer_about_a_turned_frame(function, *args):
+        analysis = analyse(function, *args)
+        return replace(analysis, width=analysis.height, height=analysis.width) if turned["on"] else analysis
+
+    monkeypatch.setattr(events, "run_blocking", answer_about_a_turned_frame)
+    stream_until_answered(page, live_server, 3)
+    reply = page.evaluate("window.moodlens.stats.lastReply")
+    assert (reply["width"], reply["height"]) == (480, 640) and reply["faces"]
+    assert page.evaluate(PAINTED_OVERLAY_PIXELS) == 0
+    turned["on"] = False
+    answered = page.evaluate("window.moodlens.stats.answered")
+    page.wait_for_function(f"() => window.moodlens.stats.answered >= {answered + 2}", timeout=30_000)
+    assert page.evaluate(PAINTED_OVERLAY_PIXELS) > 1000
     assert page.evaluate("window.moodlens.stats.errors") == 0
 
 

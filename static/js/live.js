@@ -89,7 +89,19 @@ function setStatus(text) {
 
 function applyMirror() {
   video.classList.toggle("mirrored", mirror.checked);
-  drawFaces(overlayCtx, stats.lastReply, { mirror: mirror.checked, selectedId: timeline.faceId });
+  drawOverlay(stats.lastReply);
+}
+
+// An answer about a frame of another shape than the one shown (a phone turned while it was analysed)
+// would be stretched over the new one: nothing is drawn until an answer about the new shape comes.
+function drawOverlay(reply) {
+  if (video.videoWidth && (overlay.width !== video.videoWidth || overlay.height !== video.videoHeight)) {
+    overlay.width = video.videoWidth;
+    overlay.height = video.videoHeight;
+  }
+  const shown = reply && overlay.height && reply.height ? overlay.width / overlay.height : 0;
+  const sameShape = shown && Math.abs(reply.width / reply.height / shown - 1) < 0.02;
+  drawFaces(overlayCtx, sameShape ? reply : null, { mirror: mirror.checked, selectedId: timeline.faceId });
 }
 
 async function start() {
@@ -312,13 +324,9 @@ function onReply(reply, rtt, capturedAt) {
   answerTimes = answerTimes.filter((t) => now - t <= 1000);
   stats.fps = answerTimes.length;
   stats.lastReply = reply;
-  if (overlay.width !== video.videoWidth || overlay.height !== video.videoHeight) {
-    overlay.width = video.videoWidth;
-    overlay.height = video.videoHeight;
-  }
   timeline.push(reply, capturedAt);
   recording.add(reply, capturedAt);
-  drawFaces(overlayCtx, reply, { mirror: mirror.checked, selectedId: timeline.faceId });
+  drawOverlay(reply);
   showSelected(reply);
   const recent = stats.rtts.slice(-30).sort((a, b) => a - b);
   document.getElementById("fps").textContent = `${stats.fps} fps`;
@@ -343,7 +351,7 @@ function follow(face) {
   if (face && face.id == null) return;
   timeline.select(face ? face.id : null);
   if (!stats.lastReply) return;
-  drawFaces(overlayCtx, stats.lastReply, { mirror: mirror.checked, selectedId: timeline.faceId });
+  drawOverlay(stats.lastReply);
   showSelected(stats.lastReply);
 }
 
