@@ -157,6 +157,18 @@ def test_tiles_find_the_small_faces_of_a_large_group_photo(tiled):
     assert match([d.box for d in tiled.detect(photo)], truth) == (15, 0)
 
 
+def test_tiles_find_small_faces_in_a_phone_photo_at_its_full_size(tiled):
+    photo, truth = crowd(4, 6, 45, 4000, 3000)  # 12 MP: a level capped at 3.1 MP shrank these faces to 23 px
+    assert match([d.box for d in tiled.detect(photo)], truth) == (24, 0)
+
+
+@pytest.mark.parametrize("centre", [(0.006, 0.008), (0.994, 0.992), (0.5, 0.992)])
+def test_a_small_face_at_a_photos_edge_survives_the_second_look(tiled, centre):
+    photo, box = place_face(45, 4000, 3000, centre)  # its second look's square runs off the photo
+    (found,) = tiled.detect(photo)
+    assert found.box.iou(box) > 0.5
+
+
 @pytest.mark.parametrize("x", [512, 896, 1000])  # on a tile's edge, in two tiles' overlap, inside one
 def test_a_face_across_tiles_is_found_once(tiled, x):
     photo, box = place_face(70, 2048, 1200, (x / 2048, 0.5))  # too small for the whole-image pass
@@ -167,6 +179,7 @@ def test_a_face_across_tiles_is_found_once(tiled, x):
 
 
 def test_tiles_add_nothing_to_a_close_up(tiled, grace_rgb):
+    # enlarged 5x, the photo's dark jacket passed for a 94 px face in a tile, until the second look
     assert len(tiled.detect(cv2.resize(grace_rgb, (2560, 3000)))) == 1
 
 
