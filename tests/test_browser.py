@@ -794,6 +794,19 @@ def test_upload_page_labels_every_face_of_a_large_group_photo(page, live_server,
     page.screenshot(path=str(ARTIFACTS / "upload-group.png"), full_page=True)
 
 
+def test_upload_page_says_when_a_crowd_has_more_faces_than_it_labels(page, app, live_server, tmp_path, monkeypatch):
+    from tests.scenes import group_photo
+
+    monkeypatch.setattr(app.extensions["pipelines"]["image"], "max_faces", 5)  # the live server shares them
+    path = tmp_path / "group.jpg"
+    path.write_bytes(jpeg_bytes(group_photo()[0]))  # 18 faces
+    page.goto(live_server + "/upload")
+    page.set_input_files("#image", str(path))
+    page.wait_for_function("() => document.getElementById('message').textContent.includes('largest')", timeout=30_000)
+    assert page.inner_text("#message").startswith("18 faces found; the 5 largest are labelled")
+    assert page.locator("#faces tbody tr").count() == 5
+
+
 def test_a_label_stays_inside_the_photo_at_its_edges(page, live_server):
     import matplotlib.cbook
 

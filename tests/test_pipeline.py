@@ -37,7 +37,7 @@ def test_no_face_is_a_normal_answer(pipeline):
 
 def test_wire_format(pipeline, grace_rgb):
     wire = pipeline.analyze(grace_rgb).to_dict()
-    assert set(wire) == {"width", "height", "faces", "timings_ms"}
+    assert set(wire) == {"width", "height", "faces", "faces_found", "timings_ms"}
     assert set(wire["faces"][0]) == {"id", "box", "detection_score", "emotion", "score", "probabilities"}
     assert set(wire["faces"][0]["box"]) == {"x", "y", "width", "height"}
 
@@ -46,6 +46,7 @@ def test_max_faces_keeps_the_largest(model_path, grace_rgb):
     two = np.concatenate([grace_rgb, np.asarray(grace_rgb[::2, ::2].repeat(2, 0).repeat(2, 1))], axis=1)
     analysis = build_pipeline(model_path, max_faces=1).analyze(np.ascontiguousarray(two))
     assert len(analysis.faces) == 1
+    assert analysis.faces_found == 2 and analysis.to_dict()["faces_found"] == 2  # the client learns one is left out
 
 
 def test_flip_tta_is_symmetric(model_path):

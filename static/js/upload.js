@@ -95,7 +95,10 @@ async function show(file, reply, request) {
   shown = { bitmap, reply };
   draw();
   const count = reply.faces.length;
-  message.textContent = count ? `${count} face${count > 1 ? "s" : ""} found (${Math.round(reply.timings_ms.total)} ms).` : "No face found in this photo.";
+  const ms = Math.round(reply.timings_ms.total);
+  message.textContent = count ? `${count} face${count > 1 ? "s" : ""} found (${ms} ms).` : "No face found in this photo.";
+  // a crowd over the server's limit: say so, or the faces without a box look missed
+  if (reply.faces_found > count) message.textContent = `${reply.faces_found} faces found; the ${count} largest are labelled (the server's limit) (${ms} ms).`;
   const rows = reply.faces.map((face, i) => {
     const row = document.createElement("tr");
     const cells = [String(i + 1), face.emotion, ...emotions.map((e) => `${(face.probabilities[e] * 100).toFixed(1)}%`)];

@@ -96,10 +96,10 @@ class EmotionPipeline:
             raise ImageError("busy", str(busy)) from None
         timings = {"decode": (decoded_at - start) * 1000, **analysis.timings_ms}
         timings["total"] = (time.perf_counter() - start) * 1000
-        return Analysis(width, height, faces, timings)
+        return Analysis(width, height, faces, timings, analysis.faces_found)
 
     def find_faces(self, rgb: np.ndarray) -> list[FaceDetection]:
-        """Detect faces, largest first; an image with none is tried once more with a margin.
+        """Detect every face, largest first; an image with none is tried once more with a margin.
 
         A tightly cropped face has no margin around it, and detectors are trained on faces
         with context, so a crop usually answers nothing; on a padded canvas it is found.
@@ -107,7 +107,7 @@ class EmotionPipeline:
         detections = _big_enough(self.detector.detect(rgb))
         if not detections and self.padded_retry:
             detections = _big_enough(detect_with_margin(self.detector, rgb))
-        return sorted(detections, key=lambda d: d.box.width * d.box.height, reverse=True)[: self.max_faces]
+        return sorted(detections, key=lambda d: d.box.width * d.box.height, reverse=True)
 
     def analyze(self, rgb: np.ndarray, whole: bool = False) -> Analysis:
         """Analyse an RGB uint8 image (H, W, 3).
@@ -122,6 +122,8 @@ class EmotionPipeline:
             detections = [FaceDetection(Box(0.0, 0.0, float(width), float(height)), 1.0)]
         else:
             detections = self.find_faces(rgb)
+        found = len(detections)
+        detections = detections[: self.max_faces]
         detected = time.perf_counter()
         faces: tuple[FaceResult, ...] = ()
         if detections:
@@ -135,7 +137,7 @@ class EmotionPipeline:
             "classify": (done - detected) * 1000,
             "total": (done - start) * 1000,
         }
-        return Analysis(int(rgb.shape[1]), int(rgb.shape[0]), faces, timings)
+        return Analysis(int(rgb.shape[1]), int(rgb.shape[0]), faces, timings, found)
 
     def _model_input(self, gray: np.ndarray, detection: FaceDetection, whole: bool) -> np.ndarray:
         if whole:

@@ -133,6 +133,9 @@ class Analysis:
     height: int
     faces: tuple[FaceResult, ...]
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # faces detected, of which `faces` holds the largest, up to the pipeline's `max_faces`;
+    # None: as many as `faces` holds
+    faces_found: int | None = None
 
     def to_dict(self) -> dict:
         """The documented wire format shared by the JSON API and the Socket.IO ack."""
@@ -140,5 +143,6 @@ class Analysis:
             "width": self.width,
             "height": self.height,
             "faces": [face.to_dict() for face in self.faces],
+            "faces_found": len(self.faces) if self.faces_found is None else self.faces_found,
             "timings_ms": {stage: round(ms, 2) for stage, ms in self.timings_ms.items()},
         }
