@@ -807,6 +807,13 @@ def test_upload_page_says_when_a_crowd_has_more_faces_than_it_labels(page, app, 
     assert page.locator("#faces tbody tr").count() == 5
 
 
+def test_live_page_says_when_more_faces_are_in_view_than_it_labels(page, app, live_server, monkeypatch):
+    monkeypatch.setattr(app.extensions["pipelines"]["stream"], "max_faces", 0)  # the fake camera's one face: over
+    stream_until_answered(page, live_server, 2)
+    assert page.inner_text("#status") == "more faces in view than the server labels: the 0 largest"
+    assert page.evaluate("window.moodlens.stats.lastReply.faces_found") == 1
+
+
 def test_a_label_stays_inside_the_photo_at_its_edges(page, live_server):
     import matplotlib.cbook
 

@@ -331,7 +331,10 @@ function onReply(reply, rtt, capturedAt) {
   const recent = stats.rtts.slice(-30).sort((a, b) => a - b);
   document.getElementById("fps").textContent = `${stats.fps} fps`;
   document.getElementById("latency").textContent = `${Math.round(recent[Math.floor(recent.length / 2)])} ms`;
-  setStatus(now - lastFaceAt > NO_FACE_MS ? "no face in view" : "");
+  let text = now - lastFaceAt > NO_FACE_MS ? "no face in view" : "";
+  // one text whatever the counts: a status that changed with them would be announced on every frame
+  if (reply.faces_found > reply.faces.length) text = `more faces in view than the server labels: the ${reply.faces.length} largest`;
+  setStatus(text);
 }
 
 // The bars and the timeline follow the same face: the largest, or the one clicked.
