@@ -162,6 +162,18 @@ def test_tiles_find_small_faces_in_a_phone_photo_at_its_full_size(tiled):
     assert match([d.box for d in tiled.detect(photo)], truth) == (24, 0)
 
 
+def test_second_looks_are_bounded_and_faces_past_the_bound_are_kept(tiled, monkeypatch):
+    from webapp.vision import tiles
+
+    looks = []
+    seen_again = tiled._seen_again
+    monkeypatch.setattr(tiles, "MAX_SECOND_LOOKS", 5)
+    monkeypatch.setattr(tiled, "_seen_again", lambda image, box: looks.append(box) or seen_again(image, box))
+    photo, truth = crowd(3, 5, 40, 2000, 1400)  # a crowd of 1,600 small faces took 6.5 s with a look each
+    assert match([d.box for d in tiled.detect(photo)], truth) == (15, 0)
+    assert len(looks) == 5
+
+
 @pytest.mark.parametrize("centre", [(0.006, 0.008), (0.994, 0.992), (0.5, 0.992)])
 def test_a_small_face_at_a_photos_edge_survives_the_second_look(tiled, centre):
     photo, box = place_face(45, 4000, 3000, centre)  # its second look's square runs off the photo

@@ -234,18 +234,48 @@ def without_parts(detections: list[FaceDetection]) -> list[FaceDetection]:
 
     NMS merges boxes by how much they overlap, and a box on a part of a face (an eye, the mouth: a
     96 px close-up had one at score 0.53 beside its face at 0.75) overlaps the face's little."""
-    kept: list[FaceDetection] = []
+    kept = KeptFaces()
     for face in detections:
-        if not any(covers_the_same_face(face.box, earlier.box) for earlier in kept):
-            kept.append(face)
-    return kept
+        if not kept.covers(face.box):
+            kept.add(face)
+    return kept.faces
 
 
 def covers_the_same_face(a: Box, b: Box) -> bool:
     """Two boxes on one face: they overlap well, or one sits mostly inside the other (a
     detector that sees only part of a face draws a small box within the face's own)."""
-    smaller = min(a.width * a.height, b.width * b.height)
-    return a.iou(b) >= 0.3 or a.intersection(b) > 0.5 * smaller
+    return KeptFaces([FaceDetection(b, 1.0)]).covers(a)
+
+
+class KeptFaces:
+    """Faces kept so far, and whether a new box covers the same face as one of them.
+
+    Held as an array: a crowd's tiles find thousands of boxes, and comparing each with every face
+    kept, box by box, took seconds (1,600 faces: 1 million comparisons, 2.5 s)."""
+
+    def __init__(self, faces: list[FaceDetection] | None = None):
+        self.faces: list[FaceDetection] = []
+        self._corners = np.empty((0, 4))  # x0, y0, x1, y1 of each face
+        for face in faces or []:
+            self.add(face)
+
+    def add(self, face: FaceDetection) -> None:
+        box = face.box
+        self.faces.append(face)
+        self._corners = np.vstack([self._corners, [box.x, box.y, box.x + box.width, box.y + box.height]])
+
+    def covers(self, box: Box) -> bool:
+        """Whether `box` and a kept face overlap well (IoU >= 0.3), or one sits mostly (more than half of
+        the smaller) inside the other: the same face (see `covers_the_same_face`)."""
+        if not self.faces:
+            return False
+        x0, y0, x1, y1 = self._corners.T
+        inter = np.clip(np.minimum(x1, box.x + box.width) - np.maximum(x0, box.x), 0, None) * np.clip(
+            np.minimum(y1, box.y + box.height) - np.maximum(y0, box.y), 0, None
+        )
+        area, areas = box.width * box.height, (x1 - x0) * (y1 - y0)
+        union = area + areas - inter
+        return bool(np.any(((union > 0) & (inter >= 0.3 * union)) | (inter > 0.5 * np.minimum(area, areas))))
 
 
 DETECTOR_NAMES = ("blazeface-auto", "blazeface-tiled", "blazeface", "blazeface-short", "blazeface-full", "haar")
