@@ -101,9 +101,13 @@ def wait_ready(url: str, process: subprocess.Popen | None, timeout: float) -> No
 def nginx_config(upstreams: list[str], listen: str, runtime: Path, sticky_key: str = "$remote_addr") -> str:
     """A complete nginx.conf for a loopback cluster: the shared template inside a main file that keeps
     every path (pid, logs, temporary files) in `runtime`, so nginx runs without touching /etc or /var."""
-    servers = " ".join(f"server {address} max_fails=1 fail_timeout=10s;" for address in upstreams)
+    servers = " ".join(f"server {address} max_fails=3 fail_timeout=10s;" for address in upstreams)
     site = string.Template(TEMPLATE.read_text()).safe_substitute(
-        UPSTREAM_SERVERS=servers, STICKY_KEY=sticky_key, LISTEN=listen, STATIC_ROOT=str(ROOT / "static")
+        UPSTREAM_SERVERS=servers,
+        STICKY_KEY=sticky_key,
+        LISTEN=listen,
+        STATIC_ROOT=str(ROOT / "static"),
+        VIDEO_TEMP=str(runtime / "video_body"),
     )
     # as root, nginx's workers would drop to "nobody"; a loopback cluster runs them as the caller
     user = "user root;" if os.geteuid() == 0 else ""

@@ -338,6 +338,28 @@ def test_nginx_has_browsers_revalidate_static_files(cluster):
         assert reply.headers["Cache-Control"] == "no-cache" and reply.headers["Last-Modified"]
 
 
+def test_nginx_takes_four_videos_at_once_in_all_and_refuses_a_fifth_in_json(cluster):
+    """Their bodies wait in nginx's temporary folder until answered: four of 201 MB fill its 1 GB tmpfs."""
+    host, port = cluster.url.removeprefix("http://").split(":")
+    uploads = []
+    try:
+        for source in ("127.0.0.2", "127.0.0.2", "127.0.0.3", "127.0.0.3"):  # two addresses, two videos each
+            upload = socket.create_connection((host, int(port)), timeout=10, source_address=(source, 0))
+            upload.sendall(
+                b"POST /api/v1/analyze-video HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\n"
+                b"Content-Length: 52428800\r\n\r\n" + b"\0" * 65536
+            )
+            uploads.append(upload)
+        time.sleep(0.5)
+        status, content_type, body = post(cluster.url + "/api/v1/analyze-video", b"\0" * 1024)  # a third address
+        assert (status, content_type, body["error"]["code"]) == (429, "application/json", "too_many_uploads")
+    finally:
+        for upload in uploads:
+            upload.close()
+    time.sleep(0.5)
+    assert post(cluster.url + "/api/v1/analyze-video", b"\0" * 1024)[0] != 429
+
+
 def test_nginx_answers_a_video_over_its_limit_in_json(cluster):
     host, port = cluster.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=10) as upload:
@@ -394,3 +416,68 @@ def test_the_cluster_command_refuses_a_port_in_use_and_leaves_nothing_behind():
     assert command.returncode == 1 and f"port {port} is in use" in stderr
     assert stderr.startswith("error:") and "Traceback" not in stderr
     assert _runtime_folders() <= before
+
+
+class _SlowStub:
+    """An instance stand-in on loopback: GET /healthz names it; POST answers after `delay` seconds."""
+
+    def __init__(self, name: str, delay: float):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self._answer({"instance": name})
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                time.sleep(delay)
+                self._answer({"faces": []})
+
+            def _answer(self, body):
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_slow_answer_gets_json_and_leaves_its_instance_in_rotation(tmp_path):
+    """One read timeout used to mark a healthy instance down for 10 s (max_fails=1), moving all its clients,
+    and the client got nginx's HTML 504."""
+    from deploy.cluster import listens, nginx_config, wait_until
+
+    stubs = [_SlowStub(f"stub-{i}", delay=2.5) for i in range(2)]
+    port = free_port()
+    config = tmp_path / "nginx.conf"
+    # the photos' 120 s read timeout, shortened for the test
+    site = nginx_config([stub.address for stub in stubs], f"127.0.0.1:{port}", tmp_path)
+    assert "proxy_read_timeout 120s;" in site
+    config.write_text(site.replace("proxy_read_timeout 120s;", "proxy_read_timeout 1s;"))
+    with open(tmp_path / "nginx.log", "wb") as log:
+        nginx = subprocess.Popen(
+            ["nginx", "-p", str(tmp_path), "-c", str(config), "-g", "daemon off;"], stdout=log, stderr=log
+        )
+    try:
+        wait_until(lambda: listens(port), nginx, f"nginx listened on {port}", 15)
+        url = f"http://127.0.0.1:{port}"
+        before = instance_behind(url)
+        status, content_type, body = post(url + "/api/v1/analyze", b"\xff\xd8" * 10)
+        assert (status, content_type, body["error"]["code"]) == (503, "application/json", "busy")
+        assert [instance_behind(url) for _ in range(5)] == [before] * 5
+    finally:
+        nginx.terminate()
+        nginx.wait(10)
+        for stub in stubs:
+            stub.close()
