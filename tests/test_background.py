@@ -340,3 +340,67 @@ def test_the_api_queues_photos_by_the_clients_address(app, grace_jpeg, monkeypat
         "/api/v1/analyze", data=grace_jpeg, content_type="image/jpeg", environ_base={"REMOTE_ADDR": "10.1.2.3"}
     )
     assert reply.status_code == 200 and turns == ["10.1.2.3"]
+
+
+def test_memory_given_back_as_the_budget_empties_does_not_hold_the_answer():
+    """As the last body held goes, the budget gives memory back: inline, every answer that emptied it waited."""
+    import io
+
+    from webapp.body_budget import BodyBudget
+    from webapp.body_limits import BodyLimits
+    from webapp.concurrency import without_waiting
+
+    trims, answered = [], []
+
+    def slow_trim():  # stands for malloc_trim on a fragmented heap
+        time.sleep(0.3)
+        trims.append(1)
+
+    def app(environ, start_response):
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    limits = BodyLimits(app, 1000, budget=BodyBudget(10_000, 5_000, without_waiting("threading", slow_trim)))
+    for _ in range(3):
+        started = time.perf_counter()
+        environ = {"PATH_INFO": "/p", "REMOTE_ADDR": "a", "CONTENT_LENGTH": "3", "wsgi.input": io.BytesIO(b"abc")}
+        assert limits(environ, lambda *a: None) == [b"ok"]
+        answered.append(time.perf_counter() - started)
+    assert max(answered) < 0.1, answered
+    time.sleep(0.5)
+    assert trims == [1]  # the second and third came while the first ran
+
+
+WITHOUT_WAITING_UNDER_EVENTLET = textwrap.dedent(
+    """
+    import eventlet
+    eventlet.monkey_patch()
+    from eventlet import patcher
+    from webapp.concurrency import without_waiting
+
+    native, clock = patcher.original("threading"), patcher.original("time")
+    ran_on = []
+
+    def trim():
+        ran_on.append(native.get_ident())
+        clock.sleep(0.3)
+
+    started = clock.monotonic()
+    without_waiting("eventlet", trim)()
+    returned = clock.monotonic() - started
+    eventlet.sleep(0.6)
+    print(returned < 0.05, len(ran_on) == 1 and ran_on[0] != native.get_ident())
+    """
+)
+
+
+def test_memory_given_back_without_waiting_runs_on_a_native_thread_under_eventlet():
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_WAITING_UNDER_EVENTLET],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=os.getcwd(),
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"], done.stdout

@@ -19,7 +19,14 @@ from webapp import config as settings
 from webapp.background import BackgroundThreads
 from webapp.body_budget import BodyBudget
 from webapp.body_limits import BodyLimits, MinimumRate
-from webapp.concurrency import body_deadline, green_pause, green_timeout, lock_factory, off_the_event_loop
+from webapp.concurrency import (
+    body_deadline,
+    green_pause,
+    green_timeout,
+    lock_factory,
+    off_the_event_loop,
+    without_waiting,
+)
 from webapp.log_limit import limit_repeats
 from webapp.security import add_security_headers
 from webapp.sessions import SessionCap
@@ -120,7 +127,9 @@ def create_app(config: dict | None = None) -> Flask:
         # a video's body is read only in a free job slot: one that would be refused as busy is refused unread
         slots={"/api/v1/analyze-video": app.extensions["video_jobs"].reserve},
         budget=BodyBudget(
-            app.config["MAX_HELD_BODIES_MB"] * MB, app.config["MAX_HELD_BODIES_MB"] * MB // 2, give_back_memory
+            app.config["MAX_HELD_BODIES_MB"] * MB,
+            app.config["MAX_HELD_BODIES_MB"] * MB // 2,
+            without_waiting(app.config["ASYNC_MODE"], release_free_memory),
         ),
         min_rate=_minimum_rate(app.config),
         pause=green_pause(app.config["ASYNC_MODE"]),
