@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import nullcontext
 
 import pytest
 
@@ -113,6 +114,25 @@ def test_a_body_a_little_over_the_limit_is_read_and_dropped_before_the_app_refus
     body = ReadWatcher(b"o" * 1500)  # its client waits for "100 Continue" before it sends
     call(limits, body, HTTP_EXPECT="100-continue")
     assert read_before_the_app[-1] == 0
+
+
+def test_a_video_a_little_over_its_limit_is_refused_unread():
+    """A video is read only in a job slot; dropping one up to twice its limit (400 MB) held no slot, and sixteen
+    slow ones would hold every drain."""
+    video = VIDEO_API
+    slots = []
+
+    def refusing_app(environ, start_response):
+        start_response("413 Request Entity Too Large", [])
+        return [b""]
+
+    limits = BodyLimits(
+        refusing_app, 1000, per_path={video: (10_000, None)}, slots={video: lambda: slots.append(1) or nullcontext()}
+    )
+    body = ReadWatcher(b"v" * 19_000)
+    environ = {"PATH_INFO": video, "REMOTE_ADDR": "a", "CONTENT_LENGTH": "19000", "wsgi.input": body}
+    assert b"".join(limits(environ, lambda *a: None)) == b""
+    assert body.bytes_read == 0 and slots == []
 
 
 def test_bodies_beyond_those_being_dropped_are_refused_unread(monkeypatch):
