@@ -3,8 +3,12 @@ and a flood of photos against the Procfile's server."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import io
 import json
+import socket
+import time
 from contextlib import nullcontext
 
 import pytest
@@ -64,6 +68,98 @@ def call(limits: BodyLimits, body: io.BytesIO, path: str = "/api/v1/analyze", ad
     }
     reply = b"".join(limits(environ, lambda line, headers: status.update(line=line, headers=dict(headers))))
     return status["line"], status["headers"], reply
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_bodies_behind_schedule_give_way_to_a_new_one_that_does_not_fit():
+    clock = Clock()
+    budget = BodyBudget(total_bytes=100, per_address_bytes=60, schedule_s=10, grace_s=2, clock=clock)
+    steady, slow = budget.reserve("a", 50), budget.reserve("b", 45)
+    clock.now = 1.0
+    slow.arrived(1)
+    with pytest.raises(BodiesBusy):
+        budget.reserve("c", 40)  # within the grace: nobody is behind yet
+    clock.now = 3.0
+    steady.arrived(20)  # 21 of 50: ahead of a pace that ends it in 10 s (15 by now)
+    newcomer = budget.reserve("c", 40)  # the slow one (1 of 45) gives way: it keeps the byte it sent
+    assert budget.held == 50 + 1 + 40
+    with pytest.raises(BodiesBusy, match="too slowly"):
+        slow.arrived(1)  # answered 503 at its next chunk
+    steady.arrived(1)
+    for reservation in (steady, slow, newcomer):
+        with reservation:
+            pass
+    assert budget.held == 0
+
+
+def test_bodies_on_schedule_keep_their_room_and_none_gives_way_in_vain():
+    clock = Clock()
+    budget = BodyBudget(total_bytes=100, per_address_bytes=100, schedule_s=10, grace_s=2, clock=clock)
+    fast, slow = budget.reserve("a", 50), budget.reserve("b", 40)
+    clock.now = 5.0
+    fast.arrived(30)
+    slow.arrived(1)
+    with pytest.raises(BodiesBusy):
+        budget.reserve("c", 60)  # the slow one's 39 unsent bytes are not enough: it keeps its room
+    slow.arrived(1)  # not refused
+    assert budget.held == 90
+
+
+def test_an_address_share_is_freed_only_by_its_own_slow_bodies():
+    clock = Clock()
+    budget = BodyBudget(total_bytes=100, per_address_bytes=50, schedule_s=10, grace_s=2, clock=clock)
+    mine = budget.reserve("a", 40)
+    other = budget.reserve("b", 40)
+    clock.now = 5.0
+    mine.arrived(30)  # on schedule
+    with pytest.raises(BodiesBusy, match="this address"):
+        budget.reserve("a", 20)  # b's slow body would free the total, not a's share
+    other.arrived(1)  # so it did not give way
+    clock.now = 9.0  # now a's own body is behind (30 of 40 at 90% of the schedule)
+    assert budget.reserve("a", 20)
+    with pytest.raises(BodiesBusy, match="too slowly"):
+        mine.arrived(1)
+    assert budget.held == 30 + 40 + 20
+
+
+def test_slow_bodies_holding_the_budget_give_way_to_another_clients_photo():
+    """Found by review: connections from two addresses, each declaring a photo and sending 16 KB a second,
+    held the whole budget, and a third address's photo got 503 for as long as they went on."""
+    try:
+        process, url = start_production_server(env={"MAX_UPLOAD_MB": "1", "MAX_HELD_BODIES_MB": "6"})
+    except RuntimeError as error:
+        pytest.fail(str(error))
+    host, port = url.removeprefix("http://").split(":")
+    slow = []
+    try:
+        for source in ["127.0.0.2"] * 3 + ["127.0.0.3"] * 3:  # 3 MB each: both addresses' shares, all of it
+            connection = socket.create_connection((host, int(port)), timeout=10, source_address=(source, 0))
+            connection.sendall(
+                b"POST /api/v1/analyze HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                b"Content-Length: 1040000\r\n\r\n" + b"\xff" * 16384
+            )
+            slow.append(connection)
+        for _ in range(3):  # 16 KB a second: behind a pace that ends the body within BODY_TIMEOUT_S
+            time.sleep(1)
+            for connection in slow:
+                connection.sendall(b"\xff" * 16384)
+        photo = noise_jpeg(400, 300)
+        other = http.client.HTTPConnection(host, int(port), source_address=("127.0.0.4", 0), timeout=30)
+        with contextlib.closing(other):
+            other.request("POST", "/api/v1/analyze", body=photo, headers={"Content-Type": "image/jpeg"})
+            reply = other.getresponse()
+            assert reply.status == 200, reply.read()
+    finally:
+        for connection in slow:
+            connection.close()
+        stop_production_server(process)
 
 
 def test_body_limits_hold_a_body_in_the_budget_until_answered_and_refuse_one_it_cannot_take():

@@ -130,6 +130,7 @@ def create_app(config: dict | None = None) -> Flask:
             app.config["MAX_HELD_BODIES_MB"] * MB,
             app.config["MAX_HELD_BODIES_MB"] * MB // 2,
             without_waiting(app.config["ASYNC_MODE"], release_free_memory),
+            schedule_s=app.config["BODY_TIMEOUT_S"],
         ),
         min_rate=_minimum_rate(app.config),
         pause=green_pause(app.config["ASYNC_MODE"]),

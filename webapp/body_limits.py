@@ -138,10 +138,17 @@ class BodyLimits:
             return _reply(start_response, 503, "busy", str(busy), [("Retry-After", str(retry_after))])
         with slot:
             refusal = _buffer(
-                environ, None if chunked else declared, max_bytes, deadline or nullcontext, self.min_rate, self.pause
+                environ,
+                None if chunked else declared,
+                max_bytes,
+                deadline or nullcontext,
+                self.min_rate,
+                self.pause,
+                arrived=getattr(slot, "arrived", None),
             )
             if refusal is not None:
-                return _reply(start_response, *refusal)
+                retry = [("Retry-After", str(RETRY_AFTER_S))] if refusal[0] == 503 else None
+                return _reply(start_response, *refusal, retry)
             return self.app(environ, start_response)
 
     def _drop(self, environ, length: int | None, max_bytes: int, deadline) -> None:
@@ -186,12 +193,17 @@ def _buffer(
     min_rate: MinimumRate | None = None,
     pause: Callable[[], None] | None = None,
     keep: bool = True,
+    arrived: Callable[[int], None] | None = None,
 ) -> tuple[int, str, str] | None:
     """Put the body, read in full, in the environ (`keep`; else read and dropped); or say why not:
-    (status, code, message)."""
+    (status, code, message). `arrived(n)` is told of each chunk, and may refuse the body (`BodiesBusy`:
+    it gave way to another, `webapp.body_budget`)."""
     try:
         with deadline():
-            body = _read(environ["wsgi.input"], length, max_bytes + 1, min_rate, pause, keep)
+            body = _read(environ["wsgi.input"], length, max_bytes + 1, min_rate, pause, keep, arrived)
+    except BodiesBusy as gave_way:
+        log.info("request body from %s: %s", environ.get("REMOTE_ADDR"), gave_way)
+        return 503, "busy", str(gave_way)
     except BodyTimeout as late:
         log.info("request body from %s: %s; connection dropped", environ.get("REMOTE_ADDR"), late)
         return 408, "timeout", str(late)
@@ -222,10 +234,11 @@ def _read(
     min_rate: MinimumRate | None = None,
     pause: Callable[[], None] | None = None,
     keep: bool = True,
+    arrived: Callable[[int], None] | None = None,
 ) -> io.BytesIO:
     """`length` bytes (or, chunked, up to `cap`) from `stream`, stopping early at end of input,
-    each read timed by `min_rate` if given, `pause()` called after each; kept in the buffer returned if
-    `keep` (else it stays empty).
+    each read timed by `min_rate` if given, `arrived(n)` and `pause()` called after each; kept in the
+    buffer returned if `keep` (else it stays empty).
 
     Written into one growing buffer: joining a list of chunks held the body twice at the
     end, 400 MB for a 200 MB video.
@@ -238,6 +251,8 @@ def _read(
             part = stream.read(ask)
         if not part:
             break
+        if arrived is not None:
+            arrived(len(part))
         if keep:
             body.write(part)
         size += len(part)
