@@ -150,6 +150,28 @@ def test_compose_builds_the_proxy_from_the_same_checkout_as_the_app():
     assert "STATIC_ROOT: /srv/moodlens/static" in nginx and "../static" not in nginx  # no bind mount of a newer static/
 
 
+def test_the_image_pins_every_serving_requirement_within_its_range():
+    from packaging.requirements import Requirement
+
+    from deploy.procfile import PROCFILE
+
+    root = PROCFILE.parent
+    pins = {}
+    for line in (root / "deploy" / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[name.lower().replace("_", "-")] = version
+    for file in ("requirements.txt", "requirements-live.txt"):
+        for line in (root / file).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if not line or line.startswith("-r"):
+                continue
+            requirement = Requirement(line)
+            pin = pins.get(requirement.name.lower())
+            assert pin is not None and requirement.specifier.contains(pin), (requirement, pin)
+    assert "pip install -c constraints.txt" in (root / "deploy" / "Dockerfile").read_text()
+
+
 @pytest.mark.parametrize(
     ("line", "command"),
     [
