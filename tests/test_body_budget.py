@@ -78,9 +78,14 @@ class Clock:
         return self.now
 
 
-def test_bodies_behind_schedule_give_way_to_a_new_one_that_does_not_fit():
+def clocked_budget(total_bytes: int, per_address_bytes: int) -> tuple[BodyBudget, Clock]:
+    """A budget whose time the test sets: bodies are behind schedule 2 s in, at a pace ending them in 10 s."""
     clock = Clock()
-    budget = BodyBudget(total_bytes=100, per_address_bytes=60, schedule_s=10, grace_s=2, clock=clock)
+    return BodyBudget(total_bytes, per_address_bytes, schedule_s=10, grace_s=2, clock=clock), clock
+
+
+def test_bodies_behind_schedule_give_way_to_a_new_one_that_does_not_fit():
+    budget, clock = clocked_budget(total_bytes=100, per_address_bytes=60)
     steady, slow = budget.reserve("a", 50), budget.reserve("b", 45)
     clock.now = 1.0
     slow.arrived(1)
@@ -100,8 +105,7 @@ def test_bodies_behind_schedule_give_way_to_a_new_one_that_does_not_fit():
 
 
 def test_bodies_on_schedule_keep_their_room_and_none_gives_way_in_vain():
-    clock = Clock()
-    budget = BodyBudget(total_bytes=100, per_address_bytes=100, schedule_s=10, grace_s=2, clock=clock)
+    budget, clock = clocked_budget(total_bytes=100, per_address_bytes=100)
     fast, slow = budget.reserve("a", 50), budget.reserve("b", 40)
     clock.now = 5.0
     fast.arrived(30)
@@ -113,8 +117,7 @@ def test_bodies_on_schedule_keep_their_room_and_none_gives_way_in_vain():
 
 
 def test_an_address_share_is_freed_only_by_its_own_slow_bodies():
-    clock = Clock()
-    budget = BodyBudget(total_bytes=100, per_address_bytes=50, schedule_s=10, grace_s=2, clock=clock)
+    budget, clock = clocked_budget(total_bytes=100, per_address_bytes=50)
     mine = budget.reserve("a", 40)
     other = budget.reserve("b", 40)
     clock.now = 5.0
