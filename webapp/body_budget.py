@@ -99,7 +99,7 @@ class BodyBudget:
         now = self.clock()
         behind = sorted(
             (r for r in self._arriving if r.behind_schedule(now, self.schedule_s, self.grace_s)),
-            key=lambda r: r.received / r.size,
+            key=lambda r: r.received / max(1, r.size),
         )
         held, mine, giving_way = self.held, self._by_address.get(address, 0), []
         for reservation in behind:
