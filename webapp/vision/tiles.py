@@ -34,9 +34,10 @@ class TiledFaceDetector:
     found: ~7% of a tile at that level. By default that is every photo the app analyses
     (decoding halves any side over 4095 px), so faces are found down to ~36 px at any size:
     capped at 3.1 MP, a 12 MP phone photo lost every face under ~70 px. The cost is at most
-    155 tiles, ~0.5 s for 12 MP on 2 cores (`python -m bench.detection_bench --only large`).
+    155 tiles: ~0.65 s for 12 MP on 2 cores, 1.8 s for a 4095x4095 photo of 1,600 small faces
+    (`python -m bench.detection_bench --only large`; `bench/RESULTS.md`).
 
-    Faces found again on a finer level are dropped (`without_parts`), as are faces
+    Faces found again on a finer level are dropped (`KeptFaces`), as are faces
     cut by a tile's inner edge: the face is whole in a neighbouring tile or on a coarser level.
     A tile's face is kept only if a second look, closer up, finds it again (`SECOND_LOOK_CONTEXT`):
     tiles see more than 100 windows of a 12 MP photo, and each is a chance of a false face.
