@@ -70,15 +70,11 @@ def without_waiting(async_mode: str, function: Callable[[], None]) -> Callable[[
     gives memory back this way as the last body it holds goes: called inline, every answer that emptied the
     budget waited for `malloc_trim` (13-28 ms on a fragmented heap) before it went out."""
     running = threading.Lock()
+    native = off_the_event_loop(async_mode, function)
 
     def run() -> None:
         try:
-            if async_mode == "eventlet":
-                from eventlet import tpool
-
-                tpool.execute(function)
-            else:
-                function()
+            native()
         finally:
             running.release()
 
