@@ -11,14 +11,14 @@ from webapp.vision.detector import (
     DETECTOR_NAMES,
     BlazeFaceDetector,
     HaarFaceDetector,
-    covers_the_same_face,
+    KeptFaces,
     make_detector,
     non_max_suppression,
     ssd_anchors,
 )
 from webapp.vision.preprocess import crop_box
 from webapp.vision.tiles import tile_origins
-from webapp.vision.types import Box
+from webapp.vision.types import Box, FaceDetection
 
 
 @pytest.mark.parametrize("variant, count", [("short", 896), ("full", 2304)])
@@ -217,9 +217,9 @@ def test_tiles_cover_each_side_with_a_quarter_overlap(length):
 
 
 def test_a_box_inside_a_face_is_the_same_face():
-    face = Box(100, 100, 300, 300)
-    assert covers_the_same_face(face, Box(200, 200, 80, 80))  # IoU 0.07, but wholly inside
-    assert not covers_the_same_face(face, Box(380, 100, 300, 300))  # a neighbour overlapping its edge
+    face = KeptFaces([FaceDetection(Box(100, 100, 300, 300), 1.0)])
+    assert face.covers(Box(200, 200, 80, 80))  # IoU 0.07, but wholly inside
+    assert not face.covers(Box(380, 100, 300, 300))  # a neighbour overlapping its edge
 
 
 def test_a_part_of_a_face_found_as_a_face_of_its_own_is_dropped():

@@ -241,12 +241,6 @@ def without_parts(detections: list[FaceDetection]) -> list[FaceDetection]:
     return kept.faces
 
 
-def covers_the_same_face(a: Box, b: Box) -> bool:
-    """Two boxes on one face: they overlap well, or one sits mostly inside the other (a
-    detector that sees only part of a face draws a small box within the face's own)."""
-    return KeptFaces([FaceDetection(b, 1.0)]).covers(a)
-
-
 class KeptFaces:
     """Faces kept so far, and whether a new box covers the same face as one of them.
 
@@ -265,8 +259,9 @@ class KeptFaces:
         self._corners = np.vstack([self._corners, [box.x, box.y, box.x + box.width, box.y + box.height]])
 
     def covers(self, box: Box) -> bool:
-        """Whether `box` and a kept face overlap well (IoU >= 0.3), or one sits mostly (more than half of
-        the smaller) inside the other: the same face (see `covers_the_same_face`)."""
+        """Whether `box` and a kept face are boxes on one face: they overlap well (IoU >= 0.3), or one sits
+        mostly (more than half of the smaller) inside the other (a detector that sees only part of a face
+        draws a small box within the face's own)."""
         if not self.faces:
             return False
         x0, y0, x1, y1 = self._corners.T
