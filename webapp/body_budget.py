@@ -103,10 +103,10 @@ class BodyBudget:
         )
         held, mine, giving_way = self.held, self._by_address.get(address, 0), []
         for reservation in behind:
-            if held + size <= self.total_bytes and mine + size <= self.per_address_bytes:
+            total_short, share_short = held + size > self.total_bytes, mine + size > self.per_address_bytes
+            if not (total_short or share_short):
                 break
-            total_fits = held + size <= self.total_bytes
-            if total_fits and reservation.address != address:
+            if not total_short and reservation.address != address:
                 continue  # only the address's own slow bodies free its share
             unsent = reservation.size - reservation.received
             held -= unsent

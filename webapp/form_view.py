@@ -144,7 +144,8 @@ def _part_name(headers: bytes):
     headers Werkzeug may read otherwise: folded lines, a bare CR or LF, no Content-Disposition, or one
     that is not form-data (Werkzeug does not check the type). A part read one way here and another way
     there could have this reading analyse another part than Werkzeug would."""
-    if b"\r" in headers.replace(b"\r\n", b"") or b"\n" in headers.replace(b"\r\n", b""):
+    bare = headers.replace(b"\r\n", b"")
+    if b"\r" in bare or b"\n" in bare:
         return UNSURE
     disposition = None
     for line in headers.split(b"\r\n"):
