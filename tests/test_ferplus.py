@@ -253,6 +253,10 @@ def test_score_all_reports_both_labelings():
     assert result.clear_non_neutral.count == 1 and result.clear_non_neutral.accuracy == 1.0
     assert result.neutral_share == {"model": 0.0, "ferplus_majority": pytest.approx(0.3333, abs=1e-4)}
     assert result.one_annotator_agreement == pytest.approx((0.8 + 6 / 9 + 0.6) / 3, abs=1e-4)
+    # anger agrees; contempt (FER-2013 neutral) and neutral (FER-2013 fear) differ: one answer takes each side
+    assert result.both_labelings == evaluate.BothLabelings(
+        faces=3, agree_share=0.3333, right_where_they_agree=1.0, differ_says_majority=0.5, differ_says_label=0.5
+    )
     # every answer here is given at 93%: all count as confident
     assert result.ferplus.confident_share == 1.0 and result.ferplus.confident_accuracy == pytest.approx(2 / 3, abs=1e-4)
 

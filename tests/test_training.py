@@ -294,6 +294,13 @@ def test_model_card_is_written_from_the_run_files(trained_run, exported, tmp_pat
     record |= {
         "neutral_share": {"model": 0.3656, "ferplus_majority": 0.3656},
         "ferplus_one_annotator_agreement": 0.7876,
+        "both_labelings": {
+            "faces": 3422,
+            "agree_share": 0.6447,
+            "right_where_they_agree": 0.8989,
+            "differ_says_majority": 0.7451,
+            "differ_says_label": 0.1316,
+        },
     }
     voted_report = tmp_path / "eval_val_voted.json"  # the module's exported folder keeps its own report
     voted_report.write_text(json.dumps(record))
@@ -301,6 +308,9 @@ def test_model_card_is_written_from_the_run_files(trained_run, exported, tmp_pat
     text = (exported / "README.md").read_text()
     assert "Against the FER+ majority (3,422 faces; ties left out): **accuracy 0.8431**" in text
     assert "agrees with the majority of the face's other annotators 78.8% of the time" in text
+    # no answer is right on both labels where they differ: the two accuracies' ceiling is stated
+    assert "agree on 64.5% of these faces, and the model is right on 89.9% of those" in text
+    assert "most twice the agreeing share times the accuracy there plus the differing share: 1.514" in text
     assert "Served form (`emotion_float16.tflite`, flip TTA)" in text and "--flip-tta" not in text
 
     # a model chosen to be served without flip TTA is described, and reproduced, so; its kept weights are slim

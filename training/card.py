@@ -361,6 +361,17 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
                 else ""
             ),
         ]
+    if both := report.get("both_labelings"):
+        lines += [
+            "",
+            f"Both labelings at once: FER-2013's label and the FER+ majority agree on {both['agree_share']:.1%} of these"
+            f" faces, and the model is right on {both['right_where_they_agree']:.1%} of those. Where they differ no"
+            f" answer is right on both: the model gives the FER+ majority on {both['differ_says_majority']:.1%} of them"
+            f" and FER-2013's label on {both['differ_says_label']:.1%}. So the two accuracies on these faces add up to at"
+            f" most twice the agreeing share times the accuracy there plus the differing share:"
+            f" {2 * both['agree_share'] * both['right_where_they_agree'] + 1 - both['agree_share']:.3f} for this model"
+            " (`training.evaluate`'s BothLabelings).",
+        ]
     lines += [
         "",
         f"| form | size | accuracy, FER-2013 labels ({export_tta}) | FER+ majority | median ms per face (batch 1, {export_tta}) |",

@@ -7,7 +7,8 @@ For each labeling it prints accuracy, per-class accuracy, macro-F1, the expected
 calibration error (10 bins) and the confusion matrix, and writes the matrix as a PNG.
 With votes it adds the faces at least 7 of 10 annotators agree show one non-neutral
 emotion, how often the model says neutral against how often the majority does, and how
-often one annotator agrees with the majority of the others (a human reference).
+often one annotator agrees with the majority of the others (a human reference), and
+how the model answers where the folder's label and the majority agree and where they differ.
 The folder may hold any subset of the model's classes. The last line is
 `accuracy: 0.xxxx`, against the folder's labels.
 """
@@ -18,7 +19,7 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -33,6 +34,34 @@ from webapp.vision.labels import EMOTIONS_WITH_CONTEMPT
 
 
 @dataclass(frozen=True)
+class BothLabelings:
+    """The model's answers on the faces with a FER+ majority, split by whether the folder's label
+    agrees with that majority. Where the two differ no answer is right on both, so a model can
+    score high on both labelings at once only by being right on nearly all the faces where they
+    agree: FER+ accuracy + label accuracy <= 2 * agree_share * right_where_they_agree + (1 - agree_share)."""
+
+    faces: int
+    agree_share: float
+    right_where_they_agree: float
+    differ_says_majority: float
+    differ_says_label: float
+
+    @classmethod
+    def of(cls, labels: np.ndarray, consensus: np.ndarray, predictions: np.ndarray) -> BothLabelings | None:
+        agree = labels == consensus
+        if agree.all() or not agree.any():
+            return None
+        differ = ~agree
+        return cls(
+            faces=len(labels),
+            agree_share=round(float(agree.mean()), 4),
+            right_where_they_agree=round(float((predictions[agree] == labels[agree]).mean()), 4),
+            differ_says_majority=round(float((predictions[differ] == consensus[differ]).mean()), 4),
+            differ_says_label=round(float((predictions[differ] == labels[differ]).mean()), 4),
+        )
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """A model's scores on one dataset: against its folder labels, and against FER+ when the
     faces have votes (the majority with ties left out; the clear non-neutral faces; and the
@@ -44,6 +73,7 @@ class Evaluation:
     clear_non_neutral: Report | None = None
     neutral_share: dict[str, float] | None = None
     one_annotator_agreement: float | None = None
+    both_labelings: BothLabelings | None = None
 
     @property
     def accuracy(self) -> float:
@@ -55,6 +85,7 @@ class Evaluation:
             "clear_non_neutral": self.clear_non_neutral and self.clear_non_neutral.to_dict(),
             "neutral_share": self.neutral_share,
             "ferplus_one_annotator_agreement": self.one_annotator_agreement,
+            "both_labelings": self.both_labelings and asdict(self.both_labelings),
         }
         return {**self.labels.to_dict(), **{key: value for key, value in extra.items() if value is not None}}
 
@@ -99,6 +130,7 @@ def score_all(dataset: FaceDataset, probabilities: np.ndarray) -> Evaluation:
             "ferplus_majority": round(float((consensus[voted] == NEUTRAL).mean()), 4),
         },
         one_annotator_agreement=round(float(one_annotator_agreement(dataset.votes)[voted].mean()), 4),
+        both_labelings=BothLabelings.of(dataset.labels[voted], consensus[voted], predictions[voted]),
     )
 
 
@@ -189,6 +221,12 @@ def main(argv=None) -> int:
         print(
             f"an annotator against the majority of the face's other annotators, on average (human reference): {result.one_annotator_agreement:.4f}"
         )
+        if (both := result.both_labelings) is not None:
+            print(
+                f"both labelings: they agree on {both.agree_share:.4f} of the {both.faces} faces, and the model is right"
+                f" on {both.right_where_they_agree:.4f} of those; where they differ it gives the FER+ majority on"
+                f" {both.differ_says_majority:.4f} and the folder's label on {both.differ_says_label:.4f}"
+            )
         print(f"FER+ majority accuracy: {result.ferplus.accuracy:.4f}")
     if args.json:
         record = {"model": args.model, "data": dataset.source, "flip_tta": flip_tta, **result.to_dict()}
