@@ -69,6 +69,23 @@ def test_analyze_video_stops_when_cancelled(face_mp4, app):
     assert len(calls) == 3
 
 
+def test_frames_say_how_many_faces_were_found_where_more_than_labelled(grace_rgb, app):
+    import copy
+
+    pair = np.concatenate([grace_rgb, grace_rgb[:, ::-1]], axis=1)
+    two_faces = video_bytes(pair, seconds=0.4, size=(1280, 480))
+    pipeline = app.extensions["pipelines"]["video"]
+    all_labelled = analyze_video(io.BytesIO(two_faces), pipeline, fps=5)
+    assert [(len(frame.faces), frame.faces_found) for frame in all_labelled.frames] == [(2, 2), (2, 2)]
+    assert all_labelled.summary()["frames_over_face_limit"] == 0
+    one_labelled = copy.copy(pipeline)  # as MAX_FACES=1 builds it
+    one_labelled.max_faces = 1
+    result = analyze_video(io.BytesIO(two_faces), one_labelled, fps=5)
+    assert [(len(frame.faces), frame.faces_found) for frame in result.frames] == [(1, 2), (1, 2)]
+    assert result.summary()["frames_over_face_limit"] == 2
+    assert [frame["faces_found"] for frame in result.to_dict()["frames"]] == [2, 2]
+
+
 def test_api_json(client, face_mp4):
     reply = client.post("/api/v1/analyze-video?fps=2", data={"video": (io.BytesIO(face_mp4), "face.mp4")})
     assert reply.status_code == 200, reply.json
@@ -80,6 +97,7 @@ def test_api_json(client, face_mp4):
     assert face["id"] == 1 and set(face["probabilities"]) == set(SHIPPED_CLASSES) and face["box"]["width"] > 50
     summary = body["summary"]
     assert summary["sampled_frames"] == 4 and summary["frames_with_faces"] == 4
+    assert summary["frames_over_face_limit"] == 0 and body["frames"][0]["faces_found"] == 1
     assert summary["dominant"] in SHIPPED_CLASSES and len(summary["tracks"]) == 1
 
 

@@ -204,6 +204,30 @@ def test_the_timeline_breaks_where_the_largest_face_is_another_person(page, serv
     assert lines in (2 * len(emotions) + 1, 2 * (2 * len(emotions) + 1)), lines
 
 
+def test_the_video_page_says_when_frames_held_more_faces_than_labelled(page, server, face_video):
+    emotions = page.context.request.get(server + "/healthz").json()["emotions"]
+    face = made_up_face((0, 0, 9, 9), emotions, id=1)
+    result = {
+        "duration_s": 3.0,
+        "sampled_fps": 1,
+        "frames": [{"t": t, "faces": [face], "faces_found": found} for t, found in enumerate((1, 4, 3))],
+        "summary": {"frames_with_faces": 3, "frames_over_face_limit": 2, "dominant": emotions[0], "tracks": []},
+    }
+    page.route("**/api/v1/analyze-video*", lambda route: route.fulfill(json={"url": "/api/v1/jobs/made-up"}))
+    page.route(
+        "**/api/v1/jobs/made-up*",
+        lambda route: route.fulfill(
+            body="t\n" if "format=csv" in route.request.url else None,
+            json=None if "format=csv" in route.request.url else {"state": "done", "progress": 1, "result": result},
+        ),
+    )
+    page.goto(server + "/video")
+    analyse_video(page, face_video)
+    page.wait_for_function("() => !document.getElementById('timeline').hidden")
+    message = page.text_content("#message")
+    assert "In 2 frames more faces were found than the server labels: the largest of each is labelled." in message
+
+
 def test_a_chosen_video_waits_for_analyse_and_takes_the_frames_per_second_set_after(page, server, face_video):
     page.goto(server + "/video")
     page.set_input_files("#video-file", str(face_video))

@@ -201,6 +201,16 @@ function finish(text) {
   say(text, { force: true });
 }
 
+/** A crowd: the server labels only the largest faces of a frame (its MAX_FACES), so say how often that cut in. */
+function overLimitNote(reply) {
+  const over = reply.summary.frames_over_face_limit ?? 0;
+  if (!over) return "";
+  const labelled = Math.max(...reply.frames.filter((frame) => frame.faces_found > frame.faces.length).map((frame) => frame.faces.length));
+  const frames = over === 1 ? "1 frame" : `${over} frames`;
+  const which = labelled === 1 ? "the largest of each is labelled" : `the ${labelled} largest of each are labelled`;
+  return ` In ${frames} more faces were found than the server labels: ${which}.`;
+}
+
 function show(file, reply, csv) {
   result = reply;
   playable = true;
@@ -212,6 +222,7 @@ function show(file, reply, csv) {
   say(
     `${reply.frames.length} frames analysed (${reply.sampled_fps} per second of ${reply.duration_s.toFixed(1)} s), ` +
       `${withFaces} with a face; mostly ${reply.summary.dominant ?? "no face"}.` +
+      overLimitNote(reply) +
       // no CSV (the job was forgotten or the connection dropped in between): no link that would fail
       (csv ? "" : " The CSV could not be fetched: analyse the video again for it."),
     { force: true },

@@ -65,9 +65,16 @@ class VideoFrame:
 
     t: float
     faces: tuple[FaceResult, ...]
+    # faces detected, of which `faces` holds the largest, up to the pipeline's `max_faces`; None: as many as `faces`
+    faces_found: int | None = None
+
+    @property
+    def over_face_limit(self) -> bool:
+        return self.faces_found is not None and self.faces_found > len(self.faces)
 
     def to_dict(self) -> dict:
-        return {"t": round(self.t, 3), "faces": [face.to_dict() for face in self.faces]}
+        found = len(self.faces) if self.faces_found is None else self.faces_found
+        return {"t": round(self.t, 3), "faces": [face.to_dict() for face in self.faces], "faces_found": found}
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,7 @@ class VideoAnalysis:
         return {
             "sampled_frames": len(self.frames),
             "frames_with_faces": sum(1 for frame in self.frames if frame.faces),
+            "frames_over_face_limit": sum(1 for frame in self.frames if frame.over_face_limit),
             "tracks": [
                 {
                     "id": t["id"],
@@ -369,8 +377,9 @@ def analyze_video(
                     info = replace(info, width=shown_width, height=shown_height)
                 rgb = _analysed_rgb(frame, display)
                 # boxes in the shown frame's own pixels, not the shrunk copy's
-                faces = rescaled(pipeline.analyze(rgb).faces, rgb.shape, shown_width, shown_height)
-                frames.append(VideoFrame(t, tracker.update(faces)))
+                analysis = pipeline.analyze(rgb)
+                faces = rescaled(analysis.faces, rgb.shape, shown_width, shown_height)
+                frames.append(VideoFrame(t, tracker.update(faces), analysis.faces_found))
                 if progress is not None:
                     progress(t, min(1.0, t / info.duration_s) if info.duration_s else None)
         except _Cancelled:
