@@ -205,10 +205,14 @@ function finish(text) {
 function overLimitNote(reply) {
   const over = reply.summary.frames_over_face_limit ?? 0;
   if (!over) return "";
-  const labelled = Math.max(...reply.frames.filter((frame) => frame.faces_found > frame.faces.length).map((frame) => frame.faces.length));
+  // a loop, not Math.max(...frames): a long video's frames could pass the engine's argument limit
+  let labelled = 0;
+  for (const frame of reply.frames) if (frame.faces_found > frame.faces.length) labelled = Math.max(labelled, frame.faces.length);
   const frames = over === 1 ? "1 frame" : `${over} frames`;
-  const which = labelled === 1 ? "the largest of each is labelled" : `the ${labelled} largest of each are labelled`;
-  return ` In ${frames} more faces were found than the server labels: ${which}.`;
+  let which = "only the largest are labelled"; // no frame marked (a reply that does not say which)
+  if (labelled === 1) which = "the largest of each is labelled";
+  else if (labelled > 1) which = `the ${labelled} largest of each are labelled`;
+  return ` In ${frames}, more faces were found than the server labels: ${which}.`;
 }
 
 function show(file, reply, csv) {
