@@ -169,6 +169,18 @@ def test_video_page_reports_a_bad_file(page, server, tmp_path):
     assert page.is_hidden("#progress") and page.is_hidden("#timeline")
 
 
+def answer_every_video_with(page, result: dict):
+    """Make up the server's side: every video sent becomes a job that is done with `result` (read at each poll)."""
+    page.route("**/api/v1/analyze-video*", lambda route: route.fulfill(json={"url": "/api/v1/jobs/made-up"}))
+    page.route(
+        "**/api/v1/jobs/made-up*",
+        lambda route: route.fulfill(
+            body="t\n" if "format=csv" in route.request.url else None,
+            json=None if "format=csv" in route.request.url else {"state": "done", "progress": 1, "result": result},
+        ),
+    )
+
+
 def test_the_timeline_breaks_where_the_largest_face_is_another_person(page, server, face_video):
     # the server's reply is made up here: face 1 is the largest for two frames, then face 2 is
     emotions = page.context.request.get(server + "/healthz").json()["emotions"]
@@ -179,14 +191,7 @@ def test_the_timeline_breaks_where_the_largest_face_is_another_person(page, serv
         "frames": [{"t": t, "faces": [face]} for t, face in enumerate(faces)],
         "summary": {"frames_with_faces": 4, "dominant": emotions[0], "tracks": []},
     }
-    page.route("**/api/v1/analyze-video*", lambda route: route.fulfill(json={"url": "/api/v1/jobs/made-up"}))
-    page.route(
-        "**/api/v1/jobs/made-up*",
-        lambda route: route.fulfill(
-            body="t\n" if "format=csv" in route.request.url else None,
-            json=None if "format=csv" in route.request.url else {"state": "done", "progress": 1, "result": result},
-        ),
-    )
+    answer_every_video_with(page, result)
     page.add_init_script("""
       window.lines = 0;
       const lineTo = CanvasRenderingContext2D.prototype.lineTo;
@@ -213,14 +218,7 @@ def test_the_video_page_says_when_frames_held_more_faces_than_labelled(page, ser
         "frames": [{"t": t, "faces": [face], "faces_found": found} for t, found in enumerate((1, 4, 3))],
         "summary": {"frames_with_faces": 3, "frames_over_face_limit": 2, "dominant": emotions[0], "tracks": []},
     }
-    page.route("**/api/v1/analyze-video*", lambda route: route.fulfill(json={"url": "/api/v1/jobs/made-up"}))
-    page.route(
-        "**/api/v1/jobs/made-up*",
-        lambda route: route.fulfill(
-            body="t\n" if "format=csv" in route.request.url else None,
-            json=None if "format=csv" in route.request.url else {"state": "done", "progress": 1, "result": result},
-        ),
-    )
+    answer_every_video_with(page, result)
     page.goto(server + "/video")
     analyse_video(page, face_video)
     page.wait_for_function("() => !document.getElementById('timeline').hidden")
