@@ -365,8 +365,8 @@ def render(runs: list[Path], export: dict, report: dict, served: str, calibratio
         agree, right = both["agree_share"], both["right_where_they_agree"]
         lines += [
             "",
-            f"Both labelings at once: FER-2013's label and the FER+ majority agree on {both['agree_share']:.1%} of these"
-            f" faces, and the model is right on {both['right_where_they_agree']:.1%} of those. Where they differ no"
+            f"Both labelings at once: FER-2013's label and the FER+ majority agree on {agree:.1%} of these"
+            f" faces, and the model is right on {right:.1%} of those. Where they differ no"
             f" answer is right on both: the model gives the FER+ majority on {both['differ_says_majority']:.1%} of them"
             f" and FER-2013's label on {both['differ_says_label']:.1%}. On these faces its two accuracies add up to"
             f" {2 * agree * right + (1 - agree) * (both['differ_says_majority'] + both['differ_says_label']):.3f};"

@@ -234,11 +234,7 @@ def without_parts(detections: list[FaceDetection]) -> list[FaceDetection]:
 
     NMS merges boxes by how much they overlap, and a box on a part of a face (an eye, the mouth: a
     96 px close-up had one at score 0.53 beside its face at 0.75) overlaps the face's little."""
-    kept = KeptFaces()
-    for face in detections:
-        if not kept.covers(face.box):
-            kept.add(face)
-    return kept.faces
+    return KeptFaces(detections).faces
 
 
 class KeptFaces:
@@ -247,11 +243,13 @@ class KeptFaces:
     Held as an array: a crowd's tiles find thousands of boxes, and comparing each with every face
     kept, box by box, took seconds (1,600 faces: 1 million comparisons, 2.5 s)."""
 
-    def __init__(self, faces: list[FaceDetection] | None = None):
+    def __init__(self, detections: list[FaceDetection] = ()):
+        """Keep `detections` in their order, each unless it covers a face kept before it (`without_parts`)."""
         self.faces: list[FaceDetection] = []
         self._corners = np.empty((0, 4))  # x0, y0, x1, y1 of each face
-        for face in faces or []:
-            self.add(face)
+        for face in detections:
+            if not self.covers(face.box):
+                self.add(face)
 
     def add(self, face: FaceDetection) -> None:
         box = face.box

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from webapp.vision.detector import BlazeFaceDetector, KeptFaces, without_parts
+from webapp.vision.detector import BlazeFaceDetector, KeptFaces
 from webapp.vision.types import Box, FaceDetection
 
 # BlazeFace finds faces down to ~7% of what it is shown: a level whose shorter side is under this
@@ -56,7 +56,7 @@ class TiledFaceDetector:
 
     def detect(self, rgb: np.ndarray) -> list[FaceDetection]:
         """Find faces in an RGB uint8 image; boxes are in that image's pixels."""
-        faces = KeptFaces(without_parts(self.whole.detect(rgb)))
+        faces = KeptFaces(self.whole.detect(rgb))
         looks_left = MAX_SECOND_LOOKS
         height, width = rgb.shape[:2]
         for level_width, level_height in self._levels(height, width):
